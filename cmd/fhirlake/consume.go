@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"fhirlake/config"
+	"fhirlake/consumer"
+	"fhirlake/sink"
+)
+
+func newConsumeCmd(g *globals) *cobra.Command {
+	var noCreate bool
+	cmd := &cobra.Command{
+		Use:   "consume",
+		Short: "Consume notifications into each tenant's lake until SIGTERM",
+		Long: `consume joins the Kafka consumer group, writes every change to its tenant's store as
+Parquet and commits offsets once the files are durable. Records that cannot be stored go to
+the dead-letter topic with their reason. SIGTERM stops fetching, flushes, commits and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			if len(cfg.Tenants) == 0 {
+				return errors.New("no tenants configured: add tenants to the configuration")
+			}
+			log := g.logger()
+			ctx := contextOf(cmd)
+			if !noCreate {
+				if err := ensureTopics(ctx, cfg.Kafka); err != nil {
+					return err
+				}
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			ready := &readiness{}
+			if cfg.Metrics.Listen != "" {
+				stopHTTP, err := serveMetrics(cfg.Metrics.Listen, reg, ready, log)
+				if err != nil {
+					return err
+				}
+				defer stopHTTP()
+			}
+			return runConsumer(ctx, cfg, reg, log, ready)
+		},
+	}
+	cmd.Flags().BoolVar(&noCreate, "no-create-topics", false, "do not create missing topics")
+	return cmd
+}
+
+// runConsumer wires stores, the sink and the consumer, and runs it until
+// ctx is done.
+func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Registerer, log *slog.Logger, ready *readiness, extra ...kgo.Opt) error {
+	stores, err := openStores(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush")}, reg)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	c, err := consumer.New(consumer.Options{
+		Brokers:          cfg.Kafka.Brokers,
+		Topics:           cfg.Kafka.Topics,
+		Group:            cfg.Kafka.Group,
+		DeadLetterTopic:  cfg.Kafka.DeadLetterTopic,
+		ClientID:         cfg.Kafka.ClientID,
+		TenantHeader:     cfg.Routing.Header,
+		TopicTenants:     cfg.Routing.Topics,
+		Tenants:          tenantNames(cfg),
+		MaxRows:          cfg.Flush.MaxRows,
+		MaxBytes:         int64(cfg.Flush.MaxBytes),
+		MaxAge:           cfg.Flush.MaxAge,
+		MaxBufferedBytes: int64(cfg.Memory.MaxBufferedBytes),
+		ClientOpts:       extra,
+	}, w, reg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("consuming", "topics", cfg.Kafka.Topics, "group", cfg.Kafka.Group, "tenants", len(cfg.Tenants))
+	if ready != nil {
+		ready.set(true)
+	}
+	err = c.Run(ctx)
+	if ready != nil {
+		ready.set(false)
+	}
+	log.Info("consumer stopped")
+	return err
+}
+
+type readiness struct{ ok atomicBool }
+
+func (r *readiness) set(v bool) { r.ok.Store(v) }
+
+// serveMetrics serves /metrics, /healthz and /readyz until the returned
+// function is called.
+func serveMetrics(addr string, reg *prometheus.Registry, ready *readiness, log *slog.Logger) (func(), error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready != nil && !ready.ok.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}

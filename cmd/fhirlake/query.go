@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"fhirlake/config"
+	"fhirlake/query"
+)
+
+func newQueryCmd(g *globals) *cobra.Command {
+	var tenant, format string
+	var list bool
+	cmd := &cobra.Command{
+		Use:   `query --tenant T [--format table|csv|json] "SQL"`,
+		Short: "Run SQL over one tenant's lake",
+		Long: `query opens a DuckDB session that can read only the given tenant's lake, with one
+view per resource type (patient, observation, medication_request, …) holding the latest
+version of each resource (deletes removed), plus resources (all types, latest, deletes
+removed), resources_latest (with tombstones) and resources_all (every row as stored).
+Exits non-zero on any error.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if list {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			ctx := contextOf(cmd)
+			t, err := pickTenant(cfg, tenant)
+			if err != nil {
+				return err
+			}
+			s, err := openSession(ctx, cfg, t)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			q := ""
+			if list {
+				q = "SELECT view_name AS view FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+			} else {
+				q = args[0]
+			}
+			rows, err := s.Query(ctx, q)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			_, err = query.Write(cmd.OutOrStdout(), rows, format)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant to query (optional when only one is configured)")
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: "+strings.Join(query.Formats, ", "))
+	cmd.Flags().BoolVar(&list, "views", false, "list the views instead of running SQL")
+	return cmd
+}
+
+func pickTenant(cfg config.Config, name string) (config.Tenant, error) {
+	if name == "" {
+		if len(cfg.Tenants) == 1 {
+			return cfg.Tenants[0], nil
+		}
+		return config.Tenant{}, fmt.Errorf("--tenant is required: configured tenants are %s", strings.Join(tenantNames(cfg), ", "))
+	}
+	t, ok := cfg.Tenant(name)
+	if !ok {
+		return config.Tenant{}, fmt.Errorf("tenant %q is not configured (configured: %s)", name, strings.Join(tenantNames(cfg), ", "))
+	}
+	return t, nil
+}
+
+// openSession opens the tenant's session: a local store directly, an S3
+// store through a local mirror refreshed from the bucket with the tenant's
+// own credentials.
+func openSession(ctx context.Context, cfg config.Config, t config.Tenant) (*query.Session, error) {
+	root := t.Store.Path
+	if t.Store.Type == "s3" {
+		store, err := openStore(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		root = filepath.Join(cfg.WorkDir, "mirror", t.Name)
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return nil, err
+		}
+		if _, err := query.Mirror(ctx, store, root); err != nil {
+			return nil, fmt.Errorf("tenant %s: refresh mirror: %w", t.Name, err)
+		}
+	} else if err := query.Exists(root); err != nil {
+		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
+	}
+	return query.Open(ctx, t.Name, root, query.Options{})
+}

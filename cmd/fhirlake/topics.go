@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"fhirlake/config"
+	"fhirlake/consumer"
+)
+
+func newTopicsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "topics", Short: "Manage the Kafka topics fhirlake uses"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "create",
+		Short: "Create the notification and dead-letter topics if they are missing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			return ensureTopics(contextOf(cmd), cfg.Kafka)
+		},
+	})
+	return cmd
+}
+
+// ensureTopics creates the consumed topics and the dead-letter topic when
+// they do not exist.
+func ensureTopics(ctx context.Context, k config.Kafka) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...), kgo.ClientID(k.ClientID))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topics := append(append([]string{}, k.Topics...), k.DeadLetterTopic)
+	resp, err := adm.CreateTopics(ctx, k.Partitions, k.ReplicationFactor, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && r.Err != kerr.TopicAlreadyExists {
+			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
+
+func newLagCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "lag",
+		Short: "Show the consumer group's lag per partition and in total",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...), kgo.ClientID(cfg.Kafka.ClientID))
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			lag, err := consumer.Lag(contextOf(cmd), kadm.NewClient(cl), cfg.Kafka.Group, cfg.Kafka.Topics)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG")
+			sort.Slice(lag.Partitions, func(i, j int) bool {
+				a, b := lag.Partitions[i], lag.Partitions[j]
+				return a.Topic < b.Topic || a.Topic == b.Topic && a.Partition < b.Partition
+			})
+			for _, p := range lag.Partitions {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Topic, p.Partition, p.Committed, p.End, p.Lag)
+			}
+			fmt.Fprintf(tw, "TOTAL\t\t\t\t%d\n", lag.Total)
+			return tw.Flush()
+		},
+	}
+}

@@ -1,0 +1,303 @@
+// Package config loads and validates the fhirlake configuration: one YAML
+// file, overridden by FHIRLAKE_* environment variables. Secrets are never
+// written in the file; the file names the environment variables that hold them.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of one fhirlake process.
+type Config struct {
+	// Kafka is where notifications come from.
+	Kafka Kafka `yaml:"kafka" envPrefix:"FHIRLAKE_KAFKA_"`
+	// Routing decides which tenant a record belongs to.
+	Routing Routing `yaml:"routing"`
+	// Flush bounds each buffer: whichever limit is reached first flushes it.
+	Flush Flush `yaml:"flush" envPrefix:"FHIRLAKE_FLUSH_"`
+	// Memory bounds what all buffers together may hold.
+	Memory Memory `yaml:"memory" envPrefix:"FHIRLAKE_MEMORY_"`
+	// Metrics is the Prometheus endpoint.
+	Metrics Metrics `yaml:"metrics" envPrefix:"FHIRLAKE_METRICS_"`
+	// WorkDir holds temporary Parquet files before they are uploaded or
+	// renamed into place. Default: .fhirlake/work.
+	WorkDir string `yaml:"work_dir" env:"FHIRLAKE_WORK_DIR"`
+	// Tenants lists every tenant this deployment serves. Records for any
+	// other tenant are dead-lettered: there is no default tenant.
+	Tenants []Tenant `yaml:"tenants"`
+}
+
+// Kafka configures the consumer group and the dead-letter topic.
+type Kafka struct {
+	// Brokers are the seed brokers, host:port. Default: 127.0.0.1:19092.
+	Brokers []string `yaml:"brokers" env:"BROKERS" envSeparator:","`
+	// Topics are consumed by the group. Default: fhir.notifications.
+	Topics []string `yaml:"topics" env:"TOPICS" envSeparator:","`
+	// Group is the consumer group id. Default: fhirlake.
+	Group string `yaml:"group" env:"GROUP"`
+	// DeadLetterTopic receives every record that cannot become rows, with
+	// its reason in headers. Default: fhir.deadletter.
+	DeadLetterTopic string `yaml:"dead_letter_topic" env:"DEAD_LETTER_TOPIC"`
+	// ClientID identifies this process to the brokers. Default: fhirlake.
+	ClientID string `yaml:"client_id" env:"CLIENT_ID"`
+	// Partitions is used when fhirlake creates a missing topic. Default: 6.
+	Partitions int32 `yaml:"partitions" env:"PARTITIONS"`
+	// ReplicationFactor is used when fhirlake creates a missing topic.
+	// Default: 1 (a single-node development broker); use 3 in production.
+	ReplicationFactor int16 `yaml:"replication_factor" env:"REPLICATION_FACTOR"`
+}
+
+// Routing is the tenant resolution chain: the header first, then the topic map.
+type Routing struct {
+	// Header is the Kafka record header naming the tenant. Default: fhir-tenant.
+	Header string `yaml:"header" env:"FHIRLAKE_ROUTING_HEADER"`
+	// Topics maps a topic to the tenant that owns all of it.
+	Topics map[string]string `yaml:"topics"`
+}
+
+// Flush limits one buffer (one Kafka partition's pending rows).
+type Flush struct {
+	// MaxRows flushes a buffer holding this many rows. Default: 100000.
+	MaxRows int `yaml:"max_rows" env:"MAX_ROWS"`
+	// MaxBytes flushes a buffer holding this many bytes of notifications.
+	// Default: 64MiB. Larger files are cheaper to query; memory grows with it.
+	MaxBytes ByteSize `yaml:"max_bytes" env:"MAX_BYTES"`
+	// MaxAge flushes a buffer whose oldest record waited this long. It bounds
+	// freshness when traffic is low. Default: 5s.
+	MaxAge time.Duration `yaml:"max_age" env:"MAX_AGE"`
+}
+
+// Memory bounds the process.
+type Memory struct {
+	// MaxBufferedBytes is the budget for all buffers together; beyond it the
+	// consumer pauses fetching until flushes free memory. Default: 512MiB.
+	MaxBufferedBytes ByteSize `yaml:"max_buffered_bytes" env:"MAX_BUFFERED_BYTES"`
+}
+
+// Metrics configures the HTTP endpoint serving /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Listen is host:port; empty disables the endpoint. Default: 127.0.0.1:9464.
+	Listen string `yaml:"listen" env:"LISTEN"`
+}
+
+// Tenant is one customer of the lake, with a store of its own.
+type Tenant struct {
+	// Name is the tenant id used in routing, metrics and queries:
+	// lowercase letters, digits and dashes.
+	Name string `yaml:"name"`
+	// Store is where this tenant's files go, written with its credentials only.
+	Store Store `yaml:"store"`
+}
+
+// Store is a tenant's object store: a local directory or an S3 bucket.
+type Store struct {
+	// Type is "local" or "s3".
+	Type string `yaml:"type"`
+	// Path is the directory of a local store.
+	Path string `yaml:"path"`
+	// Bucket is the S3 bucket, owned by this tenant alone.
+	Bucket string `yaml:"bucket"`
+	// Prefix is prepended to every key inside the bucket. Default: none.
+	Prefix string `yaml:"prefix"`
+	// Endpoint is the S3 endpoint URL; empty means AWS itself.
+	Endpoint string `yaml:"endpoint"`
+	// Region of the bucket. Default: us-east-1.
+	Region string `yaml:"region"`
+	// PathStyle addresses buckets as endpoint/bucket (needed by most
+	// S3-compatible servers).
+	PathStyle bool `yaml:"path_style"`
+	// AccessKeyEnv and SecretKeyEnv name the environment variables holding
+	// this tenant's static credentials. Both empty: the default AWS chain.
+	AccessKeyEnv string `yaml:"access_key_env"`
+	SecretKeyEnv string `yaml:"secret_key_env"`
+}
+
+// Default returns the configuration used when no file is given: a local
+// broker of the development stack and no tenants.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:           []string{"127.0.0.1:19092"},
+			Topics:            []string{"fhir.notifications"},
+			Group:             "fhirlake",
+			DeadLetterTopic:   "fhir.deadletter",
+			ClientID:          "fhirlake",
+			Partitions:        6,
+			ReplicationFactor: 1,
+		},
+		Routing: Routing{Header: "fhir-tenant"},
+		Flush:   Flush{MaxRows: 100_000, MaxBytes: 64 << 20, MaxAge: 5 * time.Second},
+		Memory:  Memory{MaxBufferedBytes: 512 << 20},
+		Metrics: Metrics{Listen: "127.0.0.1:9464"},
+		WorkDir: ".fhirlake/work",
+	}
+}
+
+// DefaultFile is the configuration file looked for in the working directory
+// when neither --config nor FHIRLAKE_CONFIG names one.
+const DefaultFile = "fhirlake.yaml"
+
+// Locate returns the configuration file to load: the explicit path, else
+// $FHIRLAKE_CONFIG, else ./fhirlake.yaml when it exists, else "".
+func Locate(explicit string) string {
+	if explicit != "" {
+		return explicit
+	}
+	if p := os.Getenv("FHIRLAKE_CONFIG"); p != "" {
+		return p
+	}
+	if _, err := os.Stat(DefaultFile); err == nil {
+		return DefaultFile
+	}
+	return ""
+}
+
+// Load reads path (if not empty) over the defaults, applies environment
+// overrides and validates the result.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("read config: %w", err)
+		}
+		if err := Parse(data, &cfg); err != nil {
+			return Config{}, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := env.Parse(&cfg); err != nil {
+		return Config{}, fmt.Errorf("config from environment: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML into cfg, rejecting unknown keys so that a typo does
+// not silently fall back to a default.
+func Parse(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, ioEOF) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+var tenantName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// Validate reports every problem at once, each naming the key at fault.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers: at least one broker is required")
+	}
+	if len(c.Kafka.Topics) == 0 {
+		bad("kafka.topics: at least one topic is required")
+	}
+	if c.Kafka.Group == "" {
+		bad("kafka.group: required")
+	}
+	if c.Kafka.DeadLetterTopic == "" {
+		bad("kafka.dead_letter_topic: required (records that cannot be stored go there)")
+	}
+	for _, t := range c.Kafka.Topics {
+		if t == c.Kafka.DeadLetterTopic {
+			bad("kafka.dead_letter_topic: %q is also consumed; it would loop", t)
+		}
+	}
+	if c.Kafka.Partitions < 1 {
+		bad("kafka.partitions: must be at least 1, got %d", c.Kafka.Partitions)
+	}
+	if c.Kafka.ReplicationFactor < 1 {
+		bad("kafka.replication_factor: must be at least 1, got %d", c.Kafka.ReplicationFactor)
+	}
+	if c.Routing.Header == "" && len(c.Routing.Topics) == 0 {
+		bad("routing: set a header or a topic map, or no record can be routed")
+	}
+	if c.Flush.MaxRows < 1 {
+		bad("flush.max_rows: must be positive, got %d", c.Flush.MaxRows)
+	}
+	if c.Flush.MaxBytes < 1<<10 {
+		bad("flush.max_bytes: must be at least 1KiB, got %s", c.Flush.MaxBytes)
+	}
+	if c.Flush.MaxAge < 10*time.Millisecond {
+		bad("flush.max_age: must be at least 10ms, got %s", c.Flush.MaxAge)
+	}
+	if c.Memory.MaxBufferedBytes < c.Flush.MaxBytes {
+		bad("memory.max_buffered_bytes (%s) must be at least flush.max_bytes (%s)", c.Memory.MaxBufferedBytes, c.Flush.MaxBytes)
+	}
+	if c.WorkDir == "" {
+		bad("work_dir: required")
+	}
+	seen := map[string]bool{}
+	buckets := map[string]string{}
+	for i, t := range c.Tenants {
+		at := fmt.Sprintf("tenants[%d]", i)
+		if !tenantName.MatchString(t.Name) {
+			bad("%s.name: %q must be lowercase letters, digits and dashes", at, t.Name)
+		}
+		if seen[t.Name] {
+			bad("%s.name: %q appears twice", at, t.Name)
+		}
+		seen[t.Name] = true
+		at += " (" + t.Name + ").store"
+		switch t.Store.Type {
+		case "local":
+			if t.Store.Path == "" {
+				bad("%s.path: required for a local store", at)
+			}
+			if other, ok := buckets["local:"+t.Store.Path]; ok {
+				bad("%s.path: %q is also the store of tenant %s; tenants never share a store", at, t.Store.Path, other)
+			}
+			buckets["local:"+t.Store.Path] = t.Name
+		case "s3":
+			if t.Store.Bucket == "" {
+				bad("%s.bucket: required for an s3 store", at)
+			}
+			if other, ok := buckets["s3:"+t.Store.Endpoint+"/"+t.Store.Bucket]; ok {
+				bad("%s.bucket: %q is also the bucket of tenant %s; tenants never share a bucket", at, t.Store.Bucket, other)
+			}
+			buckets["s3:"+t.Store.Endpoint+"/"+t.Store.Bucket] = t.Name
+			if (t.Store.AccessKeyEnv == "") != (t.Store.SecretKeyEnv == "") {
+				bad("%s: set both access_key_env and secret_key_env, or neither", at)
+			}
+			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv} {
+				if name != "" && os.Getenv(name) == "" {
+					bad("%s: environment variable %s is not set", at, name)
+				}
+			}
+		default:
+			bad("%s.type: %q must be local or s3", at, t.Store.Type)
+		}
+	}
+	for topic, tenant := range c.Routing.Topics {
+		if !seen[tenant] {
+			bad("routing.topics[%s]: tenant %q is not in tenants", topic, tenant)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Tenant returns the named tenant's configuration.
+func (c Config) Tenant(name string) (Tenant, bool) {
+	for _, t := range c.Tenants {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Tenant{}, false
+}

@@ -1,0 +1,89 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"fhirlake/internal/testenv"
+)
+
+func TestByteSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want ByteSize
+		err  bool
+	}{
+		{"512", 512, false}, {"64KiB", 64 << 10, false}, {"64MiB", 64 << 20, false}, {"1GiB", 1 << 30, false},
+		{"8MB", 8 << 20, false}, {" 2 GiB ", 2 << 30, false}, {"-1", 0, true}, {"lots", 0, true}, {"99999999999GiB", 0, true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var b ByteSize
+			err := b.UnmarshalText([]byte(tc.in))
+			if (err != nil) != tc.err || (!tc.err && b != tc.want) {
+				t.Fatalf("got %d, %v; want %d, error %v", b, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestLoadExampleAndLocalStack(t *testing.T) {
+	t.Setenv("FHIRLAKE_TENANT_ACME_ACCESS_KEY", "a")
+	t.Setenv("FHIRLAKE_TENANT_ACME_SECRET_KEY", "b")
+	cfg, err := Load(filepath.Join(testenv.RepoRoot(), "deploy", "config", "fhirlake.example.yaml"))
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	if len(cfg.Tenants) != 2 || cfg.Flush.MaxBytes != 64<<20 || cfg.Flush.MaxAge != 5*time.Second {
+		t.Fatalf("example config: got %+v", cfg)
+	}
+	for _, tn := range []string{"ACME", "GLOBEX", "INITECH"} {
+		t.Setenv("FHIRLAKE_TENANT_"+tn+"_ACCESS_KEY", "k")
+		t.Setenv("FHIRLAKE_TENANT_"+tn+"_SECRET_KEY", "s")
+	}
+	if _, err := Load(filepath.Join(testenv.RepoRoot(), "deploy", "local", "fhirlake.yaml")); err != nil {
+		t.Fatalf("local stack config: %v", err)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte("kafka:\n  brokers: [a:1]\nflush:\n  max_age: 3s\n"), 0o644)
+	t.Setenv("FHIRLAKE_KAFKA_BROKERS", "x:1,y:2")
+	t.Setenv("FHIRLAKE_FLUSH_MAX_BYTES", "8MiB")
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Kafka.Brokers, ",") != "x:1,y:2" || cfg.Flush.MaxBytes != 8<<20 || cfg.Flush.MaxAge != 3*time.Second {
+		t.Fatalf("got brokers %v, max_bytes %s, max_age %s", cfg.Kafka.Brokers, cfg.Flush.MaxBytes, cfg.Flush.MaxAge)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown key", "kafka:\n  brokerz: [x]\n", "brokerz"},
+		{"no brokers", "kafka:\n  brokers: []\n", "kafka.brokers"},
+		{"dlq consumed", "kafka:\n  topics: [a]\n  dead_letter_topic: a\n", "loop"},
+		{"bad tenant", "tenants:\n  - name: Acme!\n    store: {type: local, path: /tmp/x}\n", "tenants[0].name"},
+		{"shared bucket", "tenants:\n  - name: a\n    store: {type: s3, bucket: b}\n  - name: c\n    store: {type: s3, bucket: b}\n", "never share"},
+		{"missing secret env", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, access_key_env: NOPE_A, secret_key_env: NOPE_B}\n", "NOPE_A is not set"},
+		{"unknown store", "tenants:\n  - name: a\n    store: {type: ftp}\n", "local or s3"},
+		{"topic to unknown tenant", "routing:\n  topics: {t: ghost}\n", "ghost"},
+		{"budget below flush", "flush:\n  max_bytes: 64MiB\nmemory:\n  max_buffered_bytes: 1MiB\n", "max_buffered_bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			os.WriteFile(p, []byte(tc.yaml), 0o644)
+			_, err := Load(p)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,301 @@
+// Package consumer reads FHIR subscription notifications from a Kafka
+// consumer group, routes them to tenants, buffers them per partition and
+// hands them to the sink; Kafka offsets are committed only once every file
+// holding those records is durable.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"fhirlake/sink"
+)
+
+// Options configure a Consumer. Zero values take the documented defaults.
+type Options struct {
+	Brokers         []string
+	Topics          []string
+	Group           string
+	DeadLetterTopic string
+	ClientID        string
+	// TenantHeader, TopicTenants and Tenants drive tenant resolution.
+	TenantHeader string
+	TopicTenants map[string]string
+	Tenants      []string
+	// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
+	// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
+	MaxRows  int
+	MaxBytes int64
+	MaxAge   time.Duration
+	// MaxBufferedBytes is the budget for all buffers; beyond it fetching
+	// pauses until flushes free memory. Default: 512 MiB.
+	MaxBufferedBytes int64
+	// RevokeTimeout bounds how long a revoked partition may spend flushing
+	// before it is released without a commit (its records then replay on the
+	// new owner). Default: 30 s.
+	RevokeTimeout time.Duration
+	// ShutdownTimeout bounds the final flush on shutdown. Default: 30 s.
+	ShutdownTimeout time.Duration
+	// ClientOpts are appended to the Kafka client options (tests use them to
+	// shorten timeouts).
+	ClientOpts []kgo.Opt
+}
+
+func (o *Options) defaults() {
+	if o.MaxRows <= 0 {
+		o.MaxRows = 100_000
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 64 << 20
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 5 * time.Second
+	}
+	if o.MaxBufferedBytes <= 0 {
+		o.MaxBufferedBytes = 512 << 20
+	}
+	if o.RevokeTimeout <= 0 {
+		o.RevokeTimeout = 30 * time.Second
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.ClientID == "" {
+		o.ClientID = "fhirlake"
+	}
+}
+
+// Consumer is one member of the consumer group.
+type Consumer struct {
+	opts    Options
+	cl      *kgo.Client
+	writer  *sink.Writer
+	router  *Router
+	log     *slog.Logger
+	m       *metrics
+	mem     memory.Allocator
+	buffered atomic.Int64
+
+	mu      sync.Mutex
+	workers map[tp]*worker
+	// fatal carries an error that must stop the consumer.
+	fatal chan error
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// New creates a consumer that writes through w.
+func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logger) (*Consumer, error) {
+	opts.defaults()
+	if len(opts.Brokers) == 0 || len(opts.Topics) == 0 || opts.Group == "" || opts.DeadLetterTopic == "" {
+		return nil, errors.New("consumer: brokers, topics, group and dead-letter topic are required")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Consumer{
+		opts:    opts,
+		writer:  w,
+		router:  NewRouter(opts.TenantHeader, opts.TopicTenants, opts.Tenants),
+		log:     log,
+		m:       newMetrics(reg),
+		mem:     memory.NewGoAllocator(),
+		workers: map[tp]*worker{},
+		fatal:   make(chan error, 1),
+	}
+	kopts := []kgo.Opt{
+		kgo.SeedBrokers(opts.Brokers...),
+		kgo.ClientID(opts.ClientID),
+		kgo.ConsumerGroup(opts.Group),
+		kgo.ConsumeTopics(opts.Topics...),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsAssigned(c.assigned),
+		kgo.OnPartitionsRevoked(c.revoked),
+		kgo.OnPartitionsLost(c.lost),
+		// Dead letters must be durable before the offsets that cover them
+		// are committed.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(5 * time.Millisecond),
+	}
+	kopts = append(kopts, opts.ClientOpts...)
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	c.cl = cl
+	return c, nil
+}
+
+// Run consumes until ctx is done, then flushes and commits what it holds,
+// within ShutdownTimeout, and leaves the group.
+func (c *Consumer) Run(ctx context.Context) error {
+	defer c.cl.Close()
+	paused := false
+	var runErr error
+	for {
+		if ctx.Err() != nil {
+			break
+		}
+		select {
+		case err := <-c.fatal:
+			runErr = err
+		default:
+		}
+		if runErr != nil {
+			break
+		}
+		over := c.buffered.Load() >= c.opts.MaxBufferedBytes
+		switch {
+		case over && !paused:
+			c.cl.PauseFetchTopics(c.opts.Topics...)
+			paused = true
+			c.m.paused.Set(1)
+			c.log.Warn("memory budget reached; fetching paused", "buffered_bytes", c.buffered.Load(), "budget", c.opts.MaxBufferedBytes)
+		case !over && paused && c.buffered.Load() < c.opts.MaxBufferedBytes*8/10:
+			c.cl.ResumeFetchTopics(c.opts.Topics...)
+			paused = false
+			c.m.paused.Set(0)
+			c.log.Info("fetching resumed", "buffered_bytes", c.buffered.Load())
+		}
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		fetches := c.cl.PollRecords(pctx, 10_000)
+		cancel()
+		if fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		fetches.EachPartition(func(f kgo.FetchTopicPartition) {
+			if len(f.Records) == 0 {
+				return
+			}
+			c.mu.Lock()
+			w := c.workers[tp{f.Topic, f.Partition}]
+			c.mu.Unlock()
+			if w == nil {
+				// Assigned callbacks run before records are returned; a
+				// missing worker means the partition was just lost.
+				return
+			}
+			for _, r := range f.Records {
+				c.buffered.Add(int64(len(r.Value)))
+			}
+			c.m.buffered.Set(float64(c.buffered.Load()))
+			select {
+			case w.in <- f.Records:
+			case <-ctx.Done():
+			}
+		})
+		c.cl.AllowRebalance()
+	}
+	c.shutdown()
+	return runErr
+}
+
+// shutdown flushes and commits every partition, then leaves the group.
+func (c *Consumer) shutdown() {
+	c.mu.Lock()
+	ws := make([]*worker, 0, len(c.workers))
+	for k, w := range c.workers {
+		ws = append(ws, w)
+		delete(c.workers, k)
+	}
+	c.mu.Unlock()
+	c.stopWorkers(ws, stopFlush, c.opts.ShutdownTimeout, "shutdown")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.cl.LeaveGroupContext(ctx); err != nil {
+		c.log.Warn("leave group", "err", err)
+	}
+}
+
+func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for topic, ps := range assigned {
+		for _, p := range ps {
+			key := tp{topic, p}
+			if _, ok := c.workers[key]; ok {
+				continue
+			}
+			w := newWorker(c, topic, p)
+			c.workers[key] = w
+			go w.run()
+			c.log.Debug("partition assigned", "topic", topic, "partition", p)
+		}
+	}
+}
+
+func (c *Consumer) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	c.stopWorkers(c.take(revoked), stopFlush, c.opts.RevokeTimeout, "revoke")
+}
+
+func (c *Consumer) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	c.stopWorkers(c.take(lost), stopDrop, 0, "lost")
+}
+
+func (c *Consumer) take(parts map[string][]int32) []*worker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ws []*worker
+	for topic, ps := range parts {
+		for _, p := range ps {
+			key := tp{topic, p}
+			if w, ok := c.workers[key]; ok {
+				ws = append(ws, w)
+				delete(c.workers, key)
+			}
+		}
+	}
+	return ws
+}
+
+// stopWorkers stops workers concurrently and waits for all of them.
+func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duration, reason string) {
+	for _, w := range ws {
+		if mode == stopDrop {
+			w.cancel() // abandon any flush in progress: nothing may be committed
+		}
+		w.stop <- stopRequest{mode: mode, reason: reason}
+	}
+	var timer <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		timer = t.C
+	}
+	for _, w := range ws {
+		select {
+		case <-w.done:
+		case <-timer:
+			c.log.Warn("flush did not finish in time; releasing partitions without commit", "reason", reason, "timeout", timeout)
+			for _, w := range ws {
+				w.cancel()
+			}
+			for _, w := range ws {
+				<-w.done
+			}
+			return
+		}
+	}
+}
+
+// Buffered returns the bytes held in buffers now.
+func (c *Consumer) Buffered() int64 { return c.buffered.Load() }

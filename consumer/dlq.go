@@ -1,0 +1,77 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// dlqTracker follows the dead letters produced since the last commit, so a
+// flush can wait until every one of them is acknowledged, and produce again
+// those that failed.
+type dlqTracker struct {
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+	failed []*kgo.Record
+	n      int
+}
+
+func (d *dlqTracker) produce(ctx context.Context, cl *kgo.Client, r *kgo.Record) {
+	d.n++
+	d.send(ctx, cl, r)
+}
+
+func (d *dlqTracker) send(ctx context.Context, cl *kgo.Client, r *kgo.Record) {
+	d.wg.Add(1)
+	cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+		if err != nil {
+			d.mu.Lock()
+			d.err = errors.Join(d.err, err)
+			d.failed = append(d.failed, r)
+			d.mu.Unlock()
+		}
+		d.wg.Done()
+	})
+}
+
+// wait returns once every dead letter is acknowledged, with the failures if
+// any; the flush then fails and retry produces them again.
+func (d *dlqTracker) wait(ctx context.Context) error {
+	if d.n == 0 {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err != nil {
+		return fmt.Errorf("produce %d dead letters: %w", len(d.failed), d.err)
+	}
+	return nil
+}
+
+// retry produces the failed dead letters again.
+func (d *dlqTracker) retry(ctx context.Context, cl *kgo.Client) {
+	d.mu.Lock()
+	failed := d.failed
+	d.failed, d.err = nil, nil
+	d.mu.Unlock()
+	for _, r := range failed {
+		d.send(ctx, cl, r)
+	}
+}
+
+func (d *dlqTracker) reset() {
+	d.mu.Lock()
+	d.err, d.failed, d.n = nil, nil, 0
+	d.mu.Unlock()
+}

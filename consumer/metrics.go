@@ -1,0 +1,66 @@
+package consumer
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	records       *prometheus.CounterVec
+	recordBytes   *prometheus.CounterVec
+	events        *prometheus.CounterVec
+	controls      *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	flushes       *prometheus.CounterVec
+	flushErrors   prometheus.Counter
+	flushSeconds  prometheus.Histogram
+	commitSeconds prometheus.Histogram
+	buffered      prometheus.Gauge
+	paused        prometheus.Gauge
+	freshness     *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_records_total", Help: "Kafka records consumed.",
+		}, []string{"topic"}),
+		recordBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_bytes_total", Help: "Bytes of Kafka record values consumed.",
+		}, []string{"topic"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_events_total", Help: "Resource changes decoded, by envelope format, resource type and operation.",
+		}, []string{"format", "resource_type", "operation"}),
+		controls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_control_messages_total", Help: "Notifications without changes (handshake, heartbeat, query-status, empty events).",
+		}, []string{"type"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_dead_letters_total", Help: "Records sent to the dead-letter topic, by error class.",
+		}, []string{"class"}),
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_flushes_total", Help: "Buffer flushes by trigger (rows, bytes, age, revoke, shutdown).",
+		}, []string{"reason"}),
+		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_flush_errors_total", Help: "Flush attempts that failed and will be retried.",
+		}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "fhirlake_consumer_flush_duration_seconds", Help: "Time from flush start until every file is durable.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "fhirlake_consumer_commit_duration_seconds", Help: "Time to commit offsets after a flush.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fhirlake_consumer_buffered_bytes", Help: "Bytes of records held in buffers, not yet durable.",
+		}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fhirlake_consumer_fetch_paused", Help: "1 while fetching is paused because buffers reached the memory budget.",
+		}),
+		freshness: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fhirlake_consumer_last_durable_timestamp_seconds", Help: "Newest lastUpdated of a resource made durable, per tenant (Unix seconds).",
+		}, []string{"tenant"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.records, m.recordBytes, m.events, m.controls, m.deadLetters, m.flushes,
+			m.flushErrors, m.flushSeconds, m.commitSeconds, m.buffered, m.paused, m.freshness)
+	}
+	return m
+}

@@ -1,0 +1,188 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"fhirlake/sink"
+)
+
+var rawSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "tenant", Type: arrow.BinaryTypes.String},
+	{Name: "resource_type", Type: arrow.BinaryTypes.String},
+	{Name: "id", Type: arrow.BinaryTypes.String},
+	{Name: "version_id", Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: "last_updated", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
+	{Name: "operation", Type: arrow.BinaryTypes.String},
+	{Name: "topic", Type: arrow.BinaryTypes.String},
+	{Name: "partition", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "offset", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "ingest_time", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+	{Name: "resource", Type: arrow.BinaryTypes.String, Nullable: true},
+}, nil)
+
+type row struct {
+	typ, id, version, op string
+	offset               int64
+}
+
+// writeLake writes rows as one speed file of tenant under root.
+func writeLake(t *testing.T, root, tenant, name string, rows []row) {
+	t.Helper()
+	b := array.NewRecordBuilder(memory.NewGoAllocator(), rawSchema)
+	defer b.Release()
+	for _, r := range rows {
+		f := b.Fields()
+		f[0].(*array.StringBuilder).Append(tenant)
+		f[1].(*array.StringBuilder).Append(r.typ)
+		f[2].(*array.StringBuilder).Append(r.id)
+		f[3].(*array.StringBuilder).Append(r.version)
+		f[4].AppendNull()
+		f[5].(*array.StringBuilder).Append(r.op)
+		f[6].(*array.StringBuilder).Append("t")
+		f[7].(*array.Int32Builder).Append(0)
+		f[8].(*array.Int64Builder).Append(r.offset)
+		f[9].(*array.TimestampBuilder).Append(0)
+		if r.op == "delete" {
+			f[10].AppendNull()
+		} else {
+			f[10].(*array.StringBuilder).Append(fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":%q}}`, r.typ, r.id, r.version))
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	store, err := sink.NewLocal(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := sink.NewWriter(map[string]sink.Store{tenant: store}, sink.WriterOptions{WorkDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(context.Background(), []sink.File{{Tenant: tenant, View: "resources", Key: "speed/resources/date=2026-01-01/" + name + ".parquet", Record: rec}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func count(t *testing.T, s *Session, q string) int {
+	t.Helper()
+	rows, err := s.Query(context.Background(), q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	rows.Next()
+	var n int
+	if err := rows.Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestLatestVersionAndDeletes(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "acme")
+	writeLake(t, root, "acme", "t-0-0-9", []row{
+		{"Patient", "p1", "1", "upsert", 0},
+		{"Patient", "p1", "2", "upsert", 1},
+		{"Patient", "p2", "1", "upsert", 2},
+		{"Observation", "o1", "1", "upsert", 3},
+		{"Observation", "o1", "2", "delete", 4},
+		{"MedicationRequest", "m1", "10", "upsert", 5},
+		{"MedicationRequest", "m1", "9", "upsert", 6}, // an older version arriving late
+	})
+	// A replay with other boundaries leaves an overlapping file.
+	writeLake(t, root, "acme", "t-0-1-2", []row{{"Patient", "p1", "2", "upsert", 1}, {"Patient", "p2", "1", "upsert", 2}})
+	s, err := Open(context.Background(), "acme", root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, want := strings.Join(s.Types, ","), "MedicationRequest,Observation,Patient"; got != want {
+		t.Errorf("types: got %s, want %s", got, want)
+	}
+	for q, want := range map[string]int{
+		"SELECT count(*) FROM patient":                                     2,
+		"SELECT count(*) FROM patient WHERE id = 'p1' AND version_id = '2'": 1,
+		"SELECT count(*) FROM observation":                                 0,
+		"SELECT count(*) FROM medication_request WHERE version_id = '10'":   1,
+		"SELECT count(*) FROM resources_latest WHERE operation = 'delete'":  1,
+		"SELECT count(*) FROM resources_all":                               9,
+		"SELECT count(*) FROM patient WHERE resource->>'$.id' = id":         2,
+	} {
+		if got := count(t, s, q); got != want {
+			t.Errorf("%s: got %d, want %d", q, got, want)
+		}
+	}
+}
+
+func TestEmptyLake(t *testing.T) {
+	s, err := Open(context.Background(), "acme", t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := count(t, s, "SELECT count(*) FROM resources"); got != 0 {
+		t.Fatalf("got %d rows, want 0", got)
+	}
+}
+
+// TestSandbox: a tenant's session reads its own lake and nothing else.
+func TestSandbox(t *testing.T) {
+	base := t.TempDir()
+	acme := filepath.Join(base, "acme")
+	writeLake(t, acme, "acme", "t-0-0-0", []row{{"Patient", "a", "1", "upsert", 0}})
+	writeLake(t, filepath.Join(base, "acme2"), "acme2", "t-0-0-0", []row{{"Patient", "b", "1", "upsert", 0}})
+	writeLake(t, filepath.Join(base, "globex"), "globex", "t-0-0-0", []row{{"Patient", "c", "1", "upsert", 0}})
+	if err := os.Symlink(filepath.Join(base, "globex"), filepath.Join(acme, "link")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), "acme", acme, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := count(t, s, "SELECT count(*) FROM patient"); got != 1 {
+		t.Fatalf("own data: got %d rows, want 1", got)
+	}
+	g := filepath.Join(base, "globex", "speed", "resources", "date=2026-01-01", "t-0-0-0.parquet")
+	for name, q := range map[string]string{
+		"absolute path":        fmt.Sprintf("SELECT * FROM read_parquet('%s')", g),
+		"dot-dot":              fmt.Sprintf("SELECT * FROM read_parquet('%s/../globex/speed/resources/*/*.parquet')", acme),
+		"sibling prefix":       fmt.Sprintf("SELECT * FROM read_parquet('%s2/speed/resources/*/*.parquet')", acme),
+		"glob":                 fmt.Sprintf("SELECT * FROM read_parquet('%s/*/speed/resources/*/*.parquet')", base),
+		"symlink":              fmt.Sprintf("SELECT * FROM read_parquet('%s/link/speed/resources/*/*.parquet')", acme),
+		"other file":           "SELECT * FROM read_csv('/etc/passwd')",
+		"attach":               fmt.Sprintf("ATTACH '%s/x.duckdb'", base),
+		"load":                 "LOAD httpfs",
+		"install":              "INSTALL httpfs",
+		"widen directories":    fmt.Sprintf("SET allowed_directories = ['%s']", base),
+		"enable access":        "SET enable_external_access = true",
+		"unlock":               "SET lock_configuration = false",
+		"copy out":             fmt.Sprintf("COPY (SELECT 1) TO '%s/out.csv'", base),
+		"s3 url":               "SELECT * FROM read_parquet('s3://fhirlake-globex/speed/resources/*/*.parquet')",
+	} {
+		t.Run(name, func(t *testing.T) {
+			rows, err := s.Query(context.Background(), q)
+			if err == nil {
+				n := 0
+				for rows.Next() {
+					n++
+				}
+				err = rows.Err()
+				rows.Close()
+				if err == nil {
+					t.Fatalf("%s: got %d rows and no error, want a refusal", q, n)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,14 @@
+package sink
+
+import (
+	"context"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+)
+
+// loadDefaultConfig uses the standard AWS chain (environment, web identity,
+// instance role): the way to run with a role per tenant.
+func loadDefaultConfig(ctx context.Context, region string) (aws.Config, error) {
+	return config.LoadDefaultConfig(ctx, config.WithRegion(region))
+}

@@ -1,0 +1,161 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+)
+
+// S3Options configures one tenant's bucket.
+type S3Options struct {
+	Bucket string
+	// Prefix is prepended to every key; it may be empty.
+	Prefix   string
+	Endpoint string
+	Region   string
+	// PathStyle addresses the bucket as endpoint/bucket.
+	PathStyle bool
+	// AccessKey and SecretKey are this tenant's static credentials. Empty
+	// means the default AWS credential chain (an assumed role, for instance).
+	AccessKey, SecretKey string
+}
+
+// S3 is a store in one S3 bucket, reached with one tenant's credentials.
+type S3 struct {
+	client *s3.Client
+	bucket string
+	prefix string
+}
+
+// NewS3 builds a client from the tenant's own credentials only; it never
+// falls back to another identity.
+func NewS3(ctx context.Context, o S3Options) (*S3, error) {
+	if o.Bucket == "" {
+		return nil, errors.New("s3 store: bucket is required")
+	}
+	region := o.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	cfg := aws.Config{Region: region, HTTPClient: &http.Client{}}
+	if o.AccessKey != "" {
+		cfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, ""))
+	} else {
+		loaded, err := loadDefaultConfig(ctx, region)
+		if err != nil {
+			return nil, fmt.Errorf("s3 store %s: credentials: %w", o.Bucket, err)
+		}
+		cfg = loaded
+	}
+	client := s3.NewFromConfig(cfg, func(opts *s3.Options) {
+		if o.Endpoint != "" {
+			opts.BaseEndpoint = aws.String(o.Endpoint)
+		}
+		opts.UsePathStyle = o.PathStyle
+		// Checksums on every request are the SDK default since 2025; some
+		// S3-compatible servers reject the trailing-checksum encoding, so ask
+		// only when the operation requires one.
+		opts.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		opts.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	prefix := strings.Trim(o.Prefix, "/")
+	if prefix != "" {
+		prefix += "/"
+	}
+	return &S3{client: client, bucket: o.Bucket, prefix: prefix}, nil
+}
+
+func (s *S3) URL() string { return "s3://" + s.bucket + "/" + s.prefix }
+
+// Bucket is the bucket this store writes to.
+func (s *S3) Bucket() string { return s.bucket }
+
+func (s *S3) Put(ctx context.Context, key, localPath string) error {
+	f, err := os.Open(localPath)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(s.prefix + key),
+		Body:          f,
+		ContentLength: aws.Int64(info.Size()),
+		ContentType:   aws.String("application/vnd.apache.parquet"),
+	})
+	if err != nil {
+		return fmt.Errorf("put s3://%s/%s%s: %w", s.bucket, s.prefix, key, classify(err))
+	}
+	return nil
+}
+
+func (s *S3) Get(ctx context.Context, key string, w io.Writer) error {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.prefix + key)})
+	if err != nil {
+		return fmt.Errorf("get s3://%s/%s%s: %w", s.bucket, s.prefix, key, classify(err))
+	}
+	defer out.Body.Close()
+	_, err = io.Copy(w, out.Body)
+	return err
+}
+
+func (s *S3) List(ctx context.Context, prefix string) ([]Object, error) {
+	var out []Object
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.bucket),
+		Prefix: aws.String(s.prefix + prefix),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list s3://%s/%s%s: %w", s.bucket, s.prefix, prefix, classify(err))
+		}
+		for _, o := range page.Contents {
+			obj := Object{Key: strings.TrimPrefix(aws.ToString(o.Key), s.prefix), Size: aws.ToInt64(o.Size)}
+			if o.LastModified != nil {
+				obj.Modified = *o.LastModified
+			}
+			out = append(out, obj)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func (s *S3) Delete(ctx context.Context, key string) error {
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.prefix + key)})
+	if err != nil {
+		return fmt.Errorf("delete s3://%s/%s%s: %w", s.bucket, s.prefix, key, classify(err))
+	}
+	return nil
+}
+
+// classify wraps a refusal of the credentials as ErrAccessDenied.
+func classify(err error) error {
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled":
+			return fmt.Errorf("%w: %w", ErrAccessDenied, err)
+		}
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden {
+		return fmt.Errorf("%w: %w", ErrAccessDenied, err)
+	}
+	return err
+}

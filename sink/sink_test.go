@@ -1,0 +1,222 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/duckdb/duckdb-go/v2"
+)
+
+var testSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "tenant", Type: arrow.BinaryTypes.String},
+	{Name: "id", Type: arrow.BinaryTypes.String},
+	{Name: "offset", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "last_updated", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
+	{Name: "resource", Type: arrow.BinaryTypes.String, Nullable: true},
+}, nil)
+
+func testRecord(tenants []string, n int) arrow.RecordBatch {
+	b := array.NewRecordBuilder(memory.NewGoAllocator(), testSchema)
+	defer b.Release()
+	for i := 0; i < n; i++ {
+		b.Field(0).(*array.StringBuilder).Append(tenants[i%len(tenants)])
+		b.Field(1).(*array.StringBuilder).Append(fmt.Sprintf("p%d", i))
+		b.Field(2).(*array.Int64Builder).Append(int64(i))
+		b.Field(3).(*array.TimestampBuilder).Append(arrow.Timestamp(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixMicro() + int64(i)))
+		b.Field(4).(*array.StringBuilder).Append(fmt.Sprintf(`{"resourceType":"Patient","id":"p%d","gender":"female","birthDate":"1970-01-01"}`, i))
+	}
+	return b.NewRecordBatch()
+}
+
+func countParquet(t *testing.T, path string) (rows int64, tenants int64) {
+	t.Helper()
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow(fmt.Sprintf("SELECT count(*), count(DISTINCT tenant) FROM read_parquet('%s')", path)).Scan(&rows, &tenants); err != nil {
+		t.Fatal(err)
+	}
+	return rows, tenants
+}
+
+func TestLocalStore(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := NewLocal(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(src, []byte("hello"), 0o644)
+	key := Key("resources", time.Date(2026, 3, 4, 23, 0, 0, 0, time.UTC), "fhir.notifications", 3, 10, 20)
+	if want := "speed/resources/date=2026-03-04/fhir.notifications-3-10-20.parquet"; key != want {
+		t.Fatalf("key: got %s, want %s", key, want)
+	}
+	if err := s.Put(ctx, key, src); err != nil {
+		t.Fatal(err)
+	}
+	// A redelivery overwrites the same key.
+	os.WriteFile(src, []byte("hello again"), 0o644)
+	if err := s.Put(ctx, key, src); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := s.List(ctx, "speed/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || objs[0].Key != key || objs[0].Size != int64(len("hello again")) {
+		t.Fatalf("list: got %+v, want one object %s of 11 bytes", objs, key)
+	}
+	var buf bytes.Buffer
+	if err := s.Get(ctx, key, &buf); err != nil || buf.String() != "hello again" {
+		t.Fatalf("get: got %q, %v", buf.String(), err)
+	}
+	for _, bad := range []string{"../escape", "/abs", "a/../../b", ""} {
+		if err := s.Put(ctx, bad, src); err == nil {
+			t.Errorf("put %q: got nil error, want a refusal", bad)
+		}
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestWriterRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	a, _ := NewLocal(t.TempDir())
+	b, _ := NewLocal(t.TempDir())
+	w, err := NewWriter(map[string]Store{"acme": a, "globex": b}, WriterOptions{WorkDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	recA := testRecord([]string{"acme"}, 1000)
+	recB := testRecord([]string{"globex"}, 10)
+	defer recA.Release()
+	defer recB.Release()
+	written, err := w.Write(ctx, []File{
+		{Tenant: "acme", View: "resources", Key: "speed/resources/date=2026-01-02/t-0-0-999.parquet", Record: recA},
+		{Tenant: "globex", View: "resources", Key: "speed/resources/date=2026-01-02/t-0-0-999.parquet", Record: recB},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(written) != 2 || written[0].Rows != 1000 || written[1].Rows != 10 {
+		t.Fatalf("written: got %+v", written)
+	}
+	rows, tenants := countParquet(t, filepath.Join(a.Root, "speed/resources/date=2026-01-02/t-0-0-999.parquet"))
+	if rows != 1000 || tenants != 1 {
+		t.Fatalf("acme file: got %d rows of %d tenants, want 1000 of 1", rows, tenants)
+	}
+	rows, _ = countParquet(t, filepath.Join(b.Root, "speed/resources/date=2026-01-02/t-0-0-999.parquet"))
+	if rows != 10 {
+		t.Fatalf("globex file: got %d rows, want 10", rows)
+	}
+}
+
+func TestWriterRefusesMixedTenants(t *testing.T) {
+	a, _ := NewLocal(t.TempDir())
+	w, err := NewWriter(map[string]Store{"acme": a}, WriterOptions{WorkDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	mixed := testRecord([]string{"acme", "globex"}, 4)
+	defer mixed.Release()
+	if _, err := w.Write(context.Background(), []File{{Tenant: "acme", View: "resources", Key: "speed/x.parquet", Record: mixed}}); err == nil {
+		t.Fatal("got nil error, want a refusal to upload rows of two tenants")
+	}
+	if objs, _ := a.List(context.Background(), ""); len(objs) != 0 {
+		t.Fatalf("store holds %d objects, want none", len(objs))
+	}
+	other := testRecord([]string{"acme"}, 4)
+	defer other.Release()
+	if _, err := w.Write(context.Background(), []File{{Tenant: "globex", View: "resources", Key: "speed/x.parquet", Record: other}}); err == nil {
+		t.Fatal("got nil error for a tenant without a store")
+	}
+}
+
+// BenchmarkParquetArrowScan and BenchmarkParquetAppender compare the two ways
+// of handing rows to DuckDB before COPY … TO Parquet: scanning the Arrow
+// batch in place, or appending row by row into a table first.
+func BenchmarkParquetArrowScan(b *testing.B) {
+	rec := testRecord([]string{"acme"}, 50_000)
+	defer rec.Release()
+	pq, err := NewParquet(ParquetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pq.Close()
+	path := filepath.Join(b.TempDir(), "out.parquet")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := pq.Write(context.Background(), rec, path, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rec.NumRows()*int64(b.N))/b.Elapsed().Seconds(), "rows/s")
+}
+
+func BenchmarkParquetAppender(b *testing.B) {
+	rec := testRecord([]string{"acme"}, 50_000)
+	defer rec.Release()
+	c, err := duckdb.NewConnector("", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	path := filepath.Join(b.TempDir(), "out.parquet")
+	ctx := context.Background()
+	cols := make([]driver.Value, 5)
+	db := sql.OpenDB(c)
+	defer db.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		conn, err := c.Connect(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := db.Exec(`CREATE OR REPLACE TABLE batch (tenant VARCHAR, id VARCHAR, "offset" BIGINT, last_updated TIMESTAMPTZ, resource VARCHAR)`); err != nil {
+			b.Fatal(err)
+		}
+		app, err := duckdb.NewAppenderFromConn(conn, "", "batch")
+		if err != nil {
+			b.Fatal(err)
+		}
+		tenant := rec.Column(0).(*array.String)
+		id := rec.Column(1).(*array.String)
+		off := rec.Column(2).(*array.Int64)
+		ts := rec.Column(3).(*array.Timestamp)
+		res := rec.Column(4).(*array.String)
+		for r := 0; r < int(rec.NumRows()); r++ {
+			cols[0], cols[1], cols[2] = tenant.Value(r), id.Value(r), off.Value(r)
+			cols[3], cols[4] = ts.Value(r).ToTime(arrow.Microsecond), res.Value(r)
+			if err := app.AppendRow(cols...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := app.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := db.Exec(fmt.Sprintf("COPY batch TO '%s' (FORMAT parquet, COMPRESSION zstd)", path)); err != nil {
+			b.Fatal(err)
+		}
+		conn.Close()
+	}
+	b.ReportMetric(float64(rec.NumRows()*int64(b.N))/b.Elapsed().Seconds(), "rows/s")
+}

@@ -1,0 +1,187 @@
+// Package sink turns Arrow record batches into Parquet files and makes them
+// durable in the store of the tenant they belong to.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Store is one tenant's object store. Keys are slash-separated paths
+// relative to the tenant's root.
+type Store interface {
+	// Put makes the file at localPath durable under key: when Put returns
+	// nil, the object survives a crash of this process.
+	Put(ctx context.Context, key, localPath string) error
+	// Get copies the object at key into w.
+	Get(ctx context.Context, key string, w io.Writer) error
+	// List returns the objects whose keys start with prefix, sorted by key.
+	List(ctx context.Context, prefix string) ([]Object, error)
+	// Delete removes the object at key; a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+	// URL is where the store lives: a directory path or s3://bucket/prefix.
+	URL() string
+}
+
+// Object is one stored file.
+type Object struct {
+	Key      string
+	Size     int64
+	Modified time.Time
+}
+
+// ErrAccessDenied marks a store's refusal of the tenant's credentials for
+// the operation. It never clears by retrying the same call elsewhere.
+var ErrAccessDenied = errors.New("access denied")
+
+// Local is a store in a local directory. Put copies the file next to its
+// final name, fsyncs it, renames it into place and fsyncs the directory.
+type Local struct {
+	Root string
+}
+
+// NewLocal returns a local store rooted at dir, creating it.
+func NewLocal(dir string) (*Local, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("local store %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("local store %s: %w", dir, err)
+	}
+	return &Local{Root: abs}, nil
+}
+
+func (l *Local) URL() string { return l.Root }
+
+func (l *Local) path(key string) (string, error) {
+	clean := path.Clean("/" + key)
+	if clean == "/" || clean != "/"+key {
+		return "", fmt.Errorf("key %q is not a clean relative path", key)
+	}
+	return filepath.Join(l.Root, filepath.FromSlash(key)), nil
+}
+
+func (l *Local) Put(ctx context.Context, key, localPath string) error {
+	dst, err := l.path(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	src, err := os.Open(localPath)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(dir, ".put-*")
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := io.Copy(tmp, src); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("put %s: fsync: %w", key, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	ok = true
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func (l *Local) Get(ctx context.Context, key string, w io.Writer) error {
+	p, err := l.path(key)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", key, err)
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return err
+}
+
+func (l *Local) List(ctx context.Context, prefix string) ([]Object, error) {
+	var out []Object
+	err := filepath.WalkDir(l.Root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), ".put-") {
+			return nil
+		}
+		rel, err := filepath.Rel(l.Root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out = append(out, Object{Key: key, Size: info.Size(), Modified: info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func (l *Local) Delete(ctx context.Context, key string) error {
+	p, err := l.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,171 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// Key is the object key of a speed-layer file. It depends only on Kafka
+// coordinates and the date of the first record, so a redelivered range
+// overwrites its own files instead of duplicating them.
+func Key(view string, date time.Time, topic string, partition int32, first, last int64) string {
+	return fmt.Sprintf("speed/%s/date=%s/%s-%d-%d-%d.parquet", view, date.UTC().Format("2006-01-02"), topic, partition, first, last)
+}
+
+// File is one Parquet file to make durable in one tenant's store.
+type File struct {
+	Tenant string
+	View   string
+	Key    string
+	Record arrow.RecordBatch
+}
+
+// Written describes a durable file.
+type Written struct {
+	Tenant, View, Key string
+	Rows, Bytes       int64
+}
+
+// TenantColumn is the column every speed-layer record carries; Writer checks
+// it before any upload so a file can only ever hold one tenant's rows.
+const TenantColumn = "tenant"
+
+// Writer makes files durable in their tenant's store.
+type Writer struct {
+	pq          *Parquet
+	stores      map[string]Store
+	workDir     string
+	parallelism int
+	metrics     *Metrics
+}
+
+// WriterOptions configures a Writer.
+type WriterOptions struct {
+	// WorkDir holds Parquet files until they are durable.
+	WorkDir string
+	// Parallelism bounds concurrent encodes and uploads. Default: 4.
+	Parallelism int
+	Parquet     ParquetOptions
+}
+
+// NewWriter returns a writer for the given tenant stores.
+func NewWriter(stores map[string]Store, o WriterOptions, reg prometheus.Registerer) (*Writer, error) {
+	if o.WorkDir == "" {
+		return nil, errors.New("sink: work dir is required")
+	}
+	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
+		return nil, fmt.Errorf("sink work dir: %w", err)
+	}
+	if o.Parallelism <= 0 {
+		o.Parallelism = 4
+	}
+	pq, err := NewParquet(o.Parquet)
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{pq: pq, stores: stores, workDir: o.WorkDir, parallelism: o.Parallelism, metrics: NewMetrics(reg)}, nil
+}
+
+// Close releases the embedded DuckDB.
+func (w *Writer) Close() error { return w.pq.Close() }
+
+// Store returns the tenant's store.
+func (w *Writer) Store(tenant string) (Store, bool) {
+	s, ok := w.stores[tenant]
+	return s, ok
+}
+
+// Write encodes and uploads every file; it returns nil only when all of
+// them are durable. On error some may be durable and others not: the caller
+// must not commit, and a retry overwrites the same keys.
+func (w *Writer) Write(ctx context.Context, files []File) ([]Written, error) {
+	out := make([]Written, len(files))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.parallelism)
+	for i := range files {
+		f := files[i]
+		g.Go(func() error {
+			wr, err := w.writeOne(gctx, f)
+			if err != nil {
+				return fmt.Errorf("tenant %s: %w", f.Tenant, err)
+			}
+			out[i] = wr
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (w *Writer) writeOne(ctx context.Context, f File) (Written, error) {
+	store, ok := w.stores[f.Tenant]
+	if !ok {
+		return Written{}, fmt.Errorf("no store configured for tenant %q", f.Tenant)
+	}
+	if err := CheckTenant(f.Record, f.Tenant); err != nil {
+		return Written{}, err
+	}
+	tmp, err := os.CreateTemp(w.workDir, "flush-*.parquet")
+	if err != nil {
+		return Written{}, fmt.Errorf("temp file: %w", err)
+	}
+	tmpPath := tmp.Name()
+	tmp.Close()
+	defer os.Remove(tmpPath)
+	if err := w.pq.Write(ctx, f.Record, tmpPath, 0); err != nil {
+		return Written{}, err
+	}
+	info, err := os.Stat(tmpPath)
+	if err != nil {
+		return Written{}, err
+	}
+	start := time.Now()
+	if err := store.Put(ctx, f.Key, tmpPath); err != nil {
+		class := "other"
+		if errors.Is(err, ErrAccessDenied) {
+			class = "access_denied"
+		} else if ctx.Err() != nil {
+			class = "canceled"
+		}
+		w.metrics.storeErrors.WithLabelValues(f.Tenant, class).Inc()
+		return Written{}, err
+	}
+	w.metrics.uploadSeconds.WithLabelValues(f.Tenant).Observe(time.Since(start).Seconds())
+	w.metrics.files.WithLabelValues(f.Tenant, f.View).Inc()
+	w.metrics.rows.WithLabelValues(f.Tenant, f.View).Add(float64(f.Record.NumRows()))
+	w.metrics.bytes.WithLabelValues(f.Tenant, f.View).Add(float64(info.Size()))
+	w.metrics.fileSize.WithLabelValues(f.View).Observe(float64(info.Size()))
+	return Written{Tenant: f.Tenant, View: f.View, Key: f.Key, Rows: f.Record.NumRows(), Bytes: info.Size()}, nil
+}
+
+// CheckTenant verifies that every row of rec belongs to tenant.
+func CheckTenant(rec arrow.RecordBatch, tenant string) error {
+	idx := rec.Schema().FieldIndices(TenantColumn)
+	if len(idx) != 1 {
+		return fmt.Errorf("record has no %q column; refusing to upload rows of unknown tenant", TenantColumn)
+	}
+	col, ok := rec.Column(idx[0]).(*array.String)
+	if !ok {
+		return fmt.Errorf("column %q is %s, want string", TenantColumn, rec.Column(idx[0]).DataType())
+	}
+	for i := 0; i < col.Len(); i++ {
+		if col.IsNull(i) || col.Value(i) != tenant {
+			return fmt.Errorf("row %d belongs to tenant %q, not %q; refusing to upload a file that mixes tenants", i, col.Value(i), tenant)
+		}
+	}
+	return nil
+}
+
+// TempDir returns the work directory, for callers that stage their own files.
+func (w *Writer) TempDir() string { return filepath.Clean(w.workDir) }

@@ -456,6 +456,26 @@ func TestIntegrationPipeline(t *testing.T) {
 		t.Errorf("rows: got %d, want %d upserts + %d deletes", rows, exp.counts.Upserts, exp.counts.Deletes)
 	}
 	t.Logf("reconciled: %d produced = %d rows + %d control + %d dead letters", produced, rows, controls, len(dls))
+
+	if out := r.fhirlake(t, "lag"); !strings.Contains(out, "TOTAL") || !strings.HasSuffix(strings.TrimSpace(out), " 0") {
+		t.Errorf("fhirlake lag after catch-up:\n%s", out)
+	}
+
+	// The batch layer's tools work on this lake: dbt reads acme's bucket
+	// through httpfs with acme's key and builds the marts.
+	wantPatients := 0
+	for _, e := range exp.state["acme"] {
+		if e.ResourceType == "Patient" && !e.Deleted {
+			wantPatients++
+		}
+	}
+	db := runDBT(t, st, r, "acme")
+	if got := martCount(t, db, "SELECT count(*) FROM patients"); got != wantPatients {
+		t.Errorf("dbt patients mart: got %d rows, want %d", got, wantPatients)
+	}
+	if got := martCount(t, db, "SELECT count(*) FROM patients WHERE birth_sex IS NULL"); got != 0 {
+		t.Errorf("dbt patients mart: %d patients without the US Core birth sex extension value", got)
+	}
 }
 
 // TestIntegrationCrossTenantWriteRefused: a tenant's credentials cannot

@@ -1,0 +1,81 @@
+package consumer
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+func TestRawSchema(t *testing.T) {
+	want := []struct {
+		name     string
+		typ      arrow.DataType
+		nullable bool
+	}{
+		{ColTenant, arrow.BinaryTypes.String, false},
+		{ColResourceType, arrow.BinaryTypes.String, false},
+		{ColID, arrow.BinaryTypes.String, false},
+		{ColVersionID, arrow.BinaryTypes.String, true},
+		{ColLastUpdated, tsUTC, true},
+		{ColOperation, arrow.BinaryTypes.String, false},
+		{ColTopic, arrow.BinaryTypes.String, false},
+		{ColPartition, arrow.PrimitiveTypes.Int32, false},
+		{ColOffset, arrow.PrimitiveTypes.Int64, false},
+		{ColIngestTime, tsUTC, false},
+		{ColResource, arrow.BinaryTypes.String, true},
+	}
+	if RawSchema.NumFields() != len(want) {
+		t.Fatalf("fields: got %d, want %d", RawSchema.NumFields(), len(want))
+	}
+	for i, w := range want {
+		f := RawSchema.Field(i)
+		if f.Name != w.name || !arrow.TypeEqual(f.Type, w.typ) || f.Nullable != w.nullable {
+			t.Errorf("field %d: got %s %s nullable=%v, want %s %s nullable=%v", i, f.Name, f.Type, f.Nullable, w.name, w.typ, w.nullable)
+		}
+	}
+}
+
+func TestRawBuilder(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	b := newRawBuilder(mem)
+	defer b.release()
+	lu := time.Date(2026, 5, 1, 10, 0, 0, 123456000, time.UTC)
+	ingest := time.Date(2026, 5, 1, 10, 0, 1, 0, time.UTC)
+	b.append("acme", &Event{Operation: OpUpsert, ResourceType: "Patient", ID: "p1", VersionID: "2", LastUpdated: lu, Resource: json.RawMessage(`{"resourceType":"Patient","id":"p1"}`)},
+		Coordinates{Topic: "t", Partition: 3, Offset: 41}, ingest)
+	b.append("acme", &Event{Operation: OpDelete, ResourceType: "Patient", ID: "p2"}, Coordinates{Topic: "t", Partition: 3, Offset: 42}, ingest)
+	if b.rows != 2 || b.bytes == 0 {
+		t.Fatalf("builder counts: got %d rows, %d bytes", b.rows, b.bytes)
+	}
+	rec := b.record()
+	defer rec.Release()
+	if rec.NumRows() != 2 || !rec.Schema().Equal(RawSchema) {
+		t.Fatalf("record: got %d rows, schema %s", rec.NumRows(), rec.Schema())
+	}
+	str := func(col, row int) string { return rec.Column(col).(*array.String).Value(row) }
+	if str(0, 0) != "acme" || str(1, 0) != "Patient" || str(2, 0) != "p1" || str(3, 0) != "2" || str(5, 0) != "upsert" || str(6, 0) != "t" {
+		t.Errorf("row 0: unexpected strings")
+	}
+	if got := rec.Column(4).(*array.Timestamp).Value(0).ToTime(arrow.Microsecond); !got.Equal(lu) {
+		t.Errorf("last_updated: got %s, want %s", got, lu)
+	}
+	if got := rec.Column(8).(*array.Int64).Value(1); got != 42 {
+		t.Errorf("offset: got %d, want 42", got)
+	}
+	for _, c := range []int{3, 4, 10} {
+		if !rec.Column(c).IsNull(1) {
+			t.Errorf("delete row: column %s is not null", RawSchema.Field(c).Name)
+		}
+	}
+	if str(5, 1) != "delete" || rec.Column(10).IsNull(0) {
+		t.Errorf("delete row operation %q / upsert resource null=%v", str(5, 1), rec.Column(10).IsNull(0))
+	}
+	if b.rows != 0 || b.bytes != 0 {
+		t.Errorf("builder not reset after record()")
+	}
+}

@@ -1,0 +1,147 @@
+package flatten
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// suiteSeeds returns the expressions and resources of the conformance
+// suite, to seed the fuzzers. It returns nothing when the suite is absent.
+func suiteSeeds(t testing.TB) (exprs []string, resources [][]byte) {
+	t.Helper()
+	dir := findShared("conformance/sql-on-fhir-v2/tests")
+	if dir == "" {
+		return nil, nil
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, val := range x {
+				if s, ok := val.(string); ok && (k == "path" || k == "forEach" || k == "forEachOrNull") {
+					exprs = append(exprs, s)
+				}
+				walk(val)
+			}
+		case []any:
+			for _, val := range x {
+				if s, ok := val.(string); ok {
+					exprs = append(exprs, s) // repeat paths
+				}
+				walk(val)
+			}
+		}
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var sf struct {
+			Resources []json.RawMessage `json:"resources"`
+			Tests     []struct {
+				View any `json:"view"`
+			} `json:"tests"`
+		}
+		if json.Unmarshal(data, &sf) != nil {
+			continue
+		}
+		for _, r := range sf.Resources {
+			resources = append(resources, r)
+		}
+		for _, tc := range sf.Tests {
+			walk(tc.View)
+		}
+	}
+	return exprs, resources
+}
+
+func FuzzParseFHIRPath(f *testing.F) {
+	exprs, _ := suiteSeeds(f)
+	for _, e := range append(exprs, "name.where(use = 'official').given.join(', ')", "@2020-01-01T10:00:00+01:00 < now", "1.0.lowBoundary()", "-(3 div 2) mod 1", "%`c`.x[0]") {
+		f.Add(e)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		tree, err := parseFHIRPath(src)
+		if err != nil {
+			return
+		}
+		_ = tree.String()
+		c := exprCompiler{consts: map[string][]item{"c": {{kind: vStr, s: "x"}}}}
+		_, _ = c.compile(tree)
+	})
+}
+
+func FuzzEvaluate(f *testing.F) {
+	exprs, resources := suiteSeeds(f)
+	for i, e := range exprs {
+		if len(resources) > 0 {
+			f.Add(e, []byte(resources[i%len(resources)]))
+		}
+	}
+	f.Add("value.ofType(Quantity).value / 0", []byte(`{"resourceType":"Observation","valueQuantity":{"value":1e400}}`))
+	f.Add("birthDate.lowBoundary() | birthDate.highBoundary()", []byte(`{"resourceType":"Patient","birthDate":"2020-02"}`))
+	f.Fuzz(func(t *testing.T, expr string, doc []byte) {
+		r, err := Parse(doc)
+		if err != nil {
+			return
+		}
+		c := exprCompiler{consts: map[string][]item{"c": {{kind: vInt, typ: tInteger, i: 1}}}}
+		o, err := c.compileExpr(expr)
+		if err != nil {
+			return
+		}
+		ev := newEvaluator(c.slots)
+		ev.reset(r)
+		_, _ = ev.eval(o, []item{ev.root()})
+		// The same expression as a column and a forEach of a view.
+		def, _ := json.Marshal(map[string]any{
+			"resource": r.ResourceType(),
+			"select": []any{
+				map[string]any{"column": []any{map[string]any{"name": "c", "path": expr, "collection": true}}},
+				map[string]any{"forEachOrNull": expr, "column": []any{map[string]any{"name": "d", "path": "$this", "collection": true}}},
+			},
+		})
+		if v, err := Compile(def); err == nil {
+			_, _ = v.Rows(r)
+		}
+	})
+}
+
+func FuzzParseJSON(f *testing.F) {
+	_, resources := suiteSeeds(f)
+	for _, r := range resources {
+		f.Add([]byte(r))
+	}
+	f.Add([]byte(`{"resourceType":"Patient","name":[{"given":["a\u00e9\ud83d\ude00",null]}],"_name":[null,{"id":"x"}],"n":-1.5e-3}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r Resource
+		if err := r.Parse(data); err != nil {
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		// What the tree holds must read back as the document did.
+		out := r.appendJSON(nil, r.root)
+		var want, got any
+		dw := json.NewDecoder(bytes.NewReader(data))
+		dw.UseNumber()
+		dg := json.NewDecoder(bytes.NewReader(out))
+		dg.UseNumber()
+		if dw.Decode(&want) != nil {
+			return // encoding/json rejects some inputs we accept (none known)
+		}
+		if err := dg.Decode(&got); err != nil {
+			t.Fatalf("re-encoded %q is invalid: %v", out, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round trip of %q: got %v, want %v", data, got, want)
+		}
+	})
+}

@@ -30,6 +30,10 @@ type Config struct {
 	// WorkDir holds temporary Parquet files before they are uploaded or
 	// renamed into place. Default: .fhirlake/work.
 	WorkDir string `yaml:"work_dir" env:"FHIRLAKE_WORK_DIR"`
+	// ViewsDir holds SQL-on-FHIR ViewDefinition files (*.json) that replace
+	// the embedded default view of the same name or add new views. Empty:
+	// the defaults only.
+	ViewsDir string `yaml:"views_dir" env:"FHIRLAKE_VIEWS_DIR"`
 	// Tenants lists every tenant this deployment serves. Records for any
 	// other tenant are dead-lettered: there is no default tenant.
 	Tenants []Tenant `yaml:"tenants"`

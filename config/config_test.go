@@ -10,6 +10,20 @@ import (
 	"fhirlake/internal/testenv"
 )
 
+// cleanEnv removes every FHIRLAKE_* variable for the test, so that the
+// environment of the machine (a running local stack, say) cannot override
+// what the test configures.
+func cleanEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "FHIRLAKE_") {
+			t.Setenv(k, v)
+			os.Unsetenv(k)
+		}
+	}
+}
+
 func TestByteSize(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -30,6 +44,7 @@ func TestByteSize(t *testing.T) {
 }
 
 func TestLoadExampleAndLocalStack(t *testing.T) {
+	cleanEnv(t)
 	t.Setenv("FHIRLAKE_TENANT_ACME_ACCESS_KEY", "a")
 	t.Setenv("FHIRLAKE_TENANT_ACME_SECRET_KEY", "b")
 	cfg, err := Load(filepath.Join(testenv.RepoRoot(), "deploy", "config", "fhirlake.example.yaml"))
@@ -49,6 +64,7 @@ func TestLoadExampleAndLocalStack(t *testing.T) {
 }
 
 func TestEnvOverrides(t *testing.T) {
+	cleanEnv(t)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.yaml")
 	os.WriteFile(p, []byte("kafka:\n  brokers: [a:1]\nflush:\n  max_age: 3s\n"), 0o644)
@@ -64,6 +80,7 @@ func TestEnvOverrides(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	cleanEnv(t)
 	for _, tc := range []struct {
 		name, yaml, want string
 	}{

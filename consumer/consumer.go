@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"fhirlake/flatten"
 	"fhirlake/sink"
 )
 
@@ -45,6 +46,9 @@ type Options struct {
 	RevokeTimeout time.Duration
 	// ShutdownTimeout bounds the final flush on shutdown. Default: 30 s.
 	ShutdownTimeout time.Duration
+	// Views are the SQL-on-FHIR views written next to the raw-resource
+	// dataset, one dataset each under speed/<view>/. None: raw data only.
+	Views []*flatten.View
 	// ClientOpts are appended to the Kafka client options (tests use them to
 	// shorten timeouts).
 	ClientOpts []kgo.Opt
@@ -85,6 +89,8 @@ type Consumer struct {
 	mem     memory.Allocator
 	buffered atomic.Int64
 
+	viewsByType map[string][]*flatten.View
+
 	mu      sync.Mutex
 	workers map[tp]*worker
 	// fatal carries an error that must stop the consumer.
@@ -105,6 +111,13 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 	if log == nil {
 		log = slog.Default()
 	}
+	if err := CheckViews(opts.Views); err != nil {
+		return nil, err
+	}
+	byType := map[string][]*flatten.View{}
+	for _, v := range opts.Views {
+		byType[v.Resource()] = append(byType[v.Resource()], v)
+	}
 	c := &Consumer{
 		opts:    opts,
 		writer:  w,
@@ -113,6 +126,7 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		m:       newMetrics(reg),
 		mem:     memory.NewGoAllocator(),
 		workers: map[tp]*worker{},
+		viewsByType: byType,
 		fatal:   make(chan error, 1),
 	}
 	kopts := []kgo.Opt{

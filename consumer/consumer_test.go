@@ -17,6 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"fhirlake/flatten"
+	"fhirlake/query"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
@@ -96,7 +98,12 @@ func (h *harness) consumer(reg prometheus.Registerer, tenants []string) *Consume
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { w.Close() })
+	views, err := flatten.DefaultViews()
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	c, err := New(Options{
+		Views:   views,
 		Brokers: h.brokers, Topics: []string{testTopic}, Group: "fhirlake", DeadLetterTopic: testDLQ,
 		TenantHeader: "fhir-tenant", Tenants: tenants,
 		MaxRows: 500, MaxAge: 100 * time.Millisecond, RevokeTimeout: 5 * time.Second, ShutdownTimeout: 5 * time.Second,
@@ -178,6 +185,40 @@ func (h *harness) verify() {
 		rows.Close()
 		if got != len(want[tn]) {
 			h.t.Errorf("tenant %s: got %d resources, want %d", tn, got, len(want[tn]))
+		}
+		h.verifyViews(tn, root, want[tn])
+	}
+}
+
+// verifyViews checks the typed views of a tenant's session against the
+// expectation: one row per live resource in each resource's own view.
+func (h *harness) verifyViews(tenant, root string, want map[string]synth.Expected) {
+	h.t.Helper()
+	s, err := query.Open(context.Background(), tenant, root, query.Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer s.Close()
+	live := map[string]int{}
+	for _, e := range want {
+		if !e.Deleted {
+			live[query.ViewName(e.ResourceType)]++
+		}
+	}
+	for view, n := range live {
+		rows, err := s.Query(context.Background(), "SELECT count(*), count(DISTINCT id) FROM "+view)
+		if err != nil {
+			h.t.Fatalf("tenant %s view %s: %v", tenant, view, err)
+		}
+		var got, distinct int
+		rows.Next()
+		err = rows.Scan(&got, &distinct)
+		rows.Close()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if got != n || distinct != n {
+			h.t.Errorf("tenant %s view %s: got %d rows (%d distinct ids), want %d", tenant, view, got, distinct, n)
 		}
 	}
 }

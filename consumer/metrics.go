@@ -15,6 +15,7 @@ type metrics struct {
 	buffered      prometheus.Gauge
 	paused        prometheus.Gauge
 	freshness     *prometheus.GaugeVec
+	viewErrors    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -57,9 +58,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		freshness: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fhirlake_consumer_last_durable_timestamp_seconds", Help: "Newest lastUpdated of a resource made durable, per tenant (Unix seconds).",
 		}, []string{"tenant"}),
+		viewErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_consumer_view_errors_total", Help: "Resources a view could not evaluate (stored in the raw dataset only), by view; view=parse when the resource did not parse.",
+		}, []string{"view"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.records, m.recordBytes, m.events, m.controls, m.deadLetters, m.flushes,
+		reg.MustRegister(m.viewErrors, m.records, m.recordBytes, m.events, m.controls, m.deadLetters, m.flushes,
 			m.flushErrors, m.flushSeconds, m.commitSeconds, m.buffered, m.paused, m.freshness)
 	}
 	return m

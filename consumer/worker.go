@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"fhirlake/flatten"
 	"fhirlake/sink"
 )
 
@@ -40,7 +41,8 @@ type worker struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 
-	tenants   map[string]*rawBuilder
+	tenants   map[string]*tenantBuffer
+	res       flatten.Resource // reused: parsing allocates nothing once warm
 	have      bool // records are pending commit
 	first     int64
 	last      int64
@@ -63,7 +65,7 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 		done:    make(chan struct{}),
 		ctx:     ctx,
 		cancel:  cancel,
-		tenants: map[string]*rawBuilder{},
+		tenants: map[string]*tenantBuffer{},
 		newest:  map[string]time.Time{},
 	}
 }
@@ -167,19 +169,63 @@ func (w *worker) process(r *kgo.Record) {
 	}
 	b := w.tenants[tenant]
 	if b == nil {
-		b = newRawBuilder(c.mem)
+		b = &tenantBuffer{raw: newRawBuilder(c.mem), views: map[string]*viewBuilder{}}
 		w.tenants[tenant] = b
 	}
 	ingest := time.Now()
 	at := Coordinates{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	for i := range n.Events {
 		ev := &n.Events[i]
-		b.append(tenant, ev, at, ingest)
+		b.raw.append(tenant, ev, at, ingest)
 		w.rows++
+		if ev.Operation == OpUpsert {
+			w.flatten(b, tenant, ev, at, ingest)
+		}
 		c.m.events.WithLabelValues(string(n.Format), ev.ResourceType, string(ev.Operation)).Inc()
 		if ev.LastUpdated.After(w.newest[tenant]) {
 			w.newest[tenant] = ev.LastUpdated
 		}
+	}
+}
+
+// flatten evaluates every view of the event's resource type. The raw row
+// is stored whatever happens here, so a view that cannot evaluate a
+// resource loses nothing: it is counted and logged, and the batch layer can
+// re-derive the row.
+func (w *worker) flatten(b *tenantBuffer, tenant string, ev *Event, at Coordinates, ingest time.Time) {
+	views := w.c.viewsByType[ev.ResourceType]
+	if len(views) == 0 {
+		return
+	}
+	if err := w.res.Parse(ev.Resource); err != nil {
+		w.c.m.viewErrors.WithLabelValues("parse").Inc()
+		w.c.log.Warn("resource not flattened", "tenant", tenant, "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
+		return
+	}
+	for _, v := range views {
+		vb := b.views[v.Name()]
+		if vb == nil {
+			vb = newViewBuilder(w.c.mem, v)
+			b.views[v.Name()] = vb
+		}
+		if _, err := vb.append(tenant, ev, &w.res, at, ingest); err != nil {
+			w.c.m.viewErrors.WithLabelValues(v.Name()).Inc()
+			w.c.log.Warn("resource not flattened", "tenant", tenant, "view", v.Name(), "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
+		}
+	}
+}
+
+// tenantBuffer holds one tenant's pending rows: the raw dataset and every
+// view touched.
+type tenantBuffer struct {
+	raw   *rawBuilder
+	views map[string]*viewBuilder
+}
+
+func (t *tenantBuffer) release() {
+	t.raw.release()
+	for _, v := range t.views {
+		v.release()
 	}
 }
 
@@ -328,32 +374,36 @@ func (w *worker) files() ([]sink.File, error) {
 	if date.IsZero() {
 		date = time.Now()
 	}
-	for tenant, b := range w.tenants {
-		if b.rows == 0 {
-			continue
-		}
-		rec := b.record()
+	add := func(tenant, view string, rec arrow.RecordBatch) {
 		if rec.NumRows() == 0 {
 			rec.Release()
-			continue
+			return
 		}
 		files = append(files, sink.File{
-			Tenant: tenant, View: RawView,
-			Key:    sink.Key(RawView, date, w.topic, w.partition, w.first, w.last),
+			Tenant: tenant, View: view,
+			Key:    sink.Key(view, date, w.topic, w.partition, w.first, w.last),
 			Record: rec,
 		})
 	}
-	return files, checkFiles(files)
-}
-
-func checkFiles(files []sink.File) error {
-	for _, f := range files {
-		if f.Record.Schema().NumFields() == 0 {
-			return fmt.Errorf("file %s has no columns", f.Key)
+	for tenant, b := range w.tenants {
+		if b.raw.rows > 0 {
+			add(tenant, RawView, b.raw.record())
 		}
-		var _ arrow.RecordBatch = f.Record
+		for name, vb := range b.views {
+			if vb.rows() == 0 {
+				continue
+			}
+			rec, err := vb.record()
+			if err != nil {
+				for _, f := range files {
+					f.Record.Release()
+				}
+				return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+			}
+			add(tenant, name, rec)
+		}
 	}
-	return nil
+	return files, nil
 }
 
 func (w *worker) reset() {
@@ -369,6 +419,7 @@ func (w *worker) release() {
 	for _, b := range w.tenants {
 		b.release()
 	}
+	clear(w.tenants)
 	w.c.buffered.Add(-w.bytes)
 	w.c.m.buffered.Set(float64(w.c.buffered.Load()))
 	w.bytes = 0

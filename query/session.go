@@ -31,8 +31,10 @@ type Session struct {
 	db     *sql.DB
 	tenant string
 	root   string
-	// Types are the resource types with a view, sorted.
+	// Types are the resource types present, sorted.
 	Types []string
+	// Views are the typed views present in the speed layer, sorted.
+	Views []string
 }
 
 // RawGlob is where the raw-resource dataset lives inside a tenant root.
@@ -147,7 +149,32 @@ func (s *Session) createViews(ctx context.Context, hasData bool) error {
 		return err
 	}
 	sort.Strings(types)
+	typed := map[string]bool{}
+	for _, v := range s.viewDatasets() {
+		// Rows of the latest version of each resource: the raw dataset
+		// decides which version is latest (and whether it is deleted); the
+		// view keeps that version's rows, one copy each.
+		stmts := []string{
+			fmt.Sprintf("CREATE VIEW %s_all AS SELECT * EXCLUDE (date) FROM read_parquet('%s/speed/%s/*/*.parquet', hive_partitioning = true, union_by_name = true)",
+				v, sqlString(s.root), v),
+			fmt.Sprintf(`CREATE VIEW %[1]s AS SELECT v.* FROM %[1]s_all v
+			 JOIN resources_latest l ON l.resource_type = v._resource_type AND l.id = v._resource_id
+			  AND l.operation = 'upsert' AND l.topic = v._topic AND l."partition" = v._partition
+			  AND l."offset" = v._offset AND l.version_id IS NOT DISTINCT FROM v._version_id
+			 QUALIFY row_number() OVER (PARTITION BY v._resource_type, v._resource_id, v._row ORDER BY v._ingest_time DESC) = 1`, v),
+		}
+		for _, q := range stmts {
+			if _, err := s.db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("tenant %s: view %s: %w", s.tenant, v, err)
+			}
+		}
+		typed[v] = true
+		s.Views = append(s.Views, v)
+	}
 	for _, t := range types {
+		if typed[ViewName(t)] {
+			continue
+		}
 		q := fmt.Sprintf(`CREATE VIEW %s AS SELECT id, version_id, last_updated, resource::JSON AS resource,
 			tenant, topic, "partition", "offset", ingest_time FROM resources WHERE resource_type = '%s'`, ViewName(t), t)
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -172,6 +199,38 @@ func ViewName(resourceType string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// viewDatasets lists the view datasets under speed/ that hold files.
+func (s *Session) viewDatasets() []string {
+	entries, err := os.ReadDir(filepath.Join(s.root, "speed"))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || name == "resources" || !validViewName(name) {
+			continue
+		}
+		if m, _ := filepath.Glob(filepath.Join(s.root, "speed", name, "*", "*.parquet")); len(m) > 0 {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func validViewName(n string) bool {
+	if n == "" || n[0] < 'a' || n[0] > 'z' || strings.HasSuffix(n, "_all") || strings.HasPrefix(n, "resources") {
+		return false
+	}
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func validType(t string) bool {

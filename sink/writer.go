@@ -35,9 +35,11 @@ type Written struct {
 	Rows, Bytes       int64
 }
 
-// TenantColumn is the column every speed-layer record carries; Writer checks
-// it before any upload so a file can only ever hold one tenant's rows.
-const TenantColumn = "tenant"
+// TenantColumns are the names of the tenant column every speed-layer record
+// carries ("tenant" in the raw dataset, "_tenant" among a view's lineage
+// columns); Writer checks it before any upload so a file can only ever hold
+// one tenant's rows.
+var TenantColumns = []string{"tenant", "_tenant"}
 
 // Writer makes files durable in their tenant's store.
 type Writer struct {
@@ -151,13 +153,19 @@ func (w *Writer) writeOne(ctx context.Context, f File) (Written, error) {
 
 // CheckTenant verifies that every row of rec belongs to tenant.
 func CheckTenant(rec arrow.RecordBatch, tenant string) error {
-	idx := rec.Schema().FieldIndices(TenantColumn)
+	var idx []int
+	var name string
+	for _, name = range TenantColumns {
+		if idx = rec.Schema().FieldIndices(name); len(idx) == 1 {
+			break
+		}
+	}
 	if len(idx) != 1 {
-		return fmt.Errorf("record has no %q column; refusing to upload rows of unknown tenant", TenantColumn)
+		return fmt.Errorf("record has no tenant column (%v); refusing to upload rows of unknown tenant", TenantColumns)
 	}
 	col, ok := rec.Column(idx[0]).(*array.String)
 	if !ok {
-		return fmt.Errorf("column %q is %s, want string", TenantColumn, rec.Column(idx[0]).DataType())
+		return fmt.Errorf("column %q is %s, want string", name, rec.Column(idx[0]).DataType())
 	}
 	for i := 0; i < col.Len(); i++ {
 		if col.IsNull(i) || col.Value(i) != tenant {

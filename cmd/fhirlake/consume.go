@@ -18,6 +18,7 @@ import (
 
 	"fhirlake/config"
 	"fhirlake/consumer"
+	"fhirlake/flatten"
 	"fhirlake/sink"
 )
 
@@ -69,6 +70,10 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 	if err != nil {
 		return err
 	}
+	views, err := flatten.LoadViews(cfg.ViewsDir)
+	if err != nil {
+		return err
+	}
 	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush")}, reg)
 	if err != nil {
 		return err
@@ -87,6 +92,7 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 		MaxBytes:         int64(cfg.Flush.MaxBytes),
 		MaxAge:           cfg.Flush.MaxAge,
 		MaxBufferedBytes: int64(cfg.Memory.MaxBufferedBytes),
+		Views:            views,
 		ClientOpts:       extra,
 	}, w, reg, log)
 	if err != nil {

@@ -146,6 +146,10 @@ func runDemo(ctx context.Context, g *globals, f *generateFlags, lake string, out
 			fmt.Fprintf(tw, "%s\t%d\t%d%s\t\n", typ, got[typ], want[t.Name][typ], mark)
 		}
 		tw.Flush()
+		if err := printViewRows(ctx, out, s); err != nil {
+			s.Close()
+			return err
+		}
 		if t.Name == cfg.Tenants[0].Name {
 			fmt.Fprintf(out, "\nsample query for %s: %s\n", t.Name, demoQuery)
 			rows, err := s.Query(ctx, demoQuery)
@@ -172,9 +176,15 @@ func runDemo(ctx context.Context, g *globals, f *generateFlags, lake string, out
 	return nil
 }
 
-const demoQuery = `SELECT resource->>'$.gender' AS gender, count(*) AS patients,
-       round(avg(date_diff('year', CAST(resource->>'$.birthDate' AS DATE), DATE '2026-01-01')), 1) AS avg_age
-FROM patient GROUP BY 1 ORDER BY 1`
+const demoQuery = `WITH bp AS (
+  SELECT patient_id, avg(value_quantity) FILTER (WHERE code = '8480-6') AS systolic,
+         avg(value_quantity) FILTER (WHERE code = '8462-4') AS diastolic
+  FROM observation_component GROUP BY 1)
+SELECT p.gender, count(*) AS patients,
+       round(avg(date_diff('year', p.birth_date, DATE '2026-01-01')), 1) AS avg_age,
+       round(avg(bp.systolic), 1) AS avg_systolic, round(avg(bp.diastolic), 1) AS avg_diastolic
+FROM patient p LEFT JOIN bp ON bp.patient_id = p.id
+GROUP BY 1 ORDER BY 1`
 
 func countByType(ctx context.Context, s *query.Session) (map[string]int, error) {
 	rows, err := s.Query(ctx, "SELECT resource_type, count(*) FROM resources GROUP BY 1")
@@ -192,6 +202,27 @@ func countByType(ctx context.Context, s *query.Session) (map[string]int, error) 
 		got[t] = n
 	}
 	return got, rows.Err()
+}
+
+// printViewRows prints the row count of every typed view on one line.
+func printViewRows(ctx context.Context, out io.Writer, s *query.Session) error {
+	parts := make([]string, 0, len(s.Views))
+	for _, v := range s.Views {
+		rows, err := s.Query(ctx, "SELECT count(*) FROM "+v)
+		if err != nil {
+			return err
+		}
+		var n int
+		rows.Next()
+		err = rows.Scan(&n)
+		rows.Close()
+		if err != nil {
+			return err
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", v, n))
+	}
+	fmt.Fprintf(out, "typed views (rows): %s\n", strings.Join(parts, ", "))
+	return nil
 }
 
 func keys(ms ...map[string]int) []string {

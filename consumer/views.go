@@ -1,0 +1,131 @@
+package consumer
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"fhirlake/flatten"
+)
+
+// View datasets carry lineage columns with a leading underscore, so they
+// never collide with a view's own columns (every default view has an "id").
+const (
+	ViewColTenant       = "_tenant"
+	ViewColResourceType = "_resource_type"
+	ViewColResourceID   = "_resource_id"
+	ViewColVersionID    = "_version_id"
+	ViewColLastUpdated  = "_last_updated"
+	ViewColTopic        = "_topic"
+	ViewColPartition    = "_partition"
+	ViewColOffset       = "_offset"
+	ViewColIngestTime   = "_ingest_time"
+	// ViewColRow numbers the rows one resource version yields in one view
+	// (a forEach yields several), so readers can drop replayed copies.
+	ViewColRow = "_row"
+)
+
+var viewLineageFields = []arrow.Field{
+	{Name: ViewColTenant, Type: arrow.BinaryTypes.String},
+	{Name: ViewColResourceType, Type: arrow.BinaryTypes.String},
+	{Name: ViewColResourceID, Type: arrow.BinaryTypes.String},
+	{Name: ViewColVersionID, Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: ViewColLastUpdated, Type: tsUTC, Nullable: true},
+	{Name: ViewColTopic, Type: arrow.BinaryTypes.String},
+	{Name: ViewColPartition, Type: arrow.PrimitiveTypes.Int32},
+	{Name: ViewColOffset, Type: arrow.PrimitiveTypes.Int64},
+	{Name: ViewColIngestTime, Type: tsUTC},
+	{Name: ViewColRow, Type: arrow.PrimitiveTypes.Int32},
+}
+
+var viewLineageSchema = arrow.NewSchema(viewLineageFields, nil)
+
+// ViewSchema is the schema of a view's speed-layer dataset: the lineage
+// columns followed by the view's own columns.
+func ViewSchema(v *flatten.View) *arrow.Schema {
+	fields := append(append([]arrow.Field{}, viewLineageFields...), v.Schema().Fields()...)
+	return arrow.NewSchema(fields, nil)
+}
+
+// CheckViews refuses views that would clash with the raw dataset or the
+// lineage columns.
+func CheckViews(views []*flatten.View) error {
+	for _, v := range views {
+		if v.Name() == RawView {
+			return fmt.Errorf("view %s: the name is reserved for the raw-resource dataset", v.Name())
+		}
+		for _, f := range v.Schema().Fields() {
+			if strings.HasPrefix(f.Name, "_") {
+				return fmt.Errorf("view %s column %s: names starting with _ are reserved for lineage columns", v.Name(), f.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// viewBuilder accumulates one view's rows for one tenant.
+type viewBuilder struct {
+	view    *flatten.View
+	batch   *flatten.Batch
+	lineage *array.RecordBuilder
+	schema  *arrow.Schema
+}
+
+func newViewBuilder(mem memory.Allocator, v *flatten.View) *viewBuilder {
+	return &viewBuilder{view: v, batch: v.NewBatch(mem), lineage: array.NewRecordBuilder(mem, viewLineageSchema), schema: ViewSchema(v)}
+}
+
+// append evaluates the view over r and adds one lineage row per view row.
+func (vb *viewBuilder) append(tenant string, ev *Event, r *flatten.Resource, at Coordinates, ingest time.Time) (int, error) {
+	n, err := vb.batch.Append(r)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	f := vb.lineage.Fields()
+	for i := 0; i < n; i++ {
+		f[0].(*array.StringBuilder).Append(tenant)
+		f[1].(*array.StringBuilder).Append(ev.ResourceType)
+		f[2].(*array.StringBuilder).Append(ev.ID)
+		if ev.VersionID != "" {
+			f[3].(*array.StringBuilder).Append(ev.VersionID)
+		} else {
+			f[3].AppendNull()
+		}
+		if !ev.LastUpdated.IsZero() {
+			f[4].(*array.TimestampBuilder).Append(arrow.Timestamp(ev.LastUpdated.UnixMicro()))
+		} else {
+			f[4].AppendNull()
+		}
+		f[5].(*array.StringBuilder).Append(at.Topic)
+		f[6].(*array.Int32Builder).Append(at.Partition)
+		f[7].(*array.Int64Builder).Append(at.Offset)
+		f[8].(*array.TimestampBuilder).Append(arrow.Timestamp(ingest.UnixMicro()))
+		f[9].(*array.Int32Builder).Append(int32(i))
+	}
+	return n, nil
+}
+
+func (vb *viewBuilder) rows() int { return vb.batch.Rows() }
+
+// record joins lineage and view columns into one batch and empties both
+// builders.
+func (vb *viewBuilder) record() (arrow.RecordBatch, error) {
+	lin := vb.lineage.NewRecordBatch()
+	defer lin.Release()
+	cols := vb.batch.NewRecordBatch()
+	defer cols.Release()
+	if lin.NumRows() != cols.NumRows() {
+		return nil, fmt.Errorf("view %s: %d lineage rows for %d view rows", vb.view.Name(), lin.NumRows(), cols.NumRows())
+	}
+	arrays := append(append([]arrow.Array{}, lin.Columns()...), cols.Columns()...)
+	return array.NewRecordBatch(vb.schema, arrays, lin.NumRows()), nil
+}
+
+func (vb *viewBuilder) release() {
+	vb.batch.Release()
+	vb.lineage.Release()
+}

@@ -80,13 +80,13 @@ func (o *Options) defaults() {
 
 // Consumer is one member of the consumer group.
 type Consumer struct {
-	opts    Options
-	cl      *kgo.Client
-	writer  *sink.Writer
-	router  *Router
-	log     *slog.Logger
-	m       *metrics
-	mem     memory.Allocator
+	opts     Options
+	cl       *kgo.Client
+	writer   *sink.Writer
+	router   *Router
+	log      *slog.Logger
+	m        *metrics
+	mem      memory.Allocator
 	buffered atomic.Int64
 
 	viewsByType map[string][]*flatten.View
@@ -119,15 +119,15 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		byType[v.Resource()] = append(byType[v.Resource()], v)
 	}
 	c := &Consumer{
-		opts:    opts,
-		writer:  w,
-		router:  NewRouter(opts.TenantHeader, opts.TopicTenants, opts.Tenants),
-		log:     log,
-		m:       newMetrics(reg),
-		mem:     memory.NewGoAllocator(),
-		workers: map[tp]*worker{},
+		opts:        opts,
+		writer:      w,
+		router:      NewRouter(opts.TenantHeader, opts.TopicTenants, opts.Tenants),
+		log:         log,
+		m:           newMetrics(reg),
+		mem:         memory.NewGoAllocator(),
+		workers:     map[tp]*worker{},
 		viewsByType: byType,
-		fatal:   make(chan error, 1),
+		fatal:       make(chan error, 1),
 	}
 	kopts := []kgo.Opt{
 		kgo.SeedBrokers(opts.Brokers...),

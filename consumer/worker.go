@@ -43,7 +43,7 @@ type worker struct {
 
 	tenants   map[string]*tenantBuffer
 	res       flatten.Resource // reused: parsing allocates nothing once warm
-	have      bool // records are pending commit
+	have      bool             // records are pending commit
 	first     int64
 	last      int64
 	lastEpoch int32

@@ -110,12 +110,12 @@ func TestLatestVersionAndDeletes(t *testing.T) {
 		t.Errorf("types: got %s, want %s", got, want)
 	}
 	for q, want := range map[string]int{
-		"SELECT count(*) FROM patient":                                     2,
+		"SELECT count(*) FROM patient":                                      2,
 		"SELECT count(*) FROM patient WHERE id = 'p1' AND version_id = '2'": 1,
-		"SELECT count(*) FROM observation":                                 0,
+		"SELECT count(*) FROM observation":                                  0,
 		"SELECT count(*) FROM medication_request WHERE version_id = '10'":   1,
 		"SELECT count(*) FROM resources_latest WHERE operation = 'delete'":  1,
-		"SELECT count(*) FROM resources_all":                               9,
+		"SELECT count(*) FROM resources_all":                                9,
 		"SELECT count(*) FROM patient WHERE resource->>'$.id' = id":         2,
 	} {
 		if got := count(t, s, q); got != want {
@@ -155,20 +155,20 @@ func TestSandbox(t *testing.T) {
 	}
 	g := filepath.Join(base, "globex", "speed", "resources", "date=2026-01-01", "t-0-0-0.parquet")
 	for name, q := range map[string]string{
-		"absolute path":        fmt.Sprintf("SELECT * FROM read_parquet('%s')", g),
-		"dot-dot":              fmt.Sprintf("SELECT * FROM read_parquet('%s/../globex/speed/resources/*/*.parquet')", acme),
-		"sibling prefix":       fmt.Sprintf("SELECT * FROM read_parquet('%s2/speed/resources/*/*.parquet')", acme),
-		"glob":                 fmt.Sprintf("SELECT * FROM read_parquet('%s/*/speed/resources/*/*.parquet')", base),
-		"symlink":              fmt.Sprintf("SELECT * FROM read_parquet('%s/link/speed/resources/*/*.parquet')", acme),
-		"other file":           "SELECT * FROM read_csv('/etc/passwd')",
-		"attach":               fmt.Sprintf("ATTACH '%s/x.duckdb'", base),
-		"load":                 "LOAD httpfs",
-		"install":              "INSTALL httpfs",
-		"widen directories":    fmt.Sprintf("SET allowed_directories = ['%s']", base),
-		"enable access":        "SET enable_external_access = true",
-		"unlock":               "SET lock_configuration = false",
-		"copy out":             fmt.Sprintf("COPY (SELECT 1) TO '%s/out.csv'", base),
-		"s3 url":               "SELECT * FROM read_parquet('s3://fhirlake-globex/speed/resources/*/*.parquet')",
+		"absolute path":     fmt.Sprintf("SELECT * FROM read_parquet('%s')", g),
+		"dot-dot":           fmt.Sprintf("SELECT * FROM read_parquet('%s/../globex/speed/resources/*/*.parquet')", acme),
+		"sibling prefix":    fmt.Sprintf("SELECT * FROM read_parquet('%s2/speed/resources/*/*.parquet')", acme),
+		"glob":              fmt.Sprintf("SELECT * FROM read_parquet('%s/*/speed/resources/*/*.parquet')", base),
+		"symlink":           fmt.Sprintf("SELECT * FROM read_parquet('%s/link/speed/resources/*/*.parquet')", acme),
+		"other file":        "SELECT * FROM read_csv('/etc/passwd')",
+		"attach":            fmt.Sprintf("ATTACH '%s/x.duckdb'", base),
+		"load":              "LOAD httpfs",
+		"install":           "INSTALL httpfs",
+		"widen directories": fmt.Sprintf("SET allowed_directories = ['%s']", base),
+		"enable access":     "SET enable_external_access = true",
+		"unlock":            "SET lock_configuration = false",
+		"copy out":          fmt.Sprintf("COPY (SELECT 1) TO '%s/out.csv'", base),
+		"s3 url":            "SELECT * FROM read_parquet('s3://fhirlake-globex/speed/resources/*/*.parquet')",
 	} {
 		t.Run(name, func(t *testing.T) {
 			rows, err := s.Query(context.Background(), q)

@@ -18,20 +18,20 @@ import (
 )
 
 type generateFlags struct {
-	tenants     []string
-	patients    int
-	seed        int64
-	updates     float64
-	deletes     float64
-	formats     []string
-	perNotif    int
-	controls    int
-	malformed   int
-	unroutable  int
-	out         string
-	expect      string
-	topic       string
-	quiet       bool
+	tenants    []string
+	patients   int
+	seed       int64
+	updates    float64
+	deletes    float64
+	formats    []string
+	perNotif   int
+	controls   int
+	malformed  int
+	unroutable int
+	out        string
+	expect     string
+	topic      string
+	quiet      bool
 }
 
 func (f *generateFlags) register(cmd *cobra.Command) {
@@ -59,7 +59,7 @@ func (f *generateFlags) options() synth.Options {
 		Tenants: f.tenants, Patients: f.patients, Seed: f.seed,
 		UpdateRatio: f.updates, DeleteRatio: f.deletes,
 		ResourcesPerNotification: f.perNotif,
-		Controls: f.controls, Malformed: f.malformed, Unroutable: f.unroutable,
+		Controls:                 f.controls, Malformed: f.malformed, Unroutable: f.unroutable,
 	}
 	for _, x := range f.formats {
 		o.Formats = append(o.Formats, synth.Format(strings.TrimSpace(x)))

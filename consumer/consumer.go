@@ -78,6 +78,14 @@ func (o *Options) defaults() {
 	}
 }
 
+// FetchMaxBytes is the fetch size used for a memory budget: an eighth of
+// it, between 1 MiB and 32 MiB. Memory in use is bounded by the budget plus
+// one fetch per broker (records are counted against the budget as soon as
+// they are polled), plus the Parquet encoder's working memory.
+func FetchMaxBytes(budget int64) int64 {
+	return min(max(budget/8, 1<<20), 32<<20)
+}
+
 // Consumer is one member of the consumer group.
 type Consumer struct {
 	opts     Options
@@ -88,6 +96,8 @@ type Consumer struct {
 	m        *metrics
 	mem      memory.Allocator
 	buffered atomic.Int64
+	// avgRecord is a moving average of record value sizes, for poll sizing.
+	avgRecord atomic.Int64
 
 	viewsByType map[string][]*flatten.View
 
@@ -129,8 +139,14 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		viewsByType: byType,
 		fatal:       make(chan error, 1),
 	}
+	fetchMax := FetchMaxBytes(opts.MaxBufferedBytes)
 	kopts := []kgo.Opt{
 		kgo.SeedBrokers(opts.Brokers...),
+		// One fetch response at a time is held by the client before it is
+		// polled; bounding it bounds memory beyond the buffers' budget.
+		kgo.FetchMaxBytes(int32(fetchMax)),
+		kgo.FetchMaxPartitionBytes(int32(fetchMax)),
+		kgo.BrokerMaxReadBytes(int32(max(fetchMax*2, 32<<20))),
 		kgo.ClientID(opts.ClientID),
 		kgo.ConsumerGroup(opts.Group),
 		kgo.ConsumeTopics(opts.Topics...),
@@ -158,6 +174,10 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 // within ShutdownTimeout, and leaves the group.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.cl.Close()
+	obsCtx, stopObs := context.WithCancel(context.Background())
+	obsDone := make(chan struct{})
+	go func() { defer close(obsDone); c.observe(obsCtx) }()
+	defer func() { stopObs(); <-obsDone }()
 	paused := false
 	var runErr error
 	for {
@@ -172,21 +192,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if runErr != nil {
 			break
 		}
-		over := c.buffered.Load() >= c.opts.MaxBufferedBytes
-		switch {
-		case over && !paused:
-			c.cl.PauseFetchTopics(c.opts.Topics...)
-			paused = true
-			c.m.paused.Set(1)
-			c.log.Warn("memory budget reached; fetching paused", "buffered_bytes", c.buffered.Load(), "budget", c.opts.MaxBufferedBytes)
-		case !over && paused && c.buffered.Load() < c.opts.MaxBufferedBytes*8/10:
-			c.cl.ResumeFetchTopics(c.opts.Topics...)
-			paused = false
-			c.m.paused.Set(0)
-			c.log.Info("fetching resumed", "buffered_bytes", c.buffered.Load())
+		paused = c.backpressure(paused)
+		n := c.pollSize()
+		if n == 0 {
+			// Over budget: poll nothing until flushes free memory. Not polling
+			// does not hold up rebalances.
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		fetches := c.cl.PollRecords(pctx, 10_000)
+		fetches := c.cl.PollRecords(pctx, n)
 		cancel()
 		if fetches.IsClientClosed() {
 			break
@@ -208,9 +226,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 				// missing worker means the partition was just lost.
 				return
 			}
+			var size int64
 			for _, r := range f.Records {
-				c.buffered.Add(int64(len(r.Value)))
+				size += int64(len(r.Value))
 			}
+			c.buffered.Add(size)
+			c.observeRecordSize(size, len(f.Records))
 			c.m.buffered.Set(float64(c.buffered.Load()))
 			select {
 			case w.in <- f.Records:
@@ -221,6 +242,81 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	c.shutdown()
 	return runErr
+}
+
+// backpressure pauses fetching of every assigned partition while the
+// buffers hold more than the memory budget, and resumes once flushes have
+// brought them under 80% of it. It returns whether fetching is paused.
+func (c *Consumer) backpressure(paused bool) bool {
+	buffered := c.buffered.Load()
+	switch {
+	case buffered >= c.opts.MaxBufferedBytes:
+		// Also pauses partitions assigned since the last pause.
+		parts := c.assignedPartitions()
+		c.cl.PauseFetchPartitions(parts)
+		n := 0
+		for _, ps := range parts {
+			n += len(ps)
+		}
+		c.m.paused.Set(float64(n))
+		c.mu.Lock()
+		for _, w := range c.workers {
+			select {
+			case w.flushNow <- struct{}{}:
+			default:
+			}
+		}
+		c.mu.Unlock()
+		if !paused {
+			c.log.Warn("memory budget reached; fetching paused", "buffered_bytes", buffered, "budget", c.opts.MaxBufferedBytes, "partitions", n)
+		}
+		return true
+	case paused && buffered < c.opts.MaxBufferedBytes*8/10:
+		c.cl.ResumeFetchPartitions(c.cl.PauseFetchPartitions(nil))
+		c.m.paused.Set(0)
+		c.log.Info("fetching resumed", "buffered_bytes", buffered)
+		return false
+	}
+	return paused
+}
+
+// pollSize is how many records the next poll may take: as many as fit in
+// what is left of the memory budget at the average record size seen so
+// far, at least one, at most 10000; zero when the budget is exhausted.
+func (c *Consumer) pollSize() int {
+	left := c.opts.MaxBufferedBytes - c.buffered.Load()
+	if left <= 0 {
+		return 0
+	}
+	avg := c.avgRecord.Load()
+	if avg <= 0 {
+		avg = 4 << 10
+	}
+	return int(min(max(left/avg, 1), 10_000))
+}
+
+// observeRecordSize keeps a moving average of record sizes.
+func (c *Consumer) observeRecordSize(bytes int64, n int) {
+	if n == 0 {
+		return
+	}
+	avg := c.avgRecord.Load()
+	cur := max(bytes/int64(n), 1)
+	if avg == 0 {
+		c.avgRecord.Store(cur)
+		return
+	}
+	c.avgRecord.Store((avg*7 + cur) / 8)
+}
+
+func (c *Consumer) assignedPartitions() map[string][]int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string][]int32{}
+	for k := range c.workers {
+		out[k.topic] = append(out[k.topic], k.partition)
+	}
+	return out
 }
 
 // shutdown flushes and commits every partition, then leaves the group.

@@ -93,6 +93,11 @@ func (h *harness) produce(n int) int {
 
 func (h *harness) consumer(reg prometheus.Registerer, tenants []string) *Consumer {
 	h.t.Helper()
+	return h.consumerWith(reg, tenants, nil)
+}
+
+func (h *harness) consumerWith(reg prometheus.Registerer, tenants []string, tune func(*Options)) *Consumer {
+	h.t.Helper()
 	w, err := sink.NewWriter(h.stores, sink.WriterOptions{WorkDir: h.t.TempDir()}, reg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -102,13 +107,17 @@ func (h *harness) consumer(reg prometheus.Registerer, tenants []string) *Consume
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	c, err := New(Options{
+	o := Options{
 		Views:   views,
 		Brokers: h.brokers, Topics: []string{testTopic}, Group: "fhirlake", DeadLetterTopic: testDLQ,
 		TenantHeader: "fhir-tenant", Tenants: tenants,
 		MaxRows: 500, MaxAge: 100 * time.Millisecond, RevokeTimeout: 5 * time.Second, ShutdownTimeout: 5 * time.Second,
 		ClientOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(6 * time.Second), kgo.HeartbeatInterval(200 * time.Millisecond)},
-	}, w, reg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	}
+	if tune != nil {
+		tune(&o)
+	}
+	c, err := New(o, w, reg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -301,4 +310,85 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) int {
 		}
 	}
 	return int(sum)
+}
+
+// blockingStore holds every Put until released, like a store that is down.
+type blockingStore struct {
+	sink.Store
+	release chan struct{}
+}
+
+func (b *blockingStore) Put(ctx context.Context, key, path string) error {
+	select {
+	case <-b.release:
+		return b.Store.Put(ctx, key, path)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestConsumerBackpressure: with the store stalled, buffered bytes stay
+// within the budget plus one fetch, fetching pauses, and once the store
+// comes back everything lands.
+func TestConsumerBackpressure(t *testing.T) {
+	opts := synth.DefaultOptions()
+	opts.Patients = 40
+	opts.Tenants = []string{"acme"}
+	h := newHarness(t, opts)
+	release := make(chan struct{})
+	h.stores["acme"] = &blockingStore{Store: h.stores["acme"], release: release}
+	total := h.produce(-1)
+	const budget = 256 << 10
+	reg := prometheus.NewRegistry()
+	c := h.consumerWith(reg, opts.Tenants, func(o *Options) {
+		o.MaxBufferedBytes = budget
+		o.MaxBytes = 16 << 10
+		o.MaxRows = 1_000_000
+		o.MaxAge = time.Hour
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	limit := int64(budget + FetchMaxBytes(budget))
+	var peak int64
+	pausedSeen := false
+	for i := 0; i < 40; i++ {
+		time.Sleep(25 * time.Millisecond)
+		peak = max(peak, c.Buffered())
+		if gaugeValue(t, reg, "fhirlake_consumer_paused_partitions") > 0 {
+			pausedSeen = true
+		}
+	}
+	if peak > limit {
+		t.Errorf("buffered %d bytes with the store down, want at most %d (budget + one fetch)", peak, limit)
+	}
+	if !pausedSeen {
+		t.Error("fetching never paused although the budget was exhausted")
+	}
+	close(release)
+	h.waitCommitted(int64(total))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.verify()
+	t.Logf("peak buffered %d bytes (budget %d, limit %d)", peak, budget, limit)
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			sum := 0.0
+			for _, m := range f.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+			return sum
+		}
+	}
+	return 0
 }

@@ -16,6 +16,8 @@ type metrics struct {
 	paused        prometheus.Gauge
 	freshness     *prometheus.GaugeVec
 	viewErrors    *prometheus.CounterVec
+	lag           *prometheus.GaugeVec
+	fresh         *freshness
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -53,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "fhirlake_consumer_buffered_bytes", Help: "Bytes of records held in buffers, not yet durable.",
 		}),
 		paused: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "fhirlake_consumer_fetch_paused", Help: "1 while fetching is paused because buffers reached the memory budget.",
+			Name: "fhirlake_consumer_paused_partitions", Help: "Partitions whose fetching is paused because buffers reached the memory budget.",
 		}),
 		freshness: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fhirlake_consumer_last_durable_timestamp_seconds", Help: "Newest lastUpdated of a resource made durable, per tenant (Unix seconds).",
@@ -61,9 +63,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		viewErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fhirlake_consumer_view_errors_total", Help: "Resources a view could not evaluate (stored in the raw dataset only), by view; view=parse when the resource did not parse.",
 		}, []string{"view"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fhirlake_consumer_lag_records", Help: "Records of each partition not yet committed by the group (refreshed every 10s).",
+		}, []string{"topic", "partition"}),
+		fresh: newFreshness(),
 	}
 	if reg != nil {
-		reg.MustRegister(m.viewErrors, m.records, m.recordBytes, m.events, m.controls, m.deadLetters, m.flushes,
+		reg.MustRegister(m.lag, m.fresh, m.viewErrors, m.records, m.recordBytes, m.events, m.controls, m.deadLetters, m.flushes,
 			m.flushErrors, m.flushSeconds, m.commitSeconds, m.buffered, m.paused, m.freshness)
 	}
 	return m

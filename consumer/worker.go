@@ -37,6 +37,7 @@ type worker struct {
 	partition int32
 	in        chan []*kgo.Record
 	stop      chan stopRequest
+	flushNow  chan struct{} // the memory budget is exhausted: flush what is held
 	done      chan struct{}
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -60,13 +61,14 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &worker{
 		c: c, topic: topic, partition: partition,
-		in:      make(chan []*kgo.Record, 4),
-		stop:    make(chan stopRequest, 1),
-		done:    make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
-		tenants: map[string]*tenantBuffer{},
-		newest:  map[string]time.Time{},
+		in:       make(chan []*kgo.Record, 4),
+		stop:     make(chan stopRequest, 1),
+		flushNow: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		tenants:  map[string]*tenantBuffer{},
+		newest:   map[string]time.Time{},
 	}
 }
 
@@ -92,6 +94,11 @@ func (w *worker) run() {
 		case <-timer.C:
 			if w.have {
 				w.flush("age")
+			}
+		case <-w.flushNow:
+			if w.have {
+				w.flush("memory")
+				timer.Stop()
 			}
 		case req := <-w.stop:
 			if req.mode == stopDrop {
@@ -326,6 +333,7 @@ func (w *worker) flush(reason string) {
 		for tenant, ts := range w.newest {
 			if !ts.IsZero() {
 				c.m.freshness.WithLabelValues(tenant).Set(float64(ts.UnixMilli()) / 1000)
+				c.m.fresh.observe(tenant, ts)
 			}
 		}
 		c.log.Debug("committed", "topic", w.topic, "partition", w.partition, "offset", w.last+1, "files", len(files), "reason", reason)

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/cenkalti/backoff/v5"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"fhirlake/flatten"
 	"fhirlake/sink"
 )
 
@@ -42,24 +41,21 @@ type worker struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 
-	tenants   map[string]*tenantBuffer
-	res       flatten.Resource // reused: parsing allocates nothing once warm
-	have      bool             // records are pending commit
+	buf       *Buffer
+	have      bool // records are pending commit
 	first     int64
 	last      int64
 	lastEpoch int32
 	firstTime time.Time // Kafka timestamp of the first record: the date partition
 	started   time.Time // when the oldest pending record arrived
 	bytes     int64     // record bytes held, counted in the consumer budget
-	rows      int
-	newest    map[string]time.Time // per tenant, newest lastUpdated pending
 
 	dlq dlqTracker
 }
 
 func newWorker(c *Consumer, topic string, partition int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &worker{
+	w := &worker{
 		c: c, topic: topic, partition: partition,
 		in:       make(chan []*kgo.Record, 4),
 		stop:     make(chan stopRequest, 1),
@@ -67,9 +63,9 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 		done:     make(chan struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
-		tenants:  map[string]*tenantBuffer{},
-		newest:   map[string]time.Time{},
 	}
+	w.buf = newBuffer(c.mem, c.viewsByType, w.viewError)
+	return w
 }
 
 func (w *worker) run() {
@@ -126,7 +122,7 @@ func (w *worker) run() {
 
 func (w *worker) full() string {
 	switch {
-	case w.rows >= w.c.opts.MaxRows:
+	case w.buf.Rows() >= w.c.opts.MaxRows:
 		return "rows"
 	case w.bytes >= w.c.opts.MaxBytes:
 		return "bytes"
@@ -174,66 +170,21 @@ func (w *worker) process(r *kgo.Record) {
 		c.log.Debug("control message", "tenant", tenant, "type", n.Type, "status", n.Status, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
 		return
 	}
-	b := w.tenants[tenant]
-	if b == nil {
-		b = &tenantBuffer{raw: newRawBuilder(c.mem), views: map[string]*viewBuilder{}}
-		w.tenants[tenant] = b
-	}
 	ingest := time.Now()
 	at := Coordinates{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	for i := range n.Events {
 		ev := &n.Events[i]
-		b.raw.append(tenant, ev, at, ingest)
-		w.rows++
-		if ev.Operation == OpUpsert {
-			w.flatten(b, tenant, ev, at, ingest)
-		}
+		w.buf.Add(tenant, ev, at, ingest)
 		c.m.events.WithLabelValues(string(n.Format), ev.ResourceType, string(ev.Operation)).Inc()
-		if ev.LastUpdated.After(w.newest[tenant]) {
-			w.newest[tenant] = ev.LastUpdated
-		}
 	}
 }
 
-// flatten evaluates every view of the event's resource type. The raw row
-// is stored whatever happens here, so a view that cannot evaluate a
-// resource loses nothing: it is counted and logged, and the batch layer can
+// viewError counts and logs a resource a view could not evaluate. The raw
+// row is stored whatever happens, so nothing is lost: the batch layer can
 // re-derive the row.
-func (w *worker) flatten(b *tenantBuffer, tenant string, ev *Event, at Coordinates, ingest time.Time) {
-	views := w.c.viewsByType[ev.ResourceType]
-	if len(views) == 0 {
-		return
-	}
-	if err := w.res.Parse(ev.Resource); err != nil {
-		w.c.m.viewErrors.WithLabelValues("parse").Inc()
-		w.c.log.Warn("resource not flattened", "tenant", tenant, "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
-		return
-	}
-	for _, v := range views {
-		vb := b.views[v.Name()]
-		if vb == nil {
-			vb = newViewBuilder(w.c.mem, v)
-			b.views[v.Name()] = vb
-		}
-		if _, err := vb.append(tenant, ev, &w.res, at, ingest); err != nil {
-			w.c.m.viewErrors.WithLabelValues(v.Name()).Inc()
-			w.c.log.Warn("resource not flattened", "tenant", tenant, "view", v.Name(), "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
-		}
-	}
-}
-
-// tenantBuffer holds one tenant's pending rows: the raw dataset and every
-// view touched.
-type tenantBuffer struct {
-	raw   *rawBuilder
-	views map[string]*viewBuilder
-}
-
-func (t *tenantBuffer) release() {
-	t.raw.release()
-	for _, v := range t.views {
-		v.release()
-	}
+func (w *worker) viewError(tenant, view string, ev *Event, at Coordinates, err error) {
+	w.c.m.viewErrors.WithLabelValues(view).Inc()
+	w.c.log.Warn("resource not flattened", "tenant", tenant, "view", view, "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
 }
 
 // Dead-letter header names.
@@ -277,7 +228,7 @@ func (w *worker) deadLetter(r *kgo.Record, class, reason, tenant string) {
 func (w *worker) flush(reason string) {
 	c := w.c
 	start := time.Now()
-	files, err := w.files()
+	files, newest, err := w.files()
 	if err != nil {
 		// Building the batch cannot fail on valid state; drop the partition
 		// so the records replay rather than commit past them.
@@ -330,7 +281,7 @@ func (w *worker) flush(reason string) {
 		c.log.Warn("commit failed; range will replay", "topic", w.topic, "partition", w.partition, "offset", w.last+1, "err", err)
 	} else {
 		c.m.commitSeconds.Observe(time.Since(commitStart).Seconds())
-		for tenant, ts := range w.newest {
+		for tenant, ts := range newest {
 			if !ts.IsZero() {
 				c.m.freshness.WithLabelValues(tenant).Set(float64(ts.UnixMilli()) / 1000)
 				c.m.fresh.observe(tenant, ts)
@@ -376,58 +327,28 @@ func commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kg
 
 // files builds one file per tenant from the buffer. The builders are
 // emptied; the returned records hold the rows until released.
-func (w *worker) files() ([]sink.File, error) {
-	var files []sink.File
+func (w *worker) files() ([]sink.File, map[string]time.Time, error) {
 	date := w.firstTime
 	if date.IsZero() {
 		date = time.Now()
 	}
-	add := func(tenant, view string, rec arrow.RecordBatch) {
-		if rec.NumRows() == 0 {
-			rec.Release()
-			return
-		}
-		files = append(files, sink.File{
-			Tenant: tenant, View: view,
-			Key:    sink.Key(view, date, w.topic, w.partition, w.first, w.last),
-			Record: rec,
-		})
-	}
-	for tenant, b := range w.tenants {
-		if b.raw.rows > 0 {
-			add(tenant, RawView, b.raw.record())
-		}
-		for name, vb := range b.views {
-			if vb.rows() == 0 {
-				continue
-			}
-			rec, err := vb.record()
-			if err != nil {
-				for _, f := range files {
-					f.Record.Release()
-				}
-				return nil, fmt.Errorf("tenant %s: %w", tenant, err)
-			}
-			add(tenant, name, rec)
-		}
-	}
-	return files, nil
+	newest := maps.Clone(w.buf.Newest())
+	files, err := w.buf.Files(func(view string) string {
+		return sink.Key(view, date, w.topic, w.partition, w.first, w.last)
+	})
+	return files, newest, err
 }
 
 func (w *worker) reset() {
 	w.c.buffered.Add(-w.bytes)
 	w.c.m.buffered.Set(float64(w.c.buffered.Load()))
-	w.have, w.bytes, w.rows = false, 0, 0
-	clear(w.newest)
+	w.have, w.bytes = false, 0
 	w.dlq.reset()
 }
 
 // release frees the builders and returns the budget when the worker exits.
 func (w *worker) release() {
-	for _, b := range w.tenants {
-		b.release()
-	}
-	clear(w.tenants)
+	w.buf.Release()
 	w.c.buffered.Add(-w.bytes)
 	w.c.m.buffered.Set(float64(w.c.buffered.Load()))
 	w.bytes = 0

@@ -1,0 +1,143 @@
+package consumer
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"fhirlake/flatten"
+	"fhirlake/sink"
+)
+
+// Buffer accumulates changes for any number of tenants: the raw-resource
+// rows and the rows of every view of each resource's type, each resource
+// parsed once. It belongs to one goroutine.
+type Buffer struct {
+	mem         memory.Allocator
+	viewsByType map[string][]*flatten.View
+	tenants     map[string]*tenantBuffer
+	res         flatten.Resource // reused: parsing allocates nothing once warm
+	rows        int
+	newest      map[string]time.Time
+	// ViewError is called when a view cannot evaluate a resource; the raw
+	// row is kept regardless. view is "parse" when the resource did not parse.
+	onViewError func(tenant, view string, ev *Event, at Coordinates, err error)
+}
+
+// NewBuffer returns an empty buffer writing the given views.
+func NewBuffer(mem memory.Allocator, views []*flatten.View, onViewError func(tenant, view string, ev *Event, at Coordinates, err error)) *Buffer {
+	byType := map[string][]*flatten.View{}
+	for _, v := range views {
+		byType[v.Resource()] = append(byType[v.Resource()], v)
+	}
+	return newBuffer(mem, byType, onViewError)
+}
+
+func newBuffer(mem memory.Allocator, byType map[string][]*flatten.View, onViewError func(tenant, view string, ev *Event, at Coordinates, err error)) *Buffer {
+	if onViewError == nil {
+		onViewError = func(string, string, *Event, Coordinates, error) {}
+	}
+	return &Buffer{mem: mem, viewsByType: byType, tenants: map[string]*tenantBuffer{}, newest: map[string]time.Time{}, onViewError: onViewError}
+}
+
+// Add buffers one change of tenant's.
+func (b *Buffer) Add(tenant string, ev *Event, at Coordinates, ingest time.Time) {
+	t := b.tenants[tenant]
+	if t == nil {
+		t = &tenantBuffer{raw: newRawBuilder(b.mem), views: map[string]*viewBuilder{}}
+		b.tenants[tenant] = t
+	}
+	t.raw.append(tenant, ev, at, ingest)
+	b.rows++
+	if ev.LastUpdated.After(b.newest[tenant]) {
+		b.newest[tenant] = ev.LastUpdated
+	}
+	if ev.Operation != OpUpsert {
+		return
+	}
+	views := b.viewsByType[ev.ResourceType]
+	if len(views) == 0 {
+		return
+	}
+	if err := b.res.Parse(ev.Resource); err != nil {
+		b.onViewError(tenant, "parse", ev, at, err)
+		return
+	}
+	for _, v := range views {
+		vb := t.views[v.Name()]
+		if vb == nil {
+			vb = newViewBuilder(b.mem, v)
+			t.views[v.Name()] = vb
+		}
+		if _, err := vb.append(tenant, ev, &b.res, at, ingest); err != nil {
+			b.onViewError(tenant, v.Name(), ev, at, err)
+		}
+	}
+}
+
+// Rows is the number of raw rows buffered.
+func (b *Buffer) Rows() int { return b.rows }
+
+// Newest returns, per tenant, the newest lastUpdated buffered.
+func (b *Buffer) Newest() map[string]time.Time { return b.newest }
+
+// Files hands the buffered rows over as one file per tenant and dataset,
+// keyed by key(view), and empties the buffer. The caller releases the
+// records.
+func (b *Buffer) Files(key func(view string) string) ([]sink.File, error) {
+	var files []sink.File
+	add := func(tenant, view string, rec arrow.RecordBatch) {
+		if rec.NumRows() == 0 {
+			rec.Release()
+			return
+		}
+		files = append(files, sink.File{Tenant: tenant, View: view, Key: key(view), Record: rec})
+	}
+	for tenant, t := range b.tenants {
+		if t.raw.rows > 0 {
+			add(tenant, RawView, t.raw.record())
+		}
+		for name, vb := range t.views {
+			if vb.rows() == 0 {
+				continue
+			}
+			rec, err := vb.record()
+			if err != nil {
+				for _, f := range files {
+					f.Record.Release()
+				}
+				return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+			}
+			add(tenant, name, rec)
+		}
+	}
+	b.rows = 0
+	clear(b.newest)
+	return files, nil
+}
+
+// Release frees the builders.
+func (b *Buffer) Release() {
+	for _, t := range b.tenants {
+		t.release()
+	}
+	clear(b.tenants)
+	b.rows = 0
+	clear(b.newest)
+}
+
+// tenantBuffer holds one tenant's pending rows: the raw dataset and every
+// view touched.
+type tenantBuffer struct {
+	raw   *rawBuilder
+	views map[string]*viewBuilder
+}
+
+func (t *tenantBuffer) release() {
+	t.raw.release()
+	for _, v := range t.views {
+		v.release()
+	}
+}

@@ -27,6 +27,10 @@ type Config struct {
 	Memory Memory `yaml:"memory" envPrefix:"FHIRLAKE_MEMORY_"`
 	// Metrics is the Prometheus endpoint.
 	Metrics Metrics `yaml:"metrics" envPrefix:"FHIRLAKE_METRICS_"`
+	// ShutdownTimeout bounds the final flush and commit after SIGTERM; what
+	// is not durable by then is replayed by the next owner. Keep it below
+	// the orchestrator's grace period. Default: 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" env:"FHIRLAKE_SHUTDOWN_TIMEOUT"`
 	// WorkDir holds temporary Parquet files before they are uploaded or
 	// renamed into place. Default: .fhirlake/work.
 	WorkDir string `yaml:"work_dir" env:"FHIRLAKE_WORK_DIR"`
@@ -54,6 +58,13 @@ type Kafka struct {
 	ClientID string `yaml:"client_id" env:"CLIENT_ID"`
 	// Partitions is used when fhirlake creates a missing topic. Default: 6.
 	Partitions int32 `yaml:"partitions" env:"PARTITIONS"`
+	// SessionTimeout is how long the group waits for a silent member before
+	// giving its partitions to others; shorter means faster recovery after a
+	// crash, longer tolerates pauses. Default: 45s.
+	SessionTimeout time.Duration `yaml:"session_timeout" env:"SESSION_TIMEOUT"`
+	// RebalanceTimeout bounds how long a member may take to flush and
+	// commit revoked partitions during a rebalance. Default: 60s.
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" env:"REBALANCE_TIMEOUT"`
 	// ReplicationFactor is used when fhirlake creates a missing topic.
 	// Default: 1 (a single-node development broker); use 3 in production.
 	ReplicationFactor int16 `yaml:"replication_factor" env:"REPLICATION_FACTOR"`
@@ -136,12 +147,15 @@ func Default() Config {
 			ClientID:          "fhirlake",
 			Partitions:        6,
 			ReplicationFactor: 1,
+			SessionTimeout:    45 * time.Second,
+			RebalanceTimeout:  60 * time.Second,
 		},
-		Routing: Routing{Header: "fhir-tenant"},
-		Flush:   Flush{MaxRows: 100_000, MaxBytes: 64 << 20, MaxAge: 5 * time.Second},
-		Memory:  Memory{MaxBufferedBytes: 512 << 20},
-		Metrics: Metrics{Listen: "127.0.0.1:9464"},
-		WorkDir: ".fhirlake/work",
+		Routing:         Routing{Header: "fhir-tenant"},
+		Flush:           Flush{MaxRows: 100_000, MaxBytes: 64 << 20, MaxAge: 5 * time.Second},
+		Memory:          Memory{MaxBufferedBytes: 512 << 20},
+		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
+		WorkDir:         ".fhirlake/work",
+		ShutdownTimeout: 30 * time.Second,
 	}
 }
 
@@ -225,6 +239,15 @@ func (c Config) Validate() error {
 	}
 	if c.Kafka.Partitions < 1 {
 		bad("kafka.partitions: must be at least 1, got %d", c.Kafka.Partitions)
+	}
+	if c.Kafka.SessionTimeout < time.Second {
+		bad("kafka.session_timeout: must be at least 1s, got %s", c.Kafka.SessionTimeout)
+	}
+	if c.Kafka.RebalanceTimeout < c.Kafka.SessionTimeout/2 {
+		bad("kafka.rebalance_timeout (%s) is too short next to session_timeout (%s)", c.Kafka.RebalanceTimeout, c.Kafka.SessionTimeout)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
 	}
 	if c.Kafka.ReplicationFactor < 1 {
 		bad("kafka.replication_factor: must be at least 1, got %d", c.Kafka.ReplicationFactor)

@@ -92,8 +92,14 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 		MaxBytes:         int64(cfg.Flush.MaxBytes),
 		MaxAge:           cfg.Flush.MaxAge,
 		MaxBufferedBytes: int64(cfg.Memory.MaxBufferedBytes),
+		RevokeTimeout:    cfg.Kafka.RebalanceTimeout / 2,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Views:            views,
-		ClientOpts:       extra,
+		ClientOpts: append([]kgo.Opt{
+			kgo.SessionTimeout(cfg.Kafka.SessionTimeout),
+			kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout),
+			kgo.HeartbeatInterval(min(3*time.Second, cfg.Kafka.SessionTimeout/5)),
+		}, extra...),
 	}, w, reg, log)
 	if err != nil {
 		return err

@@ -247,13 +247,54 @@ func validType(t string) bool {
 
 func sqlString(s string) string { return strings.ReplaceAll(s, "'", "''") }
 
-// Query runs SQL in the session.
+// ErrNotReadOnly refuses a statement that is not a query.
+var ErrNotReadOnly = errors.New("only SELECT statements are allowed")
+
+// Query runs one read-only statement (a SELECT) in the session. Anything
+// else — COPY, ATTACH, SET, INSTALL, CREATE, EXPLAIN ANALYZE, several
+// statements at once — is refused before it runs, on top of the sandbox
+// settings.
 func (s *Session) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if err := s.checkReadOnly(ctx, q); err != nil {
+		return nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
+	}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
 	}
 	return rows, nil
+}
+
+func (s *Session) checkReadOnly(ctx context.Context, q string) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		pc, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return errors.New("driver cannot prepare statements")
+		}
+		st, err := pc.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		ds, ok := st.(*duckdb.Stmt)
+		if !ok {
+			return errors.New("driver returned an unknown statement type")
+		}
+		typ, err := ds.StatementType()
+		if err != nil {
+			return err
+		}
+		// EXPLAIN is refused too: EXPLAIN ANALYZE runs its statement.
+		if typ != duckdb.STATEMENT_TYPE_SELECT {
+			return ErrNotReadOnly
+		}
+		return nil
+	})
 }
 
 // Close ends the session.

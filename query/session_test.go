@@ -185,4 +185,12 @@ func TestSandbox(t *testing.T) {
 			}
 		})
 	}
+	// Nothing was written into the tenant's lake.
+	entries, _ := os.ReadDir(filepath.Join(acme, "speed", "resources", "date=2026-01-01"))
+	if len(entries) != 1 {
+		t.Errorf("tenant lake holds %d files after the refusals, want 1", len(entries))
+	}
+	if got := count(t, s, "SELECT count(*) FROM patient"); got != 1 {
+		t.Fatalf("after refusals: got %d rows, want 1", got)
+	}
 }

@@ -25,6 +25,8 @@ type Config struct {
 	Flush Flush `yaml:"flush" envPrefix:"FHIRLAKE_FLUSH_"`
 	// Memory bounds what all buffers together may hold.
 	Memory Memory `yaml:"memory" envPrefix:"FHIRLAKE_MEMORY_"`
+	// Fetch bounds reads of id-only payloads from tenants' FHIR servers.
+	Fetch Fetch `yaml:"fetch" envPrefix:"FHIRLAKE_FETCH_"`
 	// Metrics is the Prometheus endpoint.
 	Metrics Metrics `yaml:"metrics" envPrefix:"FHIRLAKE_METRICS_"`
 	// ShutdownTimeout bounds the final flush and commit after SIGTERM; what
@@ -70,12 +72,49 @@ type Kafka struct {
 	ReplicationFactor int16 `yaml:"replication_factor" env:"REPLICATION_FACTOR"`
 }
 
-// Routing is the tenant resolution chain: the header first, then the topic map.
+// Routing is the tenant resolution chain. Every configured source is
+// consulted: the Kafka header, the topic map, the payload's tenant fields,
+// the base URL of the resources and subscription, and a meta.tag. All
+// answers must agree; disagreement or no answer dead-letters the record.
 type Routing struct {
 	// Header is the Kafka record header naming the tenant. Default: fhir-tenant.
 	Header string `yaml:"header" env:"FHIRLAKE_ROUTING_HEADER"`
 	// Topics maps a topic to the tenant that owns all of it.
 	Topics map[string]string `yaml:"topics"`
+	// PayloadFields trusts tenant fields carried in the payload: an IBM
+	// event's tenantId and a HAPI message's partitionId. Default: false.
+	PayloadFields bool `yaml:"payload_fields" env:"FHIRLAKE_ROUTING_PAYLOAD_FIELDS"`
+	// BaseURLPattern is a regular expression over the FHIR base URLs of the
+	// notification (entries' fullUrl, the subscription reference) with a
+	// named group "tenant", e.g. ^https://fhir\.(?P<tenant>[a-z0-9-]+)\.example\.org/.
+	// Empty: not consulted.
+	BaseURLPattern string `yaml:"base_url_pattern" env:"FHIRLAKE_ROUTING_BASE_URL_PATTERN"`
+	// TagSystem is the meta.tag system whose code names the tenant. Empty:
+	// not consulted.
+	TagSystem string `yaml:"tag_system" env:"FHIRLAKE_ROUTING_TAG_SYSTEM"`
+}
+
+// Fetch configures reads of id-only notifications' resources from the
+// tenant's FHIR server.
+type Fetch struct {
+	// Concurrency bounds requests in flight per process. Default: 8.
+	Concurrency int `yaml:"concurrency" env:"CONCURRENCY"`
+	// RatePerSecond bounds requests per second per process. Default: 50.
+	RatePerSecond float64 `yaml:"rate_per_second" env:"RATE_PER_SECOND"`
+	// Timeout bounds one request. Default: 10s.
+	Timeout time.Duration `yaml:"timeout" env:"TIMEOUT"`
+	// MaxRetries for 429, 5xx and network errors, with exponential backoff.
+	// Default: 4.
+	MaxRetries int `yaml:"max_retries" env:"MAX_RETRIES"`
+}
+
+// FHIRServer is a tenant's FHIR server, read for id-only notifications.
+type FHIRServer struct {
+	// BaseURL such as https://fhir.acme.example.org/fhir. Empty: id-only
+	// notifications of this tenant are dead-lettered.
+	BaseURL string `yaml:"base_url"`
+	// TokenEnv names the environment variable holding a bearer token.
+	TokenEnv string `yaml:"token_env"`
 }
 
 // Flush limits one buffer (one Kafka partition's pending rows).
@@ -110,6 +149,8 @@ type Tenant struct {
 	Name string `yaml:"name"`
 	// Store is where this tenant's files go, written with its credentials only.
 	Store Store `yaml:"store"`
+	// FHIR is the tenant's FHIR server, for id-only notifications.
+	FHIR FHIRServer `yaml:"fhir"`
 }
 
 // Store is a tenant's object store: a local directory or an S3 bucket.
@@ -151,6 +192,7 @@ func Default() Config {
 			RebalanceTimeout:  60 * time.Second,
 		},
 		Routing:         Routing{Header: "fhir-tenant"},
+		Fetch:           Fetch{Concurrency: 8, RatePerSecond: 50, Timeout: 10 * time.Second, MaxRetries: 4},
 		Flush:           Flush{MaxRows: 100_000, MaxBytes: 64 << 20, MaxAge: 5 * time.Second},
 		Memory:          Memory{MaxBufferedBytes: 512 << 20},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
@@ -252,8 +294,20 @@ func (c Config) Validate() error {
 	if c.Kafka.ReplicationFactor < 1 {
 		bad("kafka.replication_factor: must be at least 1, got %d", c.Kafka.ReplicationFactor)
 	}
-	if c.Routing.Header == "" && len(c.Routing.Topics) == 0 {
-		bad("routing: set a header or a topic map, or no record can be routed")
+	if c.Routing.Header == "" && len(c.Routing.Topics) == 0 && !c.Routing.PayloadFields && c.Routing.BaseURLPattern == "" && c.Routing.TagSystem == "" {
+		bad("routing: configure at least one source (header, topics, payload_fields, base_url_pattern, tag_system), or no record can be routed")
+	}
+	if c.Routing.BaseURLPattern != "" {
+		re, err := regexp.Compile(c.Routing.BaseURLPattern)
+		switch {
+		case err != nil:
+			bad("routing.base_url_pattern: %v", err)
+		case re.SubexpIndex("tenant") < 0:
+			bad("routing.base_url_pattern: needs a named group (?P<tenant>…)")
+		}
+	}
+	if c.Fetch.Concurrency < 1 || c.Fetch.RatePerSecond <= 0 || c.Fetch.Timeout <= 0 || c.Fetch.MaxRetries < 0 {
+		bad("fetch: concurrency, rate_per_second and timeout must be positive and max_retries not negative")
 	}
 	if c.Flush.MaxRows < 1 {
 		bad("flush.max_rows: must be positive, got %d", c.Flush.MaxRows)
@@ -309,6 +363,12 @@ func (c Config) Validate() error {
 			}
 		default:
 			bad("%s.type: %q must be local or s3", at, t.Store.Type)
+		}
+		if t.FHIR.BaseURL != "" && !strings.HasPrefix(t.FHIR.BaseURL, "https://") && !strings.HasPrefix(t.FHIR.BaseURL, "http://") {
+			bad("tenants[%d] (%s).fhir.base_url: %q must be an http(s) URL", i, t.Name, t.FHIR.BaseURL)
+		}
+		if t.FHIR.TokenEnv != "" && os.Getenv(t.FHIR.TokenEnv) == "" {
+			bad("tenants[%d] (%s).fhir.token_env: environment variable %s is not set", i, t.Name, t.FHIR.TokenEnv)
 		}
 	}
 	for topic, tenant := range c.Routing.Topics {

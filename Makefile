@@ -52,3 +52,14 @@ bench: bench-parquet
 
 clean:
 	rm -rf bin .fhirlake
+
+# The flatten engine on the Synthea medium sample (100 patients, 36,593
+# resources) against encoding/json and github.com/gofhir/fhirpath, plus every
+# default view with Parquet output. It lives in the bench/ module so that the
+# reference engines never enter go.mod. Data: FHIRLAKE_BENCH_DATA=DIR or
+# BENCH_FLAGS="-data DIR"; BENCHTIME is the minimum time per figure.
+BENCHTIME   ?= 2s
+BENCH_FLAGS ?=
+.PHONY: bench-flatten
+bench-flatten:
+	cd bench && $(GO) run -tags $(TAGS) ./cmd/flattenbench -time $(BENCHTIME) $(BENCH_FLAGS)

@@ -5,9 +5,13 @@
 // are parsed, checked (unknown functions and constants, syntax errors,
 // unionAll branches whose columns differ, duplicate column names; each
 // error names the view, the column and the expression) and turned into a
-// plan whose Arrow schema is known before any data arrives. Each resource
-// is parsed once, by a single-pass parser, into a compact tree that every
-// view of its type then reads without touching the JSON again:
+// plan whose Arrow schema is known before any data arrives; a path that
+// several columns of a select start with (code.coding.first() for a code,
+// its system and display) is computed once per row. Each resource is
+// parsed once, by a single-pass parser, into a compact tree that every
+// view of its type then reads without touching the JSON again
+// (BundleEntries hands out the resources of a Bundle without parsing it
+// whole):
 //
 //	views, err := flatten.LoadViews(dir) // the embedded defaults, overridden by dir
 //	batches := map[string][]*flatten.Batch{}

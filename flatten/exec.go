@@ -46,7 +46,7 @@ type walker struct {
 func newWalker(v *View, emit func() error) *walker {
 	return &walker{
 		view: v,
-		ev:   newEvaluator(v.slots),
+		ev:   newEvaluator(v.slots, v.shared),
 		vals: make([][]item, len(v.cols)),
 		reps: make([][]item, v.repeats),
 		emit: emit,
@@ -176,6 +176,7 @@ func (w *walker) body(t int32) error {
 	tk := w.tasks[t]
 	s := tk.sel
 	w.ev.rowIndex = tk.rowIndex
+	w.ev.newFocus()
 	for _, c := range s.cols {
 		v, err := w.ev.eval(c.expr, w.focus(t))
 		if err != nil {

@@ -24,6 +24,7 @@ const (
 	opNegate                     // -a
 	opIs                         // a is T
 	opAs                         // a as T
+	opShared                     // a, computed once per focus for several columns (see shareSpines)
 )
 
 // fnID names a supported function.
@@ -202,7 +203,8 @@ type typeSpec struct {
 
 // op is a node of a compiled FHIRPath expression. Ops are immutable once
 // compiled and shared by every evaluator of a view; each op that produces
-// a new collection owns a scratch slot in the evaluator.
+// a new collection owns a scratch slot in the evaluator. An opShared op's
+// slot indexes the evaluator's cache of shared results instead.
 type op struct {
 	code   opcode
 	fn     fnSpec

@@ -42,17 +42,32 @@ type evaluator struct {
 	bufs     [][]item
 	rowIndex int64
 	index    int64
+	// gen numbers the current focus: a shared result computed under
+	// another generation is stale.
+	gen    uint64
+	shared []sharedResult
 }
 
-func newEvaluator(slots int) *evaluator {
-	return &evaluator{bufs: make([][]item, slots)}
+// sharedResult is the cached value of an opShared op.
+type sharedResult struct {
+	gen uint64
+	val []item
+}
+
+func newEvaluator(slots, shared int) *evaluator {
+	return &evaluator{bufs: make([][]item, slots), shared: make([]sharedResult, shared)}
 }
 
 func (e *evaluator) reset(r *Resource) {
 	e.res = r
 	e.rowIndex = 0
 	e.index = 0
+	e.gen++
 }
+
+// newFocus invalidates the shared results: the columns about to be
+// evaluated have another focus or row index.
+func (e *evaluator) newFocus() { e.gen++ }
 
 func (e *evaluator) root() item { return nodeItem(e.res.root) }
 
@@ -165,6 +180,17 @@ func (e *evaluator) eval(o *op, this []item) ([]item, error) {
 		return e.evalBinary(o, this)
 	case opCall:
 		return e.evalCall(o, this)
+	case opShared:
+		c := &e.shared[o.slot]
+		if c.gen == e.gen {
+			return c.val, nil
+		}
+		v, err := e.eval(o.a, this)
+		if err != nil {
+			return nil, err
+		}
+		c.gen, c.val = e.gen, v
+		return v, nil
 	}
 	return nil, fmt.Errorf("unknown operation %d", o.code)
 }

@@ -194,7 +194,7 @@ func evalJSON(r *Resource, expr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ev := newEvaluator(c.slots)
+	ev := newEvaluator(c.slots, 0)
 	ev.reset(r)
 	res, err := ev.eval(o, []item{ev.root()})
 	if err != nil {

@@ -3,10 +3,13 @@ package flatten
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // suiteSeeds returns the expressions and resources of the conformance
@@ -96,7 +99,7 @@ func FuzzEvaluate(f *testing.F) {
 		if err != nil {
 			return
 		}
-		ev := newEvaluator(c.slots)
+		ev := newEvaluator(c.slots, 0)
 		ev.reset(r)
 		_, _ = ev.eval(o, []item{ev.root()})
 		// The same expression as a column and a forEach of a view.
@@ -109,6 +112,56 @@ func FuzzEvaluate(f *testing.F) {
 		})
 		if v, err := Compile(def); err == nil {
 			_, _ = v.Rows(r)
+		}
+		// Columns that share the expression give the same rows whether the
+		// shared path is computed once or per column.
+		def, _ = json.Marshal(map[string]any{
+			"resource": r.ResourceType(),
+			"select": []any{map[string]any{"column": []any{
+				map[string]any{"name": "e", "path": expr, "collection": true},
+				map[string]any{"name": "f", "path": "(" + expr + ").count()"},
+				map[string]any{"name": "g", "path": "(" + expr + ").first()", "collection": true},
+			}}},
+		})
+		shared, err := compileView(def, true)
+		if err != nil {
+			return
+		}
+		plain, err := compileView(def, false)
+		if err != nil {
+			t.Fatalf("compiles only with sharing: %v", err)
+		}
+		got, gerr := shared.Rows(r)
+		want, werr := plain.Rows(r)
+		if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: with shared paths got %v (%v), want %v (%v)", expr, got, gerr, want, werr)
+		}
+	})
+}
+
+func FuzzBundleEntries(f *testing.F) {
+	f.Add([]byte(`{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient"}},{"request":{}},{"resource":null}]}`))
+	f.Add([]byte(`{"entr\u0079":[{"resource":[1,"\"",{"a":-0.5e+2}]}],"x":{"entry":[]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got [][]byte
+		err := BundleEntries(data, func(_ int, res []byte) error {
+			got = append(got, res)
+			return nil
+		})
+		if err != nil {
+			// Invalid UTF-8 is refused, as Parse does; encoding/json lets it pass.
+			if json.Valid(data) && utf8.Valid(data) && bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{")) && !strings.Contains(err.Error(), "nesting") {
+				t.Fatalf("rejected valid JSON %q: %v", data, err)
+			}
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		for _, res := range got {
+			if !json.Valid(res) {
+				t.Fatalf("entry %q of %q is not a JSON value", res, data)
+			}
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -355,13 +356,15 @@ func (p *jsonParser) string() (node, error) {
 	i := start
 	for i < len(d) {
 		// Scan eight bytes at a time while none of them is a quote, a
-		// backslash, a control character or part of a multi-byte rune.
+		// backslash, a control character or part of a multi-byte rune,
+		// then go straight to the first one that is.
 		if i+8 <= len(d) {
-			x := binary.LittleEndian.Uint64(d[i:])
-			if !swarSpecial(x) {
+			m := swarSpecial(binary.LittleEndian.Uint64(d[i:]))
+			if m == 0 {
 				i += 8
 				continue
 			}
+			i += bits.TrailingZeros64(m) >> 3
 		}
 		c := d[i]
 		switch {
@@ -386,17 +389,19 @@ func (p *jsonParser) string() (node, error) {
 	return node{}, p.errorf("unterminated string")
 }
 
-// swarSpecial reports whether any byte of x is '"', '\\', below 0x20 or
-// at least 0x80. Subtracting 1 from a byte sets its high bit when it was
-// zero or above 0x80 (a borrow only starts at a zero byte), so after the
-// XORs each term flags its character, and high bytes are flagged anyway.
-func swarSpecial(x uint64) bool {
+// swarSpecial flags, by its high bit, the bytes of x that are '"', '\\',
+// below 0x20 or at least 0x80. Subtracting 1 from a byte sets its high bit
+// when it was zero or above 0x80, so after the XORs each term flags its
+// character, and high bytes are flagged anyway. A borrow only starts at a
+// flagged byte and only reaches the bytes after it, so the lowest flag is
+// exact: it marks the first special byte.
+func swarSpecial(x uint64) uint64 {
 	const ones = 0x0101010101010101
 	const highs = 0x8080808080808080
 	quote := (x ^ (ones * '"')) - ones
 	backslash := (x ^ (ones * '\\')) - ones
 	control := x - ones*0x20
-	return (quote|backslash|control|x)&highs != 0
+	return (quote | backslash | control | x) & highs
 }
 
 // escapedString decodes a string holding escapes into Resource.esc. i is

@@ -1,6 +1,7 @@
 package flatten
 
 import (
+	"math/bits"
 	"strings"
 	"testing"
 )
@@ -177,17 +178,37 @@ func TestDateTime(t *testing.T) {
 }
 
 func TestSwarSpecial(t *testing.T) {
-	for c := 0; c < 256; c++ {
-		for pos := 0; pos < 8; pos++ {
-			b := []byte("abcdefgh")
-			b[pos] = byte(c)
-			x := uint64(0)
-			for i := 7; i >= 0; i-- {
-				x = x<<8 | uint64(b[i])
-			}
-			want := c == '"' || c == '\\' || c < 0x20 || c >= 0x80
-			if got := swarSpecial(x); got != want {
-				t.Errorf("byte %#x at %d: got %v, want %v", c, pos, got, want)
+	special := func(c int) bool { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80 }
+	word := func(b []byte) uint64 {
+		x := uint64(0)
+		for i := 7; i >= 0; i-- {
+			x = x<<8 | uint64(b[i])
+		}
+		return x
+	}
+	// The lowest flag must mark the first special byte, whatever follows:
+	// every pair of bytes at every pair of positions.
+	for c1 := 0; c1 < 256; c1++ {
+		for c2 := 0; c2 < 256; c2++ {
+			for p1 := 0; p1 < 8; p1++ {
+				for p2 := p1 + 1; p2 < 8; p2++ {
+					b := []byte("abcdefgh")
+					b[p1], b[p2] = byte(c1), byte(c2)
+					first := 8
+					if special(c1) {
+						first = p1
+					} else if special(c2) {
+						first = p2
+					}
+					m := swarSpecial(word(b))
+					got := 8
+					if m != 0 {
+						got = bits.TrailingZeros64(m) >> 3
+					}
+					if got != first {
+						t.Fatalf("bytes %#x at %d, %#x at %d: got first special at %d, want %d", c1, p1, c2, p2, got, first)
+					}
+				}
 			}
 		}
 	}

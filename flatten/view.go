@@ -24,6 +24,7 @@ type View struct {
 	where    []*op
 	cols     []*column
 	slots    int
+	shared   int // results cached per focus (see shareSpines)
 	repeats  int
 	schema   *arrow.Schema
 }
@@ -118,6 +119,13 @@ const columnNamePattern = `^[A-Za-z][A-Za-z0-9_]*$`
 // Compile validates a ViewDefinition (JSON) and compiles it into a View.
 // Errors name the view, the column and the expression at fault.
 func Compile(def []byte) (*View, error) {
+	return compileView(def, true)
+}
+
+// compileView compiles a ViewDefinition; share turns on the sharing of
+// paths common to several columns (off only to test that sharing changes
+// no result).
+func compileView(def []byte, share bool) (*View, error) {
 	var vd viewDefinition
 	dec := json.NewDecoder(bytes.NewReader(def))
 	dec.UseNumber()
@@ -150,9 +158,10 @@ func Compile(def []byte) (*View, error) {
 		return nil, fail("select is missing")
 	}
 	c := &viewCompiler{
-		view: name,
-		expr: exprCompiler{consts: map[string][]item{}},
-		re:   idents,
+		view:  name,
+		expr:  exprCompiler{consts: map[string][]item{}},
+		re:    idents,
+		share: share,
 	}
 	for _, cd := range vd.Constant {
 		cname, v, err := constantValue(cd)
@@ -197,6 +206,7 @@ func Compile(def []byte) (*View, error) {
 	}
 	v.root = root
 	v.slots = c.expr.slots
+	v.shared = c.shared
 	v.repeats = c.repeats
 	schema, err := buildSchema(v)
 	if err != nil {
@@ -212,6 +222,8 @@ type viewCompiler struct {
 	re      *regexp.Regexp
 	all     []*column
 	repeats int
+	share   bool // share common column paths (see shareSpines)
+	shared  int
 }
 
 func (c *viewCompiler) errorf(format string, args ...any) error {
@@ -271,6 +283,9 @@ func (c *viewCompiler) compileSelect(sd selectDefinition, where string) (*select
 		}
 		p.cols = append(p.cols, col)
 		cols = append(cols, col)
+	}
+	if c.share {
+		shareSpines(p.cols, &c.shared)
 	}
 	for i, sub := range sd.Select {
 		sp, sc, err := c.compileSelect(sub, fmt.Sprintf("%s[%d].select", where, i))

@@ -44,6 +44,8 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 		newTopicsCmd(g),
 		newQueryCmd(g),
 		newDemoCmd(g),
+		newViewsCmd(g),
+		newBackfillCmd(g),
 	)
 	return root
 }

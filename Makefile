@@ -43,7 +43,12 @@ stack-down:
 
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -tags $(TAGS) -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./consumer/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./consumer/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./consumer/
+	$(GO) test -run XXX -fuzz '^FuzzParseFHIRPath$$' -fuzztime $(FUZZTIME) ./flatten/
+	$(GO) test -run XXX -fuzz '^FuzzEvaluate$$' -fuzztime $(FUZZTIME) ./flatten/
+	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/
+	$(GO) test -run XXX -fuzz '^FuzzBundleEntries$$' -fuzztime $(FUZZTIME) ./flatten/
 
 bench-parquet:
 	$(GO) test -tags $(TAGS) -run XXX -bench Parquet -benchtime 10x ./sink/

@@ -28,10 +28,12 @@ type Options struct {
 	Group           string
 	DeadLetterTopic string
 	ClientID        string
-	// TenantHeader, TopicTenants and Tenants drive tenant resolution.
-	TenantHeader string
-	TopicTenants map[string]string
-	Tenants      []string
+	// Routing and Tenants drive tenant resolution.
+	Routing RouteOptions
+	Tenants []string
+	// Fetcher reads id-only payloads from tenants' FHIR servers; nil
+	// dead-letters them.
+	Fetcher *Fetcher
 	// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
 	// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
 	MaxRows  int
@@ -100,6 +102,7 @@ type Consumer struct {
 	avgRecord atomic.Int64
 
 	viewsByType map[string][]*flatten.View
+	fetcher     *Fetcher
 
 	mu      sync.Mutex
 	workers map[tp]*worker
@@ -131,7 +134,8 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 	c := &Consumer{
 		opts:        opts,
 		writer:      w,
-		router:      NewRouter(opts.TenantHeader, opts.TopicTenants, opts.Tenants),
+		router:      NewRouter(opts.Routing, opts.Tenants),
+		fetcher:     opts.Fetcher,
 		log:         log,
 		m:           newMetrics(reg),
 		mem:         memory.NewGoAllocator(),

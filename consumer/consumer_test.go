@@ -110,7 +110,7 @@ func (h *harness) consumerWith(reg prometheus.Registerer, tenants []string, tune
 	o := Options{
 		Views:   views,
 		Brokers: h.brokers, Topics: []string{testTopic}, Group: "fhirlake", DeadLetterTopic: testDLQ,
-		TenantHeader: "fhir-tenant", Tenants: tenants,
+		Routing: RouteOptions{Header: "fhir-tenant"}, Tenants: tenants,
 		MaxRows: 500, MaxAge: 100 * time.Millisecond, RevokeTimeout: 5 * time.Second, ShutdownTimeout: 5 * time.Second,
 		ClientOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.RebalanceTimeout(6 * time.Second), kgo.HeartbeatInterval(200 * time.Millisecond)},
 	}
@@ -147,6 +147,16 @@ func (h *harness) waitCommitted(total int64) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	h.t.Fatal("consumer group did not catch up within 60s")
+}
+
+func openDuckDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // verify compares every tenant's latest state with the generator's

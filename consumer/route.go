@@ -2,23 +2,41 @@ package consumer
 
 import (
 	"fmt"
+	"regexp"
+	"sort"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Router resolves the tenant of a record: the tenant header first, then the
-// topic map. A record that names an unknown tenant, or whose sources
-// disagree, or that has no tenant at all, is not routable: there is no
-// default tenant.
+// RouteOptions configure the tenant resolution chain. Every configured
+// source is consulted; all answers must agree.
+type RouteOptions struct {
+	// Header is the Kafka record header naming the tenant.
+	Header string
+	// Topics maps a topic to the tenant that owns all of it.
+	Topics map[string]string
+	// PayloadFields trusts an IBM event's tenantId and a HAPI message's
+	// partitionId.
+	PayloadFields bool
+	// BaseURLPattern matches the notification's FHIR base URLs; its named
+	// group "tenant" names the tenant. Nil: not consulted.
+	BaseURLPattern *regexp.Regexp
+	// TagSystem is the meta.tag system whose code names the tenant.
+	TagSystem string
+}
+
+// Router resolves the tenant of a record. A record that names an unknown
+// tenant, or whose sources disagree, or that has no tenant at all, is not
+// routable: there is no default tenant.
 type Router struct {
-	header  string
-	topics  map[string]string
+	o       RouteOptions
 	tenants map[string]bool
 }
 
 // NewRouter returns a router over the configured tenants.
-func NewRouter(header string, topics map[string]string, tenants []string) *Router {
-	r := &Router{header: header, topics: topics, tenants: map[string]bool{}}
+func NewRouter(o RouteOptions, tenants []string) *Router {
+	r := &Router{o: o, tenants: map[string]bool{}}
 	for _, t := range tenants {
 		r.tenants[t] = true
 	}
@@ -35,40 +53,81 @@ type RouteError struct {
 
 func (e *RouteError) Error() string { return e.Class + ": " + e.Reason }
 
-// Resolve returns the record's tenant.
-func (r *Router) Resolve(rec *kgo.Record) (string, error) {
-	var fromHeader, fromTopic string
-	headerSeen := false
-	if r.header != "" {
+// Claimed returns the tenant a record's header names, for dead-letter
+// headers of records that fail before routing.
+func (r *Router) Claimed(rec *kgo.Record) string {
+	for _, h := range rec.Headers {
+		if h.Key == r.o.Header {
+			return string(h.Value)
+		}
+	}
+	return r.o.Topics[rec.Topic]
+}
+
+type answer struct{ source, tenant string }
+
+// Resolve returns the record's tenant from its header, its topic, and the
+// decoded notification's hints (n may be nil).
+func (r *Router) Resolve(rec *kgo.Record, n *Notification) (string, error) {
+	var answers []answer
+	if r.o.Header != "" {
 		for _, h := range rec.Headers {
-			if h.Key != r.header {
-				continue
+			if h.Key == r.o.Header {
+				if len(h.Value) == 0 {
+					return "", &RouteError{Class: "no_tenant", Reason: fmt.Sprintf("header %s is empty", r.o.Header)}
+				}
+				answers = append(answers, answer{"header " + r.o.Header, string(h.Value)})
 			}
-			if headerSeen && string(h.Value) != fromHeader {
-				return "", &RouteError{Class: "conflicting_tenants", Reason: fmt.Sprintf("header %s appears twice with %q and %q", r.header, fromHeader, h.Value)}
-			}
-			headerSeen = true
-			fromHeader = string(h.Value)
 		}
 	}
-	fromTopic = r.topics[rec.Topic]
-	switch {
-	case headerSeen && fromTopic != "" && fromHeader != fromTopic:
-		return "", &RouteError{Class: "conflicting_tenants", Claimed: fromHeader,
-			Reason: fmt.Sprintf("header %s says %q but topic %s belongs to %q", r.header, fromHeader, rec.Topic, fromTopic)}
-	case headerSeen:
-		if fromHeader == "" {
-			return "", &RouteError{Class: "no_tenant", Reason: fmt.Sprintf("header %s is empty", r.header)}
-		}
-		if !r.tenants[fromHeader] {
-			return "", &RouteError{Class: "unknown_tenant", Claimed: fromHeader, Reason: fmt.Sprintf("tenant %q is not configured", fromHeader)}
-		}
-		return fromHeader, nil
-	case fromTopic != "":
-		if !r.tenants[fromTopic] {
-			return "", &RouteError{Class: "unknown_tenant", Claimed: fromTopic, Reason: fmt.Sprintf("topic map names tenant %q, which is not configured", fromTopic)}
-		}
-		return fromTopic, nil
+	if t, ok := r.o.Topics[rec.Topic]; ok {
+		answers = append(answers, answer{"topic " + rec.Topic, t})
 	}
-	return "", &RouteError{Class: "no_tenant", Reason: fmt.Sprintf("no %s header and topic %s is not mapped to a tenant", r.header, rec.Topic)}
+	if n != nil {
+		if r.o.PayloadFields {
+			if n.TenantID != "" {
+				answers = append(answers, answer{"payload tenantId", n.TenantID})
+			}
+			if n.PartitionID != "" {
+				answers = append(answers, answer{"payload partitionId", n.PartitionID})
+			}
+		}
+		if r.o.BaseURLPattern != nil {
+			group := r.o.BaseURLPattern.SubexpIndex("tenant")
+			for _, u := range n.BaseURLs {
+				if m := r.o.BaseURLPattern.FindStringSubmatch(u); m != nil && group >= 0 && m[group] != "" {
+					answers = append(answers, answer{"base URL " + u, m[group]})
+				}
+			}
+		}
+		if r.o.TagSystem != "" {
+			for _, tag := range n.Tags {
+				if tag.System == r.o.TagSystem && tag.Code != "" {
+					answers = append(answers, answer{"meta.tag " + tag.System, tag.Code})
+				}
+			}
+		}
+	}
+	if len(answers) == 0 {
+		return "", &RouteError{Class: "no_tenant", Reason: fmt.Sprintf("no routing source names a tenant (header %s, topic %s not mapped)", r.o.Header, rec.Topic)}
+	}
+	tenant := answers[0].tenant
+	for _, a := range answers[1:] {
+		if a.tenant != tenant {
+			return "", &RouteError{Class: "conflicting_tenants", Claimed: answers[0].tenant, Reason: describe(answers)}
+		}
+	}
+	if !r.tenants[tenant] {
+		return "", &RouteError{Class: "unknown_tenant", Claimed: tenant, Reason: fmt.Sprintf("tenant %q (from %s) is not configured", tenant, answers[0].source)}
+	}
+	return tenant, nil
+}
+
+func describe(answers []answer) string {
+	parts := make([]string, len(answers))
+	for i, a := range answers {
+		parts[i] = fmt.Sprintf("%s says %q", a.source, a.tenant)
+	}
+	sort.Strings(parts)
+	return "sources disagree: " + strings.Join(parts, ", ")
 }

@@ -1,32 +1,48 @@
 package consumer
 
 import (
+	"regexp"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func TestRouter(t *testing.T) {
-	r := NewRouter("fhir-tenant", map[string]string{"acme.events": "acme", "ghost.events": "ghost"}, []string{"acme", "globex"})
+	r := NewRouter(RouteOptions{
+		Header: "fhir-tenant", Topics: map[string]string{"acme.events": "acme", "ghost.events": "ghost"},
+		PayloadFields:  true,
+		BaseURLPattern: regexp.MustCompile(`^https://fhir\.(?P<tenant>[a-z0-9-]+)\.example\.org/`),
+		TagSystem:      "https://fhirlake.dev/tenant",
+	}, []string{"acme", "globex"})
 	h := func(v string) []kgo.RecordHeader { return []kgo.RecordHeader{{Key: "fhir-tenant", Value: []byte(v)}} }
 	for _, tc := range []struct {
 		name    string
 		rec     kgo.Record
+		n       *Notification
 		want    string
 		wantErr string
 	}{
-		{"header", kgo.Record{Topic: "shared", Headers: h("globex")}, "globex", ""},
-		{"topic map", kgo.Record{Topic: "acme.events"}, "acme", ""},
-		{"header agrees with topic", kgo.Record{Topic: "acme.events", Headers: h("acme")}, "acme", ""},
-		{"header conflicts with topic", kgo.Record{Topic: "acme.events", Headers: h("globex")}, "", "conflicting_tenants"},
-		{"two headers disagree", kgo.Record{Topic: "shared", Headers: append(h("acme"), h("globex")...)}, "", "conflicting_tenants"},
-		{"unknown tenant", kgo.Record{Topic: "shared", Headers: h("initech")}, "", "unknown_tenant"},
-		{"mapped to unknown tenant", kgo.Record{Topic: "ghost.events"}, "", "unknown_tenant"},
-		{"empty header", kgo.Record{Topic: "shared", Headers: h("")}, "", "no_tenant"},
-		{"nothing", kgo.Record{Topic: "shared"}, "", "no_tenant"},
+		{"ibm tenantId", kgo.Record{Topic: "shared"}, &Notification{TenantID: "globex"}, "globex", ""},
+		{"hapi partition agrees with header", kgo.Record{Topic: "shared", Headers: h("acme")}, &Notification{PartitionID: "acme"}, "acme", ""},
+		{"payload conflicts with header", kgo.Record{Topic: "shared", Headers: h("acme")}, &Notification{TenantID: "globex"}, "", "conflicting_tenants"},
+		{"base url", kgo.Record{Topic: "shared"}, &Notification{BaseURLs: []string{"https://fhir.globex.example.org/fhir"}}, "globex", ""},
+		{"two base urls disagree", kgo.Record{Topic: "shared"}, &Notification{BaseURLs: []string{"https://fhir.globex.example.org/fhir", "https://fhir.acme.example.org/fhir"}}, "", "conflicting_tenants"},
+		{"base url of unknown tenant", kgo.Record{Topic: "shared"}, &Notification{BaseURLs: []string{"https://fhir.initech.example.org/fhir"}}, "", "unknown_tenant"},
+		{"unmatched base url is no answer", kgo.Record{Topic: "shared", Headers: h("acme")}, &Notification{BaseURLs: []string{"https://other.example.com/fhir"}}, "acme", ""},
+		{"meta.tag", kgo.Record{Topic: "shared"}, &Notification{Tags: []Tag{{System: "https://fhirlake.dev/tenant", Code: "acme"}, {System: "other", Code: "globex"}}}, "acme", ""},
+		{"meta.tag conflicts with topic", kgo.Record{Topic: "acme.events"}, &Notification{Tags: []Tag{{System: "https://fhirlake.dev/tenant", Code: "globex"}}}, "", "conflicting_tenants"},
+		{"header", kgo.Record{Topic: "shared", Headers: h("globex")}, nil, "globex", ""},
+		{"topic map", kgo.Record{Topic: "acme.events"}, nil, "acme", ""},
+		{"header agrees with topic", kgo.Record{Topic: "acme.events", Headers: h("acme")}, nil, "acme", ""},
+		{"header conflicts with topic", kgo.Record{Topic: "acme.events", Headers: h("globex")}, nil, "", "conflicting_tenants"},
+		{"two headers disagree", kgo.Record{Topic: "shared", Headers: append(h("acme"), h("globex")...)}, nil, "", "conflicting_tenants"},
+		{"unknown tenant", kgo.Record{Topic: "shared", Headers: h("initech")}, nil, "", "unknown_tenant"},
+		{"mapped to unknown tenant", kgo.Record{Topic: "ghost.events"}, nil, "", "unknown_tenant"},
+		{"empty header", kgo.Record{Topic: "shared", Headers: h("")}, nil, "", "no_tenant"},
+		{"nothing", kgo.Record{Topic: "shared"}, nil, "", "no_tenant"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := r.Resolve(&tc.rec)
+			got, err := r.Resolve(&tc.rec, tc.n)
 			if tc.wantErr != "" {
 				re, ok := err.(*RouteError)
 				if !ok || re.Class != tc.wantErr {

@@ -145,21 +145,37 @@ func (w *worker) process(r *kgo.Record) {
 	w.lastEpoch = r.LeaderEpoch
 	w.bytes += int64(len(r.Value))
 
-	tenant, err := c.router.Resolve(r)
+	n, err := DecodeRecord(r.Value, r.Headers)
+	if err != nil {
+		class, reason := ClassInvalid, err.Error()
+		if de, ok := IsDecodeError(err); ok {
+			class, reason = de.Class, de.Reason
+		}
+		w.deadLetter(r, class, reason, c.router.Claimed(r))
+		return
+	}
+	tenant, err := c.router.Resolve(r, n)
 	if err != nil {
 		var re *RouteError
 		errors.As(err, &re)
 		w.deadLetter(r, re.Class, re.Reason, re.Claimed)
 		return
 	}
-	n, err := Decode(r.Value)
-	if err != nil {
-		class, reason := "invalid", err.Error()
-		if de, ok := IsDecodeError(err); ok {
-			class, reason = de.Class, de.Reason
+	if n.NeedsFetch() {
+		if c.fetcher == nil {
+			w.deadLetter(r, ClassIDOnly, "id-only payload and no FHIR server is configured for the tenant", tenant)
+			return
 		}
-		w.deadLetter(r, class, reason, tenant)
-		return
+		if err := c.fetcher.Resolve(w.ctx, tenant, n); err != nil {
+			var fe *FetchError
+			if errors.As(err, &fe) {
+				w.deadLetter(r, fe.Class, fe.Reason, tenant)
+				return
+			}
+			// The worker is stopping: the record replays from the last commit.
+			c.log.Warn("fetch interrupted; record will replay", "tenant", tenant, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+			return
+		}
 	}
 	if n.Control() {
 		t := n.Type

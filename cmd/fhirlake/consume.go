@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,17 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 	if err != nil {
 		return err
 	}
+	routing := consumer.RouteOptions{Header: cfg.Routing.Header, Topics: cfg.Routing.Topics, PayloadFields: cfg.Routing.PayloadFields, TagSystem: cfg.Routing.TagSystem}
+	if cfg.Routing.BaseURLPattern != "" {
+		routing.BaseURLPattern = regexp.MustCompile(cfg.Routing.BaseURLPattern) // validated with the config
+	}
+	fetcher, err := newFetcher(cfg)
+	if err != nil {
+		return err
+	}
+	if fetcher != nil {
+		defer fetcher.Close()
+	}
 	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush")}, reg)
 	if err != nil {
 		return err
@@ -85,8 +97,8 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 		Group:            cfg.Kafka.Group,
 		DeadLetterTopic:  cfg.Kafka.DeadLetterTopic,
 		ClientID:         cfg.Kafka.ClientID,
-		TenantHeader:     cfg.Routing.Header,
-		TopicTenants:     cfg.Routing.Topics,
+		Routing:          routing,
+		Fetcher:          fetcher,
 		Tenants:          tenantNames(cfg),
 		MaxRows:          cfg.Flush.MaxRows,
 		MaxBytes:         int64(cfg.Flush.MaxBytes),
@@ -114,6 +126,26 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 	}
 	log.Info("consumer stopped")
 	return err
+}
+
+// newFetcher builds the reader of id-only payloads from the tenants' FHIR
+// servers; nil when no tenant has one.
+func newFetcher(cfg config.Config) (*consumer.Fetcher, error) {
+	targets := map[string]consumer.FetchTarget{}
+	for _, t := range cfg.Tenants {
+		if t.FHIR.BaseURL != "" {
+			targets[t.Name] = consumer.FetchTarget{BaseURL: t.FHIR.BaseURL, Token: envOf(t.FHIR.TokenEnv)}
+		}
+	}
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	return consumer.NewFetcher(consumer.FetchOptions{
+		Concurrency:   cfg.Fetch.Concurrency,
+		RatePerSecond: cfg.Fetch.RatePerSecond,
+		Timeout:       cfg.Fetch.Timeout,
+		MaxRetries:    cfg.Fetch.MaxRetries,
+	}, targets)
 }
 
 type readiness struct{ ok atomicBool }

@@ -174,6 +174,12 @@ type Store struct {
 	// this tenant's static credentials. Both empty: the default AWS chain.
 	AccessKeyEnv string `yaml:"access_key_env"`
 	SecretKeyEnv string `yaml:"secret_key_env"`
+	// RoleARN is a role assumed for every request to this tenant's bucket
+	// (from the static keys above, or the default AWS chain): one role per
+	// tenant, allowed only its bucket.
+	RoleARN string `yaml:"role_arn"`
+	// ExternalID is sent with the AssumeRole call when set.
+	ExternalID string `yaml:"external_id"`
 }
 
 // Default returns the configuration used when no file is given: a local

@@ -54,11 +54,20 @@ func TestLoadExampleAndLocalStack(t *testing.T) {
 	if len(cfg.Tenants) != 2 || cfg.Flush.MaxBytes != 64<<20 || cfg.Flush.MaxAge != 5*time.Second {
 		t.Fatalf("example config: got %+v", cfg)
 	}
-	for _, tn := range []string{"ACME", "GLOBEX", "INITECH"} {
-		t.Setenv("FHIRLAKE_TENANT_"+tn+"_ACCESS_KEY", "k")
-		t.Setenv("FHIRLAKE_TENANT_"+tn+"_SECRET_KEY", "s")
+	local := filepath.Join(testenv.RepoRoot(), "deploy", "local", "fhirlake.yaml")
+	data, err := os.ReadFile(local)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := Load(filepath.Join(testenv.RepoRoot(), "deploy", "local", "fhirlake.yaml")); err != nil {
+	var raw Config
+	if err := Parse(data, &raw); err != nil {
+		t.Fatalf("local stack config: %v", err)
+	}
+	for _, tn := range raw.Tenants {
+		t.Setenv(tn.Store.AccessKeyEnv, "k")
+		t.Setenv(tn.Store.SecretKeyEnv, "s")
+	}
+	if _, err := Load(local); err != nil {
 		t.Fatalf("local stack config: %v", err)
 	}
 }

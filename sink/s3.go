@@ -12,7 +12,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 )
 
@@ -26,8 +28,16 @@ type S3Options struct {
 	// PathStyle addresses the bucket as endpoint/bucket.
 	PathStyle bool
 	// AccessKey and SecretKey are this tenant's static credentials. Empty
-	// means the default AWS credential chain (an assumed role, for instance).
+	// means the default AWS credential chain.
 	AccessKey, SecretKey string
+	// RoleARN, if set, is assumed (through STS, from the static keys or the
+	// default chain) for every request: one role per tenant, allowed only
+	// that tenant's bucket.
+	RoleARN string
+	// ExternalID is passed with the AssumeRole call when set.
+	ExternalID string
+	// SessionName names the assumed-role session. Default: fhirlake.
+	SessionName string
 }
 
 // S3 is a store in one S3 bucket, reached with one tenant's credentials.
@@ -56,6 +66,19 @@ func NewS3(ctx context.Context, o S3Options) (*S3, error) {
 			return nil, fmt.Errorf("s3 store %s: credentials: %w", o.Bucket, err)
 		}
 		cfg = loaded
+	}
+	if o.RoleARN != "" {
+		name := o.SessionName
+		if name == "" {
+			name = "fhirlake"
+		}
+		provider := stscreds.NewAssumeRoleProvider(sts.NewFromConfig(cfg), o.RoleARN, func(ao *stscreds.AssumeRoleOptions) {
+			ao.RoleSessionName = name
+			if o.ExternalID != "" {
+				ao.ExternalID = aws.String(o.ExternalID)
+			}
+		})
+		cfg.Credentials = aws.NewCredentialsCache(provider)
 	}
 	client := s3.NewFromConfig(cfg, func(opts *s3.Options) {
 		if o.Endpoint != "" {

@@ -64,6 +64,22 @@ func newRawBuilder(mem memory.Allocator) *rawBuilder {
 
 func (r *rawBuilder) append(tenant string, ev *Event, at Coordinates, ingest time.Time) {
 	f := r.b.Fields()
+	appendIdentity(f[0:5], tenant, ev)
+	f[5].(*array.StringBuilder).Append(string(ev.Operation))
+	appendCoordinates(f[6:10], at, ingest)
+	if ev.Resource != nil {
+		f[10].(*array.StringBuilder).BinaryBuilder.Append(ev.Resource)
+	} else {
+		f[10].AppendNull()
+	}
+	r.rows++
+	r.bytes += len(ev.Resource) + len(ev.ID) + len(ev.ResourceType) + len(tenant) + len(at.Topic) + 64
+}
+
+// appendIdentity appends tenant, resource type, id, versionId and
+// lastUpdated to the first five builders of f, in that order: the columns
+// every dataset starts with.
+func appendIdentity(f []array.Builder, tenant string, ev *Event) {
 	f[0].(*array.StringBuilder).Append(tenant)
 	f[1].(*array.StringBuilder).Append(ev.ResourceType)
 	f[2].(*array.StringBuilder).Append(ev.ID)
@@ -77,18 +93,14 @@ func (r *rawBuilder) append(tenant string, ev *Event, at Coordinates, ingest tim
 	} else {
 		f[4].AppendNull()
 	}
-	f[5].(*array.StringBuilder).Append(string(ev.Operation))
-	f[6].(*array.StringBuilder).Append(at.Topic)
-	f[7].(*array.Int32Builder).Append(at.Partition)
-	f[8].(*array.Int64Builder).Append(at.Offset)
-	f[9].(*array.TimestampBuilder).Append(arrow.Timestamp(ingest.UnixMicro()))
-	if ev.Resource != nil {
-		f[10].(*array.StringBuilder).BinaryBuilder.Append(ev.Resource)
-	} else {
-		f[10].AppendNull()
-	}
-	r.rows++
-	r.bytes += len(ev.Resource) + len(ev.ID) + len(ev.ResourceType) + len(tenant) + len(at.Topic) + 64
+}
+
+// appendCoordinates appends topic, partition, offset and ingest time.
+func appendCoordinates(f []array.Builder, at Coordinates, ingest time.Time) {
+	f[0].(*array.StringBuilder).Append(at.Topic)
+	f[1].(*array.Int32Builder).Append(at.Partition)
+	f[2].(*array.Int64Builder).Append(at.Offset)
+	f[3].(*array.TimestampBuilder).Append(arrow.Timestamp(ingest.UnixMicro()))
 }
 
 // record returns the rows built so far and resets the builder.

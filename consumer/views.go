@@ -87,23 +87,8 @@ func (vb *viewBuilder) append(tenant string, ev *Event, r *flatten.Resource, at 
 	}
 	f := vb.lineage.Fields()
 	for i := 0; i < n; i++ {
-		f[0].(*array.StringBuilder).Append(tenant)
-		f[1].(*array.StringBuilder).Append(ev.ResourceType)
-		f[2].(*array.StringBuilder).Append(ev.ID)
-		if ev.VersionID != "" {
-			f[3].(*array.StringBuilder).Append(ev.VersionID)
-		} else {
-			f[3].AppendNull()
-		}
-		if !ev.LastUpdated.IsZero() {
-			f[4].(*array.TimestampBuilder).Append(arrow.Timestamp(ev.LastUpdated.UnixMicro()))
-		} else {
-			f[4].AppendNull()
-		}
-		f[5].(*array.StringBuilder).Append(at.Topic)
-		f[6].(*array.Int32Builder).Append(at.Partition)
-		f[7].(*array.Int64Builder).Append(at.Offset)
-		f[8].(*array.TimestampBuilder).Append(arrow.Timestamp(ingest.UnixMicro()))
+		appendIdentity(f[0:5], tenant, ev)
+		appendCoordinates(f[5:9], at, ingest)
 		f[9].(*array.Int32Builder).Append(int32(i))
 	}
 	return n, nil

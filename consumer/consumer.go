@@ -237,15 +237,67 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.buffered.Add(size)
 			c.observeRecordSize(size, len(f.Records))
 			c.m.buffered.Set(float64(c.buffered.Load()))
-			select {
-			case w.in <- f.Records:
-			case <-ctx.Done():
-			}
+			c.dispatch(ctx, w, f.Records, size)
 		})
 		c.cl.AllowRebalance()
 	}
 	c.shutdown()
 	return runErr
+}
+
+// StallAfter is how long the poll loop waits for a partition's worker
+// (busy flushing, or retrying a store that is down) before pausing that
+// partition and letting rebalances through while it keeps waiting.
+const StallAfter = 100 * time.Millisecond
+
+// dispatch hands polled records to their partition's worker. While the
+// worker cannot take them, the partition is paused (so nothing more is
+// fetched for it) and rebalances are allowed; if the partition is taken
+// away meanwhile, the records are dropped uncommitted and replay on the new
+// owner.
+func (c *Consumer) dispatch(ctx context.Context, w *worker, recs []*kgo.Record, size int64) {
+	select {
+	case w.in <- recs:
+		return
+	default:
+	}
+	stalled := false
+	timer := time.NewTimer(StallAfter)
+	defer timer.Stop()
+	for {
+		select {
+		case w.in <- recs:
+			if stalled {
+				c.cl.ResumeFetchPartitions(map[string][]int32{w.topic: {w.partition}})
+				c.m.paused.Set(float64(countPartitions(c.cl.PauseFetchPartitions(nil))))
+			}
+			return
+		case <-w.done:
+			c.buffered.Add(-size)
+			c.m.buffered.Set(float64(c.buffered.Load()))
+			return
+		case <-ctx.Done():
+			c.buffered.Add(-size)
+			return
+		case <-timer.C:
+			if !stalled {
+				stalled = true
+				paused := c.cl.PauseFetchPartitions(map[string][]int32{w.topic: {w.partition}})
+				c.m.paused.Set(float64(countPartitions(paused)))
+				c.log.Warn("partition stalled behind its flush; fetching paused", "topic", w.topic, "partition", w.partition)
+			}
+			c.cl.AllowRebalance()
+			timer.Reset(StallAfter)
+		}
+	}
+}
+
+func countPartitions(m map[string][]int32) int {
+	n := 0
+	for _, ps := range m {
+		n += len(ps)
+	}
+	return n
 }
 
 // backpressure pauses fetching of every assigned partition while the
@@ -256,12 +308,7 @@ func (c *Consumer) backpressure(paused bool) bool {
 	switch {
 	case buffered >= c.opts.MaxBufferedBytes:
 		// Also pauses partitions assigned since the last pause.
-		parts := c.assignedPartitions()
-		c.cl.PauseFetchPartitions(parts)
-		n := 0
-		for _, ps := range parts {
-			n += len(ps)
-		}
+		n := countPartitions(c.cl.PauseFetchPartitions(c.assignedPartitions()))
 		c.m.paused.Set(float64(n))
 		c.mu.Lock()
 		for _, w := range c.workers {

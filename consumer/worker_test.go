@@ -57,7 +57,9 @@ func TestWorkerDeadLettersAndFetch(t *testing.T) {
 		o.Fetcher = fetcher
 		o.Routing = RouteOptions{Header: "fhir-tenant", Topics: map[string]string{}, BaseURLPattern: regexp.MustCompile(`^https://fhir\.(?P<tenant>[a-z0-9-]+)\.example\.org/`)}
 	})
-	hdr := func(tenant string) []kgo.RecordHeader { return []kgo.RecordHeader{{Key: "fhir-tenant", Value: []byte(tenant)}} }
+	hdr := func(tenant string) []kgo.RecordHeader {
+		return []kgo.RecordHeader{{Key: "fhir-tenant", Value: []byte(tenant)}}
+	}
 	acmeBase := "https://fhir.acme.example.org/fhir"
 	records := []struct {
 		name    string

@@ -23,8 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -80,6 +78,8 @@ type run struct {
 	id, topic, dlq, group, prefix string
 	dir, config                   string
 	metricsAddr                   string
+	// members are the consumer processes started with startMember.
+	members []*member
 }
 
 func newRun(t *testing.T, st stack, tenants []string, bucketOf func(tenant string) string, extra string) *run {
@@ -90,14 +90,21 @@ func newRun(t *testing.T, st stack, tenants []string, bucketOf func(tenant strin
 	var b strings.Builder
 	fmt.Fprintf(&b, "kafka:\n  brokers: [%q]\n  topics: [%q]\n  group: %q\n  dead_letter_topic: %q\n  partitions: 6\n", strings.Join(st.brokers, ","), r.topic, r.group, r.dlq)
 	fmt.Fprintf(&b, "flush:\n  max_rows: 100000\n  max_bytes: 64MiB\n  max_age: 1s\nmetrics:\n  listen: %q\nwork_dir: %q\n", r.metricsAddr, filepath.Join(r.dir, "work"))
-	b.WriteString(extra)
 	b.WriteString("tenants:\n")
 	for _, tn := range tenants {
 		fmt.Fprintf(&b, "  - name: %s\n    store:\n      type: s3\n      bucket: %s\n      prefix: %s\n      endpoint: %s\n      region: us-east-1\n      path_style: true\n      access_key_env: %s\n      secret_key_env: %s\n",
 			tn, bucketOf(tn), r.prefix, st.endpoint, envName(tn, "ACCESS_KEY"), envName(tn, "SECRET_KEY"))
 	}
+	conf := b.String()
+	if extra != "" {
+		// extra is YAML laid over the defaults above, key by key.
+		var err error
+		if conf, err = mergeYAML(conf, extra); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r.config = filepath.Join(r.dir, "fhirlake.yaml")
-	if err := os.WriteFile(r.config, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(r.config, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -200,27 +207,11 @@ func (r *run) waitLag(t *testing.T, adm *kadm.Client, timeout time.Duration) {
 // keyed by name and by name{label="value"} for single-label series.
 func (r *run) scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + r.metricsAddr + "/metrics")
+	m, err := scrapeAddr(r.metricsAddr)
 	if err != nil {
 		t.Fatalf("scrape: %v", err)
 	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse metrics: %v", err)
-	}
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.GetMetric() {
-			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			out[name] += v
-			for _, l := range m.GetLabel() {
-				out[fmt.Sprintf("%s{%s=%q}", name, l.GetName(), l.GetValue())] += v
-			}
-		}
-	}
-	return out
+	return m
 }
 
 type expectation struct {
@@ -329,6 +320,14 @@ func checkLake(t *testing.T, s *query.Session, tenant string, want map[string]ex
 	}
 	defer res.Close()
 	got := map[string]bool{}
+	// A broken lake can differ in every resource: report the first few
+	// differences of each kind and count the rest.
+	var unexpected, wrong, missing int
+	errorf := func(n *int, format string, args ...any) {
+		if *n++; *n <= 10 {
+			t.Errorf(format, args...)
+		}
+	}
 	for res.Next() {
 		var typ, id, op string
 		var ver *string
@@ -339,7 +338,7 @@ func checkLake(t *testing.T, s *query.Session, tenant string, want map[string]ex
 		got[key] = true
 		w, ok := want[key]
 		if !ok {
-			t.Errorf("tenant %s: unexpected resource %s", tenant, key)
+			errorf(&unexpected, "tenant %s: unexpected resource %s", tenant, key)
 			continue
 		}
 		v := ""
@@ -347,13 +346,19 @@ func checkLake(t *testing.T, s *query.Session, tenant string, want map[string]ex
 			v = *ver
 		}
 		if v != w.VersionID || (op == "delete") != w.Deleted {
-			t.Errorf("tenant %s: %s: got version %s %s, want version %s deleted=%v", tenant, key, v, op, w.VersionID, w.Deleted)
+			errorf(&wrong, "tenant %s: %s: got version %s %s, want version %s deleted=%v", tenant, key, v, op, w.VersionID, w.Deleted)
 		}
+	}
+	if err := res.Err(); err != nil {
+		t.Fatal(err)
 	}
 	for key := range want {
 		if !got[key] {
-			t.Errorf("tenant %s: resource %s is missing", tenant, key)
+			errorf(&missing, "tenant %s: resource %s is missing", tenant, key)
 		}
+	}
+	if unexpected+wrong+missing > 0 {
+		t.Errorf("tenant %s: %d unexpected resources, %d in the wrong version, %d missing (of %d expected)", tenant, unexpected, wrong, missing, len(want))
 	}
 	return rows
 }

@@ -150,8 +150,28 @@ func (m *member) stop(t *testing.T) time.Duration {
 }
 
 // terminate sends SIGTERM without waiting, so that several members can
-// leave at once.
+// leave at once. It first waits (up to a minute) until the process answers
+// /readyz: a signal that arrives before the process has installed its
+// handler would kill it outright instead of shutting it down.
 func (m *member) terminate() {
+	deadline := time.Now().Add(time.Minute)
+	c := http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case <-m.exited:
+			deadline = time.Time{}
+			continue
+		default:
+		}
+		resp, err := c.Get("http://" + m.metrics + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	m.stopping = time.Now()
 	m.cmd.Process.Signal(syscall.SIGTERM)
 }

@@ -68,3 +68,37 @@ BENCH_FLAGS ?=
 .PHONY: bench-flatten
 bench-flatten:
 	cd bench && $(GO) run -tags $(TAGS) ./cmd/flattenbench -time $(BENCHTIME) $(BENCH_FLAGS)
+
+# `fhirlake compact` on one tenant of a million resources (56,000 patients,
+# ≈ 1.34M changes): a full rebuild, then an incremental run over one new speed file.
+# The local lake is made once by `fhirlake demo` and kept in .cache/bench-compact/;
+# only the dbt virtualenv is needed (deploy/local/stack install).
+BENCH_COMPACT_PATIENTS ?= 56000
+.PHONY: bench-compact
+bench-compact:
+	FHIRLAKE_BENCH_COMPACT_PATIENTS=$(BENCH_COMPACT_PATIENTS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 60m -v \
+		-run '^TestIntegrationCompactBenchmark$$' ./cmd/fhirlake/
+
+# p50/p95 latency of five dashboard queries over one tenant of 1M+ observations
+# (84,000 synthetic patients): a batch snapshot built by the compactor (needs the
+# dbt virtualenv: deploy/local/stack install) plus a fresh speed-layer tail, read
+# from a local directory and, when the local stack's environment is set
+# (eval "$$(deploy/local/stack env)"), from S3 through the mirror, cold first
+# refresh measured apart. The lake is built once into .cache/bench-query/.
+.PHONY: bench-query
+bench-query:
+	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 60m -run '^TestDashboardBenchmark$$' -v ./query/
+
+# End-to-end ingestion on the local stack (started when down, and stopped
+# again afterwards): `fhirlake consume` over 300k pre-produced notifications
+# (throughput, files written, peak RSS), the same consumer and sink with no
+# views, the same records through a Benthos v4.27.0 pipeline, and freshness
+# at 20k resources/s for 60 s. Everything runs in its own topics, groups and
+# bucket prefix, removed at the end. The harness lives in bench/ so that
+# Benthos never enters go.mod. INGEST_FLAGS="-records 1000000 -runs
+# fhirlake,benthos" and the like; -h lists them.
+INGEST_FLAGS ?=
+.PHONY: bench-ingest
+bench-ingest: build
+	cd bench && $(GO) build -tags $(TAGS) -ldflags=-checklinkname=0 -o ../bin/ingestbench ./cmd/ingestbench
+	bin/ingestbench -fhirlake $(BIN) -stack deploy/local/stack $(INGEST_FLAGS)

@@ -40,6 +40,10 @@ type Config struct {
 	// the embedded default view of the same name or add new views. Empty:
 	// the defaults only.
 	ViewsDir string `yaml:"views_dir" env:"FHIRLAKE_VIEWS_DIR"`
+	// Compact configures the batch layer (`fhirlake compact`).
+	Compact Compact `yaml:"compact" envPrefix:"FHIRLAKE_COMPACT_"`
+	// Serve configures `fhirlake serve`, the SQL API and status page.
+	Serve Serve `yaml:"serve" envPrefix:"FHIRLAKE_SERVE_"`
 	// Tenants lists every tenant this deployment serves. Records for any
 	// other tenant are dead-lettered: there is no default tenant.
 	Tenants []Tenant `yaml:"tenants"`
@@ -204,6 +208,7 @@ func Default() Config {
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		WorkDir:         ".fhirlake/work",
 		ShutdownTimeout: 30 * time.Second,
+		Compact:         DefaultCompact(),
 	}
 }
 
@@ -329,6 +334,9 @@ func (c Config) Validate() error {
 	}
 	if c.WorkDir == "" {
 		bad("work_dir: required")
+	}
+	if err := c.Compact.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	seen := map[string]bool{}
 	buckets := map[string]string{}

@@ -6,20 +6,32 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-// Formats accepted by Write.
-var Formats = []string{"table", "csv", "json"}
+// Formats accepted by Session.Export. Write renders the first three from
+// rows; arrow (an Arrow IPC stream) and parquet (one Parquet file) need the
+// result's Arrow schema, so only Export writes them.
+var Formats = []string{"table", "csv", "json", "arrow", "parquet"}
+
+func validFormat(f string) bool { return f == "" || slices.Contains(Formats, f) }
 
 // Write renders rows as an aligned table, CSV with a header, or JSON lines
 // (one object per row). It returns the number of rows written.
 func Write(w io.Writer, rows *sql.Rows, format string) (int, error) {
+	n, _, err := write(w, rows, format, 0)
+	return n, err
+}
+
+// write renders at most max rows (0: all) and reports whether rows were
+// left out.
+func write(w io.Writer, rows *sql.Rows, format string, max int) (int, bool, error) {
 	cols, err := rows.Columns()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	vals := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
@@ -44,7 +56,7 @@ func Write(w io.Writer, rows *sql.Rows, format string) (int, error) {
 	case "csv":
 		cw := csv.NewWriter(w)
 		if err := cw.Write(cols); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		emit = func(v []any) error {
 			s := make([]string, len(v))
@@ -59,28 +71,35 @@ func Write(w io.Writer, rows *sql.Rows, format string) (int, error) {
 		emit = func(v []any) error {
 			obj := make(map[string]any, len(cols))
 			for i, c := range cols {
-				obj[c] = jsonValue(v[i])
+				obj[c] = JSONValue(v[i])
 			}
 			return enc.Encode(obj)
 		}
 		finish = func() error { return nil }
+	case "arrow", "parquet":
+		return 0, false, fmt.Errorf("format %s: use Session.Export, which writes it from the result's Arrow schema", format)
 	default:
-		return 0, fmt.Errorf("unknown format %q (want %s)", format, strings.Join(Formats, ", "))
+		return 0, false, fmt.Errorf("unknown format %q (want %s)", format, strings.Join(Formats, ", "))
 	}
 	n := 0
+	truncated := false
 	for rows.Next() {
+		if max > 0 && n >= max {
+			truncated = true
+			break
+		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return n, err
+			return n, truncated, err
 		}
 		if err := emit(vals); err != nil {
-			return n, err
+			return n, truncated, err
 		}
 		n++
 	}
 	if err := rows.Err(); err != nil {
-		return n, err
+		return n, truncated, err
 	}
-	return n, finish()
+	return n, truncated, finish()
 }
 
 func text(v any) string {
@@ -92,18 +111,36 @@ func text(v any) string {
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano)
 	case map[string]any, []any:
-		b, _ := json.Marshal(x)
+		b, _ := json.Marshal(JSONValue(x))
 		return string(b)
 	}
 	return fmt.Sprint(v)
 }
 
-func jsonValue(v any) any {
+// JSONValue turns a value scanned from DuckDB into one encoding/json
+// renders faithfully: bytes as text, times as RFC 3339 in UTC, DuckDB's
+// maps, decimals, intervals and UUIDs as JSON-friendly values, nested
+// values recursively.
+func JSONValue(v any) any {
 	switch x := v.(type) {
 	case []byte:
 		return string(x)
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano)
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = JSONValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = JSONValue(e)
+		}
+		return out
+	case fmt.Stringer:
+		return x.String()
 	}
 	return v
 }

@@ -1,6 +1,11 @@
 // Package query opens tenant-scoped DuckDB sessions over a tenant's lake:
 // one DuckDB instance per tenant, allowed to read that tenant's files only,
-// with one deduplicated view per resource type.
+// with one deduplicated view per resource type and per SQL-on-FHIR view.
+//
+// A lake without a batch snapshot is read from its speed layer alone. Once
+// the compactor has published _manifest/batch.json, each view is the
+// snapshot's state plus the speed files newer than its watermark, so a query
+// deduplicates only what changed since the last compaction.
 package query
 
 import (
@@ -11,40 +16,105 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unicode"
 
 	"github.com/duckdb/duckdb-go/v2"
 )
 
-// Options bound a session.
+// Options bound a session. The zero value is usable.
 type Options struct {
-	// MemoryLimit such as "1GB". Default: 1GB.
+	// MemoryLimit such as "1GB"; beyond it DuckDB spills to TempDir, then
+	// fails the query. Default: 1GB.
 	MemoryLimit string
 	// Threads DuckDB may use. Default: 2.
 	Threads int
+	// Connections bounds the queries that run at once; the others wait for a
+	// free connection. Default: 1.
+	Connections int
+	// QueryTimeout bounds one query, from the statement to its last row;
+	// DuckDB is interrupted when it passes and the query fails with
+	// ErrQueryTimeout. Default: 0, only the caller's context bounds it.
+	QueryTimeout time.Duration
+	// SpeedOverlap: with a batch snapshot, the speed files modified up to
+	// this long before its watermark are read again, because the compactor
+	// re-reads them too (compact.overlap: an upload is dated by when it
+	// began). Keep it at least compact.overlap. Re-reading is harmless, only
+	// slower. Default: 1h.
+	SpeedOverlap time.Duration
+	// TempDir is where the session makes its own spill directory (DuckDB
+	// writes there when a query outgrows MemoryLimit), removed by Close.
+	// Default: os.TempDir().
+	TempDir string
 }
+
+// DefaultSpeedOverlap is the default of Options.SpeedOverlap, the same as
+// the compactor's default overlap.
+const DefaultSpeedOverlap = time.Hour
+
+func (o Options) withDefaults() Options {
+	if o.MemoryLimit == "" {
+		o.MemoryLimit = "1GB"
+	}
+	if o.Threads <= 0 {
+		o.Threads = 2
+	}
+	if o.Connections <= 0 {
+		o.Connections = 1
+	}
+	if o.SpeedOverlap <= 0 {
+		o.SpeedOverlap = DefaultSpeedOverlap
+	}
+	return o
+}
+
+// ErrQueryTimeout ends a query that ran past Options.QueryTimeout.
+var ErrQueryTimeout = errors.New("query timed out")
 
 // Session is one tenant's sandboxed DuckDB.
 type Session struct {
-	db     *sql.DB
-	tenant string
-	root   string
-	// Types are the resource types present, sorted.
+	db      *sql.DB
+	tenant  string
+	root    string
+	opts    Options
+	tempDir string
+
+	// mu serialises Refresh; cat is the catalog it built last.
+	mu  sync.Mutex
+	cat atomic.Pointer[Catalog]
+	// What Refresh learnt from the files, so that it reads each one once:
+	// the raw files whose resource types are known (→ size), the snapshots
+	// likewise, the types, and each view dataset's resource type.
+	scanned      map[string]int64
+	snapshots    map[string]bool
+	types        map[string]bool
+	datasetTypes map[string]string
+
+	pqOnce sync.Once
+	pq     *parquetWriter
+	pqErr  error
+
+	// Types are the resource types present, sorted, as of Open or the last
+	// Refresh; Catalog is the concurrency-safe way to read them.
 	Types []string
-	// Views are the typed views present in the speed layer, sorted.
+	// Views are the typed views present, sorted, as of Open or the last
+	// Refresh.
 	Views []string
 }
 
 // RawGlob is where the raw-resource dataset lives inside a tenant root.
-const RawGlob = "speed/resources/**/*.parquet"
+const RawGlob = "speed/resources/*/*.parquet"
 
 // Open starts a session over the tenant's lake rooted at the local
 // directory root. Before any query runs, DuckDB is limited to that
-// directory, external access and extension loading are switched off, and
-// the configuration is locked.
+// directory (and its own spill directory), external access and extension
+// loading are switched off, and the configuration is locked; then the
+// views are built from what the lake holds.
 func Open(ctx context.Context, tenant, root string, o Options) (*Session, error) {
+	o = o.withDefaults()
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s lake: %w", tenant, err)
@@ -52,15 +122,22 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	if o.MemoryLimit == "" {
-		o.MemoryLimit = "1GB"
+	s := &Session{tenant: tenant, root: abs, opts: o, scanned: map[string]int64{}, snapshots: map[string]bool{},
+		types: map[string]bool{}, datasetTypes: map[string]string{}}
+	if o.TempDir != "" {
+		if err := os.MkdirAll(o.TempDir, 0o755); err != nil {
+			return nil, fmt.Errorf("tenant %s: spill directory: %w", tenant, err)
+		}
 	}
-	if o.Threads <= 0 {
-		o.Threads = 2
+	if s.tempDir, err = os.MkdirTemp(o.TempDir, "fhirlake-query-"+tenant+"-"); err != nil {
+		return nil, fmt.Errorf("tenant %s: spill directory: %w", tenant, err)
 	}
-	hasData := false
-	if matches, _ := filepath.Glob(filepath.Join(abs, "speed", "resources", "*", "*.parquet")); len(matches) > 0 {
-		hasData = true
+	if real, err := filepath.EvalSymlinks(s.tempDir); err == nil {
+		s.tempDir = real
+	}
+	if s.tempDir == abs || strings.HasPrefix(s.tempDir+"/", abs+"/") || strings.HasPrefix(abs+"/", s.tempDir+"/") {
+		s.removeTemp()
+		return nil, fmt.Errorf("tenant %s: the spill directory %s must not overlap the lake %s", tenant, s.tempDir, abs)
 	}
 	setup := []string{
 		fmt.Sprintf("SET memory_limit = '%s'", sqlString(o.MemoryLimit)),
@@ -68,121 +145,48 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		"SET autoinstall_known_extensions = false",
 		"SET autoload_known_extensions = false",
 		"SET allow_community_extensions = false",
+		// DuckDB allows its spill directory besides allowed_directories; it
+		// defaults to ./.tmp, shared by every session of the process, so each
+		// session gets its own.
+		fmt.Sprintf("SET temp_directory = '%s'", sqlString(s.tempDir)),
 		fmt.Sprintf("SET allowed_directories = ['%s/']", sqlString(abs)),
 		"SET enable_external_access = false",
 	}
+	// The settings are global to the database instance: the first
+	// connection applies them, later connections of the pool share them
+	// (and could not change them once the configuration is locked).
+	var configured atomic.Bool
 	connector, err := duckdb.NewConnector("", func(execer driver.ExecerContext) error {
-		for _, s := range setup {
-			if _, err := execer.ExecContext(ctx, s, nil); err != nil {
-				return fmt.Errorf("%s: %w", s, err)
+		if configured.Load() {
+			return nil
+		}
+		for _, q := range setup {
+			if _, err := execer.ExecContext(ctx, q, nil); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
 			}
 		}
+		if _, err := execer.ExecContext(ctx, "SET lock_configuration = true", nil); err != nil {
+			return fmt.Errorf("lock configuration: %w", err)
+		}
+		configured.Store(true)
 		return nil
 	})
 	if err != nil {
+		s.removeTemp()
 		return nil, fmt.Errorf("open duckdb: %w", err)
 	}
-	db := sql.OpenDB(connector)
-	// One connection: the session's settings and views live on it.
-	db.SetMaxOpenConns(1)
-	s := &Session{db: db, tenant: tenant, root: abs}
-	if err := s.createViews(ctx, hasData); err != nil {
-		db.Close()
+	s.db = sql.OpenDB(connector)
+	s.db.SetMaxOpenConns(o.Connections)
+	s.db.SetMaxIdleConns(o.Connections)
+	if err := s.db.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+	}
+	if _, err := s.Refresh(ctx); err != nil {
+		s.Close()
 		return nil, err
 	}
-	if _, err := db.ExecContext(ctx, "SET lock_configuration = true"); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("lock configuration: %w", err)
-	}
 	return s, nil
-}
-
-// rawColumns is the raw dataset's schema, used when the lake is still empty
-// so that queries find their views and return no rows.
-const rawColumns = `tenant VARCHAR, resource_type VARCHAR, id VARCHAR, version_id VARCHAR,
-	last_updated TIMESTAMPTZ, operation VARCHAR, topic VARCHAR, "partition" INTEGER,
-	"offset" BIGINT, ingest_time TIMESTAMPTZ, resource VARCHAR`
-
-func (s *Session) createViews(ctx context.Context, hasData bool) error {
-	var raw string
-	if hasData {
-		raw = fmt.Sprintf("CREATE VIEW resources_all AS SELECT * EXCLUDE (date) FROM read_parquet('%s/%s', hive_partitioning = true, union_by_name = true)",
-			sqlString(s.root), RawGlob)
-	} else {
-		raw = "CREATE TABLE resources_all (" + rawColumns + ")"
-	}
-	stmts := []string{
-		raw,
-		// The latest version of each resource: by versionId (numerically when
-		// it is a number), then lastUpdated, then Kafka offset. Duplicates from
-		// a replayed range collapse here too.
-		`CREATE VIEW resources_latest AS
-		 SELECT * FROM resources_all
-		 QUALIFY row_number() OVER (
-		   PARTITION BY resource_type, id
-		   ORDER BY TRY_CAST(version_id AS BIGINT) DESC NULLS LAST, version_id DESC NULLS LAST,
-		            last_updated DESC NULLS LAST, "offset" DESC) = 1`,
-		`CREATE VIEW resources AS SELECT * FROM resources_latest WHERE operation <> 'delete'`,
-	}
-	for _, q := range stmts {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("tenant %s: create view: %w", s.tenant, err)
-		}
-	}
-	rows, err := s.db.QueryContext(ctx, "SELECT DISTINCT resource_type FROM resources_all ORDER BY 1")
-	if err != nil {
-		return fmt.Errorf("tenant %s: resource types: %w", s.tenant, err)
-	}
-	var types []string
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			rows.Close()
-			return err
-		}
-		if validType(t) {
-			types = append(types, t)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	sort.Strings(types)
-	typed := map[string]bool{}
-	for _, v := range s.viewDatasets() {
-		// Rows of the latest version of each resource: the raw dataset
-		// decides which version is latest (and whether it is deleted); the
-		// view keeps that version's rows, one copy each.
-		stmts := []string{
-			fmt.Sprintf("CREATE VIEW %s_all AS SELECT * EXCLUDE (date) FROM read_parquet('%s/speed/%s/*/*.parquet', hive_partitioning = true, union_by_name = true)",
-				v, sqlString(s.root), v),
-			fmt.Sprintf(`CREATE VIEW %[1]s AS SELECT v.* FROM %[1]s_all v
-			 JOIN resources_latest l ON l.resource_type = v._resource_type AND l.id = v._resource_id
-			  AND l.operation = 'upsert' AND l.topic = v._topic AND l."partition" = v._partition
-			  AND l."offset" = v._offset AND l.version_id IS NOT DISTINCT FROM v._version_id
-			 QUALIFY row_number() OVER (PARTITION BY v._resource_type, v._resource_id, v._row ORDER BY v._ingest_time DESC) = 1`, v),
-		}
-		for _, q := range stmts {
-			if _, err := s.db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("tenant %s: view %s: %w", s.tenant, v, err)
-			}
-		}
-		typed[v] = true
-		s.Views = append(s.Views, v)
-	}
-	for _, t := range types {
-		if typed[ViewName(t)] {
-			continue
-		}
-		q := fmt.Sprintf(`CREATE VIEW %s AS SELECT id, version_id, last_updated, resource::JSON AS resource,
-			tenant, topic, "partition", "offset", ingest_time FROM resources WHERE resource_type = '%s'`, ViewName(t), t)
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("tenant %s: view %s: %w", s.tenant, ViewName(t), err)
-		}
-	}
-	s.Types = types
-	return nil
 }
 
 // ViewName is the view of a resource type: its name in snake case
@@ -201,28 +205,8 @@ func ViewName(resourceType string) string {
 	return b.String()
 }
 
-// viewDatasets lists the view datasets under speed/ that hold files.
-func (s *Session) viewDatasets() []string {
-	entries, err := os.ReadDir(filepath.Join(s.root, "speed"))
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || name == "resources" || !validViewName(name) {
-			continue
-		}
-		if m, _ := filepath.Glob(filepath.Join(s.root, "speed", name, "*", "*.parquet")); len(m) > 0 {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 func validViewName(n string) bool {
-	if n == "" || n[0] < 'a' || n[0] > 'z' || strings.HasSuffix(n, "_all") || strings.HasPrefix(n, "resources") {
+	if n == "" || n[0] < 'a' || n[0] > 'z' || strings.HasSuffix(n, "_all") || strings.HasPrefix(n, "resources") || len(n) > 128 {
 		return false
 	}
 	for _, r := range n {
@@ -234,7 +218,7 @@ func validViewName(n string) bool {
 }
 
 func validType(t string) bool {
-	if t == "" || !unicode.IsUpper(rune(t[0])) {
+	if t == "" || !unicode.IsUpper(rune(t[0])) || len(t) > 128 {
 		return false
 	}
 	for _, r := range t {
@@ -250,19 +234,70 @@ func sqlString(s string) string { return strings.ReplaceAll(s, "'", "''") }
 // ErrNotReadOnly refuses a statement that is not a query.
 var ErrNotReadOnly = errors.New("only SELECT statements are allowed")
 
+// ErrMultipleStatements refuses a text holding more than one statement.
+var ErrMultipleStatements = errors.New("send one statement at a time")
+
 // Query runs one read-only statement (a SELECT) in the session. Anything
 // else — COPY, ATTACH, SET, INSTALL, CREATE, EXPLAIN ANALYZE, several
-// statements at once — is refused before it runs, on top of the sandbox
-// settings.
+// statements at once — is refused before anything runs, on top of the
+// sandbox settings. Options.QueryTimeout bounds it until the rows are read.
 func (s *Session) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	if err := s.checkReadOnly(ctx, q); err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
 	}
+	if s.opts.QueryTimeout > 0 {
+		// The rows outlive this call, so the deadline cannot be cancelled on
+		// return: it fires on its own, at the latest after QueryTimeout.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		time.AfterFunc(s.opts.QueryTimeout, func() { cancel(ErrQueryTimeout) })
+	}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
+		return nil, fmt.Errorf("tenant %s: %w", s.tenant, queryError(ctx, err))
 	}
 	return rows, nil
+}
+
+// Run runs one read-only statement like Query and hands its rows to fn,
+// within Options.QueryTimeout; the rows are closed when fn returns.
+func (s *Session) Run(ctx context.Context, q string, fn func(*sql.Rows) error) error {
+	if err := s.checkReadOnly(ctx, q); err != nil {
+		return fmt.Errorf("tenant %s: %w", s.tenant, err)
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	rows, err := s.db.QueryContext(ctx, q)
+	if err != nil {
+		return fmt.Errorf("tenant %s: %w", s.tenant, queryError(ctx, err))
+	}
+	defer rows.Close()
+	if err := fn(rows); err != nil {
+		return fmt.Errorf("tenant %s: %w", s.tenant, queryError(ctx, err))
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("tenant %s: %w", s.tenant, queryError(ctx, err))
+	}
+	return nil
+}
+
+func (s *Session) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.opts.QueryTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, s.opts.QueryTimeout, ErrQueryTimeout)
+}
+
+// queryError names a timeout as ErrQueryTimeout instead of DuckDB's
+// "Interrupted!".
+func queryError(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(context.Cause(ctx), ErrQueryTimeout) {
+		return ErrQueryTimeout
+	}
+	return err
 }
 
 func (s *Session) checkReadOnly(ctx context.Context, q string) error {
@@ -271,34 +306,65 @@ func (s *Session) checkReadOnly(ctx context.Context, q string) error {
 		return err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		pc, ok := dc.(driver.ConnPrepareContext)
-		if !ok {
-			return errors.New("driver cannot prepare statements")
-		}
-		st, err := pc.PrepareContext(ctx, q)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		ds, ok := st.(*duckdb.Stmt)
-		if !ok {
-			return errors.New("driver returned an unknown statement type")
-		}
-		typ, err := ds.StatementType()
-		if err != nil {
-			return err
-		}
-		// EXPLAIN is refused too: EXPLAIN ANALYZE runs its statement.
-		if typ != duckdb.STATEMENT_TYPE_SELECT {
-			return ErrNotReadOnly
-		}
-		return nil
-	})
+	return conn.Raw(func(dc any) error { return checkStatement(dc, q) })
 }
 
-// Close ends the session.
-func (s *Session) Close() error { return s.db.Close() }
+// checkStatement prepares q on the driver connection dc, without running
+// it, and accepts a single SELECT. The driver's PrepareContext would run
+// every statement but the last of a multi-statement text, so Prepare, which
+// refuses such a text, is used instead.
+func checkStatement(dc any, q string) error {
+	c, ok := dc.(driver.Conn)
+	if !ok {
+		return errors.New("driver cannot prepare statements")
+	}
+	if strings.TrimSpace(q) == "" {
+		return errors.New("empty statement")
+	}
+	st, err := c.Prepare(q)
+	if err != nil {
+		if strings.Contains(err.Error(), "multi-statement") {
+			return ErrMultipleStatements
+		}
+		return err
+	}
+	defer st.Close()
+	ds, ok := st.(*duckdb.Stmt)
+	if !ok {
+		return errors.New("driver returned an unknown statement type")
+	}
+	typ, err := ds.StatementType()
+	if err != nil {
+		return err
+	}
+	// EXPLAIN is refused too: EXPLAIN ANALYZE runs its statement.
+	if typ != duckdb.STATEMENT_TYPE_SELECT {
+		return ErrNotReadOnly
+	}
+	return nil
+}
+
+// Close ends the session and removes its spill directory.
+func (s *Session) Close() error {
+	var err error
+	if s.db != nil {
+		err = s.db.Close()
+	}
+	if s.pq != nil {
+		err = errors.Join(err, s.pq.Close())
+	}
+	s.removeTemp()
+	return err
+}
+
+func (s *Session) removeTemp() {
+	if s.tempDir != "" {
+		os.RemoveAll(s.tempDir)
+	}
+}
+
+// Tenant is the tenant the session reads.
+func (s *Session) Tenant() string { return s.tenant }
 
 // Root is the directory the session may read.
 func (s *Session) Root() string { return s.root }

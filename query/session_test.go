@@ -1,12 +1,15 @@
 package query
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -169,6 +172,10 @@ func TestSandbox(t *testing.T) {
 		"unlock":            "SET lock_configuration = false",
 		"copy out":          fmt.Sprintf("COPY (SELECT 1) TO '%s/out.csv'", base),
 		"s3 url":            "SELECT * FROM read_parquet('s3://fhirlake-globex/speed/resources/*/*.parquet')",
+		// The driver would run every statement but the last while preparing.
+		"copy then select": fmt.Sprintf("COPY (SELECT 1) TO '%s/speed/x.csv'; SELECT 1", acme),
+		"drop then select": "DROP VIEW patient; SELECT 1",
+		"spill directory":  "SELECT * FROM glob('.tmp/*')",
 	} {
 		t.Run(name, func(t *testing.T) {
 			rows, err := s.Query(context.Background(), q)
@@ -185,6 +192,9 @@ func TestSandbox(t *testing.T) {
 			}
 		})
 	}
+	if _, err := os.Stat(filepath.Join(acme, "speed", "x.csv")); err == nil {
+		t.Error("a statement before a SELECT ran")
+	}
 	// Nothing was written into the tenant's lake.
 	entries, _ := os.ReadDir(filepath.Join(acme, "speed", "resources", "date=2026-01-01"))
 	if len(entries) != 1 {
@@ -192,5 +202,49 @@ func TestSandbox(t *testing.T) {
 	}
 	if got := count(t, s, "SELECT count(*) FROM patient"); got != 1 {
 		t.Fatalf("after refusals: got %d rows, want 1", got)
+	}
+}
+
+func TestQueryTimeout(t *testing.T) {
+	s, err := Open(context.Background(), "acme", t.TempDir(), Options{QueryTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	rows, err := s.Query(context.Background(), "SELECT count(*) FROM range(10000000000)")
+	if err == nil {
+		for rows.Next() {
+		}
+		err = rows.Err()
+		rows.Close()
+	}
+	if !errors.Is(err, ErrQueryTimeout) && !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want ErrQueryTimeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %s: not interrupted", d)
+	}
+	if got := count(t, s, "SELECT 42"); got != 42 {
+		t.Fatalf("after the timeout: got %d", got)
+	}
+}
+
+func TestExportParquetAndArrow(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "acme")
+	writeLake(t, root, "acme", "t-0-0-1", []row{{"Patient", "p1", "1", "upsert", 0}, {"Patient", "p2", "1", "upsert", 1}})
+	s, err := Open(context.Background(), "acme", root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var pq, ar bytes.Buffer
+	res, err := s.Export(context.Background(), &pq, "SELECT id FROM patient ORDER BY id", "parquet", ExportOptions{})
+	if err != nil || res.Rows != 2 || !bytes.HasPrefix(pq.Bytes(), []byte("PAR1")) {
+		t.Fatalf("parquet: %+v %v (%d bytes)", res, err, pq.Len())
+	}
+	res, err = s.Export(context.Background(), &ar, "SELECT * FROM range(10)", "arrow", ExportOptions{MaxRows: 3})
+	if err != nil || res.Rows != 3 || !res.Truncated || ar.Len() == 0 {
+		t.Fatalf("arrow: %+v %v", res, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"gopkg.in/yaml.v3"
 
+	"fhirlake/compactor"
 	"fhirlake/config"
 	"fhirlake/consumer"
 	"fhirlake/query"
@@ -165,6 +166,16 @@ func runDemo(ctx context.Context, g *globals, f *generateFlags, lake string, out
 			}
 		}
 		s.Close()
+	}
+	fmt.Fprintln(out, "\ncompacting the batch layer (dbt)…")
+	table, _, err := compactor.CompactLocalLake(ctx, lake, filepath.Join(cfg.WorkDir, "compact"), f.tenants, log)
+	switch {
+	case errors.Is(err, compactor.ErrNoDBT):
+		fmt.Fprintln(out, "batch layer skipped:", err)
+	case err != nil:
+		return err
+	default:
+		table.Write(out)
 	}
 	if err := writeDemoConfig(cfg); err != nil {
 		return err

@@ -17,7 +17,7 @@ func newQueryCmd(g *globals) *cobra.Command {
 	var tenant, format string
 	var list bool
 	cmd := &cobra.Command{
-		Use:   `query --tenant T [--format table|csv|json] "SQL"`,
+		Use:   `query --tenant T [--format table|csv|json|arrow|parquet] "SQL"`,
 		Short: "Run SQL over one tenant's lake",
 		Long: `query opens a DuckDB session that can read only the given tenant's lake, with one
 view per resource type (patient, observation, medication_request, …) holding the latest
@@ -47,16 +47,11 @@ Exits non-zero on any error.`,
 			defer s.Close()
 			q := ""
 			if list {
-				q = "SELECT view_name AS view FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+				q = "SELECT view_name AS view FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' ORDER BY 1"
 			} else {
 				q = args[0]
 			}
-			rows, err := s.Query(ctx, q)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			_, err = query.Write(cmd.OutOrStdout(), rows, format)
+			_, err = s.Export(ctx, cmd.OutOrStdout(), q, format, query.ExportOptions{})
 			return err
 		},
 	}

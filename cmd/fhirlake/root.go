@@ -46,6 +46,8 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 		newDemoCmd(g),
 		newViewsCmd(g),
 		newBackfillCmd(g),
+		newServeCmd(g),
+		newCompactCmd(g),
 	)
 	return root
 }

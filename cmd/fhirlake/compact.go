@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"fhirlake/compactor"
+	"fhirlake/config"
+)
+
+func newCompactCmd(g *globals) *cobra.Command {
+	var (
+		tenants     []string
+		schedule    string
+		daemon      bool
+		fullRefresh bool
+	)
+	cmd := &cobra.Command{
+		Use:   "compact [--tenant T]... [--full-refresh] [--daemon | --schedule CRON]",
+		Short: "Build each tenant's batch snapshot with dbt and publish it atomically",
+		Long: `compact runs the batch layer: for each tenant, the dbt project (staging → intermediate →
+marts) over the speed files newer than the tenant's watermark and its previous snapshot.
+Only when every model and test passes are the marts uploaded to
+batch/<snapshot-id>/<model>/ and _manifest/batch.json written, last; a failed tenant keeps
+its previous snapshot and never holds up the others. Afterwards, speed files older than
+the watermark minus compact.speed_retention and snapshots beyond compact.keep_snapshots
+are deleted.
+
+Without --tenant every configured tenant runs, compact.parallelism at a time; the exit
+status is non-zero when any tenant failed, and the failing models and tests are named.
+--daemon runs on compact.schedule (default "0 2 * * *", nightly) and --schedule CRON on
+the given cron expression, serving /metrics on metrics.listen until SIGTERM.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			cc := cfg.Compact.WithDefaults()
+			if err := cc.Validate(); err != nil {
+				return err
+			}
+			if daemon && schedule == "" {
+				schedule = cc.Schedule
+			}
+			log := g.logger()
+			ctx := contextOf(cmd)
+			reg := prometheus.NewRegistry()
+			c, ts, err := buildCompactor(ctx, cfg, cc, tenants, fullRefresh, reg, log)
+			if err != nil {
+				return err
+			}
+			if schedule == "" {
+				results, err := c.CompactAll(ctx, ts)
+				printCompactResults(cmd.OutOrStdout(), ts, results)
+				return err
+			}
+			return runCompactDaemon(ctx, cfg, schedule, reg, log, func(ctx context.Context) {
+				results, err := c.CompactAll(ctx, ts)
+				for _, r := range results {
+					if r != nil && err == nil {
+						log.Info("tenant compacted", "tenant", r.Tenant, "snapshot", r.SnapshotID, "published", r.Published, "duration", r.Duration.Round(time.Millisecond))
+					}
+				}
+				if err != nil {
+					log.Error("compaction run finished with failures", "err", err)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringSliceVar(&tenants, "tenant", nil, "compact only this tenant (repeatable); default: every configured tenant")
+	cmd.Flags().BoolVar(&fullRefresh, "full-refresh", false, "rebuild from every speed file instead of the previous snapshot and the files after its watermark")
+	cmd.Flags().BoolVar(&daemon, "daemon", false, "run on compact.schedule (nightly by default) until SIGTERM, serving metrics")
+	cmd.Flags().StringVar(&schedule, "schedule", "", `run on this cron schedule until SIGTERM, e.g. "0 2 * * *" (implies --daemon)`)
+	return cmd
+}
+
+// buildCompactor wires the configuration into a compactor and the tenants it runs.
+func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, only []string, fullRefresh bool,
+	reg prometheus.Registerer, log *slog.Logger) (*compactor.Compactor, []compactor.Tenant, error) {
+	selected := cfg.Tenants
+	if len(only) > 0 {
+		selected = nil
+		for _, name := range only {
+			t, ok := cfg.Tenant(name)
+			if !ok {
+				return nil, nil, fmt.Errorf("tenant %q is not configured (configured: %s)", name, strings.Join(tenantNames(cfg), ", "))
+			}
+			selected = append(selected, t)
+		}
+	}
+	if len(selected) == 0 {
+		return nil, nil, errors.New("no tenants configured")
+	}
+	ts := make([]compactor.Tenant, 0, len(selected))
+	for _, t := range selected {
+		ct, err := compactTenant(ctx, t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tenant %s: %w", t.Name, err)
+		}
+		ts = append(ts, ct)
+	}
+	dbtPath := cc.DBT
+	if dbtPath == "" {
+		dbtPath = compactor.FindDBT()
+	}
+	extDir := cc.DuckDBExtensionDir
+	if extDir == "" {
+		extDir = os.Getenv("FHIRLAKE_DUCKDB_EXTENSION_DIR")
+	}
+	runner, err := compactor.NewDBT(compactor.DBT{
+		Path: dbtPath, ProjectDir: cc.ProjectDir, Threads: cc.Threads,
+		MemoryLimit: cc.MemoryLimit, ExtensionDir: extDir,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := compactor.New(runner, compactor.Options{
+		WorkDir:          filepath.Join(cfg.WorkDir, "compact"),
+		Parallelism:      cc.Parallelism,
+		Timeout:          cc.Timeout,
+		Overlap:          cc.Overlap,
+		ConsistencyDelay: cc.ConsistencyDelay,
+		FullRefresh:      fullRefresh,
+		Vars:             map[string]string{"relationship_severity": cc.RelationshipSeverity},
+		Expire: compactor.ExpireOptions{
+			SpeedRetention: cc.SpeedRetention, KeepSnapshots: cc.KeepSnapshots, OrphanGrace: cc.OrphanGrace,
+		},
+	}, reg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, ts, nil
+}
+
+// compactTenant describes a tenant's lake to the compactor: its store, and the same
+// root as DuckDB reads it, with the tenant's own key for S3.
+func compactTenant(ctx context.Context, t config.Tenant) (compactor.Tenant, error) {
+	store, err := openStore(ctx, t)
+	if err != nil {
+		return compactor.Tenant{}, err
+	}
+	ct := compactor.Tenant{Name: t.Name, Store: store}
+	switch t.Store.Type {
+	case "local":
+		if ct.Lake, err = filepath.Abs(t.Store.Path); err != nil {
+			return compactor.Tenant{}, err
+		}
+	case "s3":
+		ct.Lake = "s3://" + t.Store.Bucket
+		if p := strings.Trim(t.Store.Prefix, "/"); p != "" {
+			ct.Lake += "/" + p
+		}
+		ct.S3 = &compactor.S3Access{
+			Endpoint: t.Store.Endpoint, Region: t.Store.Region, PathStyle: t.Store.PathStyle,
+			AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv),
+		}
+	}
+	return ct, nil
+}
+
+func printCompactResults(w io.Writer, ts []compactor.Tenant, results []*compactor.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT\tRESULT\tSNAPSHOT\tSPEED FILES\tRESOURCES\tDURATION")
+	for i, t := range ts {
+		r := results[i]
+		if r == nil {
+			fmt.Fprintf(tw, "%s\tnot run\t\t\t\t\n", t.Name)
+			continue
+		}
+		status := "published"
+		switch {
+		case r.UpToDate:
+			status = "up to date"
+		case !r.Published:
+			status = "FAILED"
+		case r.FullRefresh:
+			status = "published (full: " + r.Reason + ")"
+		}
+		snapshot := r.SnapshotID
+		if !r.Published && snapshot != "" && !r.UpToDate {
+			snapshot += " (kept)"
+		}
+		resources := ""
+		if m, ok := r.Models["int_resources__latest"]; ok {
+			resources = fmt.Sprint(m.Rows)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, status, snapshot, r.SpeedFiles, resources, r.Duration.Round(100*time.Millisecond))
+	}
+	tw.Flush()
+}
+
+// runCompactDaemon serves the metrics and runs every activation of the schedule until
+// ctx ends.
+func runCompactDaemon(ctx context.Context, cfg config.Config, spec string, reg *prometheus.Registry, log *slog.Logger, run func(context.Context)) error {
+	sched, err := compactor.ParseSchedule(spec)
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.Metrics.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }
+		mux.HandleFunc("/healthz", ok)
+		mux.HandleFunc("/readyz", ok)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}()
+		log.Info("serving metrics", "addr", ln.Addr().String())
+	}
+	log.Info("compacting on schedule", "schedule", spec, "next", sched.Next(time.Now()))
+	err = compactor.RunScheduled(ctx, sched, time.Now, run)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

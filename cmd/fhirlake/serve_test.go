@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"fhirlake/config"
+	"fhirlake/query/querytest"
+)
+
+func TestHashKey(t *testing.T) {
+	cmd := newHashKeyCmd()
+	var out bytes.Buffer
+	cmd.SetIn(strings.NewReader("s3cret\n"))
+	cmd.SetOut(&out)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(out.String()), config.HashAPIKey("s3cret"); got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+	out.Reset()
+	cmd.SetArgs([]string{"--generate"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var key, sum string
+	fmt.Sscanf(out.String(), "key: %s\nkey_sha256: %s", &key, &sum)
+	if key == "" || sum != config.HashAPIKey(key) {
+		t.Fatalf("generate: %q", out.String())
+	}
+}
+
+// TestServe runs the command's server over a local tenant and stops it.
+func TestServe(t *testing.T) {
+	dir := t.TempDir()
+	lake := filepath.Join(dir, "lake", "acme")
+	querytest.WriteRaw(t, lake, "acme", "t-0-0-0", []querytest.Row{{Type: "Patient", ID: "p1", Version: "1", Op: "upsert", Offset: 0}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	conf := fmt.Sprintf(`kafka: {brokers: ["127.0.0.1:1"]}
+work_dir: %s
+serve:
+  listen: %s
+  api_keys: [{tenant: acme, key_sha256: %s}]
+tenants:
+  - {name: acme, store: {type: local, path: %s}}
+`, filepath.Join(dir, "work"), addr, config.HashAPIKey("k"), lake)
+	path := filepath.Join(dir, "fhirlake.yaml")
+	os.WriteFile(path, []byte(conf), 0o644)
+	root := newRoot()
+	root.SetArgs([]string{"--config", path, "serve", "--log-level", "error"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var resp *http.Response
+	for i := 0; i < 100; i++ {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/tenants/acme/query", strings.NewReader("SELECT count(*) AS n FROM patient"))
+		req.Header.Set("Authorization", "Bearer k")
+		req.Header.Set("Content-Type", "text/plain")
+		req.Header.Set("Accept", "text/csv")
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || body.String() != "n\n1\n" {
+		t.Fatalf("got %d %q", resp.StatusCode, body.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}

@@ -1,0 +1,527 @@
+package compactor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/csv"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"fhirlake/sink"
+)
+
+// Options configure a Compactor. DefaultOptions documents the defaults.
+type Options struct {
+	// WorkDir holds each run's directory, <WorkDir>/<tenant>/<snapshot-id>: dbt's
+	// database and artifacts and the exported Parquet files, removed after a
+	// publication. The last failed run of a tenant is kept for inspection.
+	WorkDir string
+	// Parallelism is how many tenants run at once. Default: 2.
+	Parallelism int
+	// Timeout bounds one tenant's run. Default: 2h.
+	Timeout time.Duration
+	// Overlap, ConsistencyDelay and FullRefresh: see PlanOptions.
+	Overlap          time.Duration
+	ConsistencyDelay time.Duration
+	FullRefresh      bool
+	// Expire bounds what is kept after a publication; see ExpireOptions.
+	Expire ExpireOptions
+	// Vars are extra dbt vars for every run (relationship_severity, …).
+	Vars map[string]string
+}
+
+// DefaultOptions are the defaults of config.Compact.
+func DefaultOptions() Options {
+	return Options{
+		WorkDir:          filepath.Join(".fhirlake", "work", "compact"),
+		Parallelism:      2,
+		Timeout:          2 * time.Hour,
+		Overlap:          time.Hour,
+		ConsistencyDelay: time.Minute,
+		Expire:           ExpireOptions{SpeedRetention: 7 * 24 * time.Hour, KeepSnapshots: 3, OrphanGrace: 6 * time.Hour},
+	}
+}
+
+// Tenant is one tenant's lake as the compactor sees it.
+type Tenant struct {
+	Name string
+	// Store is the tenant's store, reached with its own credentials: listings,
+	// uploads, the manifest and expiry go through it.
+	Store sink.Store
+	// Lake is the same root as dbt reads it: an absolute local directory, or
+	// s3://<bucket>[/<prefix>] read through DuckDB's httpfs with S3.
+	Lake string
+	// S3 is how DuckDB reaches an s3:// Lake: the tenant's endpoint and static key.
+	S3 *S3Access
+}
+
+// S3Access is what DuckDB's httpfs needs to read one tenant's bucket.
+type S3Access struct {
+	// Endpoint such as http://127.0.0.1:17070; empty for AWS itself.
+	Endpoint  string
+	Region    string
+	PathStyle bool
+	// AccessKey and SecretKey are the tenant's own key; httpfs reads with nothing else.
+	AccessKey, SecretKey string
+}
+
+// env is the dbt environment for this access, the key offered for scope only.
+func (a *S3Access) env(scope string) ([]string, error) {
+	if a.AccessKey == "" || a.SecretKey == "" {
+		return nil, errors.New("the batch layer reads s3:// through DuckDB's httpfs, which needs the tenant's static key (store access_key_env and secret_key_env)")
+	}
+	endpoint, ssl := "s3.amazonaws.com", true
+	if a.Endpoint != "" {
+		u, err := url.Parse(a.Endpoint)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("s3 endpoint %q: want a URL such as https://s3.example.org", a.Endpoint)
+		}
+		endpoint, ssl = u.Host, u.Scheme != "http"
+	}
+	region := a.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	style := "vhost"
+	if a.PathStyle {
+		style = "path"
+	}
+	return []string{
+		"FHIRLAKE_DBT_S3_ACCESS_KEY=" + a.AccessKey,
+		"FHIRLAKE_DBT_S3_SECRET_KEY=" + a.SecretKey,
+		"FHIRLAKE_DBT_S3_REGION=" + region,
+		"FHIRLAKE_DBT_S3_ENDPOINT=" + endpoint,
+		"FHIRLAKE_DBT_S3_URL_STYLE=" + style,
+		fmt.Sprintf("FHIRLAKE_DBT_S3_USE_SSL=%t", ssl),
+		"FHIRLAKE_DBT_S3_SCOPE=" + scope,
+	}, nil
+}
+
+// Result is the outcome of one tenant's run.
+type Result struct {
+	Tenant string
+	// SnapshotID is the snapshot current after the run: the new one, or the previous
+	// one when the run failed or had nothing to do.
+	SnapshotID string
+	// Published is true when the run published a new snapshot.
+	Published bool
+	// UpToDate is true when there was nothing new to compact.
+	UpToDate    bool
+	FullRefresh bool
+	Reason      string
+	SpeedFiles  int
+	Watermark   Watermark
+	Models      map[string]Model
+	// Failed are the dbt nodes that did not pass.
+	Failed   []NodeResult
+	Duration time.Duration
+	// Expired counts the keys deleted after the publication; ExpireErr is why some
+	// could not be (the publication stands regardless).
+	Expired   int
+	ExpireErr error
+}
+
+// Compactor compacts tenants' lakes.
+type Compactor struct {
+	opts    Options
+	runner  Runner
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New returns a compactor running dbt through runner, with its metrics registered
+// with reg (nil: nowhere).
+func New(runner Runner, o Options, reg prometheus.Registerer, log *slog.Logger) (*Compactor, error) {
+	d := DefaultOptions()
+	if o.WorkDir == "" {
+		o.WorkDir = d.WorkDir
+	}
+	if o.Parallelism <= 0 {
+		o.Parallelism = d.Parallelism
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = d.Timeout
+	}
+	if o.Expire.KeepSnapshots <= 0 {
+		o.Expire.KeepSnapshots = d.Expire.KeepSnapshots
+	}
+	if o.Overlap < 0 || o.ConsistencyDelay < 0 || o.Expire.SpeedRetention < 0 || o.Expire.OrphanGrace < 0 {
+		return nil, errors.New("compactor: durations must not be negative")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Compactor{opts: o, runner: runner, metrics: NewMetrics(reg), log: log, now: time.Now}, nil
+}
+
+// CompactAll compacts every tenant, Parallelism at a time. A tenant's failure never
+// stops the others: the error joins every failed tenant's, each naming its tenant, and
+// the results are in the order of tenants (nil for a tenant that never started).
+func (c *Compactor) CompactAll(ctx context.Context, tenants []Tenant) ([]*Result, error) {
+	results := make([]*Result, len(tenants))
+	errs := make([]error, len(tenants))
+	sem := make(chan struct{}, c.opts.Parallelism)
+	var wg sync.WaitGroup
+	for i, t := range tenants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = fmt.Errorf("tenant %s: %w", t.Name, ctx.Err())
+				return
+			}
+			defer func() { <-sem }()
+			results[i], errs[i] = c.Compact(ctx, t)
+		}()
+	}
+	wg.Wait()
+	return results, errors.Join(errs...)
+}
+
+// Compact runs one tenant: plan, dbt build, and, only if every model and test passed,
+// upload the tables and write the manifest last; then expire what it supersedes. On
+// any error the previous snapshot stays current.
+func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err error) {
+	start := c.now()
+	res = &Result{Tenant: t.Name}
+	log := c.log.With("tenant", t.Name)
+	defer func() {
+		res.Duration = c.now().Sub(start)
+		c.metrics.duration.WithLabelValues(t.Name).Observe(res.Duration.Seconds())
+		if err != nil {
+			c.metrics.halted.WithLabelValues(t.Name).Set(1)
+			log.Error("compaction failed; the previous snapshot stays current", "snapshot", res.SnapshotID, "err", err)
+			err = fmt.Errorf("tenant %s: %w", t.Name, err)
+			return
+		}
+		c.metrics.halted.WithLabelValues(t.Name).Set(0)
+		c.metrics.lastSuccess.WithLabelValues(t.Name).Set(float64(c.now().Unix()))
+	}()
+	if t.Store == nil || t.Lake == "" {
+		return res, errors.New("tenant has no store or lake location")
+	}
+	var s3env []string
+	if strings.HasPrefix(t.Lake, "s3://") {
+		if t.S3 == nil {
+			return res, errors.New("an s3:// lake needs S3 access settings")
+		}
+		if s3env, err = t.S3.env(strings.TrimSuffix(t.Lake, "/")); err != nil {
+			return res, err
+		}
+	}
+
+	prev, err := ReadManifest(ctx, t.Store)
+	if err != nil {
+		return res, err
+	}
+	if prev != nil {
+		res.SnapshotID = prev.SnapshotID
+	}
+	listing, err := t.Store.List(ctx, SpeedPrefix)
+	if err != nil {
+		return res, fmt.Errorf("list speed layer: %w", err)
+	}
+	now := c.now()
+	sel := Plan(listing, prev, now, PlanOptions{
+		Overlap: c.opts.Overlap, ConsistencyDelay: c.opts.ConsistencyDelay,
+		FullRefresh: c.opts.FullRefresh, Project: c.runner.Project(),
+	})
+	res.FullRefresh, res.Reason, res.Watermark = sel.FullRefresh, sel.Reason, sel.Watermark
+	if sel.UpToDate() {
+		res.UpToDate = true
+		res.Models = prev.Models
+		log.Info("batch snapshot is up to date", "snapshot", prev.SnapshotID, "watermark", prev.Watermark.Modified, "deferred", sel.Deferred)
+		return res, nil
+	}
+	if len(sel.Files) == 0 {
+		res.UpToDate = true
+		log.Info("no speed files to compact yet", "deferred", sel.Deferred)
+		return res, nil
+	}
+	res.SpeedFiles = len(sel.Files)
+	if sel.FullRefresh && prev != nil && !prev.SpeedExpiredBefore.IsZero() {
+		return res, fmt.Errorf("a full refresh would lose the speed files expired before %s (compact.speed_retention); delete %s to rebuild from what is left",
+			prev.SpeedExpiredBefore.Format(time.RFC3339), ManifestKey)
+	}
+
+	id := newSnapshotID(now)
+	dir, err := c.runDir(t.Name, id)
+	if err != nil {
+		return res, err
+	}
+	log.Info("compacting", "snapshot", id, "speed_files", len(sel.Files), "datasets", len(sel.Datasets),
+		"full_refresh", sel.FullRefresh, "reason", sel.Reason, "previous", res.SnapshotID)
+	exportDir := filepath.Join(dir, "export")
+	if err := os.MkdirAll(exportDir, 0o755); err != nil {
+		return res, err
+	}
+	planFile := filepath.Join(dir, "plan.csv")
+	if err := writePlan(planFile, sel.Files); err != nil {
+		return res, fmt.Errorf("write plan: %w", err)
+	}
+	vars := map[string]any{}
+	for k, v := range c.opts.Vars {
+		vars[k] = v
+	}
+	for k, v := range map[string]any{
+		"lake":              strings.TrimSuffix(t.Lake, "/"),
+		"plan_file":         planFile,
+		"speed_partitions":  sel.Partitions,
+		"previous_snapshot": "",
+		"previous_models":   []string{},
+		"snapshot_id":       id,
+		"watermark":         sel.Watermark.Modified.UTC().Format(time.RFC3339Nano),
+		"export_dir":        exportDir,
+	} {
+		vars[k] = v
+	}
+	if sel.Previous != nil {
+		vars["previous_snapshot"] = strings.TrimSuffix(t.Lake, "/") + "/" + strings.TrimSuffix(sel.Previous.Prefix(), "/")
+		vars["previous_models"] = stateModels(sel.Previous)
+	}
+	target, env := "local", []string(nil)
+	if s3env != nil {
+		target, env = "tenant", s3env
+	}
+	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
+	defer cancel()
+	results, err := c.runner.Build(runCtx, BuildRequest{Tenant: t.Name, Dir: dir, Vars: vars, Target: target, Env: env})
+	if err != nil {
+		return res, err
+	}
+	c.metrics.failedTests.WithLabelValues(t.Name).Set(float64(results.FailedTests()))
+	if failed := results.Failed(); len(failed) > 0 {
+		res.Failed = failed
+		return res, &BuildError{Failed: failed}
+	}
+
+	models, err := exported(ctx, exportDir)
+	if err != nil {
+		return res, err
+	}
+	m := &Manifest{
+		Version: ManifestVersion, Tenant: t.Name, SnapshotID: id, Created: now.UTC(),
+		Watermark: sel.Watermark, FullRefresh: sel.FullRefresh, SpeedFiles: len(sel.Files),
+		Project: c.runner.Project(), Models: map[string]Model{},
+		DBT: RunInfo{Version: results.Metadata.DBTVersion, ElapsedSeconds: results.Elapsed,
+			Models: results.Count("model"), Tests: results.Count("test")},
+	}
+	if sel.Previous != nil {
+		m.Previous = sel.Previous.SnapshotID
+	}
+	if prev != nil {
+		m.History = append([]string{prev.SnapshotID}, prev.History...)
+		if len(m.History) > maxHistory {
+			m.History = m.History[:maxHistory]
+		}
+		m.SpeedExpiredBefore = prev.SpeedExpiredBefore
+	}
+	// The tables first; the manifest, which makes them current, last.
+	for _, name := range sortedKeys(models) {
+		local := models[name]
+		key := modelKey(id, name, "data_0.parquet")
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := t.Store.Put(ctx, key, local.path); err != nil {
+			return res, fmt.Errorf("upload %s: %w", name, err)
+		}
+		m.Models[name] = Model{Rows: local.rows, Bytes: local.bytes, Files: []string{key}}
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if err := putJSON(ctx, t.Store, dir, m.Prefix()+"manifest.json", m); err != nil {
+		return res, fmt.Errorf("write snapshot manifest: %w", err)
+	}
+	if err := putJSON(ctx, t.Store, dir, ManifestKey, m); err != nil {
+		return res, fmt.Errorf("publish %s: %w", ManifestKey, err)
+	}
+	res.SnapshotID, res.Published, res.Models = id, true, m.Models
+	c.metrics.modelRows.DeletePartialMatch(prometheus.Labels{"tenant": t.Name})
+	for name, mod := range m.Models {
+		c.metrics.modelRows.WithLabelValues(t.Name, name).Set(float64(mod.Rows))
+	}
+	log.Info("published batch snapshot", "snapshot", id, "models", len(m.Models), "speed_files", len(sel.Files),
+		"watermark", sel.Watermark.Modified, "dbt_seconds", results.Elapsed)
+
+	res.Expired, res.ExpireErr = c.expire(ctx, t, m, now)
+	if res.ExpireErr != nil {
+		log.Warn("expiry incomplete; it is retried after the next publication", "err", res.ExpireErr)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("remove run directory", "dir", dir, "err", err)
+	}
+	return res, nil
+}
+
+// maxHistory bounds Manifest.History; snapshots beyond KeepSnapshots are deleted.
+const maxHistory = 20
+
+// expire deletes what the new manifest supersedes. A failure leaves the rest for the
+// next publication: nothing deleted here is still needed.
+func (c *Compactor) expire(ctx context.Context, t Tenant, m *Manifest, now time.Time) (int, error) {
+	var listing []sink.Object
+	for _, prefix := range []string{SpeedPrefix, BatchPrefix} {
+		objs, err := t.Store.List(ctx, prefix)
+		if err != nil {
+			return 0, err
+		}
+		listing = append(listing, objs...)
+	}
+	keys := Expired(listing, m, now, c.opts.Expire)
+	speedExpired := false
+	for _, k := range keys {
+		if strings.HasPrefix(k, SpeedPrefix) {
+			speedExpired = true
+			break
+		}
+	}
+	if speedExpired && m.SpeedExpiredBefore.IsZero() {
+		// Record before deleting that the speed layer is no longer complete, so that
+		// no later full refresh silently drops what is gone.
+		m.SpeedExpiredBefore = m.Watermark.Modified.Add(-c.opts.Expire.SpeedRetention).UTC()
+		dir := filepath.Join(c.opts.WorkDir, t.Name, m.SnapshotID)
+		if err := putJSON(ctx, t.Store, dir, ManifestKey, m); err != nil {
+			return 0, fmt.Errorf("record expiry in %s: %w", ManifestKey, err)
+		}
+	}
+	var errs []error
+	n := 0
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if err := t.Store.Delete(ctx, k); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		c.log.Info("expired", "tenant", t.Name, "keys", n, "speed_retention", c.opts.Expire.SpeedRetention, "keep_snapshots", c.opts.Expire.KeepSnapshots)
+	}
+	return n, errors.Join(errs...)
+}
+
+// runDir makes the run's directory, removing the tenant's earlier ones: a failed run
+// stays for inspection until the next run of its tenant.
+func (c *Compactor) runDir(tenant, id string) (string, error) {
+	parent := filepath.Join(c.opts.WorkDir, tenant)
+	if entries, err := os.ReadDir(parent); err == nil {
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
+	dir, err := filepath.Abs(filepath.Join(parent, id))
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("run directory: %w", err)
+	}
+	return dir, nil
+}
+
+// newSnapshotID is sortable by time and unique across concurrent runs.
+func newSnapshotID(now time.Time) string {
+	var b [3]byte
+	rand.Read(b[:])
+	return now.UTC().Format(snapshotTimeLayout) + "-" + hex.EncodeToString(b[:])
+}
+
+// stateModels are the models of a snapshot that the next run reads back.
+func stateModels(m *Manifest) []string {
+	var out []string
+	for _, name := range m.ModelNames() {
+		if strings.HasPrefix(name, "int_") && strings.HasSuffix(name, "__latest") {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func writePlan(path string, files []SpeedFile) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"dataset", "date", "file"})
+	for _, sf := range files {
+		w.Write([]string{sf.Dataset, sf.Date, sf.Name})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+type exportedModel struct {
+	path        string
+	rows, bytes int64
+}
+
+// exported lists the Parquet files dbt exported, one per model (<model>.parquet), and
+// counts their rows from the footers, which also checks that each file is whole.
+func exported(ctx context.Context, dir string) (map[string]exportedModel, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("exported tables: %w", err)
+	}
+	out := map[string]exportedModel{}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".parquet")
+		if !ok || e.IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		info, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		out[name] = exportedModel{path: p, bytes: info.Size()}
+	}
+	if _, ok := out["int_resources__latest"]; !ok {
+		return nil, fmt.Errorf("dbt exported no int_resources__latest to %s: is var export_dir wired to the post-hook?", dir)
+	}
+	paths := make([]string, 0, len(out))
+	for _, m := range out {
+		paths = append(paths, m.path)
+	}
+	rows, err := parquetRows(ctx, paths)
+	if err != nil {
+		return nil, fmt.Errorf("exported tables: %w", err)
+	}
+	for name, m := range out {
+		m.rows = rows[m.path]
+		out[name] = m
+	}
+	return out, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

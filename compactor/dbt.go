@@ -1,0 +1,288 @@
+package compactor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	dbtproject "fhirlake/dbt"
+)
+
+// Runner runs the dbt project for one tenant.
+type Runner interface {
+	// Build runs `dbt build` as req says and returns its results. An error means no
+	// results could be read; a run with failing nodes returns them without an error.
+	Build(ctx context.Context, req BuildRequest) (*RunResults, error)
+	// Project fingerprints the dbt project the runner runs.
+	Project() string
+}
+
+// BuildRequest is one tenant's run.
+type BuildRequest struct {
+	Tenant string
+	// Dir is the run's own directory: dbt's target and logs, the DuckDB database, the
+	// plan and the exported Parquet files go there.
+	Dir string
+	// Vars are the dbt vars (dbt_project.yml documents each).
+	Vars map[string]any
+	// Target is the profile target: "local" or "tenant" (S3 through httpfs).
+	Target string
+	// Env is added to the environment of dbt: the tenant's S3 settings and key.
+	Env []string
+}
+
+// DBT runs the dbt executable.
+type DBT struct {
+	// Path of the dbt executable.
+	Path string
+	// ProjectDir is the dbt project; empty runs the project built into the binary
+	// (package dbt), written into each run's directory.
+	ProjectDir string
+	// Threads is the DuckDB threads of a run.
+	Threads int
+	// MemoryLimit bounds a run's DuckDB, e.g. "4GB".
+	MemoryLimit string
+	// ExtensionDir is DuckDB's extension directory, holding httpfs for S3 lakes.
+	ExtensionDir string
+	// StopGrace is how long dbt has to exit after SIGTERM when the run is cancelled,
+	// before it is killed. Default: 10s.
+	StopGrace time.Duration
+
+	project string
+}
+
+// NewDBT checks the executable and the project, and fingerprints the project.
+func NewDBT(d DBT) (*DBT, error) {
+	if d.Path == "" {
+		return nil, ErrNoDBT
+	}
+	if _, err := exec.LookPath(d.Path); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoDBT, err)
+	}
+	var fsys fs.FS = dbtproject.Project
+	if d.ProjectDir != "" {
+		fsys = os.DirFS(d.ProjectDir)
+	}
+	sum, err := fingerprint(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("dbt project: %w", err)
+	}
+	d.project = sum
+	if d.StopGrace == 0 {
+		d.StopGrace = 10 * time.Second
+	}
+	if d.Threads == 0 {
+		d.Threads = 2
+	}
+	if d.MemoryLimit == "" {
+		d.MemoryLimit = "4GB"
+	}
+	return &d, nil
+}
+
+// ErrNoDBT is returned when no dbt executable can be found.
+var ErrNoDBT = errors.New("dbt not found (install it with `deploy/local/stack install`, or set FHIRLAKE_DBT or compact.dbt)")
+
+// Project fingerprints the project: a hash of its models, macros, tests and settings.
+func (d *DBT) Project() string { return d.project }
+
+// fingerprint hashes the files a dbt run depends on.
+func fingerprint(fsys fs.FS) (string, error) {
+	h := sha256.New()
+	var files []string
+	err := fs.WalkDir(fsys, ".", func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			switch p {
+			case "target", "logs", "dbt_packages":
+				return fs.SkipDir
+			}
+			return nil
+		}
+		switch {
+		case p == "dbt_project.yml", p == "profiles.yml",
+			strings.HasSuffix(p, ".sql") || strings.HasSuffix(p, ".yml") || strings.HasSuffix(p, ".csv"):
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if len(files) == 0 {
+		return "", errors.New("no dbt files")
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		b, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// writeProject copies the embedded project into dir.
+func writeProject(dir string) error {
+	return fs.WalkDir(dbtproject.Project, ".", func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(p))
+		if e.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		b, err := fs.ReadFile(dbtproject.Project, p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	})
+}
+
+// Build runs `dbt build` in req.Dir and reads target/run_results.json.
+func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) {
+	if req.Target == "tenant" && d.ExtensionDir == "" {
+		return nil, errors.New("an s3:// lake is read through DuckDB's httpfs, which must be installed in compact.duckdb_extension_dir (or $FHIRLAKE_DUCKDB_EXTENSION_DIR): DuckDB never downloads it")
+	}
+	project := d.ProjectDir
+	if project == "" {
+		project = filepath.Join(req.Dir, "project")
+		if err := writeProject(project); err != nil {
+			return nil, fmt.Errorf("write dbt project: %w", err)
+		}
+	}
+	project, err := filepath.Abs(project)
+	if err != nil {
+		return nil, err
+	}
+	vars, err := json.Marshal(req.Vars)
+	if err != nil {
+		return nil, fmt.Errorf("dbt vars: %w", err)
+	}
+	target := filepath.Join(req.Dir, "target")
+	args := []string{"build",
+		"--project-dir", project, "--profiles-dir", project,
+		"--target", req.Target,
+		"--target-path", target, "--log-path", filepath.Join(req.Dir, "logs"),
+		"--vars", string(vars),
+		"--no-partial-parse", "--no-use-colors",
+	}
+	out, err := os.Create(filepath.Join(req.Dir, "dbt.out"))
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	cmd := exec.CommandContext(ctx, d.Path, args...)
+	cmd.Dir = project
+	cmd.Env = append(d.baseEnv(req.Dir), req.Env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// dbt runs in a process group of its own, stopped with it when the run is
+	// cancelled and killed with this process if it dies (see proc_*.go).
+	setProcessGroup(cmd)
+	cmd.Cancel = func() error { return terminate(cmd) }
+	cmd.WaitDelay = d.StopGrace
+	runErr := cmd.Run()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("dbt build: %w", context.Cause(ctx))
+	}
+	res, err := ReadRunResults(filepath.Join(target, "run_results.json"))
+	if err != nil {
+		be := &BuildError{Output: tail(filepath.Join(req.Dir, "dbt.out"), 40), Err: runErr}
+		if runErr == nil {
+			be.Err = err
+		}
+		return nil, be
+	}
+	if runErr != nil && len(res.Failed()) == 0 {
+		// dbt failed outside any node (an on-run hook, a connection that would not
+		// open): that is a failed run too.
+		return nil, &BuildError{Output: tail(filepath.Join(req.Dir, "dbt.out"), 40), Err: runErr}
+	}
+	return res, nil
+}
+
+// baseEnv is the whole environment of a dbt run besides the tenant's: what Python and
+// dbt need, and nothing else, so that no other tenant's key is ever within reach.
+func (d *DBT) baseEnv(dir string) []string {
+	env := []string{
+		"FHIRLAKE_DBT_DATABASE=" + filepath.Join(dir, "batch.duckdb"),
+		"FHIRLAKE_DBT_DUCKDB_THREADS=" + strconv.Itoa(d.Threads),
+		"FHIRLAKE_DBT_THREADS=2",
+		"FHIRLAKE_DBT_MEMORY_LIMIT=" + d.MemoryLimit,
+		"DO_NOT_TRACK=1",
+		"DBT_SEND_ANONYMOUS_USAGE_STATS=false",
+		"TMPDIR=" + dir,
+		"HOME=" + dir,
+	}
+	if d.ExtensionDir != "" {
+		env = append(env, "FHIRLAKE_DUCKDB_EXTENSION_DIR="+d.ExtensionDir)
+	}
+	for _, k := range []string{"PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// tail returns the last n lines of a file.
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err == nil && info.Size() > 64<<10 {
+		f.Seek(-64<<10, io.SeekEnd)
+	}
+	b, _ := io.ReadAll(f)
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// FindDBT locates the dbt executable: $FHIRLAKE_DBT, else .cache/dbt-venv/bin/dbt in
+// the working directory or one of its parents (where `deploy/local/stack install` puts
+// it), else dbt on PATH. It returns "" when there is none.
+func FindDBT() string {
+	if p := os.Getenv("FHIRLAKE_DBT"); p != "" {
+		return p
+	}
+	if dir, err := os.Getwd(); err == nil {
+		for {
+			p := filepath.Join(dir, ".cache", "dbt-venv", "bin", "dbt")
+			if info, err := os.Stat(p); err == nil && !info.IsDir() {
+				return p
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	if p, err := exec.LookPath("dbt"); err == nil {
+		return p
+	}
+	return ""
+}

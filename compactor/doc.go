@@ -1,0 +1,16 @@
+// Package compactor is fhirlake's batch layer. For each tenant it plans which speed
+// files are new since the last published snapshot, runs the dbt project (package dbt)
+// over them and the previous snapshot, and, only when every model and test passed,
+// publishes the marts as a new snapshot:
+//
+//	batch/<snapshot-id>/<model>/data_0.parquet   the tables, uploaded first
+//	_manifest/batch.json                         written last: the commit point
+//
+// A reader follows _manifest/batch.json, so a run that fails or dies at any step
+// leaves the previous snapshot current. After a publication, speed files older than
+// the watermark minus a retention window and snapshots beyond the newest few are
+// deleted.
+//
+// Plan and Expired are pure functions over a listing and a manifest; Compactor does the
+// effects through the tenant's sink.Store and a Runner (the dbt executable).
+package compactor

@@ -1,0 +1,190 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Serve configures `fhirlake serve`: the SQL API over each tenant's lake, its
+// status page and its metrics. Zero values mean the documented defaults.
+type Serve struct {
+	// Listen is host:port of the API, the status page and /metrics.
+	// Default: 127.0.0.1:8080.
+	Listen string `yaml:"listen" env:"LISTEN"`
+	// APIKeys open one tenant each. Only the SHA-256 of a key is stored:
+	// `fhirlake serve hash-key` prints it. A key opens its own tenant only.
+	APIKeys []APIKey `yaml:"api_keys"`
+	// MaxRequestBytes bounds the body of a query request; larger ones get 413.
+	// Default: 64KiB.
+	MaxRequestBytes ByteSize `yaml:"max_request_bytes" env:"MAX_REQUEST_BYTES"`
+	// QueryTimeout bounds one query; DuckDB is interrupted when it passes.
+	// Default: 30s.
+	QueryTimeout time.Duration `yaml:"query_timeout" env:"QUERY_TIMEOUT"`
+	// MaxResultRows cuts results beyond this many rows (the response says it
+	// was cut). Default: 1000000.
+	MaxResultRows int `yaml:"max_result_rows" env:"MAX_RESULT_ROWS"`
+	// MaxSessions bounds the tenant sessions kept open (one DuckDB each); the
+	// least recently used one is closed beyond it. Default: 16.
+	MaxSessions int `yaml:"max_sessions" env:"MAX_SESSIONS"`
+	// RefreshInterval is how often, at most, a request first brings its
+	// tenant's session up to date: an S3 tenant's mirror is synchronised
+	// (one listing, then only new or changed objects) and the views are
+	// rebuilt if the lake changed. Lower is fresher and costs a listing per
+	// interval per tenant in use. Default: 2s.
+	RefreshInterval time.Duration `yaml:"refresh_interval" env:"REFRESH_INTERVAL"`
+	// SpeedOverlap re-reads the speed files modified up to this long before a
+	// batch snapshot's watermark, like compact.overlap: keep it at least as
+	// long. Default: 1h.
+	SpeedOverlap time.Duration `yaml:"speed_overlap" env:"SPEED_OVERLAP"`
+	// MemoryLimit bounds each tenant's DuckDB, e.g. "1GB". Default: 1GB.
+	MemoryLimit string `yaml:"memory_limit" env:"MEMORY_LIMIT"`
+	// Threads is each tenant's DuckDB thread count. Default: 2.
+	Threads int `yaml:"threads" env:"THREADS"`
+	// Connections bounds the queries of one tenant that run at once; the
+	// others wait. Default: 4.
+	Connections int `yaml:"connections" env:"CONNECTIONS"`
+	// MirrorParallelism is how many objects an S3 tenant's mirror downloads
+	// at once. Default: 8.
+	MirrorParallelism int `yaml:"mirror_parallelism" env:"MIRROR_PARALLELISM"`
+	// DisableStatus turns off the status page at / and /v1/status, which
+	// show (without a key) the tenants' names, their views and freshness,
+	// the last compaction and the consumer lag — metadata, never rows.
+	// Default: false.
+	DisableStatus bool `yaml:"disable_status" env:"DISABLE_STATUS"`
+}
+
+// APIKey is one tenant's key, stored as its SHA-256.
+type APIKey struct {
+	// Tenant is the only tenant the key opens.
+	Tenant string `yaml:"tenant"`
+	// KeySHA256 is the lowercase hex SHA-256 of the key.
+	KeySHA256 string `yaml:"key_sha256"`
+	// Name labels the key in logs (never the key itself). Optional.
+	Name string `yaml:"name"`
+}
+
+// DefaultServe returns the defaults documented on Serve.
+func DefaultServe() Serve {
+	return Serve{
+		Listen:            "127.0.0.1:8080",
+		MaxRequestBytes:   64 << 10,
+		QueryTimeout:      30 * time.Second,
+		MaxResultRows:     1_000_000,
+		MaxSessions:       16,
+		RefreshInterval:   2 * time.Second,
+		SpeedOverlap:      time.Hour,
+		MemoryLimit:       "1GB",
+		Threads:           2,
+		Connections:       4,
+		MirrorParallelism: 8,
+	}
+}
+
+// WithDefaults fills every unset field with its default.
+func (s Serve) WithDefaults() Serve {
+	d := DefaultServe()
+	if s.Listen == "" {
+		s.Listen = d.Listen
+	}
+	if s.MaxRequestBytes == 0 {
+		s.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if s.QueryTimeout == 0 {
+		s.QueryTimeout = d.QueryTimeout
+	}
+	if s.MaxResultRows == 0 {
+		s.MaxResultRows = d.MaxResultRows
+	}
+	if s.MaxSessions == 0 {
+		s.MaxSessions = d.MaxSessions
+	}
+	if s.RefreshInterval == 0 {
+		s.RefreshInterval = d.RefreshInterval
+	}
+	if s.SpeedOverlap == 0 {
+		s.SpeedOverlap = d.SpeedOverlap
+	}
+	if s.MemoryLimit == "" {
+		s.MemoryLimit = d.MemoryLimit
+	}
+	if s.Threads == 0 {
+		s.Threads = d.Threads
+	}
+	if s.Connections == 0 {
+		s.Connections = d.Connections
+	}
+	if s.MirrorParallelism == 0 {
+		s.MirrorParallelism = d.MirrorParallelism
+	}
+	return s
+}
+
+var (
+	sha256Hex   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	memoryLimit = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)?$`)
+)
+
+// Validate reports every problem with the section at once, each naming its
+// key. tenants are the configured tenants: a key must name one of them.
+func (s Serve) Validate(tenants []Tenant) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("serve."+format, args...)) }
+	if s.Listen == "" {
+		bad("listen: required")
+	}
+	if s.MaxRequestBytes < 1<<10 {
+		bad("max_request_bytes: must be at least 1KiB, got %s", s.MaxRequestBytes)
+	}
+	if s.QueryTimeout < 10*time.Millisecond {
+		bad("query_timeout: must be at least 10ms, got %s", s.QueryTimeout)
+	}
+	if s.MaxResultRows < 1 {
+		bad("max_result_rows: must be positive, got %d", s.MaxResultRows)
+	}
+	if s.MaxSessions < 1 {
+		bad("max_sessions: must be positive, got %d", s.MaxSessions)
+	}
+	if s.RefreshInterval < 0 {
+		bad("refresh_interval: must not be negative, got %s", s.RefreshInterval)
+	}
+	if s.SpeedOverlap < 0 {
+		bad("speed_overlap: must not be negative, got %s", s.SpeedOverlap)
+	}
+	if !memoryLimit.MatchString(strings.TrimSpace(s.MemoryLimit)) {
+		bad("memory_limit: %q: want a size such as 512MB or 2GB", s.MemoryLimit)
+	}
+	if s.Threads < 1 || s.Connections < 1 || s.MirrorParallelism < 1 {
+		bad("threads, connections and mirror_parallelism: must be positive")
+	}
+	known := map[string]bool{}
+	for _, t := range tenants {
+		known[t.Name] = true
+	}
+	owner := map[string]string{}
+	for i, k := range s.APIKeys {
+		at := fmt.Sprintf("api_keys[%d]", i)
+		if !known[k.Tenant] {
+			bad("%s.tenant: %q is not a configured tenant", at, k.Tenant)
+		}
+		if !sha256Hex.MatchString(k.KeySHA256) {
+			bad("%s.key_sha256: want 64 lowercase hex digits (the SHA-256 of the key; `fhirlake serve hash-key` prints it)", at)
+			continue
+		}
+		if other, ok := owner[k.KeySHA256]; ok && other != k.Tenant {
+			bad("%s.key_sha256: the same key also opens tenant %s; a key opens one tenant", at, other)
+		}
+		owner[k.KeySHA256] = k.Tenant
+	}
+	return errors.Join(errs...)
+}
+
+// HashAPIKey returns the value to store in key_sha256 for key.
+func HashAPIKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,33 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestServeDefaultsAndValidate(t *testing.T) {
+	s := Serve{}.WithDefaults()
+	if d := DefaultServe(); s.Listen != d.Listen || s.QueryTimeout != d.QueryTimeout || s.MaxSessions != d.MaxSessions || s.RefreshInterval != d.RefreshInterval {
+		t.Fatalf("got %+v, want the defaults", s)
+	}
+	tenants := []Tenant{{Name: "acme"}, {Name: "globex"}}
+	if err := s.Validate(tenants); err != nil {
+		t.Fatal(err)
+	}
+	s.APIKeys = []APIKey{
+		{Tenant: "acme", KeySHA256: HashAPIKey("a")},
+		{Tenant: "initech", KeySHA256: HashAPIKey("b")},
+		{Tenant: "globex", KeySHA256: "NOT-HEX"},
+		{Tenant: "globex", KeySHA256: HashAPIKey("a")},
+	}
+	s.MemoryLimit = "lots"
+	err := s.Validate(tenants)
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, want := range []string{"api_keys[1].tenant", "api_keys[2].key_sha256", "api_keys[3].key_sha256: the same key also opens tenant acme", "memory_limit"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+}

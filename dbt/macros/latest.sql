@@ -1,0 +1,32 @@
+{#- The rows of the latest version of each resource in one view: the previous
+    snapshot's state and this run's speed rows, kept when int_resources__latest says
+    their version is the resource's latest and is not a delete (the same rule as the
+    query layer, query/session.go). A version's rows are matched by their Kafka
+    coordinates, so a replayed range yields one copy of each row. -#}
+{% macro latest_view_rows(view) -%}
+with versions as (
+    select * from {{ ref('stg_batch__' ~ view) }}
+    union all by name
+    select * from {{ ref('stg_fhir__' ~ view) }}
+),
+
+latest as (
+    select resource_type, resource_id, version_id, kafka_topic, kafka_partition, kafka_offset
+    from {{ ref('int_resources__latest') }}
+    where not is_deleted
+)
+
+select v.*
+from versions as v
+semi join latest as l
+    on  l.resource_type = v.resource_type
+    and l.resource_id = v.resource_id
+    and l.kafka_topic = v.kafka_topic
+    and l.kafka_partition = v.kafka_partition
+    and l.kafka_offset = v.kafka_offset
+    and l.version_id is not distinct from v.version_id
+qualify row_number() over (
+    partition by v.resource_type, v.resource_id, v.row_index
+    order by v.ingest_time desc
+) = 1
+{%- endmacro %}

@@ -1,0 +1,25 @@
+-- One row per current encounter.
+select
+    resource_id as encounter_id,
+    version_id,
+    last_updated,
+    status,
+    class_code,
+    {{ normalize_code_system('class_system') }} as class_system,
+    patient_id,
+    period_start,
+    period_end,
+    round(date_diff('minute', period_start, period_end) / 60.0, 2) as length_of_stay_hours,
+    type_code,
+    {{ normalize_code_system('type_system') }} as type_system,
+    {{ code_system_name('type_system') }} as type_system_name,
+    type_display,
+    reason_code,
+    {{ normalize_code_system('reason_system') }} as reason_system,
+    {{ code_system_name('reason_system') }} as reason_system_name,
+    reason_display,
+    practitioner_id,
+    location_id,
+    service_provider_id,
+    discharge_disposition
+from {{ ref('int_encounter__latest') }}

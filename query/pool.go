@@ -1,0 +1,347 @@
+package query
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"fhirlake/sink"
+)
+
+// Lake is where a tenant's files are queried from.
+type Lake struct {
+	Tenant string
+	// Root is the local directory its session reads.
+	Root string
+	// Store, when set, is the tenant's object store, reached with its own
+	// credentials and mirrored into Root (SyncMirror) before each refresh.
+	Store sink.Store
+}
+
+// PoolOptions configure a Pool. Zero values mean the documented defaults.
+type PoolOptions struct {
+	// Session bounds every session.
+	Session Options
+	// MaxSessions bounds the sessions kept open; beyond it the least
+	// recently used one is closed once its queries finish. Default: 16.
+	MaxSessions int
+	// RefreshInterval is how often, at most, Acquire first brings the
+	// tenant's session up to date (mirror, then views). Default: 2s.
+	RefreshInterval time.Duration
+	// Mirror tunes the synchronisation of S3 tenants.
+	Mirror MirrorOptions
+}
+
+// Pool keeps one session per tenant, opened on first use, refreshed at
+// most every RefreshInterval, and bounded in number (least recently used
+// out). It is safe for concurrent use.
+type Pool struct {
+	lakes   map[string]Lake
+	opts    PoolOptions
+	metrics *Metrics
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	lru     *list.List // of *entry, most recent first
+	closed  bool
+}
+
+type entry struct {
+	lake Lake
+	elem *list.Element
+	// refs and evicted are guarded by Pool.mu.
+	refs    int
+	evicted bool
+
+	// mu serialises opening and refreshing the tenant's session.
+	mu      sync.Mutex
+	s       *Session
+	checked time.Time
+	status  TenantStatus
+}
+
+// TenantStatus is what the pool knows of a tenant's session.
+type TenantStatus struct {
+	Tenant string `json:"tenant"`
+	Open   bool   `json:"open"`
+	// Refreshed is when the session was last brought up to date; Error the
+	// last refresh's failure, "" when it succeeded. A session whose refresh
+	// failed keeps serving its previous views.
+	Refreshed time.Time    `json:"refreshed,omitzero"`
+	Error     string       `json:"error,omitempty"`
+	Mirror    *MirrorStats `json:"mirror,omitempty"`
+}
+
+// NewPool returns a pool over the given lakes, with its metrics registered
+// with reg (nil: nowhere).
+func NewPool(lakes []Lake, o PoolOptions, reg prometheus.Registerer, log *slog.Logger) *Pool {
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 16
+	}
+	if o.RefreshInterval <= 0 {
+		o.RefreshInterval = 2 * time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{lakes: map[string]Lake{}, opts: o, metrics: NewMetrics(reg), log: log, entries: map[string]*entry{}, lru: list.New()}
+	for _, l := range lakes {
+		p.lakes[l.Tenant] = l
+	}
+	return p
+}
+
+// ErrUnknownTenant is returned for a tenant the pool does not serve.
+var ErrUnknownTenant = errors.New("unknown tenant")
+
+// Tenants are the tenants the pool serves, sorted.
+func (p *Pool) Tenants() []string {
+	out := make([]string, 0, len(p.lakes))
+	for t := range p.lakes {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Lake returns a tenant's lake.
+func (p *Pool) Lake(tenant string) (Lake, bool) {
+	l, ok := p.lakes[tenant]
+	return l, ok
+}
+
+// Acquire returns the tenant's session, opened or refreshed first when
+// RefreshInterval has passed since the last refresh. release must be
+// called once the session is no longer used.
+func (p *Pool) Acquire(ctx context.Context, tenant string) (s *Session, release func(), err error) {
+	lake, ok := p.lakes[tenant]
+	if !ok {
+		return nil, nil, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, nil, errors.New("query pool is closed")
+	}
+	e := p.entries[tenant]
+	if e == nil {
+		e = &entry{lake: lake, status: TenantStatus{Tenant: tenant}}
+		e.elem = p.lru.PushFront(e)
+		p.entries[tenant] = e
+	} else {
+		p.lru.MoveToFront(e.elem)
+	}
+	e.refs++
+	p.mu.Unlock()
+	release = func() { p.release(e) }
+
+	s, err = p.refresh(ctx, e)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	p.evict()
+	return s, release, nil
+}
+
+// refresh opens or refreshes e's session when due. A failed refresh of an
+// open session is logged and the session keeps its views: a dashboard
+// rather sees data a few seconds old than an error while S3 is away.
+func (p *Pool) refresh(ctx context.Context, e *entry) (*Session, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.s != nil && time.Since(e.checked) < p.opts.RefreshInterval {
+		return e.s, nil
+	}
+	tenant := e.lake.Tenant
+	err := p.sync(ctx, e)
+	if err == nil {
+		if e.s == nil {
+			var s *Session
+			if s, err = Open(ctx, tenant, e.lake.Root, p.opts.Session); err == nil {
+				e.s = s
+				p.metrics.rebuilds.WithLabelValues(tenant).Inc()
+			}
+		} else {
+			var changed bool
+			if changed, err = e.s.Refresh(ctx); changed {
+				p.metrics.rebuilds.WithLabelValues(tenant).Inc()
+			}
+		}
+	}
+	e.checked = time.Now()
+	if err != nil {
+		p.metrics.refreshErrors.WithLabelValues(tenant).Inc()
+		e.status.Error = err.Error()
+		if e.s == nil {
+			return nil, err
+		}
+		p.log.Warn("refresh failed; serving the previous views", "tenant", tenant, "err", err)
+		return e.s, nil
+	}
+	e.status.Error, e.status.Refreshed, e.status.Open = "", e.checked, true
+	return e.s, nil
+}
+
+// sync mirrors an S3 tenant's store into its root.
+func (p *Pool) sync(ctx context.Context, e *entry) error {
+	if e.lake.Store == nil {
+		return Exists(e.lake.Root)
+	}
+	if err := os.MkdirAll(e.lake.Root, 0o755); err != nil {
+		return err
+	}
+	st, err := SyncMirror(ctx, e.lake.Store, e.lake.Root, p.opts.Mirror)
+	tenant := e.lake.Tenant
+	p.metrics.mirrorSeconds.WithLabelValues(tenant).Observe(st.Duration.Seconds())
+	p.metrics.mirrorObjects.WithLabelValues(tenant).Add(float64(st.Downloaded))
+	p.metrics.mirrorBytes.WithLabelValues(tenant).Add(float64(st.Bytes))
+	e.status.Mirror = &st
+	if err != nil {
+		return fmt.Errorf("refresh mirror: %w", err)
+	}
+	return nil
+}
+
+func (p *Pool) release(e *entry) {
+	p.mu.Lock()
+	e.refs--
+	closeNow := e.evicted && e.refs == 0
+	p.mu.Unlock()
+	if closeNow {
+		p.closeEntry(e)
+	}
+}
+
+// evict closes the least recently used sessions beyond MaxSessions (at
+// once when unused, else when their last query ends).
+func (p *Pool) evict() {
+	var closeNow []*entry
+	p.mu.Lock()
+	for p.lru.Len() > p.opts.MaxSessions {
+		e := p.lru.Remove(p.lru.Back()).(*entry)
+		delete(p.entries, e.lake.Tenant)
+		e.evicted = true
+		if e.refs == 0 {
+			closeNow = append(closeNow, e)
+		}
+	}
+	p.metrics.sessions.Set(float64(p.lru.Len()))
+	p.mu.Unlock()
+	for _, e := range closeNow {
+		p.closeEntry(e)
+	}
+}
+
+func (p *Pool) closeEntry(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.s != nil {
+		if err := e.s.Close(); err != nil {
+			p.log.Warn("close session", "tenant", e.lake.Tenant, "err", err)
+		}
+		e.s = nil
+	}
+}
+
+// Status reports every tenant's session, sorted by tenant.
+func (p *Pool) Status() []TenantStatus {
+	p.mu.Lock()
+	entries := make(map[string]*entry, len(p.entries))
+	for k, v := range p.entries {
+		entries[k] = v
+	}
+	p.mu.Unlock()
+	var out []TenantStatus
+	for _, t := range p.Tenants() {
+		st := TenantStatus{Tenant: t}
+		if e := entries[t]; e != nil && e.mu.TryLock() {
+			st = e.status
+			if e.status.Mirror != nil {
+				m := *e.status.Mirror
+				st.Mirror = &m
+			}
+			st.Open = e.s != nil
+			e.mu.Unlock()
+		} else if e != nil {
+			st.Open = true // busy refreshing
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Close closes every session; sessions in use close when released.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	var closeNow []*entry
+	for e := p.lru.Front(); e != nil; e = e.Next() {
+		en := e.Value.(*entry)
+		en.evicted = true
+		if en.refs == 0 {
+			closeNow = append(closeNow, en)
+		}
+	}
+	p.lru.Init()
+	clear(p.entries)
+	p.mu.Unlock()
+	for _, e := range closeNow {
+		p.closeEntry(e)
+	}
+	return nil
+}
+
+// Metrics are the query layer's Prometheus metrics.
+type Metrics struct {
+	mirrorSeconds *prometheus.HistogramVec
+	mirrorObjects *prometheus.CounterVec
+	mirrorBytes   *prometheus.CounterVec
+	rebuilds      *prometheus.CounterVec
+	refreshErrors *prometheus.CounterVec
+	sessions      prometheus.Gauge
+}
+
+// NewMetrics builds the metrics and registers them with reg (nil: nowhere).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		mirrorSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fhirlake_query_mirror_refresh_seconds",
+			Help:    "Time to synchronise an S3 tenant's local mirror: one listing, then the new or changed objects.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"tenant"}),
+		mirrorObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_query_mirror_objects_downloaded_total",
+			Help: "Objects downloaded into tenants' mirrors.",
+		}, []string{"tenant"}),
+		mirrorBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_query_mirror_bytes_downloaded_total",
+			Help: "Bytes downloaded into tenants' mirrors.",
+		}, []string{"tenant"}),
+		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_query_view_builds_total",
+			Help: "Times a tenant's views were built because its lake changed.",
+		}, []string{"tenant"}),
+		refreshErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_query_refresh_errors_total",
+			Help: "Failed refreshes of a tenant's mirror or views; the previous views kept serving.",
+		}, []string{"tenant"}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fhirlake_query_sessions",
+			Help: "Tenant sessions open.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.mirrorSeconds, m.mirrorObjects, m.mirrorBytes, m.rebuilds, m.refreshErrors, m.sessions)
+	}
+	return m
+}

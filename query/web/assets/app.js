@@ -1,0 +1,141 @@
+// The status page: tenants, the selected tenant's views with their
+// freshness, the last compaction, the consumer lag, and a SQL box that
+// sends the tenant's API key (kept in this tab only).
+"use strict";
+
+const params = new URLSearchParams(location.search);
+let selected = params.get("tenant") || "";
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return e;
+}
+
+function when(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return isNaN(d) ? "—" : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+function age(iso, now) {
+  if (!iso) return "—";
+  const s = Math.max(0, (now - new Date(iso)) / 1000);
+  if (s < 90) return Math.round(s) + " s";
+  if (s < 5400) return Math.round(s / 60) + " min";
+  if (s < 172800) return Math.round(s / 3600) + " h";
+  return Math.round(s / 86400) + " d";
+}
+
+async function getJSON(url, opts) {
+  const r = await fetch(url, opts);
+  const body = await r.json().catch(() => null);
+  if (!r.ok) throw new Error((body && body.error && body.error.message) || (r.status + " " + r.statusText));
+  return body;
+}
+
+async function loadStatus() {
+  const st = await getJSON("/v1/status");
+  const c = st.consumer || {};
+  const pill = document.getElementById("consumer");
+  pill.textContent = c.state === "ok" ? `consumer lag: ${c.total} (group ${c.group})` : "consumer lag: unknown";
+  pill.dataset.state = c.state || "unknown";
+  const body = document.querySelector("#tenants tbody");
+  body.replaceChildren();
+  for (const t of st.tenants || []) {
+    const comp = t.last_compaction;
+    const row = el("tr", { "data-tenant": t.tenant, class: t.tenant === selected ? "selected" : "" },
+      el("td", {}, el("a", { href: "?tenant=" + encodeURIComponent(t.tenant) }, t.tenant)),
+      el("td", {}, t.store),
+      el("td", { class: t.error ? "bad" : (t.open ? "ok" : "muted") }, t.error ? "error" : (t.open ? "open" : "closed")),
+      el("td", {}, when(t.refreshed)),
+      el("td", {}, comp ? when(comp.created) : (t.last_compaction_error ? "unreadable" : "none yet")),
+      el("td", {}, comp ? when(comp.watermark) : "—"));
+    if (t.error) row.title = t.error;
+    body.append(row);
+  }
+  if (!selected && st.tenants && st.tenants.length) selected = st.tenants[0].tenant;
+  return st;
+}
+
+async function loadTenant(now) {
+  if (!selected) return;
+  document.getElementById("tenant-section").hidden = false;
+  document.getElementById("sql-section").hidden = false;
+  document.getElementById("tenant-name").textContent = selected;
+  document.querySelectorAll(".tenant-ref").forEach(e => e.textContent = selected);
+  const body = document.querySelector("#freshness tbody");
+  try {
+    const ts = await getJSON("/v1/status/tenants/" + encodeURIComponent(selected));
+    const comp = ts.last_compaction;
+    document.getElementById("tenant-summary").textContent =
+      (comp ? `batch snapshot ${comp.id}, compacted ${when(comp.created)}; ` : "no batch snapshot yet (speed layer only); ") +
+      `${ts.speed_files} speed files read; checked ${when(ts.refreshed)}`;
+    body.replaceChildren();
+    for (const v of ts.views || []) {
+      const f = v.freshness || {};
+      const newest = f.ingest_time || f.as_of;
+      body.append(el("tr", { "data-view": v.name },
+        el("td", {}, v.name), el("td", {}, v.kind), el("td", {}, v.source),
+        el("td", { class: "last-updated" }, when(f.last_updated)),
+        el("td", { class: "ingest-time" }, when(f.ingest_time || f.as_of)),
+        el("td", {}, age(newest, now))));
+    }
+  } catch (e) {
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 6, class: "error" }, e.message)));
+  }
+}
+
+function renderResult(res) {
+  const out = document.getElementById("result");
+  const cols = (res.columns || []).map(c => c.name);
+  const table = el("table", { id: "result-table" },
+    el("thead", {}, el("tr", {}, ...cols.map(c => el("th", {}, c)))),
+    el("tbody", {}, ...(res.rows || []).slice(0, 500).map(r =>
+      el("tr", {}, ...cols.map(c => el("td", {}, typeof r[c] === "object" && r[c] !== null ? JSON.stringify(r[c]) : r[c]))))));
+  out.replaceChildren(table);
+}
+
+async function runSQL(ev) {
+  ev.preventDefault();
+  const key = document.getElementById("api-key").value.trim();
+  const status = document.getElementById("sql-status");
+  const out = document.getElementById("result");
+  sessionStorage.setItem("fhirlake-key-" + selected, key);
+  status.textContent = "running…";
+  const t0 = performance.now();
+  try {
+    const res = await getJSON("/v1/tenants/" + encodeURIComponent(selected) + "/query", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "Authorization": "Bearer " + key },
+      body: JSON.stringify({ sql: document.getElementById("sql").value }),
+    });
+    renderResult(res);
+    status.textContent = `${res.row_count} rows${res.truncated ? " (cut)" : ""} in ${Math.round(performance.now() - t0)} ms`;
+  } catch (e) {
+    out.replaceChildren(el("p", { class: "error" }, e.message));
+    status.textContent = "";
+  }
+}
+
+async function main() {
+  document.getElementById("sql-form").addEventListener("submit", runSQL);
+  try {
+    const st = await loadStatus();
+    const now = st.server && st.server.now ? new Date(st.server.now) : new Date();
+    if (selected) {
+      const k = sessionStorage.getItem("fhirlake-key-" + selected);
+      if (k) document.getElementById("api-key").value = k;
+    }
+    await loadTenant(now);
+  } catch (e) {
+    document.querySelector("#tenants tbody").replaceChildren(el("tr", {}, el("td", { colSpan: 6, class: "error" }, e.message)));
+  }
+  document.body.dataset.ready = "true";
+  setInterval(() => { loadStatus().then(st => loadTenant(new Date(st.server.now))).catch(() => {}); }, 10000);
+}
+
+main();

@@ -1,0 +1,96 @@
+package web
+
+import (
+	"bufio"
+	"database/sql"
+	"encoding/json"
+	"net/http"
+
+	"fhirlake/query"
+)
+
+// queryJSON streams the result as one JSON document:
+//
+//	{"columns": [{"name", "type"}…], "rows": [{column: value…}…],
+//	 "row_count": n, "truncated": false}
+//
+// An error before the first row is a JSON error response; one after it
+// ends the document with "error".
+func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.Session, q string) (int, error) {
+	n := 0
+	started := false
+	var bw *bufio.Writer
+	err := sess.Run(r.Context(), q, func(rows *sql.Rows) error {
+		types, err := rows.ColumnTypes()
+		if err != nil {
+			return err
+		}
+		cols := make([]map[string]string, len(types))
+		names := make([]string, len(types))
+		for i, t := range types {
+			names[i] = t.Name()
+			cols[i] = map[string]string{"name": t.Name(), "type": t.DatabaseTypeName()}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		started = true
+		bw = bufio.NewWriterSize(w, 64<<10)
+		head, _ := json.Marshal(cols)
+		bw.WriteString(`{"columns":`)
+		bw.Write(head)
+		bw.WriteString(`,"rows":[`)
+		vals := make([]any, len(names))
+		ptrs := make([]any, len(names))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		truncated := false
+		for rows.Next() {
+			if n >= s.opts.MaxResultRows {
+				truncated = true
+				break
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				return err
+			}
+			obj := make(map[string]any, len(names))
+			for i, c := range names {
+				obj[c] = query.JSONValue(vals[i])
+			}
+			b, err := json.Marshal(obj)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				bw.WriteByte(',')
+			}
+			bw.Write(b)
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		tail, _ := json.Marshal(map[string]any{"row_count": n, "truncated": truncated})
+		bw.WriteString(`],`)
+		bw.Write(tail[1:])
+		bw.WriteByte('\n')
+		return bw.Flush()
+	})
+	if err != nil {
+		if !started {
+			status, code := classify(err)
+			writeError(w, status, code, err.Error())
+			return 0, err
+		}
+		var e apiError
+		e.Error.Code, e.Error.Message = "query_failed", err.Error()
+		b, _ := json.Marshal(e.Error)
+		bw.WriteString(`],"row_count":`)
+		json.NewEncoder(bw).Encode(n)
+		bw.WriteString(`,"error":`)
+		bw.Write(b)
+		bw.WriteString("}\n")
+		bw.Flush()
+	}
+	return n, err
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"fhirlake/sink"
+)
+
+func TestFileRange(t *testing.T) {
+	for _, c := range []struct {
+		key         string
+		part        int32
+		first, last int64
+		ok          bool
+	}{
+		{"speed/resources/date=2026-01-02/ib1.notifications-3-100-250.parquet", 3, 100, 250, true},
+		{"speed/resources/date=2026-01-02/my-topic-with-dashes-0-0-0.parquet", 0, 0, 0, true},
+		{"speed/resources/date=2026-01-02/x-1-9-8.parquet", 0, 0, 0, false},
+		{"speed/resources/x.parquet", 0, 0, 0, false},
+	} {
+		p, a, b, ok := fileRange(c.key)
+		if ok != c.ok || ok && (p != c.part || a != c.first || b != c.last) {
+			t.Errorf("fileRange(%q) = %d %d %d %v, want %d %d %d %v", c.key, p, a, b, ok, c.part, c.first, c.last, c.ok)
+		}
+	}
+}
+
+func TestPercentileAndStats(t *testing.T) {
+	v := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if got := percentile(v, 0.5); got != 5 {
+		t.Errorf("p50 = %d, want 5", got)
+	}
+	if got := percentile(v, 0.9); got != 9 {
+		t.Errorf("p90 = %d, want 9", got)
+	}
+	if got := percentile(v, 0.99); got != 10 {
+		t.Errorf("p99 = %d, want 10", got)
+	}
+	s := statsOf([]sink.Object{{Key: "speed/resources/a", Size: 10}, {Key: "speed/patient/b", Size: 30}, {Key: "speed/resources/c", Size: 20}})
+	if s.Files != 3 || s.Bytes != 60 || s.P50 != 20 || s.Max != 30 || s.Datasets != 2 {
+		t.Errorf("stats = %+v", s)
+	}
+}
+
+func TestParseEnv(t *testing.T) {
+	env := parseEnv([]byte("export A=1\nexport B=\"two words\"   \nexport C=x # comment\n# export D=4\nnot an export\n"))
+	if env["A"] != "1" || env["B"] != "two words" || env["C"] != "x" || len(env) != 3 {
+		t.Errorf("parseEnv = %v", env)
+	}
+}
+
+// A record's freshness is measured from the first listing of its own
+// tenant's file covering its offset; records of other tenants in the same
+// range are not matched to it.
+func TestFreshnessOf(t *testing.T) {
+	recs := newProduced([]string{"acme", "globex"})
+	base := time.Unix(1000, 0)
+	recs.add(0, 0, base, "acme", 10)
+	recs.add(0, 1, base.Add(time.Second), "globex", 10)
+	recs.add(0, 2, base.Add(2*time.Second), "acme", 10)
+	recs.add(1, 0, base, "acme", 10) // never written
+	app := &appearance{first: map[string]time.Time{}, size: map[string]int64{}}
+	app.first["acme\x00speed/resources/date=x/t-0-0-2.parquet"] = base.Add(5 * time.Second)
+	app.first["globex\x00speed/resources/date=x/t-0-0-2.parquet"] = base.Add(7 * time.Second)
+	lat, missing, files := freshnessOf(recs, app, []string{"acme", "globex"})
+	if missing != 1 || len(files) != 2 {
+		t.Fatalf("missing %d, files %d", missing, len(files))
+	}
+	var got []string
+	for _, l := range lat {
+		got = append(got, l.String())
+	}
+	if strings.Join(got, " ") != "3s 5s 6s" {
+		t.Errorf("latencies %v, want [3s 5s 6s]", got)
+	}
+}
+
+func TestBenthosConfig(t *testing.T) {
+	c := benthosConfig(benthosOptions{Brokers: []string{"b:1"}, Topic: "t", Group: "g", Bucket: "bk", Prefix: "/runs/x/", Endpoint: "http://e", Region: "r",
+		AccessKey: "a", SecretKey: "s", BatchCount: 10, BatchBytes: 20, BatchPeriod: 5 * time.Second, CheckpointLimit: 30})
+	for _, want := range []string{"count: 10", "byte_size: 20", "period: 5s", "checkpoint_limit: 30", `path: 'runs/x/speed/resources/`, "reject_errored:", "default_compression: zstd", "        root.offset ="} {
+		if !strings.Contains(c, want) {
+			t.Errorf("config lacks %q:\n%s", want, c)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// procWatch samples a process's memory every 100 ms until stopped.
+type procWatch struct {
+	pid  int
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	peakRSS int64 // max VmRSS seen, bytes
+	hwm     int64 // last VmHWM read (the kernel's own peak), bytes
+}
+
+func watchProc(pid int) *procWatch {
+	w := &procWatch{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			w.sample()
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return w
+}
+
+func (w *procWatch) sample() {
+	rss, hwm, err := memStatus(w.pid)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	w.peakRSS = max(w.peakRSS, rss)
+	w.hwm = max(w.hwm, hwm)
+	w.mu.Unlock()
+}
+
+// Stop takes a last sample and returns the peak resident set size: the
+// kernel's high-water mark when it is known, else the largest sample.
+func (w *procWatch) Stop() int64 {
+	w.sample()
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return max(w.hwm, w.peakRSS)
+}
+
+// memStatus reads VmRSS and VmHWM from /proc/<pid>/status, in bytes.
+func memStatus(pid int) (rss, hwm int64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := sc.Text()
+		var dst *int64
+		switch {
+		case strings.HasPrefix(line, "VmRSS:"):
+			dst = &rss
+		case strings.HasPrefix(line, "VmHWM:"):
+			dst = &hwm
+		default:
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) >= 2 {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			*dst = kb << 10
+		}
+	}
+	return rss, hwm, nil
+}
+
+// cpuTime is the user + system CPU time a process has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may contain spaces; fields after it are
+	// counted from the closing parenthesis.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticks, nil
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages.
+func loadAvg() [3]float64 {
+	var l [3]float64
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return l
+	}
+	f := strings.Fields(string(data))
+	for i := 0; i < 3 && i < len(f); i++ {
+		l[i], _ = strconv.ParseFloat(f[i], 64)
+	}
+	return l
+}

@@ -11,26 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
-
-	"fhirlake/sink"
+	"fhirlake/query/querytest"
 )
-
-var rawSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "tenant", Type: arrow.BinaryTypes.String},
-	{Name: "resource_type", Type: arrow.BinaryTypes.String},
-	{Name: "id", Type: arrow.BinaryTypes.String},
-	{Name: "version_id", Type: arrow.BinaryTypes.String, Nullable: true},
-	{Name: "last_updated", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
-	{Name: "operation", Type: arrow.BinaryTypes.String},
-	{Name: "topic", Type: arrow.BinaryTypes.String},
-	{Name: "partition", Type: arrow.PrimitiveTypes.Int32},
-	{Name: "offset", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "ingest_time", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
-	{Name: "resource", Type: arrow.BinaryTypes.String, Nullable: true},
-}, nil)
 
 type row struct {
 	typ, id, version, op string
@@ -40,40 +22,11 @@ type row struct {
 // writeLake writes rows as one speed file of tenant under root.
 func writeLake(t *testing.T, root, tenant, name string, rows []row) {
 	t.Helper()
-	b := array.NewRecordBuilder(memory.NewGoAllocator(), rawSchema)
-	defer b.Release()
-	for _, r := range rows {
-		f := b.Fields()
-		f[0].(*array.StringBuilder).Append(tenant)
-		f[1].(*array.StringBuilder).Append(r.typ)
-		f[2].(*array.StringBuilder).Append(r.id)
-		f[3].(*array.StringBuilder).Append(r.version)
-		f[4].AppendNull()
-		f[5].(*array.StringBuilder).Append(r.op)
-		f[6].(*array.StringBuilder).Append("t")
-		f[7].(*array.Int32Builder).Append(0)
-		f[8].(*array.Int64Builder).Append(r.offset)
-		f[9].(*array.TimestampBuilder).Append(0)
-		if r.op == "delete" {
-			f[10].AppendNull()
-		} else {
-			f[10].(*array.StringBuilder).Append(fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":%q}}`, r.typ, r.id, r.version))
-		}
+	out := make([]querytest.Row, len(rows))
+	for i, r := range rows {
+		out[i] = querytest.Row{Type: r.typ, ID: r.id, Version: r.version, Op: r.op, Offset: r.offset}
 	}
-	rec := b.NewRecordBatch()
-	defer rec.Release()
-	store, err := sink.NewLocal(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := sink.NewWriter(map[string]sink.Store{tenant: store}, sink.WriterOptions{WorkDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if _, err := w.Write(context.Background(), []sink.File{{Tenant: tenant, View: "resources", Key: "speed/resources/date=2026-01-01/" + name + ".parquet", Record: rec}}); err != nil {
-		t.Fatal(err)
-	}
+	querytest.WriteRaw(t, root, tenant, name, out)
 }
 
 func count(t *testing.T, s *Session, q string) int {

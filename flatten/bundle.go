@@ -115,24 +115,9 @@ func (s *bundleScanner) members(depth int, member func(key []byte) (bool, error)
 		if err != nil {
 			return err
 		}
-		if !done {
-			if err := s.skip(depth); err != nil {
-				return err
-			}
+		if more, err := s.next(done, depth, '}', "object"); err != nil || !more {
+			return err
 		}
-		s.skipSpace()
-		if s.pos >= len(s.data) {
-			return syntaxError{s.errorf("unterminated object")}
-		}
-		switch s.data[s.pos] {
-		case ',':
-			s.pos++
-			continue
-		case '}':
-			s.pos++
-			return nil
-		}
-		return syntaxError{s.errorf("expected ',' or '}' in object")}
 	}
 }
 
@@ -154,25 +139,34 @@ func (s *bundleScanner) elements(depth int, element func() (bool, error)) error 
 		if err != nil {
 			return err
 		}
-		if !done {
-			if err := s.skip(depth); err != nil {
-				return err
-			}
+		if more, err := s.next(done, depth, ']', "array"); err != nil || !more {
+			return err
 		}
-		s.skipSpace()
-		if s.pos >= len(s.data) {
-			return syntaxError{s.errorf("unterminated array")}
-		}
-		switch s.data[s.pos] {
-		case ',':
-			s.pos++
-			continue
-		case ']':
-			s.pos++
-			return nil
-		}
-		return syntaxError{s.errorf("expected ',' or ']' in array")}
 	}
+}
+
+// next finishes a member or element: it skips the value unless the callback
+// consumed it (done), then reads the separator. more is true after a ','
+// and false after the closing byte.
+func (s *bundleScanner) next(done bool, depth int, closing byte, what string) (more bool, err error) {
+	if !done {
+		if err := s.skip(depth); err != nil {
+			return false, err
+		}
+	}
+	s.skipSpace()
+	if s.pos >= len(s.data) {
+		return false, syntaxError{s.errorf("unterminated %s", what)}
+	}
+	switch s.data[s.pos] {
+	case ',':
+		s.pos++
+		return true, nil
+	case closing:
+		s.pos++
+		return false, nil
+	}
+	return false, syntaxError{s.errorf("expected ',' or '%c' in %s", closing, what)}
 }
 
 // skip moves past the value at s.pos.

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/push"
 	"github.com/spf13/cobra"
 
 	"fhirlake/compactor"
@@ -29,6 +30,7 @@ func newCompactCmd(g *globals) *cobra.Command {
 		schedule    string
 		daemon      bool
 		fullRefresh bool
+		pushURL     string
 	)
 	cmd := &cobra.Command{
 		Use:   "compact [--tenant T]... [--full-refresh] [--daemon | --schedule CRON]",
@@ -44,7 +46,9 @@ are deleted.
 Without --tenant every configured tenant runs, compact.parallelism at a time; the exit
 status is non-zero when any tenant failed, and the failing models and tests are named.
 --daemon runs on compact.schedule (default "0 2 * * *", nightly) and --schedule CRON on
-the given cron expression, serving /metrics on metrics.listen until SIGTERM.`,
+the given cron expression, serving /metrics on metrics.listen until SIGTERM. A single run
+(a Kubernetes CronJob) has no endpoint to scrape: --push-gateway URL pushes its metrics to
+a Prometheus Pushgateway when it ends, under job="fhirlake_compactor".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -68,6 +72,12 @@ the given cron expression, serving /metrics on metrics.listen until SIGTERM.`,
 			if schedule == "" {
 				results, err := c.CompactAll(ctx, ts)
 				printCompactResults(cmd.OutOrStdout(), ts, results)
+				if pushURL != "" {
+					if perr := pushMetrics(pushURL, reg); perr != nil {
+						log.Error("push metrics", "url", pushURL, "err", perr)
+						err = errors.Join(err, perr)
+					}
+				}
 				return err
 			}
 			return runCompactDaemon(ctx, cfg, schedule, reg, log, func(ctx context.Context) {
@@ -86,6 +96,7 @@ the given cron expression, serving /metrics on metrics.listen until SIGTERM.`,
 	cmd.Flags().StringSliceVar(&tenants, "tenant", nil, "compact only this tenant (repeatable); default: every configured tenant")
 	cmd.Flags().BoolVar(&fullRefresh, "full-refresh", false, "rebuild from every speed file instead of the previous snapshot and the files after its watermark")
 	cmd.Flags().BoolVar(&daemon, "daemon", false, "run on compact.schedule (nightly by default) until SIGTERM, serving metrics")
+	cmd.Flags().StringVar(&pushURL, "push-gateway", "", "after a single run, push its metrics to this Prometheus Pushgateway (job fhirlake_compactor)")
 	cmd.Flags().StringVar(&schedule, "schedule", "", `run on this cron schedule until SIGTERM, e.g. "0 2 * * *" (implies --daemon)`)
 	return cmd
 }
@@ -203,6 +214,13 @@ func printCompactResults(w io.Writer, ts []compactor.Tenant, results []*compacto
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, status, snapshot, r.SpeedFiles, resources, r.Duration.Round(100*time.Millisecond))
 	}
 	tw.Flush()
+}
+
+// pushMetrics replaces the metrics of job fhirlake_compactor on the Pushgateway
+// at url with those of this run.
+func pushMetrics(url string, g prometheus.Gatherer) error {
+	return push.New(url, "fhirlake_compactor").Gatherer(g).
+		Client(&http.Client{Timeout: 30 * time.Second}).Push()
 }
 
 // runCompactDaemon serves the metrics and runs every activation of the schedule until

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -48,6 +46,7 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 		newBackfillCmd(g),
 		newServeCmd(g),
 		newCompactCmd(g),
+		newConfigCmd(g),
 	)
 	return root
 }
@@ -66,35 +65,6 @@ func (g *globals) logger() *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
-}
-
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print build information",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			info, ok := debug.ReadBuildInfo()
-			if !ok {
-				fmt.Fprintln(cmd.OutOrStdout(), "fhirlake (no build information)")
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "fhirlake %s (%s)\n", info.Main.Version, info.GoVersion)
-			for _, s := range info.Settings {
-				switch s.Key {
-				case "vcs.revision", "vcs.time", "vcs.modified", "-tags", "CGO_ENABLED", "GOARCH", "GOOS":
-					fmt.Fprintf(cmd.OutOrStdout(), "  %s=%s\n", s.Key, s.Value)
-				}
-			}
-			for _, d := range info.Deps {
-				switch d.Path {
-				case "github.com/duckdb/duckdb-go/v2", "github.com/twmb/franz-go", "github.com/apache/arrow-go/v18":
-					fmt.Fprintf(cmd.OutOrStdout(), "  %s %s\n", d.Path, d.Version)
-				}
-			}
-			return nil
-		},
-	}
 }
 
 // contextOf returns the command's context (cancelled on SIGINT/SIGTERM).

@@ -138,7 +138,31 @@ type Memory struct {
 	// MaxBufferedBytes is the budget for all buffers together; beyond it the
 	// consumer pauses fetching until flushes free memory. Default: 512MiB.
 	MaxBufferedBytes ByteSize `yaml:"max_buffered_bytes" env:"MAX_BUFFERED_BYTES"`
+	// Limit is the memory the consumer process may use in all (0: not
+	// managed). When set, the Go runtime gets a soft limit of 3/4 of it
+	// (unless GOMEMLIMIT is set), the Parquet encoder's DuckDB a memory
+	// limit of 1/4, and the buffers' budget is at most 3/8 of it.
+	Limit ByteSize `yaml:"limit" env:"LIMIT"`
 }
+
+// MinMemoryLimit is the smallest memory.limit accepted.
+const MinMemoryLimit = 64 << 20
+
+// Budget is the buffers' budget in effect: max_buffered_bytes, capped at
+// 3/8 of limit when a limit is set.
+func (m Memory) Budget() ByteSize {
+	if m.Limit > 0 {
+		return min(m.MaxBufferedBytes, m.Limit*3/8)
+	}
+	return m.MaxBufferedBytes
+}
+
+// GoLimit is the Go runtime's soft memory limit implied by limit (0: none).
+func (m Memory) GoLimit() int64 { return int64(m.Limit) * 3 / 4 }
+
+// EncoderLimit is the memory limit of the Parquet encoder's DuckDB implied
+// by limit (0: DuckDB's default).
+func (m Memory) EncoderLimit() int64 { return int64(m.Limit) / 4 }
 
 // Metrics configures the HTTP endpoint serving /metrics, /healthz and /readyz.
 type Metrics struct {
@@ -329,8 +353,15 @@ func (c Config) Validate() error {
 	if c.Flush.MaxAge < 10*time.Millisecond {
 		bad("flush.max_age: must be at least 10ms, got %s", c.Flush.MaxAge)
 	}
-	if c.Memory.MaxBufferedBytes < c.Flush.MaxBytes {
-		bad("memory.max_buffered_bytes (%s) must be at least flush.max_bytes (%s)", c.Memory.MaxBufferedBytes, c.Flush.MaxBytes)
+	if c.Memory.Limit != 0 && c.Memory.Limit < MinMemoryLimit {
+		bad("memory.limit: must be 0 (not managed) or at least %s, got %s", ByteSize(MinMemoryLimit), c.Memory.Limit)
+	}
+	if b := c.Memory.Budget(); b < c.Flush.MaxBytes {
+		if b < c.Memory.MaxBufferedBytes {
+			bad("memory.limit (%s) leaves a buffer budget of %s (3/8 of it), less than flush.max_bytes (%s)", c.Memory.Limit, b, c.Flush.MaxBytes)
+		} else {
+			bad("memory.max_buffered_bytes (%s) must be at least flush.max_bytes (%s)", c.Memory.MaxBufferedBytes, c.Flush.MaxBytes)
+		}
 	}
 	if c.WorkDir == "" {
 		bad("work_dir: required")

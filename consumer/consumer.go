@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -96,7 +95,9 @@ type Consumer struct {
 	router   *Router
 	log      *slog.Logger
 	m        *metrics
-	mem      memory.Allocator
+	mem      *countingAllocator
+	// buffered is the bytes of polled records not yet decoded; with the
+	// Arrow memory counted by mem it makes up what the budget limits.
 	buffered atomic.Int64
 	// avgRecord is a moving average of record value sizes, for poll sizing.
 	avgRecord atomic.Int64
@@ -138,7 +139,7 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		fetcher:     opts.Fetcher,
 		log:         log,
 		m:           newMetrics(reg),
-		mem:         memory.NewGoAllocator(),
+		mem:         newCountingAllocator(),
 		workers:     map[tp]*worker{},
 		viewsByType: byType,
 		fatal:       make(chan error, 1),
@@ -196,6 +197,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if runErr != nil {
 			break
 		}
+		c.m.buffered.Set(float64(c.InUse()))
 		paused = c.backpressure(paused)
 		n := c.pollSize()
 		if n == 0 {
@@ -236,7 +238,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			c.buffered.Add(size)
 			c.observeRecordSize(size, len(f.Records))
-			c.m.buffered.Set(float64(c.buffered.Load()))
 			c.dispatch(ctx, w, f.Records, size)
 		})
 		c.cl.AllowRebalance()
@@ -273,11 +274,10 @@ func (c *Consumer) dispatch(ctx context.Context, w *worker, recs []*kgo.Record, 
 			}
 			return
 		case <-w.done:
-			c.buffered.Add(-size)
-			c.m.buffered.Set(float64(c.buffered.Load()))
+			c.release(size)
 			return
 		case <-ctx.Done():
-			c.buffered.Add(-size)
+			c.release(size)
 			return
 		case <-timer.C:
 			if !stalled {
@@ -304,7 +304,7 @@ func countPartitions(m map[string][]int32) int {
 // buffers hold more than the memory budget, and resumes once flushes have
 // brought them under 80% of it. It returns whether fetching is paused.
 func (c *Consumer) backpressure(paused bool) bool {
-	buffered := c.buffered.Load()
+	buffered := c.InUse()
 	switch {
 	case buffered >= c.opts.MaxBufferedBytes:
 		// Also pauses partitions assigned since the last pause.
@@ -335,7 +335,7 @@ func (c *Consumer) backpressure(paused bool) bool {
 // what is left of the memory budget at the average record size seen so
 // far, at least one, at most 10000; zero when the budget is exhausted.
 func (c *Consumer) pollSize() int {
-	left := c.opts.MaxBufferedBytes - c.buffered.Load()
+	left := c.opts.MaxBufferedBytes - c.InUse()
 	if left <= 0 {
 		return 0
 	}
@@ -458,5 +458,19 @@ func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duratio
 	}
 }
 
-// Buffered returns the bytes held in buffers now.
-func (c *Consumer) Buffered() int64 { return c.buffered.Load() }
+// release returns the bytes of n polled records, decoded or dropped, to
+// the budget.
+func (c *Consumer) release(n int64) {
+	if n == 0 {
+		return
+	}
+	c.buffered.Add(-n)
+}
+
+// InUse returns the bytes counted against the memory budget now: polled
+// records not yet decoded, and the Arrow memory of filling and sealed
+// buffers.
+func (c *Consumer) InUse() int64 { return c.buffered.Load() + c.mem.InUse() }
+
+// Buffered is InUse, kept for callers that watch the budget.
+func (c *Consumer) Buffered() int64 { return c.InUse() }

@@ -9,7 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// dlqTracker follows the dead letters produced since the last commit, so a
+// dlqTracker follows the dead letters produced for one batch, so its
 // flush can wait until every one of them is acknowledged, and produce again
 // those that failed.
 type dlqTracker struct {
@@ -68,10 +68,4 @@ func (d *dlqTracker) retry(ctx context.Context, cl *kgo.Client) {
 	for _, r := range failed {
 		d.send(ctx, cl, r)
 	}
-}
-
-func (d *dlqTracker) reset() {
-	d.mu.Lock()
-	d.err, d.failed, d.n = nil, nil, 0
-	d.mu.Unlock()
 }

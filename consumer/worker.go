@@ -28,8 +28,13 @@ type stopRequest struct {
 	reason string
 }
 
-// worker owns one partition's buffer. Only its goroutine touches the
-// buffer; the consumer talks to it through in and stop, and waits on done.
+// worker owns one partition. Its goroutine decodes records into the
+// filling buffer; when a limit is reached it seals the buffer into a batch
+// and hands it to the partition's flusher, which makes the files durable and
+// commits their offsets, in order, while the worker goes on filling the next
+// buffer. At most one batch is being flushed and one filled per partition:
+// a worker that seals while its flusher is still busy waits, its records
+// queue up, and the poll loop pauses the partition.
 type worker struct {
 	c         *Consumer
 	topic     string
@@ -40,61 +45,127 @@ type worker struct {
 	done      chan struct{}
 	ctx       context.Context
 	cancel    context.CancelFunc
+	// phase shortens this partition's age limit a little, so that
+	// partitions filled at the same rate do not all flush at the same moment.
+	phase time.Duration
+
+	flushes     chan *batch // to the flusher, which owns sealed batches
+	flusherDone chan struct{}
 
 	buf       *Buffer
-	have      bool // records are pending commit
+	have      bool // records are pending in the filling buffer
 	first     int64
 	last      int64
 	lastEpoch int32
 	firstTime time.Time // Kafka timestamp of the first record: the date partition
-	started   time.Time // when the oldest pending record arrived
-	bytes     int64     // record bytes held, counted in the consumer budget
+	bytes     int64     // record bytes decoded into the filling buffer (flush.max_bytes)
+	dlq       *dlqTracker
+}
 
-	dlq dlqTracker
+// batch is a sealed buffer: the files of one offset range of the partition
+// and what must be done before and after its commit.
+type batch struct {
+	files       []sink.File
+	newest      map[string]time.Time
+	first, last int64
+	epoch       int32
+	reason      string
+	dlq         *dlqTracker
+}
+
+func (b *batch) release() {
+	for _, f := range b.files {
+		f.Record.Release()
+	}
+	b.files = nil
 }
 
 func newWorker(c *Consumer, topic string, partition int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{
 		c: c, topic: topic, partition: partition,
-		in:       make(chan []*kgo.Record, 4),
-		stop:     make(chan stopRequest, 1),
-		flushNow: make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		ctx:      ctx,
-		cancel:   cancel,
+		in:          make(chan []*kgo.Record, 4),
+		stop:        make(chan stopRequest, 1),
+		flushNow:    make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		ctx:         ctx,
+		cancel:      cancel,
+		flushes:     make(chan *batch),
+		flusherDone: make(chan struct{}),
+		phase:       agePhase(c.opts.MaxAge, partition),
+		dlq:         &dlqTracker{},
 	}
 	w.buf = newBuffer(c.mem, c.viewsByType, w.viewError)
 	return w
 }
 
+// agePhase spreads partitions' age limits over the last fifth of MaxAge.
+func agePhase(maxAge time.Duration, partition int32) time.Duration {
+	const slots = 8
+	return maxAge / 5 * time.Duration(int(uint32(partition)%slots)) / slots
+}
+
+// MinAgeFraction: a buffer whose first record was produced long ago (the
+// consumer is catching up) is still held for this fraction of MaxAge, so
+// that a backlog is written in files of a reasonable size.
+const MinAgeFraction = 5
+
+// deadline is when a buffer opened now by a record produced at produced
+// must be flushed: MaxAge after the record was produced (less the
+// partition's phase), so that the time to durability is bounded from
+// production rather than from arrival, but never sooner than MaxAge/5 from
+// now and never later than MaxAge from now (producer clocks may be wrong).
+func (w *worker) deadline(now, produced time.Time) time.Time {
+	maxAge := w.c.opts.MaxAge
+	latest := now.Add(maxAge - w.phase)
+	if produced.IsZero() {
+		return latest
+	}
+	d := produced.Add(maxAge - w.phase)
+	if d.After(latest) {
+		return latest
+	}
+	if earliest := now.Add(maxAge / MinAgeFraction); d.Before(earliest) {
+		return earliest
+	}
+	return d
+}
+
 func (w *worker) run() {
 	defer close(w.done)
 	defer w.cancel()
-	defer w.release()
+	go w.flusher()
+	defer func() {
+		close(w.flushes)
+		<-w.flusherDone
+		w.release()
+	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
 		select {
 		case recs := <-w.in:
 			wasEmpty := !w.have
-			for _, r := range recs {
-				w.process(r)
-			}
+			w.take(recs)
 			if reason := w.full(); reason != "" {
-				w.flush(reason)
 				timer.Stop()
+				if !w.seal(reason) {
+					return
+				}
 			} else if wasEmpty && w.have {
-				timer.Reset(w.c.opts.MaxAge)
+				now := time.Now()
+				timer.Reset(w.deadline(now, w.firstTime).Sub(now))
 			}
 		case <-timer.C:
-			if w.have {
-				w.flush("age")
+			if w.have && !w.seal("age") {
+				return
 			}
 		case <-w.flushNow:
 			if w.have {
-				w.flush("memory")
 				timer.Stop()
+				if !w.seal("memory") {
+					return
+				}
 			}
 		case req := <-w.stop:
 			if req.mode == stopDrop {
@@ -104,16 +175,14 @@ func (w *worker) run() {
 			for {
 				select {
 				case recs := <-w.in:
-					for _, r := range recs {
-						w.process(r)
-					}
+					w.take(recs)
 					continue
 				default:
 				}
 				break
 			}
 			if w.have {
-				w.flush(req.reason)
+				w.seal(req.reason)
 			}
 			return
 		}
@@ -130,6 +199,31 @@ func (w *worker) full() string {
 	return ""
 }
 
+// seal turns the filling buffer into a batch and hands it to the flusher,
+// waiting while the flusher is busy with the previous one. It returns false
+// when the worker was cancelled meanwhile (nothing more may be committed).
+func (w *worker) seal(reason string) bool {
+	b, err := w.batch(reason)
+	if err != nil {
+		// Building the batch cannot fail on valid state; drop the partition
+		// so the records replay rather than commit past them.
+		w.c.log.Error("build flush", "topic", w.topic, "partition", w.partition, "err", err)
+		select {
+		case w.c.fatal <- err:
+		default:
+		}
+		w.cancel()
+		return false
+	}
+	select {
+	case w.flushes <- b:
+		return true
+	case <-w.ctx.Done():
+		b.release()
+		return false
+	}
+}
+
 // process decodes one record into the buffer, or dead-letters it.
 func (w *worker) process(r *kgo.Record) {
 	c := w.c
@@ -139,7 +233,6 @@ func (w *worker) process(r *kgo.Record) {
 		w.have = true
 		w.first = r.Offset
 		w.firstTime = r.Timestamp
-		w.started = time.Now()
 	}
 	w.last = r.Offset
 	w.lastEpoch = r.LeaderEpoch
@@ -238,39 +331,35 @@ func (w *worker) deadLetter(r *kgo.Record, class, reason, tenant string) {
 	w.dlq.produce(w.ctx, c.cl, dl)
 }
 
-// flush makes the buffer durable and commits its offsets, retrying until it
+// flusher makes sealed batches durable and commits them, one at a time
+// and in offset order. Once the worker is cancelled it commits nothing more
+// and only releases what is still handed to it.
+func (w *worker) flusher() {
+	defer close(w.flusherDone)
+	for b := range w.flushes {
+		if w.ctx.Err() == nil {
+			w.flush(b)
+		}
+		b.release()
+	}
+}
+
+// flush makes a batch durable and commits its offsets, retrying until it
 // succeeds or the worker is cancelled (then nothing is committed and the
 // records replay from the last commit).
-func (w *worker) flush(reason string) {
+func (w *worker) flush(b *batch) {
 	c := w.c
 	start := time.Now()
-	files, newest, err := w.files()
-	if err != nil {
-		// Building the batch cannot fail on valid state; drop the partition
-		// so the records replay rather than commit past them.
-		c.log.Error("build flush", "topic", w.topic, "partition", w.partition, "err", err)
-		select {
-		case c.fatal <- err:
-		default:
-		}
-		w.cancel()
-		return
-	}
-	defer func() {
-		for _, f := range files {
-			f.Record.Release()
-		}
-	}()
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 200 * time.Millisecond
 	bo.MaxInterval = 10 * time.Second
 	for attempt := 1; ; attempt++ {
-		err := w.tryFlush(files)
+		err := w.tryFlush(b)
 		if err == nil {
 			break
 		}
 		if w.ctx.Err() != nil {
-			c.log.Warn("flush abandoned; records will replay", "topic", w.topic, "partition", w.partition, "first", w.first, "last", w.last, "err", err)
+			c.log.Warn("flush abandoned; records will replay", "topic", w.topic, "partition", w.partition, "first", b.first, "last", b.last, "err", err)
 			return
 		}
 		c.m.flushErrors.Inc()
@@ -283,39 +372,38 @@ func (w *worker) flush(reason string) {
 		select {
 		case <-time.After(wait):
 		case <-w.ctx.Done():
-			c.log.Warn("flush abandoned; records will replay", "topic", w.topic, "partition", w.partition, "first", w.first, "last", w.last)
+			c.log.Warn("flush abandoned; records will replay", "topic", w.topic, "partition", w.partition, "first", b.first, "last", b.last)
 			return
 		}
 	}
 	c.m.flushSeconds.Observe(time.Since(start).Seconds())
-	c.m.flushes.WithLabelValues(reason).Inc()
+	c.m.flushes.WithLabelValues(b.reason).Inc()
 	commitStart := time.Now()
-	offsets := map[string]map[int32]kgo.EpochOffset{w.topic: {w.partition: {Epoch: w.lastEpoch, Offset: w.last + 1}}}
+	offsets := map[string]map[int32]kgo.EpochOffset{w.topic: {w.partition: {Epoch: b.epoch, Offset: b.last + 1}}}
 	if err := commit(w.ctx, c.cl, offsets); err != nil {
 		// The partition may have moved; its new owner replays the range and
 		// overwrites the same files.
-		c.log.Warn("commit failed; range will replay", "topic", w.topic, "partition", w.partition, "offset", w.last+1, "err", err)
-	} else {
-		c.m.commitSeconds.Observe(time.Since(commitStart).Seconds())
-		for tenant, ts := range newest {
-			if !ts.IsZero() {
-				c.m.freshness.WithLabelValues(tenant).Set(float64(ts.UnixMilli()) / 1000)
-				c.m.fresh.observe(tenant, ts)
-			}
-		}
-		c.log.Debug("committed", "topic", w.topic, "partition", w.partition, "offset", w.last+1, "files", len(files), "reason", reason)
+		c.log.Warn("commit failed; range will replay", "topic", w.topic, "partition", w.partition, "offset", b.last+1, "err", err)
+		return
 	}
-	w.reset()
+	c.m.commitSeconds.Observe(time.Since(commitStart).Seconds())
+	for tenant, ts := range b.newest {
+		if !ts.IsZero() {
+			c.m.freshness.WithLabelValues(tenant).Set(float64(ts.UnixMilli()) / 1000)
+			c.m.fresh.observe(tenant, ts)
+		}
+	}
+	c.log.Debug("committed", "topic", w.topic, "partition", w.partition, "offset", b.last+1, "files", len(b.files), "reason", b.reason)
 }
 
-func (w *worker) tryFlush(files []sink.File) error {
-	if len(files) > 0 {
-		if _, err := w.c.writer.Write(w.ctx, files); err != nil {
+func (w *worker) tryFlush(b *batch) error {
+	if len(b.files) > 0 {
+		if _, err := w.c.writer.Write(w.ctx, b.files); err != nil {
 			return err
 		}
 	}
-	if err := w.dlq.wait(w.ctx); err != nil {
-		w.dlq.retry(w.ctx, w.c.cl)
+	if err := b.dlq.wait(w.ctx); err != nil {
+		b.dlq.retry(w.ctx, w.c.cl)
 		return err
 	}
 	return nil
@@ -341,9 +429,11 @@ func commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kg
 	return out
 }
 
-// files builds one file per tenant from the buffer. The builders are
-// emptied; the returned records hold the rows until released.
-func (w *worker) files() ([]sink.File, map[string]time.Time, error) {
+// batch seals the filling buffer: one file per tenant and dataset (the
+// builders are emptied; the records hold the rows until released), the
+// offset range, and the dead letters produced for it. The worker starts
+// an empty buffer.
+func (w *worker) batch(reason string) (*batch, error) {
 	date := w.firstTime
 	if date.IsZero() {
 		date = time.Now()
@@ -352,20 +442,43 @@ func (w *worker) files() ([]sink.File, map[string]time.Time, error) {
 	files, err := w.buf.Files(func(view string) string {
 		return sink.Key(view, date, w.topic, w.partition, w.first, w.last)
 	})
-	return files, newest, err
-}
-
-func (w *worker) reset() {
-	w.c.buffered.Add(-w.bytes)
-	w.c.m.buffered.Set(float64(w.c.buffered.Load()))
+	if err != nil {
+		return nil, err
+	}
+	b := &batch{files: files, newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, reason: reason, dlq: w.dlq}
 	w.have, w.bytes = false, 0
-	w.dlq.reset()
+	w.dlq = &dlqTracker{}
+	return b, nil
 }
 
-// release frees the builders and returns the budget when the worker exits.
+// release frees the filling buffer's builders when the worker exits, and
+// returns the budget of records dispatched to it and never decoded.
 func (w *worker) release() {
 	w.buf.Release()
-	w.c.buffered.Add(-w.bytes)
-	w.c.m.buffered.Set(float64(w.c.buffered.Load()))
 	w.bytes = 0
+	for {
+		select {
+		case recs := <-w.in:
+			w.c.release(recordBytes(recs))
+		default:
+			return
+		}
+	}
+}
+
+func recordBytes(recs []*kgo.Record) int64 {
+	var n int64
+	for _, r := range recs {
+		n += int64(len(r.Value))
+	}
+	return n
+}
+
+// take decodes dispatched records into the filling buffer; their bytes
+// leave the budget, which counts the buffer's Arrow memory instead.
+func (w *worker) take(recs []*kgo.Record) {
+	for _, r := range recs {
+		w.process(r)
+	}
+	w.c.release(recordBytes(recs))
 }

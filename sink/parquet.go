@@ -20,6 +20,9 @@ import (
 type Parquet struct {
 	connector *duckdb.Connector
 	seq       atomic.Uint64
+	level     int
+	rowGroup  int
+	groupSize int64
 }
 
 // ParquetOptions tune the embedded DuckDB.
@@ -30,7 +33,20 @@ type ParquetOptions struct {
 	MemoryLimit string
 	// RowGroupSize is the number of rows per Parquet row group. Default: 122880.
 	RowGroupSize int
+	// RowGroupBytes caps a row group's size in memory: DuckDB holds a whole
+	// row group before it writes it, so this bounds an encode's memory (about
+	// five times it). Default: 8 MiB (a 190 MB file of 100,000 rows grew RSS
+	// by 37 MB instead of 475 MB with row groups of RowGroupSize rows, and
+	// was written three times faster).
+	RowGroupBytes int64
+	// CompressionLevel is the zstd level (1–22). Default: 1, measured 5–10%
+	// faster than DuckDB's own default of 3 on notification data, for files
+	// 4% larger (BenchmarkFlushEncode in consumer/).
+	CompressionLevel int
 }
+
+// DefaultCompressionLevel is the zstd level used when none is set.
+const DefaultCompressionLevel = 1
 
 // NewParquet opens an in-memory DuckDB for writing files.
 func NewParquet(o ParquetOptions) (*Parquet, error) {
@@ -43,7 +59,11 @@ func NewParquet(o ParquetOptions) (*Parquet, error) {
 			stmts = append(stmts, fmt.Sprintf("SET memory_limit = '%s'", strings.ReplaceAll(o.MemoryLimit, "'", "")))
 		}
 		// The writer never needs anything from the network.
-		stmts = append(stmts, "SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false")
+		stmts = append(stmts, "SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false",
+			// Needed for ROW_GROUP_SIZE_BYTES; a file is one Arrow batch read
+			// by one thread, so rows keep their order in practice, and no
+			// reader relies on it (lineage columns order the rows).
+			"SET preserve_insertion_order = false")
 		for _, s := range stmts {
 			if _, err := execer.ExecContext(context.Background(), s, nil); err != nil {
 				return fmt.Errorf("%s: %w", s, err)
@@ -54,7 +74,19 @@ func NewParquet(o ParquetOptions) (*Parquet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open duckdb: %w", err)
 	}
-	return &Parquet{connector: c}, nil
+	if o.CompressionLevel <= 0 {
+		o.CompressionLevel = DefaultCompressionLevel
+	}
+	if o.CompressionLevel > 22 {
+		return nil, fmt.Errorf("parquet: zstd compression level %d is above 22", o.CompressionLevel)
+	}
+	if o.RowGroupSize <= 0 {
+		o.RowGroupSize = 122880
+	}
+	if o.RowGroupBytes <= 0 {
+		o.RowGroupBytes = 8 << 20
+	}
+	return &Parquet{connector: c, level: o.CompressionLevel, rowGroup: o.RowGroupSize, groupSize: o.RowGroupBytes}, nil
 }
 
 // Close releases DuckDB.
@@ -86,10 +118,10 @@ func (p *Parquet) Write(ctx context.Context, rec arrow.RecordBatch, path string,
 	defer release()
 	execer := conn.(driver.ExecerContext)
 	if rowGroupSize <= 0 {
-		rowGroupSize = 122880
+		rowGroupSize = p.rowGroup
 	}
-	q := fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE %d)",
-		view, strings.ReplaceAll(path, "'", "''"), rowGroupSize)
+	q := fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL %d, ROW_GROUP_SIZE %d, ROW_GROUP_SIZE_BYTES %d)",
+		view, strings.ReplaceAll(path, "'", "''"), p.level, rowGroupSize, p.groupSize)
 	_, err = execer.ExecContext(ctx, q, nil)
 	_, dropErr := execer.ExecContext(context.Background(), "DROP VIEW IF EXISTS "+view, nil)
 	if err != nil {

@@ -220,3 +220,51 @@ func BenchmarkParquetAppender(b *testing.B) {
 	}
 	b.ReportMetric(float64(rec.NumRows()*int64(b.N))/b.Elapsed().Seconds(), "rows/s")
 }
+
+// TestParquetOptions: the encoder honours its memory limit setting, its
+// zstd level and its cap on row-group bytes, and refuses a level zstd does
+// not have.
+func TestParquetOptions(t *testing.T) {
+	if _, err := NewParquet(ParquetOptions{CompressionLevel: 23}); err == nil {
+		t.Error("zstd level 23 accepted")
+	}
+	rec := testRecord([]string{"acme"}, 40_000)
+	defer rec.Release()
+	dir := t.TempDir()
+	groups := func(opts ParquetOptions) (int64, int64) {
+		t.Helper()
+		pq, err := NewParquet(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pq.Close()
+		path := filepath.Join(dir, fmt.Sprintf("g%d.parquet", opts.RowGroupBytes))
+		if err := pq.Write(context.Background(), rec, path, 0); err != nil {
+			t.Fatal(err)
+		}
+		if rows, _ := countParquet(t, path); rows != rec.NumRows() {
+			t.Fatalf("%d rows written, want %d", rows, rec.NumRows())
+		}
+		db, err := sql.Open("duckdb", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n, compression int64
+		if err := db.QueryRow(fmt.Sprintf(`SELECT count(DISTINCT row_group_id), count(*) FILTER (WHERE compression <> 'ZSTD') FROM parquet_metadata('%s')`, path)).Scan(&n, &compression); err != nil {
+			t.Fatal(err)
+		}
+		if compression != 0 {
+			t.Errorf("%d column chunks not zstd-compressed", compression)
+		}
+		return n, rec.NumRows()
+	}
+	// 40,000 rows of ~110 bytes: one row group by default, several when
+	// row groups are capped at 512 KiB.
+	if n, _ := groups(ParquetOptions{MemoryLimit: "128MiB", Threads: 1, CompressionLevel: 3}); n != 1 {
+		t.Errorf("default row-group cap: %d row groups, want 1", n)
+	}
+	if n, _ := groups(ParquetOptions{RowGroupBytes: 512 << 10, Threads: 1}); n < 4 {
+		t.Errorf("512 KiB row-group cap: %d row groups, want at least 4", n)
+	}
+}

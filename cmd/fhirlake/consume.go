@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,7 +88,8 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 	if fetcher != nil {
 		defer fetcher.Close()
 	}
-	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush")}, reg)
+	applyMemoryLimit(cfg.Memory, log)
+	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: encoderOptions(cfg.Memory)}, reg)
 	if err != nil {
 		return err
 	}
@@ -103,7 +106,7 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 		MaxRows:          cfg.Flush.MaxRows,
 		MaxBytes:         int64(cfg.Flush.MaxBytes),
 		MaxAge:           cfg.Flush.MaxAge,
-		MaxBufferedBytes: int64(cfg.Memory.MaxBufferedBytes),
+		MaxBufferedBytes: int64(cfg.Memory.Budget()),
 		RevokeTimeout:    cfg.Kafka.RebalanceTimeout / 2,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Views:            views,
@@ -126,6 +129,29 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 	}
 	log.Info("consumer stopped")
 	return err
+}
+
+// applyMemoryLimit gives the Go runtime its share of memory.limit as a soft
+// limit, unless GOMEMLIMIT already sets one.
+func applyMemoryLimit(m config.Memory, log *slog.Logger) {
+	if m.Limit <= 0 {
+		return
+	}
+	if os.Getenv("GOMEMLIMIT") != "" {
+		log.Info("memory.limit set; the Go runtime keeps GOMEMLIMIT", "GOMEMLIMIT", os.Getenv("GOMEMLIMIT"))
+		return
+	}
+	debug.SetMemoryLimit(m.GoLimit())
+	log.Info("memory limits", "process", m.Limit, "go_soft_limit", config.ByteSize(m.GoLimit()), "encoder", config.ByteSize(m.EncoderLimit()), "buffer_budget", m.Budget())
+}
+
+// encoderOptions sizes the Parquet encoder's DuckDB from memory.limit.
+func encoderOptions(m config.Memory) sink.ParquetOptions {
+	var o sink.ParquetOptions
+	if l := m.EncoderLimit(); l > 0 {
+		o.MemoryLimit = fmt.Sprintf("%dMiB", max(l>>20, 1))
+	}
+	return o
 }
 
 // newFetcher builds the reader of id-only payloads from the tenants' FHIR

@@ -116,7 +116,7 @@ func runConsume(args []string) error {
 		MaxRows:          cfg.Flush.MaxRows,
 		MaxBytes:         int64(cfg.Flush.MaxBytes),
 		MaxAge:           cfg.Flush.MaxAge,
-		MaxBufferedBytes: int64(cfg.Memory.MaxBufferedBytes),
+		MaxBufferedBytes: int64(cfg.Memory.Budget()),
 		RevokeTimeout:    cfg.Kafka.RebalanceTimeout / 2,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Views:            vs,

@@ -1,0 +1,194 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"fhirlake/sink"
+	"fhirlake/synth"
+)
+
+func TestFlushDeadline(t *testing.T) {
+	const maxAge = 5 * time.Second
+	c := &Consumer{opts: Options{MaxAge: maxAge}}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	phases := map[time.Duration]bool{}
+	for p := int32(0); p < 16; p++ {
+		w := &worker{c: c, partition: p, phase: agePhase(maxAge, p)}
+		if w.phase < 0 || w.phase >= maxAge/MinAgeFraction {
+			t.Fatalf("partition %d: phase %v outside [0, %v)", p, w.phase, maxAge/MinAgeFraction)
+		}
+		phases[w.phase] = true
+		for _, tc := range []struct {
+			name     string
+			produced time.Time
+			want     time.Time
+		}{
+			{"live record: MaxAge after it was produced", now, now.Add(maxAge - w.phase)},
+			{"produced 2s ago: the remaining age", now.Add(-2 * time.Second), now.Add(maxAge - 2*time.Second - w.phase)},
+			{"backlog: held MaxAge/5 so files are not tiny", now.Add(-time.Hour), now.Add(maxAge / MinAgeFraction)},
+			{"producer clock ahead: at most MaxAge from now", now.Add(time.Hour), now.Add(maxAge - w.phase)},
+			{"no timestamp", time.Time{}, now.Add(maxAge - w.phase)},
+		} {
+			if got := w.deadline(now, tc.produced); !got.Equal(tc.want) {
+				t.Errorf("partition %d, %s: deadline %v, want %v", p, tc.name, got.Sub(now), tc.want.Sub(now))
+			}
+		}
+	}
+	if len(phases) < 4 {
+		t.Errorf("partitions share too few phases (%d): their flushes would coincide", len(phases))
+	}
+}
+
+// gatedStore holds every Put until the gate opens, and remembers the
+// highest offset made durable per partition (from the raw dataset's keys).
+type gatedStore struct {
+	sink.Store
+	gate chan struct{}
+	mu   sync.Mutex
+	puts int
+	last map[int32]int64
+}
+
+func (g *gatedStore) Put(ctx context.Context, key, path string) error {
+	g.mu.Lock()
+	g.puts++
+	g.mu.Unlock()
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := g.Store.Put(ctx, key, path); err != nil {
+		return err
+	}
+	if strings.HasPrefix(key, "speed/"+RawView+"/") {
+		name := key[strings.LastIndex(key, "/")+1:]
+		name = strings.TrimPrefix(strings.TrimSuffix(name, ".parquet"), testTopic+"-")
+		var p int32
+		var first, last int64
+		if _, err := fmt.Sscanf(name, "%d-%d-%d", &p, &first, &last); err == nil {
+			g.mu.Lock()
+			g.last[p] = max(g.last[p], last)
+			g.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// TestFlushPipeline: while a partition's flush is stuck in the store, its
+// worker goes on decoding the next records; nothing is committed before its
+// files are durable, and commits follow the files in order.
+func TestFlushPipeline(t *testing.T) {
+	opts := synth.DefaultOptions()
+	opts.Patients = 30
+	opts.Tenants = []string{"acme"}
+	h := newHarness(t, opts)
+	gs := &gatedStore{Store: h.stores["acme"], gate: make(chan struct{}), last: map[int32]int64{}}
+	h.stores["acme"] = gs
+	total := h.produce(-1)
+	reg := prometheus.NewRegistry()
+	c := h.consumerWith(reg, opts.Tenants, func(o *Options) {
+		o.MaxRows = 40
+		o.MaxAge = time.Hour
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	committed := func() map[int32]int64 {
+		out := map[int32]int64{}
+		offs, err := adm.FetchOffsets(context.Background(), "fhirlake")
+		if err != nil {
+			return out
+		}
+		offs.Each(func(o kadm.OffsetResponse) { out[o.Partition] = o.At })
+		return out
+	}
+
+	// Every partition has sealed a first batch and is stuck in its upload;
+	// the workers keep decoding beyond the sealed batches.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		consumed := counterValue(t, reg, "fhirlake_consumer_records_total")
+		gs.mu.Lock()
+		puts := gs.puts
+		gs.mu.Unlock()
+		if puts > 0 && consumed > 4*40+40 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with uploads stuck the workers decoded only %v records (%d puts waiting)", consumed, puts)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := committed(); len(got) != 0 {
+		t.Fatalf("offsets committed while no file was durable: %v", got)
+	}
+
+	// Let uploads through and watch commits never run ahead of the files.
+	stopWatch := make(chan struct{})
+	watchErr := make(chan error, 1)
+	go func() {
+		defer close(watchErr)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			got := committed()
+			gs.mu.Lock()
+			for p, at := range got {
+				if at > 0 && at > gs.last[p]+1 {
+					watchErr <- fmt.Errorf("partition %d committed at %d but files are durable only up to offset %d", p, at, gs.last[p])
+					gs.mu.Unlock()
+					return
+				}
+			}
+			gs.mu.Unlock()
+		}
+	}()
+	close(gs.gate)
+	h.waitCommitted(int64(total))
+	close(stopWatch)
+	if err := <-watchErr; err != nil {
+		t.Error(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.verify()
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range fams {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}

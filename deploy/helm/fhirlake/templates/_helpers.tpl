@@ -1,0 +1,269 @@
+{{/* Names and labels. */}}
+{{- define "fhirlake.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "fhirlake.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "fhirlake.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "fhirlake.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fhirlake.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "fhirlake.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: fhirlake
+{{- end -}}
+
+{{/* selectorLabels: call with (dict "ctx" . "component" "consumer"). */}}
+{{- define "fhirlake.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fhirlake.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "fhirlake.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "fhirlake.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fhirlake.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The environment variable holding a tenant's key: FHIRLAKE_TENANT_<NAME>_<WHAT>. */}}
+{{- define "fhirlake.tenantEnv" -}}
+{{- printf "FHIRLAKE_TENANT_%s_%s" (.name | upper | replace "-" "_") .what -}}
+{{- end -}}
+
+{{/* The consumer's grace period: longer than the last flush's age plus the shutdown bound. */}}
+{{- define "fhirlake.consumerGrace" -}}
+{{- $floor := add (int .Values.flush.maxAgeSeconds) (int .Values.shutdownTimeoutSeconds) -}}
+{{- $grace := int .Values.consumer.terminationGracePeriodSeconds -}}
+{{- if eq $grace 0 -}}
+{{- $grace = add $floor 15 -}}
+{{- else if le $grace $floor -}}
+{{- fail (printf "consumer.terminationGracePeriodSeconds (%d) must be longer than flush.maxAgeSeconds + shutdownTimeoutSeconds (%d): a pod killed before its last flush and commit replays that range" $grace $floor) -}}
+{{- end -}}
+{{- $grace -}}
+{{- end -}}
+
+{{/* Every check of the values that the templates rely on. */}}
+{{- define "fhirlake.validate" -}}
+{{- $parts := int .Values.kafka.partitions -}}
+{{- if lt $parts 1 -}}
+{{- fail "kafka.partitions: the partition count of the consumed topics is required (at least 1)" -}}
+{{- end -}}
+{{- if gt (int .Values.consumer.replicas) $parts -}}
+{{- fail (printf "consumer.replicas (%d) exceeds kafka.partitions (%d): a consumer group gives each partition to one member, the others would sit idle" (int .Values.consumer.replicas) $parts) -}}
+{{- end -}}
+{{- if .Values.consumer.autoscaling.enabled -}}
+{{- if gt (int .Values.consumer.autoscaling.maxReplicas) $parts -}}
+{{- fail (printf "consumer.autoscaling.maxReplicas (%d) exceeds kafka.partitions (%d)" (int .Values.consumer.autoscaling.maxReplicas) $parts) -}}
+{{- end -}}
+{{- if gt (int .Values.consumer.autoscaling.minReplicas) (int .Values.consumer.autoscaling.maxReplicas) -}}
+{{- fail "consumer.autoscaling.minReplicas exceeds maxReplicas" -}}
+{{- end -}}
+{{- end -}}
+{{- if not .Values.tenants -}}
+{{- fail "tenants: at least one tenant is required (name, bucket, and credentials.secretName or roleArn)" -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range .Values.tenants -}}
+{{- if not (regexMatch "^[a-z0-9][a-z0-9-]{0,62}$" (toString .name)) -}}
+{{- fail (printf "tenants: name %q must be lowercase letters, digits and dashes" (toString .name)) -}}
+{{- end -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "tenants: %q appears twice" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- if not .bucket -}}
+{{- fail (printf "tenants[%s].bucket: required" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has .Values.compactor.mode (list "cronjob" "daemon")) -}}
+{{- fail "compactor.mode: cronjob or daemon" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The fhirlake configuration shared by every workload. */}}
+{{- define "fhirlake.config" -}}
+{{- $cfg := dict -}}
+{{- $_ := set $cfg "kafka" (dict
+  "brokers" .Values.kafka.brokers
+  "topics" .Values.kafka.topics
+  "group" .Values.kafka.group
+  "dead_letter_topic" .Values.kafka.deadLetterTopic
+  "client_id" (include "fhirlake.fullname" .)
+  "partitions" (int .Values.kafka.partitions)
+  "replication_factor" (int .Values.kafka.replicationFactor)
+  "session_timeout" (printf "%ds" (int .Values.kafka.sessionTimeoutSeconds))
+  "rebalance_timeout" (printf "%ds" (int .Values.kafka.rebalanceTimeoutSeconds))) -}}
+{{- $_ = set $cfg "routing" (deepCopy .Values.routing) -}}
+{{- $_ = set $cfg "flush" (dict
+  "max_rows" (int .Values.flush.maxRows)
+  "max_bytes" (toString .Values.flush.maxBytes)
+  "max_age" (printf "%ds" (int .Values.flush.maxAgeSeconds))) -}}
+{{- $_ = set $cfg "memory" (dict "max_buffered_bytes" (toString .Values.memory.maxBufferedBytes)) -}}
+{{- $_ = set $cfg "metrics" (dict "listen" "0.0.0.0:9464") -}}
+{{- $_ = set $cfg "shutdown_timeout" (printf "%ds" (int .Values.shutdownTimeoutSeconds)) -}}
+{{- $_ = set $cfg "work_dir" "/var/lib/fhirlake/work" -}}
+{{- $_ = set $cfg "compact" (deepCopy .Values.compactor.config) -}}
+{{- $serve := deepCopy .Values.query.config -}}
+{{- $_ = set $serve "listen" (printf "0.0.0.0:%d" (int .Values.query.service.port)) -}}
+{{- $_ = set $cfg "serve" $serve -}}
+{{- $tenants := list -}}
+{{- range .Values.tenants -}}
+{{- $store := dict "type" "s3" "bucket" .bucket -}}
+{{- with .prefix }}{{ $_ := set $store "prefix" . }}{{ end -}}
+{{- with .endpoint }}{{ $_ := set $store "endpoint" . }}{{ end -}}
+{{- $_ := set $store "region" (default "us-east-1" .region) -}}
+{{- if .pathStyle }}{{ $_ := set $store "path_style" true }}{{ end -}}
+{{- if and .credentials .credentials.secretName -}}
+{{- $_ := set $store "access_key_env" (include "fhirlake.tenantEnv" (dict "name" .name "what" "ACCESS_KEY")) -}}
+{{- $_ := set $store "secret_key_env" (include "fhirlake.tenantEnv" (dict "name" .name "what" "SECRET_KEY")) -}}
+{{- end -}}
+{{- with .roleArn }}{{ $_ := set $store "role_arn" . }}{{ end -}}
+{{- with .externalId }}{{ $_ := set $store "external_id" . }}{{ end -}}
+{{- $t := dict "name" .name "store" $store -}}
+{{- if and .fhir .fhir.baseUrl -}}
+{{- $fhir := dict "base_url" .fhir.baseUrl -}}
+{{- if .fhir.tokenSecret -}}
+{{- $_ := set $fhir "token_env" (include "fhirlake.tenantEnv" (dict "name" .name "what" "FHIR_TOKEN")) -}}
+{{- end -}}
+{{- $_ := set $t "fhir" $fhir -}}
+{{- end -}}
+{{- $tenants = append $tenants $t -}}
+{{- end -}}
+{{- $_ = set $cfg "tenants" $tenants -}}
+{{- toYaml (mustMergeOverwrite $cfg (deepCopy .Values.extraConfig)) -}}
+{{- end -}}
+
+{{/* The environment of every fhirlake container: the configuration and each tenant's keys. */}}
+{{- define "fhirlake.env" -}}
+- name: FHIRLAKE_CONFIG
+  value: /etc/fhirlake/fhirlake.yaml
+- name: HOME
+  value: /tmp
+{{- range .Values.tenants }}
+{{- if and .credentials .credentials.secretName }}
+- name: {{ include "fhirlake.tenantEnv" (dict "name" .name "what" "ACCESS_KEY") }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .credentials.secretName }}
+      key: {{ default "access-key-id" .credentials.accessKeyKey }}
+- name: {{ include "fhirlake.tenantEnv" (dict "name" .name "what" "SECRET_KEY") }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .credentials.secretName }}
+      key: {{ default "secret-access-key" .credentials.secretKeyKey }}
+{{- end }}
+{{- if and .fhir .fhir.baseUrl .fhir.tokenSecret }}
+- name: {{ include "fhirlake.tenantEnv" (dict "name" .name "what" "FHIR_TOKEN") }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .fhir.tokenSecret.name }}
+      key: {{ default "token" .fhir.tokenSecret.key }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes every workload mounts: the configuration, a scratch work_dir and /tmp. */}}
+{{- define "fhirlake.volumeMounts" -}}
+- name: config
+  mountPath: /etc/fhirlake
+  readOnly: true
+- name: work
+  mountPath: /var/lib/fhirlake/work
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* call with (dict "ctx" . "sizeLimit" "10Gi") */}}
+{{- define "fhirlake.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "fhirlake.fullname" .ctx }}
+- name: work
+  emptyDir:
+    sizeLimit: {{ .sizeLimit }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 1Gi
+{{- end -}}
+
+{{- define "fhirlake.podAnnotations" -}}
+checksum/config: {{ include "fhirlake.config" . | sha256sum }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The compactor pod, shared by the CronJob and the daemon Deployment. */}}
+{{- define "fhirlake.compactorPod" -}}
+serviceAccountName: {{ include "fhirlake.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+# dbt is stopped with SIGTERM when a run is cancelled and has 10 s to exit.
+terminationGracePeriodSeconds: 30
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+containers:
+  - name: compactor
+    image: {{ include "fhirlake.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    args:
+      - compact
+      - --log-format=json
+      {{- if eq .Values.compactor.mode "daemon" }}
+      - --schedule={{ .Values.compactor.schedule }}
+      {{- else if .Values.compactor.pushgateway }}
+      - --push-gateway={{ .Values.compactor.pushgateway }}
+      {{- end }}
+    env:
+      {{- include "fhirlake.env" . | nindent 6 }}
+    {{- if eq .Values.compactor.mode "daemon" }}
+    ports:
+      - name: metrics
+        containerPort: 9464
+    livenessProbe:
+      httpGet: {path: /healthz, port: metrics}
+      periodSeconds: 30
+    {{- end }}
+    resources:
+      {{- toYaml .Values.compactor.resources | nindent 6 }}
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    volumeMounts:
+      {{- include "fhirlake.volumeMounts" . | nindent 6 }}
+volumes:
+  {{- include "fhirlake.volumes" (dict "ctx" . "sizeLimit" .Values.compactor.workDir.sizeLimit) | nindent 2 }}
+{{- with .Values.compactor.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.compactor.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.compactor.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -118,7 +118,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ = set $cfg "metrics" (dict "listen" "0.0.0.0:9464") -}}
 {{- $_ = set $cfg "shutdown_timeout" (printf "%ds" (int .Values.shutdownTimeoutSeconds)) -}}
 {{- $_ = set $cfg "work_dir" "/var/lib/fhirlake/work" -}}
-{{- $_ = set $cfg "compact" (deepCopy .Values.compactor.config) -}}
+{{- $_ = set $cfg "compact" (mustMergeOverwrite (dict "schedule" .Values.compactor.schedule) (deepCopy .Values.compactor.config)) -}}
 {{- $serve := deepCopy .Values.query.config -}}
 {{- $_ = set $serve "listen" (printf "0.0.0.0:%d" (int .Values.query.service.port)) -}}
 {{- $_ = set $cfg "serve" $serve -}}
@@ -232,7 +232,7 @@ containers:
       - compact
       - --log-format=json
       {{- if eq .Values.compactor.mode "daemon" }}
-      - --schedule={{ .Values.compactor.schedule }}
+      - --daemon
       {{- else if .Values.compactor.pushgateway }}
       - --push-gateway={{ .Values.compactor.pushgateway }}
       {{- end }}

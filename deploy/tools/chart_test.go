@@ -1,0 +1,353 @@
+package tools
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The chart tests need helm and the fhirlake binary: deploy/check installs helm into
+// .cache/tools/bin and builds bin/fhirlake, and passes both here.
+func tools(t *testing.T) (helm, fhirlake string) {
+	t.Helper()
+	helm, fhirlake = os.Getenv("FHIRLAKE_HELM"), os.Getenv("FHIRLAKE_BIN")
+	if helm == "" || fhirlake == "" {
+		if os.Getenv("FHIRLAKE_REQUIRE_TOOLS") == "1" {
+			t.Fatal("FHIRLAKE_HELM and FHIRLAKE_BIN must name helm and the fhirlake binary")
+		}
+		t.Skip("FHIRLAKE_HELM and FHIRLAKE_BIN are not set: run deploy/check")
+	}
+	return helm, fhirlake
+}
+
+var chartDir = filepath.Join(root, "deploy", "helm", "fhirlake")
+
+const kubeVersion = "1.30.0"
+
+type manifest map[string]any
+
+func (m manifest) kind() string { return str(m, "kind") }
+func (m manifest) name() string { return str(m, "metadata", "name") }
+
+// get walks maps by key and lists by index ("0").
+func get(v any, path ...string) any {
+	for _, p := range path {
+		switch c := v.(type) {
+		case map[string]any:
+			v = c[p]
+		case manifest:
+			v = c[p]
+		case []any:
+			var i int
+			if _, err := fmt.Sscan(p, &i); err != nil || i >= len(c) {
+				return nil
+			}
+			v = c[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+func str(v any, path ...string) string {
+	s, _ := get(v, path...).(string)
+	return s
+}
+
+func num(v any, path ...string) int {
+	n, _ := get(v, path...).(int)
+	return n
+}
+
+// render runs helm template with a values file (and --set flags) and returns the
+// manifests, or the error output.
+func render(t *testing.T, helm string, args ...string) ([]manifest, string, error) {
+	t.Helper()
+	cmd := exec.Command(helm, append([]string{"template", "fl", chartDir, "--kube-version", kubeVersion}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, errb.String(), err
+	}
+	var ms []manifest
+	dec := yaml.NewDecoder(&out)
+	for {
+		var m manifest
+		if err := dec.Decode(&m); err != nil {
+			if err.Error() == "EOF" {
+				break
+			}
+			t.Fatalf("helm template output: %v", err)
+		}
+		if m != nil {
+			ms = append(ms, m)
+		}
+	}
+	return ms, "", nil
+}
+
+func find(ms []manifest, kind, suffix string) manifest {
+	for _, m := range ms {
+		if m.kind() == kind && strings.HasSuffix(m.name(), suffix) {
+			return m
+		}
+	}
+	return nil
+}
+
+func valuesFiles(t *testing.T) []string {
+	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no values files in %s/ci: %v", chartDir, err)
+	}
+	return files
+}
+
+// TestChartLint: helm lint --strict with every CI values file.
+func TestChartLint(t *testing.T) {
+	helm, _ := tools(t)
+	for _, f := range valuesFiles(t) {
+		out, err := exec.Command(helm, "lint", "--strict", "--kube-version", kubeVersion, chartDir, "-f", f).CombinedOutput()
+		if err != nil {
+			t.Errorf("helm lint -f %s: %v\n%s", filepath.Base(f), err, out)
+		}
+	}
+}
+
+// TestChartRenders: every CI values file renders manifests that hold together and a
+// configuration that fhirlake itself accepts.
+func TestChartRenders(t *testing.T) {
+	helm, fhirlake := tools(t)
+	for _, f := range valuesFiles(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			ms, errOut, err := render(t, helm, "-f", f)
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, errOut)
+			}
+			checkManifests(t, fhirlake, ms)
+		})
+	}
+}
+
+// workload is a Deployment, or the pod template of a CronJob.
+func podSpec(m manifest) any {
+	if m.kind() == "CronJob" {
+		return get(m, "spec", "jobTemplate", "spec", "template", "spec")
+	}
+	return get(m, "spec", "template", "spec")
+}
+
+func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
+	cm := find(ms, "ConfigMap", "fhirlake")
+	if cm == nil {
+		t.Fatal("no ConfigMap")
+	}
+	raw := str(cm, "data", "fhirlake.yaml")
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(raw), &cfg); err != nil {
+		t.Fatalf("ConfigMap fhirlake.yaml: %v", err)
+	}
+
+	// The configuration names the environment variables holding each tenant's secrets;
+	// every workload must set each of them from a Secret.
+	envNames := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)_env: (\S+)$`).FindAllStringSubmatch(raw, -1) {
+		envNames[m[1]] = true
+	}
+	var workloads []manifest
+	for _, m := range ms {
+		if m.kind() == "Deployment" || m.kind() == "CronJob" {
+			workloads = append(workloads, m)
+		}
+	}
+	if len(workloads) == 0 {
+		t.Fatal("no workloads")
+	}
+	for _, w := range workloads {
+		spec := podSpec(w)
+		c := get(spec, "containers", "0")
+		set := map[string]bool{}
+		for _, e := range asList(get(c, "env")) {
+			if name := str(e, "name"); name != "" {
+				set[name] = true
+				if envNames[name] && str(e, "valueFrom", "secretKeyRef", "name") == "" {
+					t.Errorf("%s: %s is not taken from a Secret", w.name(), name)
+				}
+			}
+		}
+		for name := range envNames {
+			if !set[name] {
+				t.Errorf("%s %s: the configuration names %s, which the pod does not set", w.kind(), w.name(), name)
+			}
+		}
+		if str(c, "env", "0", "name") != "FHIRLAKE_CONFIG" || str(c, "env", "0", "value") != "/etc/fhirlake/fhirlake.yaml" {
+			t.Errorf("%s: FHIRLAKE_CONFIG must point at the mounted ConfigMap", w.name())
+		}
+		// Non-root, read-only root file system, work_dir on a volume of its own.
+		if get(spec, "securityContext", "runAsNonRoot") != true || num(spec, "securityContext", "runAsUser") == 0 {
+			t.Errorf("%s: pods must run as a non-root user", w.name())
+		}
+		if get(c, "securityContext", "readOnlyRootFilesystem") != true || get(c, "securityContext", "allowPrivilegeEscalation") != false {
+			t.Errorf("%s: read-only root file system without privilege escalation required", w.name())
+		}
+		mounted := map[string]string{}
+		for _, vm := range asList(get(c, "volumeMounts")) {
+			mounted[str(vm, "mountPath")] = str(vm, "name")
+		}
+		volumes := map[string]any{}
+		for _, v := range asList(get(spec, "volumes")) {
+			volumes[str(v, "name")] = v
+		}
+		workDir, _ := cfg["work_dir"].(string)
+		if vol := mounted[workDir]; vol == "" || get(volumes[vol], "emptyDir") == nil {
+			t.Errorf("%s: work_dir %s is not an emptyDir volume", w.name(), workDir)
+		}
+		if mounted["/etc/fhirlake"] != "config" || mounted["/tmp"] == "" {
+			t.Errorf("%s: mounts %v lack the configuration or /tmp", w.name(), mounted)
+		}
+	}
+
+	partitions := num(cfg, "kafka", "partitions")
+	if consumer := find(ms, "Deployment", "-consumer"); consumer != nil {
+		if get(consumer, "spec", "replicas") != nil && num(consumer, "spec", "replicas") > partitions {
+			t.Errorf("consumer replicas %d > %d partitions", num(consumer, "spec", "replicas"), partitions)
+		}
+		grace := num(consumer, "spec", "template", "spec", "terminationGracePeriodSeconds")
+		maxAge, err1 := time.ParseDuration(str(cfg, "flush", "max_age"))
+		shutdown, err2 := time.ParseDuration(str(cfg, "shutdown_timeout"))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("flush.max_age / shutdown_timeout: %v %v", err1, err2)
+		}
+		if time.Duration(grace)*time.Second <= maxAge+shutdown {
+			t.Errorf("consumer terminationGracePeriodSeconds %d ≤ flush.max_age %s + shutdown_timeout %s", grace, maxAge, shutdown)
+		}
+		_, port, _ := net.SplitHostPort(str(cfg, "metrics", "listen"))
+		c := get(consumer, "spec", "template", "spec", "containers", "0")
+		if fmt.Sprint(get(c, "ports", "0", "containerPort")) != port {
+			t.Errorf("consumer metrics port %v, configuration listens on %s", get(c, "ports", "0", "containerPort"), port)
+		}
+		if str(c, "livenessProbe", "httpGet", "path") != "/healthz" || str(c, "readinessProbe", "httpGet", "path") != "/readyz" {
+			t.Errorf("consumer probes must be /healthz (liveness) and /readyz (readiness)")
+		}
+		if find(ms, "PodDisruptionBudget", "-consumer") == nil {
+			t.Errorf("no PodDisruptionBudget for the consumer")
+		}
+		if so := find(ms, "ScaledObject", "-consumer"); so != nil {
+			if get(consumer, "spec", "replicas") != nil {
+				t.Errorf("with a ScaledObject the Deployment must leave replicas to it")
+			}
+			if max := num(so, "spec", "maxReplicaCount"); max > partitions || max < 1 {
+				t.Errorf("ScaledObject maxReplicaCount %d, partitions %d", max, partitions)
+			}
+			for _, tr := range asList(get(so, "spec", "triggers")) {
+				if str(tr, "type") != "kafka" || str(tr, "metadata", "consumerGroup") != str(cfg, "kafka", "group") {
+					t.Errorf("ScaledObject trigger %v: want kafka lag of group %s", tr, str(cfg, "kafka", "group"))
+				}
+			}
+		}
+	}
+	if cj := find(ms, "CronJob", "-compactor"); cj != nil {
+		if str(cj, "spec", "concurrencyPolicy") != "Forbid" {
+			t.Errorf("compactor CronJob: concurrencyPolicy %q, want Forbid", str(cj, "spec", "concurrencyPolicy"))
+		}
+		if args := fmt.Sprint(get(podSpec(cj), "containers", "0", "args")); !strings.Contains(args, "compact") || strings.Contains(args, "--schedule") {
+			t.Errorf("compactor CronJob args %s: want a single `compact` run", args)
+		}
+		if str(cj, "spec", "schedule") != str(cfg, "compact", "schedule") {
+			t.Errorf("CronJob schedule %q differs from compact.schedule %q", str(cj, "spec", "schedule"), str(cfg, "compact", "schedule"))
+		}
+	}
+	if d := find(ms, "Deployment", "-compactor"); d != nil {
+		if num(d, "spec", "replicas") != 1 || str(d, "spec", "strategy", "type") != "Recreate" {
+			t.Errorf("compactor daemon: one replica, Recreate")
+		}
+		if args := fmt.Sprint(get(d, "spec", "template", "spec", "containers", "0", "args")); !strings.Contains(args, "--daemon") {
+			t.Errorf("compactor daemon args %s: want compact --daemon (on compact.schedule)", args)
+		}
+	}
+	if q := find(ms, "Deployment", "-query"); q != nil {
+		svc := find(ms, "Service", "-query")
+		_, port, _ := net.SplitHostPort(str(cfg, "serve", "listen"))
+		if svc == nil || fmt.Sprint(get(svc, "spec", "ports", "0", "port")) != port {
+			t.Errorf("query Service port must be serve.listen's %s", port)
+		}
+		if str(q, "spec", "template", "spec", "containers", "0", "readinessProbe", "httpGet", "path") != "/healthz" {
+			t.Errorf("query readiness probe must be /healthz")
+		}
+	}
+	// A ServiceMonitor selects a Service that has the port it scrapes.
+	for _, sm := range ms {
+		if sm.kind() != "ServiceMonitor" {
+			continue
+		}
+		component := str(sm, "spec", "selector", "matchLabels", "app.kubernetes.io/component")
+		port := str(sm, "spec", "endpoints", "0", "port")
+		found := false
+		for _, s := range ms {
+			if s.kind() == "Service" && str(s, "spec", "selector", "app.kubernetes.io/component") == component {
+				for _, p := range asList(get(s, "spec", "ports")) {
+					found = found || str(p, "name") == port
+				}
+			}
+		}
+		if !found {
+			t.Errorf("ServiceMonitor %s scrapes port %q of component %s, which no Service has", sm.name(), port, component)
+		}
+	}
+
+	// fhirlake accepts the configuration, with every named variable set.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "fhirlake.yaml")
+	if err := os.WriteFile(file, []byte(raw), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(fhirlake, "config", "validate", file)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	for name := range envNames {
+		cmd.Env = append(cmd.Env, name+"=set-by-the-chart-test")
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("fhirlake config validate refuses the rendered configuration: %v\n%s\n--- configuration ---\n%s", err, out, raw)
+	} else {
+		t.Logf("%s", out)
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+// TestChartRefuses: values that would break the consumer group or its shutdown fail the
+// render with a message naming the value.
+func TestChartRefuses(t *testing.T) {
+	helm, _ := tools(t)
+	base := filepath.Join(chartDir, "ci", "static-keys-values.yaml")
+	for name, c := range map[string]struct {
+		args []string
+		want string
+	}{
+		"more replicas than partitions": {[]string{"--set", "kafka.partitions=4", "--set", "consumer.replicas=5"}, "consumer.replicas (5) exceeds kafka.partitions (4)"},
+		"KEDA beyond the partitions":    {[]string{"--set", "kafka.partitions=4", "--set", "consumer.autoscaling.enabled=true", "--set", "consumer.autoscaling.maxReplicas=8"}, "consumer.autoscaling.maxReplicas (8) exceeds kafka.partitions (4)"},
+		"grace period too short":        {[]string{"--set", "consumer.terminationGracePeriodSeconds=30"}, "must be longer than flush.maxAgeSeconds + shutdownTimeoutSeconds (35)"},
+		"no tenants":                    {[]string{"--set", "tenants=null"}, "tenants: at least one tenant is required"},
+		"bad tenant name":               {[]string{"--set", "tenants[0].name=Acme_Corp", "--set", "tenants[0].bucket=b"}, "must be lowercase letters, digits and dashes"},
+		"unknown compactor mode":        {[]string{"--set", "compactor.mode=sometimes"}, "compactor.mode"},
+	} {
+		_, errOut, err := render(t, helm, append([]string{"-f", base}, c.args...)...)
+		if err == nil || !strings.Contains(errOut, c.want) {
+			t.Errorf("%s: got %v %q, want a failure naming %q", name, err, errOut, c.want)
+		}
+	}
+}

@@ -120,7 +120,7 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("no limit: budget %s, go %d, encoder %d", m.Budget(), m.GoLimit(), m.EncoderLimit())
 	}
 	m.Limit = 512 << 20
-	if m.Budget() != 192<<20 || m.GoLimit() != 384<<20 || m.EncoderLimit() != 128<<20 {
+	if m.Budget() != 128<<20 || m.GoLimit() != 320<<20 || m.EncoderLimit() != 128<<20 {
 		t.Errorf("512MiB limit: budget %s, go %d, encoder %d", m.Budget(), m.GoLimit(), m.EncoderLimit())
 	}
 	m.MaxBufferedBytes = 100 << 20
@@ -133,12 +133,12 @@ func TestMemoryLimit(t *testing.T) {
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "memory.limit") {
 		t.Errorf("32MiB limit: %v, want a memory.limit error", err)
 	}
-	cfg.Memory.Limit = 128 << 20 // budget 48MiB < flush.max_bytes 64MiB
+	cfg.Memory.Limit = 128 << 20 // budget 32MiB < flush.max_bytes 64MiB
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "flush.max_bytes") {
 		t.Errorf("128MiB limit with 64MiB flushes: %v, want a flush.max_bytes error", err)
 	}
-	cfg.Flush.MaxBytes = 32 << 20
+	cfg.Flush.MaxBytes = 16 << 20
 	if err := cfg.Validate(); err != nil {
-		t.Errorf("128MiB limit with 32MiB flushes: %v", err)
+		t.Errorf("128MiB limit with 16MiB flushes: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,12 +80,14 @@ func (o *Options) defaults() {
 	}
 }
 
-// FetchMaxBytes is the fetch size used for a memory budget: an eighth of
-// it, between 1 MiB and 32 MiB. Memory in use is bounded by the budget plus
-// one fetch per broker (records are counted against the budget as soon as
-// they are polled), plus the Parquet encoder's working memory.
+// FetchMaxBytes is the fetch size used for a memory budget: a
+// thirty-second of it, between 1 MiB and 8 MiB. Besides the budget, the
+// client holds one fetch response per broker, compressed as it arrived and
+// then decompressed (JSON notifications compress three to five times), so
+// a small fetch keeps that outside share small; on a local network a fetch
+// takes milliseconds, so throughput does not suffer.
 func FetchMaxBytes(budget int64) int64 {
-	return min(max(budget/8, 1<<20), 32<<20)
+	return min(max(budget/32, 1<<20), 8<<20)
 }
 
 // Consumer is one member of the consumer group.
@@ -99,6 +102,9 @@ type Consumer struct {
 	// buffered is the bytes of polled records not yet decoded; with the
 	// Arrow memory counted by mem it makes up what the budget limits.
 	buffered atomic.Int64
+	// sealed is the record bytes of sealed batches not yet released: memory
+	// that flushes in progress will free.
+	sealed atomic.Int64
 	// avgRecord is a moving average of record value sizes, for poll sizing.
 	avgRecord atomic.Int64
 
@@ -152,6 +158,7 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		kgo.FetchMaxBytes(int32(fetchMax)),
 		kgo.FetchMaxPartitionBytes(int32(fetchMax)),
 		kgo.BrokerMaxReadBytes(int32(max(fetchMax*2, 32<<20))),
+		kgo.MaxConcurrentFetches(1),
 		kgo.ClientID(opts.ClientID),
 		kgo.ConsumerGroup(opts.Group),
 		kgo.ConsumeTopics(opts.Topics...),
@@ -310,14 +317,7 @@ func (c *Consumer) backpressure(paused bool) bool {
 		// Also pauses partitions assigned since the last pause.
 		n := countPartitions(c.cl.PauseFetchPartitions(c.assignedPartitions()))
 		c.m.paused.Set(float64(n))
-		c.mu.Lock()
-		for _, w := range c.workers {
-			select {
-			case w.flushNow <- struct{}{}:
-			default:
-			}
-		}
-		c.mu.Unlock()
+		c.flushLargest()
 		if !paused {
 			c.log.Warn("memory budget reached; fetching paused", "buffered_bytes", buffered, "budget", c.opts.MaxBufferedBytes, "partitions", n)
 		}
@@ -329,6 +329,37 @@ func (c *Consumer) backpressure(paused bool) bool {
 		return false
 	}
 	return paused
+}
+
+// flushLargest asks the partitions holding the most to flush, until
+// flushes in progress cover a third of the budget; the others keep filling,
+// so that running out of memory does not cut every buffer into small files.
+func (c *Consumer) flushLargest() {
+	need := c.opts.MaxBufferedBytes/3 - c.sealed.Load()
+	if need <= 0 {
+		return // enough is being flushed already; wait for it
+	}
+	c.mu.Lock()
+	ws := make([]*worker, 0, len(c.workers))
+	for _, w := range c.workers {
+		ws = append(ws, w)
+	}
+	c.mu.Unlock()
+	sizes := make(map[*worker]int64, len(ws))
+	for _, w := range ws {
+		sizes[w] = w.filling.Load()
+	}
+	sort.Slice(ws, func(i, j int) bool { return sizes[ws[i]] > sizes[ws[j]] })
+	for _, w := range ws {
+		if sizes[w] == 0 || need <= 0 {
+			break
+		}
+		select {
+		case w.flushNow <- struct{}{}:
+		default:
+		}
+		need -= sizes[w]
+	}
 }
 
 // pollSize is how many records the next poll may take: as many as fit in

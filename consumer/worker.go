@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -60,6 +61,9 @@ type worker struct {
 	firstTime time.Time // Kafka timestamp of the first record: the date partition
 	bytes     int64     // record bytes decoded into the filling buffer (flush.max_bytes)
 	dlq       *dlqTracker
+	// filling is bytes, readable by the poll loop choosing which buffers
+	// to flush when the memory budget runs out.
+	filling atomic.Int64
 }
 
 // batch is a sealed buffer: the files of one offset range of the partition
@@ -69,6 +73,7 @@ type batch struct {
 	newest      map[string]time.Time
 	first, last int64
 	epoch       int32
+	bytes       int64 // record bytes, counted in Consumer.sealed until released
 	reason      string
 	dlq         *dlqTracker
 }
@@ -78,6 +83,12 @@ func (b *batch) release() {
 		f.Record.Release()
 	}
 	b.files = nil
+}
+
+// finished releases the batch's records and its share of Consumer.sealed.
+func (w *worker) finished(b *batch) {
+	b.release()
+	w.c.sealed.Add(-b.bytes)
 }
 
 func newWorker(c *Consumer, topic string, partition int32) *worker {
@@ -219,7 +230,7 @@ func (w *worker) seal(reason string) bool {
 	case w.flushes <- b:
 		return true
 	case <-w.ctx.Done():
-		b.release()
+		w.finished(b)
 		return false
 	}
 }
@@ -340,7 +351,7 @@ func (w *worker) flusher() {
 		if w.ctx.Err() == nil {
 			w.flush(b)
 		}
-		b.release()
+		w.finished(b)
 	}
 }
 
@@ -445,8 +456,10 @@ func (w *worker) batch(reason string) (*batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &batch{files: files, newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, reason: reason, dlq: w.dlq}
+	b := &batch{files: files, newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, reason: reason, dlq: w.dlq}
+	w.c.sealed.Add(b.bytes)
 	w.have, w.bytes = false, 0
+	w.filling.Store(0)
 	w.dlq = &dlqTracker{}
 	return b, nil
 }
@@ -481,4 +494,5 @@ func (w *worker) take(recs []*kgo.Record) {
 		w.process(r)
 	}
 	w.c.release(recordBytes(recs))
+	w.filling.Store(w.bytes)
 }

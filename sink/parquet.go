@@ -23,7 +23,14 @@ type Parquet struct {
 	level     int
 	rowGroup  int
 	groupSize int64
+	// idle connections kept for the next Write: opening one costs more
+	// than encoding a small file.
+	idle chan driver.Conn
 }
+
+// maxIdleConns is how many connections the encoder keeps open between
+// writes.
+const maxIdleConns = 8
 
 // ParquetOptions tune the embedded DuckDB.
 type ParquetOptions struct {
@@ -86,19 +93,56 @@ func NewParquet(o ParquetOptions) (*Parquet, error) {
 	if o.RowGroupBytes <= 0 {
 		o.RowGroupBytes = 8 << 20
 	}
-	return &Parquet{connector: c, level: o.CompressionLevel, rowGroup: o.RowGroupSize, groupSize: o.RowGroupBytes}, nil
+	return &Parquet{connector: c, level: o.CompressionLevel, rowGroup: o.RowGroupSize, groupSize: o.RowGroupBytes, idle: make(chan driver.Conn, maxIdleConns)}, nil
 }
 
 // Close releases DuckDB.
-func (p *Parquet) Close() error { return p.connector.Close() }
+func (p *Parquet) Close() error {
+	for {
+		select {
+		case c := <-p.idle:
+			c.Close()
+			continue
+		default:
+		}
+		break
+	}
+	return p.connector.Close()
+}
+
+func (p *Parquet) conn(ctx context.Context) (driver.Conn, error) {
+	select {
+	case c := <-p.idle:
+		return c, nil
+	default:
+	}
+	c, err := p.connector.Connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb connect: %w", err)
+	}
+	return c, nil
+}
+
+// put keeps a connection for the next Write, or closes it. A connection
+// whose last statement failed is closed: its state is not trusted.
+func (p *Parquet) put(c driver.Conn, failed bool) {
+	if !failed {
+		select {
+		case p.idle <- c:
+			return
+		default:
+		}
+	}
+	c.Close()
+}
 
 // Write stores rec at path (a local file) as Parquet with zstd compression.
-func (p *Parquet) Write(ctx context.Context, rec arrow.RecordBatch, path string, rowGroupSize int) error {
-	conn, err := p.connector.Connect(ctx)
+func (p *Parquet) Write(ctx context.Context, rec arrow.RecordBatch, path string, rowGroupSize int) (err error) {
+	conn, err := p.conn(ctx)
 	if err != nil {
-		return fmt.Errorf("duckdb connect: %w", err)
+		return err
 	}
-	defer conn.Close()
+	defer func() { p.put(conn, err != nil) }()
 	ar, err := duckdb.NewArrowFromConn(conn)
 	if err != nil {
 		return fmt.Errorf("duckdb arrow: %w", err)

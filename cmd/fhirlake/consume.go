@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,7 +54,7 @@ the dead-letter topic with their reason. SIGTERM stops fetching, flushes, commit
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			ready := &readiness{}
 			if cfg.Metrics.Listen != "" {
-				stopHTTP, err := serveMetrics(cfg.Metrics.Listen, reg, ready, log)
+				stopHTTP, err := serveMetrics(cfg.Metrics, reg, ready, log)
 				if err != nil {
 					return err
 				}
@@ -180,8 +181,16 @@ func (r *readiness) set(v bool) { r.ok.Store(v) }
 
 // serveMetrics serves /metrics, /healthz and /readyz until the returned
 // function is called.
-func serveMetrics(addr string, reg *prometheus.Registry, ready *readiness, log *slog.Logger) (func(), error) {
+func serveMetrics(m config.Metrics, reg *prometheus.Registry, ready *readiness, log *slog.Logger) (func(), error) {
+	addr := m.Listen
 	mux := http.NewServeMux()
+	if m.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

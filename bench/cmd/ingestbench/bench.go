@@ -133,7 +133,7 @@ func (b *bench) all(ctx context.Context) error {
 			return err
 		}
 		cfg := filepath.Join(b.dir, suffix+".yaml")
-		if err := fhirlakeConfig(cfg, b.brokers, b.topic, b.dlq, group, prefix, addr, filepath.Join(b.dir, suffix+"-work"), b.o.tenants); err != nil {
+		if err := fhirlakeConfig(cfg, b.brokers, b.topic, b.dlq, group, prefix, addr, filepath.Join(b.dir, suffix+"-work"), b.o.memoryLimit, b.o.tenants); err != nil {
 			return err
 		}
 		r, err := b.catchUp(ctx, name, note, group, prefix, addr, "fhirlake_consumer_records_total", env, argv(cfg))
@@ -295,7 +295,7 @@ func (b *bench) freshness(ctx context.Context) error {
 		return err
 	}
 	cfg := filepath.Join(b.dir, "fresh.yaml")
-	if err := fhirlakeConfig(cfg, b.brokers, b.freshTopic, b.dlq, group, prefix, addr, filepath.Join(b.dir, "fresh-work"), b.o.tenants); err != nil {
+	if err := fhirlakeConfig(cfg, b.brokers, b.freshTopic, b.dlq, group, prefix, addr, filepath.Join(b.dir, "fresh-work"), b.o.memoryLimit, b.o.tenants); err != nil {
 		return err
 	}
 	total := int(float64(b.o.rate) * b.o.freshFor.Seconds())

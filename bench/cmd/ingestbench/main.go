@@ -44,6 +44,8 @@ type options struct {
 	profile     string
 	keep        bool
 	partitions  int
+	// memoryLimit is fhirlake's memory.limit ("" or "0": not set).
+	memoryLimit string
 	// Benthos batching, per partition at its input: fhirlake's flush limits.
 	batchCount      int
 	batchBytes      int64
@@ -77,6 +79,7 @@ func main() {
 	flag.StringVar(&o.profile, "cpuprofile", "", "also run fhirlake's consumer with the default views in a profiled process and write its CPU profile here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's topics, groups and objects")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topics")
+	flag.StringVar(&o.memoryLimit, "memory-limit", "512MiB", "fhirlake's memory.limit in every run (0: not set)")
 	flag.IntVar(&o.batchCount, "benthos-batch-count", 100_000, "Benthos batch: records (fhirlake flush.max_rows)")
 	flag.Int64Var(&o.batchBytes, "benthos-batch-bytes", 64<<20, "Benthos batch: bytes (fhirlake flush.max_bytes)")
 	flag.DurationVar(&o.batchPeriod, "benthos-batch-period", 5*time.Second, "Benthos batch: period (fhirlake flush.max_age)")

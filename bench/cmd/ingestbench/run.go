@@ -107,12 +107,15 @@ func freeAddr() (string, error) {
 }
 
 // fhirlakeConfig writes a configuration for one consumer run: its own
-// topic, group and key prefix in every tenant's bucket; flush and memory
-// limits are left at their defaults.
-func fhirlakeConfig(path string, brokers []string, topic, dlq, group, prefix, metrics, workDir string, tenants []string) error {
+// topic, group and key prefix in every tenant's bucket; flush limits are
+// left at their defaults, and memory.limit is memoryLimit unless "" or "0".
+func fhirlakeConfig(path string, brokers []string, topic, dlq, group, prefix, metrics, workDir, memoryLimit string, tenants []string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kafka:\n  brokers: [%q]\n  topics: [%q]\n  group: %q\n  dead_letter_topic: %q\n  partitions: 6\n",
 		strings.Join(brokers, ","), topic, group, dlq)
+	if memoryLimit != "" && memoryLimit != "0" {
+		fmt.Fprintf(&b, "memory:\n  limit: %s\n", memoryLimit)
+	}
 	fmt.Fprintf(&b, "metrics:\n  listen: %q\nwork_dir: %q\ntenants:\n", metrics, workDir)
 	for _, t := range tenants {
 		fmt.Fprintf(&b, "  - name: %s\n    store:\n      type: s3\n      bucket: %s\n      prefix: %s\n      endpoint: %s\n      region: %s\n      path_style: true\n      access_key_env: %s\n      secret_key_env: %s\n",

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -100,7 +101,15 @@ func runConsume(args []string) error {
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
-	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush")}, reg)
+	// memory.limit as `fhirlake consume` applies it.
+	if cfg.Memory.Limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.Memory.GoLimit())
+	}
+	var popts sink.ParquetOptions
+	if l := cfg.Memory.EncoderLimit(); l > 0 {
+		popts.MemoryLimit = fmt.Sprintf("%dMiB", max(l>>20, 1))
+	}
+	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: popts}, reg)
 	if err != nil {
 		return err
 	}

@@ -102,3 +102,28 @@ INGEST_FLAGS ?=
 bench-ingest: build
 	cd bench && $(GO) build -tags $(TAGS) -ldflags=-checklinkname=0 -o ../bin/ingestbench ./cmd/ingestbench
 	bin/ingestbench -fhirlake $(BIN) -stack deploy/local/stack $(INGEST_FLAGS)
+
+# Deployment: the image, the Helm chart, the dashboard and the alert rules
+# (docs/operations.md). `make check-deploy` runs deploy/check: helm lint and
+# helm template with every values file in deploy/helm/fhirlake/ci/ and the
+# rendered configuration through `fhirlake config validate`, promtool check
+# rules and test rules, the Grafana dashboard, BuildKit's Dockerfile linter,
+# and the image's build steps outside a container. helm and promtool are
+# built once from the Go module proxy into .cache/tools/.
+# `make release-build` builds bin/fhirlake as the image does (-trimpath,
+# version, commit and date for `fhirlake version`); `make image` needs a
+# Docker engine.
+IMAGE ?= fhirlake:dev
+.PHONY: check-deploy release-build image
+check-deploy:
+	deploy/check
+
+release-build:
+	OUT=$(BIN) deploy/image/build-fhirlake
+
+image:
+	docker build -f deploy/Dockerfile \
+		--build-arg VERSION="$$(git describe --tags --always)" \
+		--build-arg COMMIT="$$(git rev-parse HEAD)" \
+		--build-arg BUILD_DATE="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+		-t $(IMAGE) .

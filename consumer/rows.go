@@ -68,12 +68,23 @@ func (r *rawBuilder) append(tenant string, ev *Event, at Coordinates, ingest tim
 	f[5].(*array.StringBuilder).Append(string(ev.Operation))
 	appendCoordinates(f[6:10], at, ingest)
 	if ev.Resource != nil {
-		f[10].(*array.StringBuilder).BinaryBuilder.Append(ev.Resource)
+		appendGently(f[10].(*array.StringBuilder).BinaryBuilder, ev.Resource)
 	} else {
 		f[10].AppendNull()
 	}
 	r.rows++
 	r.bytes += len(ev.Resource) + len(ev.ID) + len(ev.ResourceType) + len(tenant) + len(at.Topic) + 64
+}
+
+// appendGently appends v, growing the value buffer by half rather than to
+// the next power of two: the resources column holds most of a buffer's
+// memory, and doubling it could take up to twice what the rows need, all
+// of it counted against the memory budget at once.
+func appendGently(b *array.BinaryBuilder, v []byte) {
+	if need := b.DataLen() + len(v); need > b.DataCap() {
+		b.ReserveData(need/2 + len(v))
+	}
+	b.Append(v)
 }
 
 // appendIdentity appends tenant, resource type, id, versionId and

@@ -79,3 +79,24 @@ func TestRawBuilder(t *testing.T) {
 		t.Errorf("builder not reset after record()")
 	}
 }
+
+// TestAppendGently: the resources column grows by half, so its capacity
+// stays within 1.5 times its contents (doubling would allow twice).
+func TestAppendGently(t *testing.T) {
+	b := array.NewBinaryBuilder(memory.NewGoAllocator(), arrow.BinaryTypes.String)
+	defer b.Release()
+	v := make([]byte, 1500)
+	worst := 0.0
+	for i := 0; i < 20_000; i++ {
+		appendGently(b, v)
+		if b.DataLen() > 1<<20 {
+			worst = max(worst, float64(b.DataCap())/float64(b.DataLen()))
+		}
+	}
+	if worst > 1.55 {
+		t.Errorf("capacity reached %.2f times the data, want at most 1.5", worst)
+	}
+	if b.Len() != 20_000 || b.DataLen() != 20_000*1500 {
+		t.Errorf("%d values, %d bytes", b.Len(), b.DataLen())
+	}
+}

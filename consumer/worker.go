@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -61,9 +62,30 @@ type worker struct {
 	firstTime time.Time // Kafka timestamp of the first record: the date partition
 	bytes     int64     // record bytes decoded into the filling buffer (flush.max_bytes)
 	dlq       *dlqTracker
+	// Counters of this partition's topic, and of events by label values,
+	// looked up once rather than per record.
+	mRecords, mBytes prometheus.Counter
+	mEvents          map[eventLabels]prometheus.Counter
+
 	// filling is bytes, readable by the poll loop choosing which buffers
 	// to flush when the memory budget runs out.
 	filling atomic.Int64
+}
+
+type eventLabels struct {
+	format    Format
+	typ       string
+	operation Operation
+}
+
+func (w *worker) eventCounter(f Format, typ string, op Operation) prometheus.Counter {
+	k := eventLabels{f, typ, op}
+	m, ok := w.mEvents[k]
+	if !ok {
+		m = w.c.m.events.WithLabelValues(string(f), typ, string(op))
+		w.mEvents[k] = m
+	}
+	return m
 }
 
 // batch is a sealed buffer: the files of one offset range of the partition
@@ -105,6 +127,9 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 		flusherDone: make(chan struct{}),
 		phase:       agePhase(c.opts.MaxAge, partition),
 		dlq:         &dlqTracker{},
+		mRecords:    c.m.records.WithLabelValues(topic),
+		mBytes:      c.m.recordBytes.WithLabelValues(topic),
+		mEvents:     map[eventLabels]prometheus.Counter{},
 	}
 	w.buf = newBuffer(c.mem, c.viewsByType, w.viewError)
 	return w
@@ -238,8 +263,8 @@ func (w *worker) seal(reason string) bool {
 // process decodes one record into the buffer, or dead-letters it.
 func (w *worker) process(r *kgo.Record) {
 	c := w.c
-	c.m.records.WithLabelValues(r.Topic).Inc()
-	c.m.recordBytes.WithLabelValues(r.Topic).Add(float64(len(r.Value)))
+	w.mRecords.Inc()
+	w.mBytes.Add(float64(len(r.Value)))
 	if !w.have {
 		w.have = true
 		w.first = r.Offset
@@ -295,7 +320,7 @@ func (w *worker) process(r *kgo.Record) {
 	for i := range n.Events {
 		ev := &n.Events[i]
 		w.buf.Add(tenant, ev, at, ingest)
-		c.m.events.WithLabelValues(string(n.Format), ev.ResourceType, string(ev.Operation)).Inc()
+		w.eventCounter(n.Format, ev.ResourceType, ev.Operation).Inc()
 	}
 }
 

@@ -138,7 +138,7 @@ func TestIntegrationMetricsExist(t *testing.T) {
 	// Wait until every process exports what the files use (the consumer's lag
 	// appears after its first 10 s tick, the daemon's series after its first run).
 	exported := map[string]*family{}
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline := time.Now().Add(3 * time.Minute)
 	var missing []string
 	for {
 		exported = map[string]*family{}

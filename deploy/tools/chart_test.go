@@ -305,22 +305,30 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 		}
 	}
 
-	// fhirlake accepts the configuration, with every named variable set.
+	// fhirlake accepts the configuration as each workload loads it: with every named
+	// secret set, and the workload's own FHIRLAKE_* overrides.
 	dir := t.TempDir()
 	file := filepath.Join(dir, "fhirlake.yaml")
 	if err := os.WriteFile(file, []byte(raw), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(fhirlake, "config", "validate", file)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
-	for name := range envNames {
-		cmd.Env = append(cmd.Env, name+"=set-by-the-chart-test")
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Errorf("fhirlake config validate refuses the rendered configuration: %v\n%s\n--- configuration ---\n%s", err, out, raw)
-	} else {
-		t.Logf("%s", out)
+	for _, w := range workloads {
+		cmd := exec.Command(fhirlake, "config", "validate", file)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+		for name := range envNames {
+			cmd.Env = append(cmd.Env, name+"=set-by-the-chart-test")
+		}
+		for _, e := range asList(get(podSpec(w), "containers", "0", "env")) {
+			if name, v := str(e, "name"), str(e, "value"); strings.HasPrefix(name, "FHIRLAKE_") && name != "FHIRLAKE_CONFIG" && v != "" {
+				cmd.Env = append(cmd.Env, name+"="+v)
+			}
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s %s: fhirlake config validate refuses the rendered configuration: %v\n%s\n--- configuration ---\n%s", w.kind(), w.name(), err, out, raw)
+		} else if w.kind() == "ConfigMap" || strings.HasSuffix(w.name(), "-consumer") {
+			t.Logf("%s", out)
+		}
 	}
 }
 

@@ -92,13 +92,13 @@ func FetchMaxBytes(budget int64) int64 {
 
 // Consumer is one member of the consumer group.
 type Consumer struct {
-	opts     Options
-	cl       *kgo.Client
-	writer   *sink.Writer
-	router   *Router
-	log      *slog.Logger
-	m        *metrics
-	mem      *countingAllocator
+	opts   Options
+	cl     *kgo.Client
+	writer *sink.Writer
+	router *Router
+	log    *slog.Logger
+	m      *metrics
+	mem    *countingAllocator
 	// buffered is the bytes of polled records not yet decoded; with the
 	// Arrow memory counted by mem it makes up what the budget limits.
 	buffered atomic.Int64

@@ -20,7 +20,7 @@ import (
 func flushBuffer(tb testing.TB, n int) *Buffer {
 	tb.Helper()
 	opts := synth.DefaultOptions()
-	opts.Patients = n / 18 / 3 + 1
+	opts.Patients = n/18/3 + 1
 	opts.Tenants = []string{"acme", "globex", "initech"}
 	opts.Malformed, opts.Unroutable, opts.Controls = 0, 0, 0
 	gen, err := synth.New(opts)

@@ -3,21 +3,22 @@ package consumer
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	records       *prometheus.CounterVec
-	recordBytes   *prometheus.CounterVec
-	events        *prometheus.CounterVec
-	controls      *prometheus.CounterVec
-	deadLetters   *prometheus.CounterVec
-	flushes       *prometheus.CounterVec
-	flushErrors   prometheus.Counter
-	flushSeconds  prometheus.Histogram
-	commitSeconds prometheus.Histogram
-	buffered      prometheus.Gauge
-	paused        prometheus.Gauge
-	freshness     *prometheus.GaugeVec
-	viewErrors    *prometheus.CounterVec
-	lag           *prometheus.GaugeVec
-	fresh         *freshness
+	records        *prometheus.CounterVec
+	recordBytes    *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	controls       *prometheus.CounterVec
+	deadLetters    *prometheus.CounterVec
+	flushes        *prometheus.CounterVec
+	flushErrors    prometheus.Counter
+	flushSeconds   prometheus.Histogram
+	durableSeconds prometheus.Histogram
+	commitSeconds  prometheus.Histogram
+	buffered       prometheus.Gauge
+	paused         prometheus.Gauge
+	freshness      *prometheus.GaugeVec
+	viewErrors     *prometheus.CounterVec
+	lag            *prometheus.GaugeVec
+	fresh          *freshness
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,6 +48,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "fhirlake_consumer_flush_duration_seconds", Help: "Time from flush start until every file is durable.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
+		durableSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fhirlake_consumer_durable_latency_seconds",
+			Help:    "Per committed flush, from the Kafka timestamp of its oldest record to the commit: the longest any of its records waited to become durable.",
+			Buckets: []float64{0.5, 1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 30, 60, 120, 300, 600},
+		}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "fhirlake_consumer_commit_duration_seconds", Help: "Time to commit offsets after a flush.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
@@ -70,7 +76,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.lag, m.fresh, m.viewErrors, m.records, m.recordBytes, m.events, m.controls, m.deadLetters, m.flushes,
-			m.flushErrors, m.flushSeconds, m.commitSeconds, m.buffered, m.paused, m.freshness)
+			m.flushErrors, m.flushSeconds, m.durableSeconds, m.commitSeconds, m.buffered, m.paused, m.freshness)
 	}
 	return m
 }

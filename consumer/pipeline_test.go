@@ -174,6 +174,27 @@ func TestFlushPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.verify()
+	// Every commit reports how long its oldest record waited; the first
+	// batches waited at least as long as the uploads were held.
+	n, sum := histogram(t, reg, "fhirlake_consumer_durable_latency_seconds")
+	if n == 0 || sum <= 0 {
+		t.Errorf("durable latency: %d observations summing to %v, want some", n, sum)
+	}
+}
+
+func histogram(t *testing.T, reg *prometheus.Registry, name string) (uint64, float64) {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			h := f.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	return 0, 0
 }
 
 func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {

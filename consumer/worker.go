@@ -95,7 +95,8 @@ type batch struct {
 	newest      map[string]time.Time
 	first, last int64
 	epoch       int32
-	bytes       int64 // record bytes, counted in Consumer.sealed until released
+	bytes       int64     // record bytes, counted in Consumer.sealed until released
+	produced    time.Time // Kafka timestamp of the first (oldest) record
 	reason      string
 	dlq         *dlqTracker
 }
@@ -423,6 +424,9 @@ func (w *worker) flush(b *batch) {
 		return
 	}
 	c.m.commitSeconds.Observe(time.Since(commitStart).Seconds())
+	if !b.produced.IsZero() {
+		c.m.durableSeconds.Observe(max(time.Since(b.produced), 0).Seconds())
+	}
 	for tenant, ts := range b.newest {
 		if !ts.IsZero() {
 			c.m.freshness.WithLabelValues(tenant).Set(float64(ts.UnixMilli()) / 1000)
@@ -481,7 +485,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &batch{files: files, newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, reason: reason, dlq: w.dlq}
+	b := &batch{files: files, newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
 	w.have, w.bytes = false, 0
 	w.filling.Store(0)

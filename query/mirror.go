@@ -51,13 +51,13 @@ func Mirror(ctx context.Context, store sink.Store, dir string) (int, error) {
 // snapshots no longer current are removed after. Every key is checked to
 // be a clean path inside dir; anything else is refused, so an object cannot
 // write outside the tenant's mirror.
-func SyncMirror(ctx context.Context, store sink.Store, dir string, o MirrorOptions) (MirrorStats, error) {
+func SyncMirror(ctx context.Context, store sink.Store, dir string, o MirrorOptions) (out MirrorStats, err error) {
 	start := time.Now()
 	if o.Parallelism <= 0 {
 		o.Parallelism = 8
 	}
 	var st MirrorStats
-	defer func() { st.Duration = time.Since(start) }()
+	defer func() { out.Duration = time.Since(start) }()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return st, err
 	}

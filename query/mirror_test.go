@@ -36,7 +36,7 @@ func TestMirrorIncremental(t *testing.T) {
 	store := &countingStore{Store: local}
 	dir := filepath.Join(t.TempDir(), "mirror")
 	st, err := SyncMirror(ctx, store, dir, MirrorOptions{})
-	if err != nil || st.Downloaded != 1 || store.gets.Load() != 1 {
+	if err != nil || st.Downloaded != 1 || store.gets.Load() != 1 || st.Duration <= 0 {
 		t.Fatalf("first sync: %+v, %d gets, %v", st, store.gets.Load(), err)
 	}
 	s, err := Open(ctx, "acme", dir, Options{})

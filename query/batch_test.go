@@ -89,8 +89,14 @@ func TestManifestFromCompactor(t *testing.T) {
 // would: int_resources__latest and int_patient__latest from every speed
 // file, files dated before the watermark.
 func snapshot(t *testing.T, root string, watermark time.Time) {
+	publishSnapshot(t, root, "20260101T000000Z-test01", watermark, 1)
+}
+
+// publishSnapshot is snapshot with a chosen id, each state model written
+// as parts files, the patient state model without the columns omit (as
+// the dbt staging models leave some out).
+func publishSnapshot(t *testing.T, root, id string, watermark time.Time, parts int, omit ...string) {
 	t.Helper()
-	id := "20260101T000000Z-test01"
 	dir := filepath.Join(root, "batch", id)
 	for _, m := range []string{"int_resources__latest", "int_patient__latest", "patients"} {
 		os.MkdirAll(filepath.Join(dir, m), 0o755)
@@ -106,19 +112,34 @@ func snapshot(t *testing.T, root string, watermark time.Time) {
 	latest := `SELECT tenant, resource_type, id AS resource_id, version_id, TRY_CAST(version_id AS BIGINT) AS version_number, last_updated, operation,
 		topic AS kafka_topic, "partition" AS kafka_partition, "offset" AS kafka_offset, ingest_time, resource, operation = 'delete' AS is_deleted
 		FROM ` + raw + ` QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY ` + latestOrder + `) = 1`
-	for _, q := range []string{
-		fmt.Sprintf("COPY (%s) TO '%s/int_resources__latest/data_0.parquet'", latest, dir),
-		fmt.Sprintf(`COPY (SELECT p.* EXCLUDE (_tenant, _resource_type, _resource_id, _version_id, _last_updated, _topic, _partition, _offset, _ingest_time, _row, date),
+	omitted := ""
+	for _, c := range omit {
+		omitted += ", " + c
+	}
+	files := map[string][]string{}
+	for i := range parts {
+		part := func(model, q string) string {
+			key := fmt.Sprintf("batch/%s/%s/data_%d.parquet", id, model, i)
+			files[model] = append(files[model], key)
+			return fmt.Sprintf("COPY (SELECT * FROM (%s) WHERE hash(resource_id) %% %d = %d) TO '%s/%s'", q, parts, i, root, key)
+		}
+		for _, q := range []string{
+			part("int_resources__latest", latest),
+			part("int_patient__latest", fmt.Sprintf(`SELECT p.* EXCLUDE (_tenant, _resource_type, _resource_id, _version_id, _last_updated, _topic, _partition, _offset, _ingest_time, _row, date%s),
 			p._tenant AS tenant, p._resource_type AS resource_type, p._resource_id AS resource_id, p._version_id AS version_id,
 			TRY_CAST(p._version_id AS BIGINT) AS version_number, p._last_updated AS last_updated, p._topic AS kafka_topic,
 			p._partition AS kafka_partition, p._offset AS kafka_offset, p._ingest_time AS ingest_time, p._row AS row_index
-			FROM %s p SEMI JOIN (%s) l ON l.resource_id = p._resource_id AND l.kafka_offset = p._offset AND NOT l.is_deleted)
-			TO '%s/int_patient__latest/data_0.parquet'`, pat, latest, dir),
-		fmt.Sprintf("COPY (SELECT 'mart' AS kind, count(*) AS n FROM %s) TO '%s/patients/data_0.parquet'", pat, dir),
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%v\n%s", err, q)
+			FROM %s p SEMI JOIN (%s) l ON l.resource_id = p._resource_id AND l.kafka_offset = p._offset AND NOT l.is_deleted
+			QUALIFY row_number() OVER (PARTITION BY p._resource_id, p._row ORDER BY p._ingest_time DESC) = 1`, omitted, pat, latest)),
+		} {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatalf("%v\n%s", err, q)
+			}
 		}
+	}
+	files["patients"] = []string{"batch/" + id + "/patients/data_0.parquet"}
+	if _, err := db.Exec(fmt.Sprintf("COPY (SELECT 'mart' AS kind, count(*) AS n FROM %s) TO '%s/patients/data_0.parquet'", pat, dir)); err != nil {
+		t.Fatal(err)
 	}
 	filepath.WalkDir(filepath.Join(root, "speed"), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
@@ -126,14 +147,14 @@ func snapshot(t *testing.T, root string, watermark time.Time) {
 		}
 		return nil
 	})
+	models := map[string]any{}
+	for m, keys := range files {
+		models[m] = map[string]any{"files": keys}
+	}
 	man := map[string]any{
 		"version": 1, "tenant": "acme", "snapshot_id": id, "created": watermark,
 		"watermark": map[string]any{"modified": watermark, "key": "speed/resources/x.parquet"},
-		"models": map[string]any{
-			"int_resources__latest": map[string]any{"files": []string{"batch/" + id + "/int_resources__latest/data_0.parquet"}},
-			"int_patient__latest":   map[string]any{"files": []string{"batch/" + id + "/int_patient__latest/data_0.parquet"}},
-			"patients":              map[string]any{"files": []string{"batch/" + id + "/patients/data_0.parquet"}},
-		},
+		"models":    models,
 	}
 	b, _ := json.Marshal(man)
 	os.MkdirAll(filepath.Join(root, "_manifest"), 0o755)

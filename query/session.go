@@ -4,8 +4,11 @@
 //
 // A lake without a batch snapshot is read from its speed layer alone. Once
 // the compactor has published _manifest/batch.json, each view is the
-// snapshot's state plus the speed files newer than its watermark, so a query
-// deduplicates only what changed since the last compaction.
+// snapshot's state plus the speed files newer than its watermark: the
+// resources changed in those files are ranked when the views are built
+// (again only when the lake changes), so a query reads the snapshot's rows
+// minus the superseded ones plus the latest versions, and deduplicates
+// nothing itself.
 package query
 
 import (

@@ -34,8 +34,14 @@ type Catalog struct {
 	Built, Checked time.Time
 	// Generation counts the rebuilds; it changes whenever the views do.
 	Generation uint64
+	// Changed counts the resources changed in the speed files read beside
+	// the snapshot: only these are ranked again, once per rebuild.
+	Changed int64
 
 	fingerprint string
+	// internal are the objects of schema lake the build made: name → VIEW
+	// or TABLE.
+	internal map[string]string
 }
 
 // Table is one view of a session.
@@ -82,31 +88,14 @@ func (s *Session) Refresh(ctx context.Context) (bool, error) {
 		s.cat.Store(&c)
 		return false, nil
 	}
-	stmts, tables, err := p.statements(ctx)
+	tables, err := s.build(ctx, p, old)
 	if err != nil {
-		return false, fmt.Errorf("tenant %s: %w", s.tenant, err)
-	}
-	var keep map[string]bool
-	if old != nil {
-		keep = map[string]bool{}
-		for _, t := range tables {
-			keep[t.Name] = true
-		}
-		for _, name := range p.internal {
-			keep["lake."+name] = true
-		}
-		for _, t := range old.Tables {
-			if !keep[t.Name] {
-				stmts = append(stmts, "DROP VIEW IF EXISTS "+t.Name)
-			}
-		}
-	}
-	if err := s.exec(ctx, stmts); err != nil {
 		return false, fmt.Errorf("tenant %s: build views: %w", s.tenant, err)
 	}
 	c := &Catalog{
 		Snapshot: scan.manifest, Tables: tables, Types: p.types, Views: p.typed,
-		SpeedFiles: p.speedFiles, Built: now, Checked: now, fingerprint: p.fingerprint(),
+		SpeedFiles: p.speedFiles, Changed: p.changed, Built: now, Checked: now, fingerprint: p.fingerprint(),
+		internal: p.internal,
 	}
 	if old != nil {
 		c.Generation = old.Generation + 1
@@ -116,25 +105,51 @@ func (s *Session) Refresh(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// exec runs stmts in one transaction on one connection, so that a query
-// sees either the old views or the new ones.
-func (s *Session) exec(ctx context.Context, stmts []string) error {
+// build (re)creates the views in one transaction on one connection, so
+// that a query sees either the old views and tables or the new ones, and
+// drops what the previous build made and this one did not.
+func (s *Session) build(ctx context.Context, p *viewPlan, old *Catalog) ([]Table, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
-		return err
+		return nil, err
 	}
-	for _, q := range stmts {
-		if _, err := conn.ExecContext(ctx, q); err != nil {
-			conn.ExecContext(context.Background(), "ROLLBACK")
-			return fmt.Errorf("%w\n%s", err, q)
+	p.conn = conn
+	defer func() { p.conn = nil }()
+	tables, err := p.statements(ctx)
+	if err == nil && old != nil {
+		keep := map[string]bool{}
+		for _, t := range tables {
+			keep[t.Name] = true
+		}
+		for _, t := range old.Tables {
+			if !keep[t.Name] && err == nil {
+				err = p.exec(ctx, "DROP VIEW IF EXISTS "+t.Name)
+			}
+		}
+		for _, name := range sortedKeys(old.internal) {
+			if _, ok := p.internal[name]; !ok && err == nil {
+				err = p.exec(ctx, fmt.Sprintf("DROP %s IF EXISTS lake.%s", old.internal[name], name))
+			}
 		}
 	}
+	if err != nil {
+		conn.ExecContext(context.Background(), "ROLLBACK")
+		return nil, err
+	}
 	_, err = conn.ExecContext(ctx, "COMMIT")
-	return err
+	return tables, err
+}
+
+// exec runs one statement of a build.
+func (p *viewPlan) exec(ctx context.Context, q string) error {
+	if _, err := p.conn.ExecContext(ctx, q); err != nil {
+		return fmt.Errorf("%w\n%s", err, q)
+	}
+	return nil
 }
 
 // speedFile is one Parquet file of the speed layer.
@@ -217,9 +232,16 @@ type viewPlan struct {
 	batched map[string]bool
 	typed   []string
 	types   []string
-	// internal are the helper views of schema lake.
-	internal   []string
+	// internal are the helper views and tables of schema lake: name →
+	// VIEW or TABLE.
+	internal   map[string]string
 	speedFiles int
+	// changed counts the resources changed beside the snapshot, and
+	// changedTypes by resource type.
+	changed      int64
+	changedTypes map[string]int64
+	// conn is the connection of the build's transaction.
+	conn *sql.Conn
 }
 
 // resolve lists what the views will read and learns the resource types
@@ -359,19 +381,44 @@ const rawColumns = `tenant VARCHAR, resource_type VARCHAR, id VARCHAR, version_i
 	last_updated TIMESTAMPTZ, operation VARCHAR, topic VARCHAR, "partition" INTEGER,
 	"offset" BIGINT, ingest_time TIMESTAMPTZ, resource VARCHAR`
 
-// statements returns the SQL that (re)creates every view, and the views.
-func (p *viewPlan) statements(ctx context.Context) ([]string, []Table, error) {
-	var stmts []string
+// statements (re)creates every view, on the build's connection, and
+// returns the views.
+//
+// With a batch snapshot, the resources changed in the speed files read
+// beside it are ranked once per build, not at each query: lake.changed
+// holds their keys and lake.winners the coordinates of the latest version
+// of each. For each dataset <x>, lake.drop_<x> lists the snapshot's rows
+// that are no longer the latest by their position in its files
+// (file_index, file_row_number), and lake.delta_<x> holds the rows of the
+// latest versions from the speed files, deduplicated. A view is then the
+// snapshot minus those positions (an anti join on one integer, no column
+// read for it) plus the delta, so a query scans the snapshot's columns it
+// uses and nothing is ranked. The raw dataset's delta stays a view over
+// the speed files, which hold the resources' JSON. The build runs again
+// whenever the snapshot or the list of speed files changes (Refresh), in
+// one transaction.
+func (p *viewPlan) statements(ctx context.Context) ([]Table, error) {
 	var tables []Table
+	var err error
+	run := func(q string) {
+		if err == nil {
+			err = p.exec(ctx, q)
+		}
+	}
 	add := func(t Table, q string) {
-		stmts = append(stmts, fmt.Sprintf("CREATE OR REPLACE VIEW %s AS %s", t.Name, q))
+		run(fmt.Sprintf("CREATE OR REPLACE VIEW %s AS %s", t.Name, q))
 		tables = append(tables, t)
 	}
+	p.internal = map[string]string{}
 	helper := func(name, q string) {
-		stmts = append(stmts, fmt.Sprintf("CREATE OR REPLACE VIEW lake.%s AS %s", name, q))
-		p.internal = append(p.internal, name)
+		run(fmt.Sprintf("CREATE OR REPLACE VIEW lake.%s AS %s", name, q))
+		p.internal[name] = "VIEW"
 	}
-	stmts = append(stmts, "CREATE SCHEMA IF NOT EXISTS lake")
+	table := func(name, q string) {
+		run(fmt.Sprintf("CREATE OR REPLACE TABLE lake.%s AS %s", name, q))
+		p.internal[name] = "TABLE"
+	}
+	run("CREATE SCHEMA IF NOT EXISTS lake")
 	m := p.scan.manifest
 	source := "speed"
 	if m != nil {
@@ -392,28 +439,56 @@ func (p *viewPlan) statements(ctx context.Context) ([]string, []Table, error) {
 		raw.Name = "resources_latest"
 		add(raw, "SELECT * FROM resources_all QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY "+latestOrder+") = 1")
 	} else {
-		files, err := m.Files(p.s.root, batchRawModel)
-		if err != nil {
-			return nil, nil, err
+		files, ferr := m.Files(p.s.root, batchRawModel)
+		if ferr != nil {
+			return nil, ferr
 		}
-		helper("batch_resources", fmt.Sprintf("SELECT %s FROM read_parquet(%s, union_by_name = true)", batchRawColumns, fileList(files)))
+		from := fmt.Sprintf("read_parquet(%s, union_by_name = true)", fileList(files))
+		helper("batch_resources", fmt.Sprintf("SELECT %s FROM %s", batchRawColumns, from))
+		raw.Name = "resources_all"
 		if f := p.fresh["resources"]; len(f) > 0 {
 			helper("fresh_resources", fmt.Sprintf("SELECT * EXCLUDE (date) FROM read_parquet(%s, hive_partitioning = true, union_by_name = true)", speedList(f)))
+			helper("pos_resources", fmt.Sprintf("SELECT %s, %s AS %s FROM %s", batchRawColumns, positionExpr, posColumn, from))
+			table("changed", "SELECT DISTINCT resource_type, id FROM lake.fresh_resources")
+			// The snapshot's rows of the changed resources, read once.
+			const cols = `resource_type, id, version_id, last_updated, operation, topic, "partition", "offset", ingest_time`
+			table("stale_resources", fmt.Sprintf(`SELECT b.%s, %s FROM lake.pos_resources b
+				SEMI JOIN lake.changed k ON k.resource_type = b.resource_type AND k.id = b.id`, posColumn, cols))
+			// The latest version of each changed resource, between the
+			// snapshot's and the speed files'. A record in both (the
+			// overlap re-reads files older than the watermark) is taken
+			// from the speed files (fresh), which hold it as written.
+			table("winners", `SELECT resource_type, id, version_id, operation, topic, "partition", "offset", fresh FROM (
+				SELECT `+cols+`, false AS fresh FROM lake.stale_resources
+				UNION ALL BY NAME SELECT `+cols+`, true AS fresh FROM lake.fresh_resources)
+				QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY `+latestOrder+`, fresh DESC) = 1`)
+			// The snapshot's rows that are no longer the latest: all of a
+			// changed resource's but the one of the latest version, when
+			// the speed files do not hold it.
+			table("drop_resources", fmt.Sprintf(`SELECT %[1]s FROM (
+				SELECT c.%[1]s, w.id IS NOT NULL AS latest,
+				       row_number() OVER (PARTITION BY c.resource_type, c.id ORDER BY w.id IS NOT NULL DESC, c.%[1]s) AS n
+				FROM lake.stale_resources c
+				LEFT JOIN lake.winners w ON w.resource_type = c.resource_type AND w.id = c.id AND NOT w.fresh AND w.topic = c.topic
+				 AND w."partition" = c."partition" AND w."offset" = c."offset" AND w.version_id IS NOT DISTINCT FROM c.version_id)
+				WHERE NOT (latest AND n = 1)`, posColumn))
+			// The newer versions stay in the speed files (they hold the
+			// resources' JSON): read and deduplicated at query time.
+			helper("delta_resources", `SELECT f.* FROM lake.fresh_resources f
+				SEMI JOIN lake.winners w ON w.fresh AND w.resource_type = f.resource_type AND w.id = f.id AND w.topic = f.topic
+				 AND w."partition" = f."partition" AND w."offset" = f."offset" AND w.version_id IS NOT DISTINCT FROM f.version_id
+				QUALIFY row_number() OVER (PARTITION BY f.resource_type, f.id ORDER BY f.ingest_time DESC) = 1`)
+			if err == nil {
+				err = p.countChanged(ctx)
+			}
+			add(raw, "SELECT * FROM lake.batch_resources UNION ALL BY NAME SELECT * FROM lake.fresh_resources")
+			raw.Name = "resources_latest"
+			add(raw, p.mergeSQL(ctx, &err, "resources", "lake.batch_resources"))
 		} else {
-			helper("fresh_resources", "SELECT * FROM lake.batch_resources WHERE false")
+			add(raw, "SELECT * FROM lake.batch_resources")
+			raw.Name = "resources_latest"
+			add(raw, "SELECT * FROM lake.batch_resources")
 		}
-		helper("fresh_keys", "SELECT DISTINCT resource_type, id FROM lake.fresh_resources")
-		// Only the resources changed since the snapshot are ranked again;
-		// every other one keeps its snapshot row.
-		helper("fresh_latest", `SELECT * FROM (
-			SELECT b.* FROM lake.batch_resources b SEMI JOIN lake.fresh_keys k ON k.resource_type = b.resource_type AND k.id = b.id
-			UNION ALL BY NAME SELECT * FROM lake.fresh_resources)
-			QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY `+latestOrder+`) = 1`)
-		raw.Name = "resources_all"
-		add(raw, "SELECT * FROM lake.batch_resources UNION ALL BY NAME SELECT * FROM lake.fresh_resources")
-		raw.Name = "resources_latest"
-		add(raw, `SELECT b.* FROM lake.batch_resources b ANTI JOIN lake.fresh_keys k ON k.resource_type = b.resource_type AND k.id = b.id
-			UNION ALL BY NAME SELECT * FROM lake.fresh_latest`)
 	}
 	raw.Name = "resources"
 	add(raw, "SELECT * FROM resources_latest WHERE operation <> 'delete'")
@@ -421,17 +496,17 @@ func (p *viewPlan) statements(ctx context.Context) ([]string, []Table, error) {
 	// One typed view per SQL-on-FHIR view dataset.
 	typedTypes := map[string]bool{}
 	for _, v := range p.typed {
-		rt, err := p.datasetType(ctx, v)
-		if err != nil {
-			return nil, nil, err
+		rt, terr := p.datasetType(ctx, v)
+		if terr != nil {
+			return nil, terr
 		}
 		typedTypes[rt] = true
 		view := Table{Name: v, Kind: "view", ResourceType: rt, Source: "speed"}
 		hist := Table{Name: v + "_all", Kind: "history", ResourceType: rt, Source: "speed"}
 		if m != nil && p.batched[v] {
 			view.Source, hist.Source = "batch+speed", "batch+speed"
-			if err := p.batchedView(ctx, v, view, hist, add, helper); err != nil {
-				return nil, nil, err
+			if berr := p.batchedView(ctx, v, view, hist, add, helper, table, &err); berr != nil {
+				return nil, berr
 			}
 			continue
 		}
@@ -468,9 +543,9 @@ func (p *viewPlan) statements(ctx context.Context) ([]string, []Table, error) {
 			if strings.HasPrefix(name, "int_") || !validModelName(name) || p.hasTable(tables, name) || strings.HasPrefix(name, "resources") {
 				continue
 			}
-			files, err := m.Files(p.s.root, name)
-			if err != nil {
-				return nil, nil, err
+			files, ferr := m.Files(p.s.root, name)
+			if ferr != nil {
+				return nil, ferr
 			}
 			if len(files) == 0 {
 				continue
@@ -478,14 +553,64 @@ func (p *viewPlan) statements(ctx context.Context) ([]string, []Table, error) {
 			add(Table{Name: name, Kind: "mart", Source: "batch"}, fmt.Sprintf("SELECT * FROM read_parquet(%s, union_by_name = true)", fileList(files)))
 		}
 	}
+	if err != nil {
+		return nil, err
+	}
 	sort.Slice(tables, func(i, j int) bool { return tables[i].Name < tables[j].Name })
-	return stmts, tables, nil
+	return tables, nil
+}
+
+// countChanged counts the rows of lake.changed by resource type.
+func (p *viewPlan) countChanged(ctx context.Context) error {
+	p.changedTypes = map[string]int64{}
+	rows, err := p.conn.QueryContext(ctx, "SELECT resource_type, count(*) FROM lake.changed GROUP BY ALL")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t sql.NullString
+		var n int64
+		if err := rows.Scan(&t, &n); err != nil {
+			return err
+		}
+		p.changedTypes[t.String] += n
+		p.changed += n
+	}
+	return rows.Err()
+}
+
+// posColumn is the position of a snapshot row in its model's files, and
+// positionExpr computes it: the file's index in the list read, then the
+// row's number in the file.
+const (
+	posColumn    = "__fhirlake_pos"
+	positionExpr = "file_row_number + (file_index::BIGINT << 40)"
+)
+
+// mergeSQL is a dataset's latest rows with a snapshot: its rows in the
+// snapshot (batch) but those of lake.drop_<x>, plus, when the dataset has
+// speed files beside the snapshot, lake.delta_<x>. A snapshot with no row
+// to drop is read without the anti join.
+func (p *viewPlan) mergeSQL(ctx context.Context, errp *error, x, batch string) string {
+	var dropped int64
+	if *errp == nil {
+		*errp = p.conn.QueryRowContext(ctx, "SELECT count(*) FROM lake.drop_"+x).Scan(&dropped)
+	}
+	q := "SELECT * FROM " + batch
+	if dropped > 0 {
+		q = fmt.Sprintf("SELECT b.* EXCLUDE (%[2]s) FROM lake.pos_%[1]s b ANTI JOIN lake.drop_%[1]s d ON d.%[2]s = b.%[2]s", x, posColumn)
+	}
+	if len(p.fresh[x]) > 0 {
+		q += " UNION ALL BY NAME SELECT * FROM lake.delta_" + x
+	}
+	return q
 }
 
 // batchedView defines a view whose state the snapshot holds: the
 // snapshot's rows of the resources not changed since, and, for the changed
 // ones, the rows of whichever version ranks first now.
-func (p *viewPlan) batchedView(ctx context.Context, v string, view, hist Table, add func(Table, string), helper func(string, string)) error {
+func (p *viewPlan) batchedView(ctx context.Context, v string, view, hist Table, add func(Table, string), helper, table func(string, string), errp *error) error {
 	m := p.scan.manifest
 	files, err := m.Files(p.s.root, batchStateModel(v))
 	if err != nil {
@@ -540,22 +665,47 @@ func (p *viewPlan) batchedView(ctx context.Context, v string, view, hist Table, 
 	for i, c := range sel {
 		exprs[i] = c.expr
 	}
-	helper("batch_"+v, fmt.Sprintf("SELECT %s FROM read_parquet(%s, union_by_name = true)", strings.Join(exprs, ", "), fileList(files)))
+	from := fmt.Sprintf("read_parquet(%s, union_by_name = true)", fileList(files))
+	helper("batch_"+v, fmt.Sprintf("SELECT %s FROM %s", strings.Join(exprs, ", "), from))
 	if len(fresh) > 0 {
 		helper("fresh_"+v, fmt.Sprintf("SELECT * EXCLUDE (date) FROM read_parquet(%s, hive_partitioning = true, union_by_name = true)", speedList(fresh)))
 	} else {
 		helper("fresh_"+v, fmt.Sprintf("SELECT * FROM lake.batch_%s WHERE false", v))
 	}
 	add(hist, fmt.Sprintf("SELECT * FROM lake.batch_%[1]s UNION ALL BY NAME SELECT * FROM lake.fresh_%[1]s", v))
-	add(view, fmt.Sprintf(`SELECT b.* FROM lake.batch_%[1]s b ANTI JOIN lake.fresh_keys k ON k.resource_type = b._resource_type AND k.id = b._resource_id
-		UNION ALL BY NAME
-		(SELECT c.* FROM (
-			SELECT b.* FROM lake.batch_%[1]s b SEMI JOIN lake.fresh_keys k ON k.resource_type = b._resource_type AND k.id = b._resource_id
-			UNION ALL BY NAME SELECT * FROM lake.fresh_%[1]s) c
-		 SEMI JOIN lake.fresh_latest l
-		   ON l.resource_type = c._resource_type AND l.id = c._resource_id AND l.operation = 'upsert' AND l.topic = c._topic
-		  AND l."partition" = c._partition AND l."offset" = c._offset AND l.version_id IS NOT DISTINCT FROM c._version_id
-		 QUALIFY row_number() OVER (PARTITION BY c._resource_type, c._resource_id, c._row ORDER BY c._ingest_time DESC) = 1)`, v))
+	if len(p.fresh["resources"]) == 0 || (view.ResourceType != "" && p.changedTypes[view.ResourceType] == 0) {
+		// Nothing of its type changed since the snapshot (the view's own
+		// speed files only add their columns).
+		add(view, fmt.Sprintf("SELECT * FROM lake.batch_%[1]s UNION ALL BY NAME SELECT * FROM lake.fresh_%[1]s WHERE false", v))
+		return nil
+	}
+	helper("pos_"+v, fmt.Sprintf("SELECT %s, %s AS %s FROM %s", strings.Join(exprs, ", "), positionExpr, posColumn, from))
+	// The rows of the latest versions in the view's speed files, once each
+	// (an overlapping replay writes a row twice).
+	if len(fresh) > 0 {
+		table("delta_"+v, fmt.Sprintf(`SELECT f.* FROM lake.fresh_%[1]s f
+			SEMI JOIN lake.winners w ON w.resource_type = f._resource_type AND w.id = f._resource_id AND w.operation = 'upsert'
+			 AND w.topic = f._topic AND w."partition" = f._partition AND w."offset" = f._offset AND w.version_id IS NOT DISTINCT FROM f._version_id
+			QUALIFY row_number() OVER (PARTITION BY f._resource_type, f._resource_id, f._row ORDER BY f._ingest_time DESC) = 1`, v))
+	}
+	// The snapshot's rows that are no longer the latest: every row of a
+	// changed resource but those of its latest version that the speed
+	// files do not hold (one per row index).
+	latest, inDelta := "w.id IS NOT NULL", ""
+	if len(fresh) > 0 {
+		latest += " AND d._resource_id IS NULL"
+		inDelta = fmt.Sprintf(`
+		LEFT JOIN lake.delta_%s d ON d._resource_type = c._resource_type AND d._resource_id = c._resource_id AND d._row IS NOT DISTINCT FROM c._row`, v)
+	}
+	table("drop_"+v, fmt.Sprintf(`SELECT %[2]s FROM (
+		SELECT c.%[2]s, %[3]s AS latest,
+		       row_number() OVER (PARTITION BY c._resource_type, c._resource_id, c._row ORDER BY %[3]s DESC, c.%[2]s) AS n
+		FROM (SELECT b.%[2]s, b._resource_type, b._resource_id, b._row, b._version_id, b._topic, b._partition, b._offset
+		      FROM lake.pos_%[1]s b SEMI JOIN lake.changed k ON k.resource_type = b._resource_type AND k.id = b._resource_id) c
+		LEFT JOIN lake.winners w ON w.resource_type = c._resource_type AND w.id = c._resource_id AND w.operation = 'upsert'
+		 AND w.topic = c._topic AND w."partition" = c._partition AND w."offset" = c._offset AND w.version_id IS NOT DISTINCT FROM c._version_id%[4]s)
+		WHERE NOT (latest AND n = 1)`, v, posColumn, latest, inDelta))
+	add(view, p.mergeSQL(ctx, errp, v, "lake.batch_"+v))
 	return nil
 }
 
@@ -563,7 +713,7 @@ type column struct{ name, typ string }
 
 // describe returns the columns of a query: by name → type, and in order.
 func (p *viewPlan) describe(ctx context.Context, q string) (map[string]string, []column, error) {
-	rows, err := p.s.db.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE "+q+")")
+	rows, err := p.conn.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE "+q+")")
 	if err != nil {
 		return nil, nil, fmt.Errorf("describe: %w", err)
 	}
@@ -601,7 +751,7 @@ func (p *viewPlan) datasetType(ctx context.Context, v string) (string, error) {
 		return "", nil
 	}
 	var t sql.NullString
-	if err := s.db.QueryRowContext(ctx, src).Scan(&t); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := p.conn.QueryRowContext(ctx, src).Scan(&t); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("view %s: resource type: %w", v, err)
 	}
 	if !validType(t.String) {

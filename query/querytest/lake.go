@@ -216,3 +216,67 @@ func CountEvents(patients int, seed int64) (int, error) {
 		}
 	}
 }
+
+// Change is one change of a resource, as a notification would carry it.
+type Change struct {
+	Type, ID, Version string
+	// Delete makes it a tombstone.
+	Delete bool
+	Offset int64
+	// Fields are added to the resource's JSON, e.g. `"gender":"female"`.
+	Fields string
+}
+
+// WriteChanges writes changes as one flush of the consumer would: the raw
+// file and a file per default view the changes touch, each named from
+// the lowest and highest offset (speed/<view>/date=2026-01-01/t-0-<first>-<last>.parquet).
+// A change is ingested at 2026-01-01T00:01:00Z plus its offset in
+// seconds, and last updated at midnight plus its offset.
+func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
+	t.Helper()
+	views, err := flatten.LoadViews("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := consumer.NewBuffer(memory.DefaultAllocator, views, nil)
+	defer buf.Release()
+	first, last := changes[0].Offset, changes[0].Offset
+	for _, c := range changes {
+		first, last = min(first, c.Offset), max(last, c.Offset)
+		updated := time.Date(2026, 1, 1, 0, 0, int(c.Offset), 0, time.UTC)
+		ev := consumer.Event{Operation: consumer.OpUpsert, ResourceType: c.Type, ID: c.ID, VersionID: c.Version, LastUpdated: updated}
+		if c.Delete {
+			ev.Operation = consumer.OpDelete
+		} else {
+			fields := ""
+			if c.Fields != "" {
+				fields = "," + c.Fields
+			}
+			ev.Resource = []byte(fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":%q,"lastUpdated":%q}%s}`,
+				c.Type, c.ID, c.Version, updated.Format(time.RFC3339), fields))
+		}
+		buf.Add(tenant, &ev, consumer.Coordinates{Topic: "t", Offset: c.Offset}, updated.Add(time.Minute))
+	}
+	date := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	files, err := buf.Files(func(view string) string { return sink.Key(view, date, "t", 0, first, last) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, f := range files {
+			f.Record.Release()
+		}
+	}()
+	store, err := sink.NewLocal(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := sink.NewWriter(map[string]sink.Store{tenant: store}, sink.WriterOptions{WorkDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(context.Background(), files); err != nil {
+		t.Fatal(err)
+	}
+}

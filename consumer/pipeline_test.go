@@ -124,7 +124,7 @@ func TestFlushPipeline(t *testing.T) {
 	// the workers keep decoding beyond the sealed batches.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		consumed := counterValue(t, reg, "fhirlake_consumer_records_total")
+		consumed := counterSum(t, reg, "fhirlake_consumer_records_total")
 		gs.mu.Lock()
 		puts := gs.puts
 		gs.mu.Unlock()
@@ -195,21 +195,4 @@ func histogram(t *testing.T, reg *prometheus.Registry, name string) (uint64, flo
 		}
 	}
 	return 0, 0
-}
-
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range fams {
-		if f.GetName() == name {
-			for _, m := range f.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
 }

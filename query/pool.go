@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,10 @@ type PoolOptions struct {
 	// RefreshInterval is how often, at most, Acquire first brings the
 	// tenant's session up to date (mirror, then views). Default: 2s.
 	RefreshInterval time.Duration
+	// IdleAfter: KeepFresh stops refreshing a session not used for this
+	// long (it is refreshed again by its next request). Default: ten
+	// RefreshIntervals, at least a minute.
+	IdleAfter time.Duration
 	// Mirror tunes the synchronisation of S3 tenants.
 	Mirror MirrorOptions
 }
@@ -58,15 +63,24 @@ type Pool struct {
 type entry struct {
 	lake Lake
 	elem *list.Element
-	// refs and evicted are guarded by Pool.mu.
+	// refs, evicted and used are guarded by Pool.mu.
 	refs    int
 	evicted bool
+	used    time.Time // last Acquire
 
 	// mu serialises opening and refreshing the tenant's session.
 	mu      sync.Mutex
 	s       *Session
 	checked time.Time
 	status  TenantStatus
+	// cur and checkedAt mirror s and checked for readers that do not wait
+	// for a refresh in progress.
+	cur       atomic.Pointer[Session]
+	checkedAt atomic.Int64 // Unix nanoseconds
+}
+
+func (e *entry) due(interval time.Duration) bool {
+	return time.Since(time.Unix(0, e.checkedAt.Load())) >= interval
 }
 
 // TenantStatus is what the pool knows of a tenant's session.
@@ -89,6 +103,9 @@ func NewPool(lakes []Lake, o PoolOptions, reg prometheus.Registerer, log *slog.L
 	}
 	if o.RefreshInterval <= 0 {
 		o.RefreshInterval = 2 * time.Second
+	}
+	if o.IdleAfter <= 0 {
+		o.IdleAfter = max(time.Minute, 10*o.RefreshInterval)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -141,6 +158,7 @@ func (p *Pool) Acquire(ctx context.Context, tenant string) (s *Session, release 
 		p.lru.MoveToFront(e.elem)
 	}
 	e.refs++
+	e.used = time.Now()
 	p.mu.Unlock()
 	release = func() { p.release(e) }
 
@@ -155,11 +173,24 @@ func (p *Pool) Acquire(ctx context.Context, tenant string) (s *Session, release 
 
 // refresh opens or refreshes e's session when due. A failed refresh of an
 // open session is logged and the session keeps its views: a dashboard
-// rather sees data a few seconds old than an error while S3 is away.
+// rather sees data a few seconds old than an error while S3 is away. While
+// another request or KeepFresh is refreshing an open session, the session
+// is returned at once with its current views rather than after the rebuild.
 func (p *Pool) refresh(ctx context.Context, e *entry) (*Session, error) {
-	e.mu.Lock()
+	return p.refreshAfter(ctx, e, p.opts.RefreshInterval)
+}
+
+// refreshAfter is refresh with the age at which a session is due.
+func (p *Pool) refreshAfter(ctx context.Context, e *entry, interval time.Duration) (*Session, error) {
+	if s := e.cur.Load(); s != nil {
+		if !e.due(interval) || !e.mu.TryLock() {
+			return s, nil
+		}
+	} else {
+		e.mu.Lock()
+	}
 	defer e.mu.Unlock()
-	if e.s != nil && time.Since(e.checked) < p.opts.RefreshInterval {
+	if e.s != nil && !e.due(interval) {
 		return e.s, nil
 	}
 	tenant := e.lake.Tenant
@@ -169,6 +200,7 @@ func (p *Pool) refresh(ctx context.Context, e *entry) (*Session, error) {
 			var s *Session
 			if s, err = Open(ctx, tenant, e.lake.Root, p.opts.Session); err == nil {
 				e.s = s
+				e.cur.Store(s)
 				p.metrics.rebuilds.WithLabelValues(tenant).Inc()
 			}
 		} else {
@@ -179,6 +211,7 @@ func (p *Pool) refresh(ctx context.Context, e *entry) (*Session, error) {
 		}
 	}
 	e.checked = time.Now()
+	e.checkedAt.Store(e.checked.UnixNano())
 	if err != nil {
 		p.metrics.refreshErrors.WithLabelValues(tenant).Inc()
 		e.status.Error = err.Error()
@@ -250,7 +283,50 @@ func (p *Pool) closeEntry(e *entry) {
 			p.log.Warn("close session", "tenant", e.lake.Tenant, "err", err)
 		}
 		e.s = nil
+		e.cur.Store(nil)
 	}
+}
+
+// KeepFresh refreshes the open sessions used within IdleAfter whenever
+// half a RefreshInterval has passed since their last refresh, so that
+// requests seldom find one due and wait for a mirror sync or a rebuild of
+// the views: the next request after a change of the lake finds them built.
+// It returns when ctx is done; `fhirlake serve` runs it.
+func (p *Pool) KeepFresh(ctx context.Context) {
+	t := time.NewTicker(max(p.opts.RefreshInterval/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, e := range p.recent() {
+			if ctx.Err() == nil {
+				if _, err := p.refreshAfter(ctx, e, p.opts.RefreshInterval/2); err != nil {
+					p.log.Warn("background refresh", "tenant", e.lake.Tenant, "err", err)
+				}
+			}
+			p.release(e)
+		}
+	}
+}
+
+// recent returns the open sessions used within IdleAfter, each with a
+// reference taken (release it).
+func (p *Pool) recent() []*entry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*entry
+	for el := p.lru.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*entry)
+		if e.evicted || e.cur.Load() == nil || time.Since(e.used) > p.opts.IdleAfter {
+			continue
+		}
+		e.refs++
+		out = append(out, e)
+	}
+	return out
 }
 
 // Status reports every tenant's session, sorted by tenant.

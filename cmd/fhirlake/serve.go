@@ -129,6 +129,12 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		Mirror:          query.MirrorOptions{Parallelism: sc.MirrorParallelism},
 	}, reg, log)
 	defer pool.Close()
+	// Sessions in use are brought up to date in the background, so that a
+	// request seldom waits for a rebuild of the views.
+	freshCtx, stopFresh := context.WithCancel(ctx)
+	freshDone := make(chan struct{})
+	go func() { defer close(freshDone); pool.KeepFresh(freshCtx) }()
+	defer func() { stopFresh(); <-freshDone }()
 	keys := make([]web.Key, len(sc.APIKeys))
 	for i, k := range sc.APIKeys {
 		keys[i] = web.Key{Tenant: k.Tenant, SHA256: k.KeySHA256, Name: k.Name}

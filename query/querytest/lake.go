@@ -72,18 +72,7 @@ func WriteRaw(t testing.TB, root, tenant, name string, rows []Row) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	store, err := sink.NewLocal(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := sink.NewWriter(map[string]sink.Store{tenant: store}, sink.WriterOptions{WorkDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if _, err := w.Write(context.Background(), []sink.File{{Tenant: tenant, View: "resources", Key: "speed/resources/date=2026-01-01/" + name + ".parquet", Record: rec}}); err != nil {
-		t.Fatal(err)
-	}
+	writeFiles(t, root, tenant, []sink.File{{Tenant: tenant, View: "resources", Key: "speed/resources/date=2026-01-01/" + name + ".parquet", Record: rec}})
 }
 
 // SynthOptions shape a synthetic lake.
@@ -267,6 +256,13 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 			f.Record.Release()
 		}
 	}()
+	writeFiles(t, root, tenant, files)
+}
+
+// writeFiles makes files durable in tenant's local lake at root, through
+// the sink as the consumer writes them.
+func writeFiles(t testing.TB, root, tenant string, files []sink.File) {
+	t.Helper()
 	store, err := sink.NewLocal(root)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -168,6 +169,26 @@ func (m Memory) GoLimit() int64 { return int64(m.Limit) * 5 / 8 }
 // EncoderLimit is the memory limit of the Parquet encoder's DuckDB implied
 // by limit (0: DuckDB's default).
 func (m Memory) EncoderLimit() int64 { return int64(m.Limit) / 4 }
+
+// EncoderMemoryLimit is EncoderLimit as a DuckDB memory_limit setting, ""
+// when no limit is set.
+func (m Memory) EncoderMemoryLimit() string {
+	if l := m.EncoderLimit(); l > 0 {
+		return fmt.Sprintf("%dMiB", max(l>>20, 1))
+	}
+	return ""
+}
+
+// ApplyGoLimit gives the Go runtime GoLimit as its soft memory limit,
+// unless no limit is set or GOMEMLIMIT already sets one; it reports
+// whether it did.
+func (m Memory) ApplyGoLimit() bool {
+	if m.Limit <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return false
+	}
+	debug.SetMemoryLimit(m.GoLimit())
+	return true
+}
 
 // Metrics configures the HTTP endpoint serving /metrics, /healthz and /readyz.
 type Metrics struct {

@@ -5,11 +5,12 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -339,26 +340,26 @@ func (c *Consumer) flushLargest() {
 	if need <= 0 {
 		return // enough is being flushed already; wait for it
 	}
+	type held struct {
+		w     *worker
+		bytes int64
+	}
 	c.mu.Lock()
-	ws := make([]*worker, 0, len(c.workers))
+	hs := make([]held, 0, len(c.workers))
 	for _, w := range c.workers {
-		ws = append(ws, w)
+		hs = append(hs, held{w, w.filling.Load()})
 	}
 	c.mu.Unlock()
-	sizes := make(map[*worker]int64, len(ws))
-	for _, w := range ws {
-		sizes[w] = w.filling.Load()
-	}
-	sort.Slice(ws, func(i, j int) bool { return sizes[ws[i]] > sizes[ws[j]] })
-	for _, w := range ws {
-		if sizes[w] == 0 || need <= 0 {
+	slices.SortFunc(hs, func(a, b held) int { return cmp.Compare(b.bytes, a.bytes) })
+	for _, h := range hs {
+		if h.bytes == 0 || need <= 0 {
 			break
 		}
 		select {
-		case w.flushNow <- struct{}{}:
+		case h.w.flushNow <- struct{}{}:
 		default:
 		}
-		need -= sizes[w]
+		need -= h.bytes
 	}
 }
 
@@ -502,6 +503,3 @@ func (c *Consumer) release(n int64) {
 // records not yet decoded, and the Arrow memory of filling and sealed
 // buffers.
 func (c *Consumer) InUse() int64 { return c.buffered.Load() + c.mem.InUse() }
-
-// Buffered is InUse, kept for callers that watch the budget.
-func (c *Consumer) Buffered() int64 { return c.InUse() }

@@ -266,8 +266,8 @@ func TestConsumerEndToEnd(t *testing.T) {
 	if got := counterSum(t, reg, "fhirlake_consumer_control_messages_total"); got != counts.Controls {
 		t.Errorf("control messages: got %d, want %d", got, counts.Controls)
 	}
-	if c.Buffered() != 0 {
-		t.Errorf("buffered bytes after shutdown: got %d, want 0", c.Buffered())
+	if c.InUse() != 0 {
+		t.Errorf("buffered bytes after shutdown: got %d, want 0", c.InUse())
 	}
 }
 
@@ -364,7 +364,7 @@ func TestConsumerBackpressure(t *testing.T) {
 	pausedSeen := false
 	for i := 0; i < 40; i++ {
 		time.Sleep(25 * time.Millisecond)
-		peak = max(peak, c.Buffered())
+		peak = max(peak, c.InUse())
 		if gaugeValue(t, reg, "fhirlake_consumer_paused_partitions") > 0 {
 			pausedSeen = true
 		}

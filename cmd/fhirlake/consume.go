@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,7 +89,7 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 		defer fetcher.Close()
 	}
 	applyMemoryLimit(cfg.Memory, log)
-	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: encoderOptions(cfg.Memory)}, reg)
+	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: sink.ParquetOptions{MemoryLimit: cfg.Memory.EncoderMemoryLimit()}}, reg)
 	if err != nil {
 		return err
 	}
@@ -135,24 +134,12 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 // applyMemoryLimit gives the Go runtime its share of memory.limit as a soft
 // limit, unless GOMEMLIMIT already sets one.
 func applyMemoryLimit(m config.Memory, log *slog.Logger) {
-	if m.Limit <= 0 {
-		return
-	}
-	if os.Getenv("GOMEMLIMIT") != "" {
+	switch {
+	case m.ApplyGoLimit():
+		log.Info("memory limits", "process", m.Limit, "go_soft_limit", config.ByteSize(m.GoLimit()), "encoder", config.ByteSize(m.EncoderLimit()), "buffer_budget", m.Budget())
+	case m.Limit > 0:
 		log.Info("memory.limit set; the Go runtime keeps GOMEMLIMIT", "GOMEMLIMIT", os.Getenv("GOMEMLIMIT"))
-		return
 	}
-	debug.SetMemoryLimit(m.GoLimit())
-	log.Info("memory limits", "process", m.Limit, "go_soft_limit", config.ByteSize(m.GoLimit()), "encoder", config.ByteSize(m.EncoderLimit()), "buffer_budget", m.Budget())
-}
-
-// encoderOptions sizes the Parquet encoder's DuckDB from memory.limit.
-func encoderOptions(m config.Memory) sink.ParquetOptions {
-	var o sink.ParquetOptions
-	if l := m.EncoderLimit(); l > 0 {
-		o.MemoryLimit = fmt.Sprintf("%dMiB", max(l>>20, 1))
-	}
-	return o
 }
 
 // newFetcher builds the reader of id-only payloads from the tenants' FHIR

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -102,14 +101,8 @@ func runConsume(args []string) error {
 		defer srv.Close()
 	}
 	// memory.limit as `fhirlake consume` applies it.
-	if cfg.Memory.Limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cfg.Memory.GoLimit())
-	}
-	var popts sink.ParquetOptions
-	if l := cfg.Memory.EncoderLimit(); l > 0 {
-		popts.MemoryLimit = fmt.Sprintf("%dMiB", max(l>>20, 1))
-	}
-	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: popts}, reg)
+	cfg.Memory.ApplyGoLimit()
+	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: sink.ParquetOptions{MemoryLimit: cfg.Memory.EncoderMemoryLimit()}}, reg)
 	if err != nil {
 		return err
 	}

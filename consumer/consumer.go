@@ -246,7 +246,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			c.buffered.Add(size)
 			c.observeRecordSize(size, len(f.Records))
-			c.dispatch(ctx, w, f.Records, size)
+			last := f.Records[len(f.Records)-1].Offset
+			c.dispatch(ctx, w, delivery{recs: f.Records, caughtUp: last+1 >= f.HighWatermark}, size)
 		})
 		c.cl.AllowRebalance()
 	}
@@ -264,7 +265,7 @@ const StallAfter = 100 * time.Millisecond
 // fetched for it) and rebalances are allowed; if the partition is taken
 // away meanwhile, the records are dropped uncommitted and replay on the new
 // owner.
-func (c *Consumer) dispatch(ctx context.Context, w *worker, recs []*kgo.Record, size int64) {
+func (c *Consumer) dispatch(ctx context.Context, w *worker, recs delivery, size int64) {
 	select {
 	case w.in <- recs:
 		return

@@ -35,6 +35,9 @@ type harness struct {
 	stores  map[string]sink.Store
 	roots   map[string]string
 	gen     *synth.Generator
+	// producedAt, when set, is the Kafka timestamp of every record
+	// produced (a backlog produced long ago).
+	producedAt time.Time
 }
 
 func newHarness(t *testing.T, opts synth.Options) *harness {
@@ -63,7 +66,12 @@ func newHarness(t *testing.T, opts synth.Options) *harness {
 
 // produce sends n records of the stream (all when n < 0).
 func (h *harness) produce(n int) int {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...), kgo.DefaultProduceTopic(testTopic))
+	popts := []kgo.Opt{kgo.SeedBrokers(h.brokers...), kgo.DefaultProduceTopic(testTopic)}
+	if !h.producedAt.IsZero() {
+		// Small batches, so that a backlog is fetched in several pieces.
+		popts = append(popts, kgo.ProducerBatchMaxBytes(16<<10))
+	}
+	cl, err := kgo.NewClient(popts...)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -74,7 +82,7 @@ func (h *harness) produce(n int) int {
 		if !ok {
 			break
 		}
-		rec := &kgo.Record{Key: r.Key, Value: r.Value}
+		rec := &kgo.Record{Key: r.Key, Value: r.Value, Timestamp: h.producedAt}
 		for _, hd := range r.Headers {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: hd.Key, Value: hd.Value})
 		}

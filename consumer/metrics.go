@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "fhirlake_consumer_dead_letters_total", Help: "Records sent to the dead-letter topic, by error class.",
 		}, []string{"class"}),
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fhirlake_consumer_flushes_total", Help: "Buffer flushes by trigger (rows, bytes, age, revoke, shutdown).",
+			Name: "fhirlake_consumer_flushes_total", Help: "Buffer flushes by trigger (rows, bytes, age, caught-up, memory, revoke, shutdown).",
 		}, []string{"reason"}),
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fhirlake_consumer_flush_errors_total", Help: "Flush attempts that failed and will be retried.",

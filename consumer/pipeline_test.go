@@ -31,20 +31,100 @@ func TestFlushDeadline(t *testing.T) {
 			name     string
 			produced time.Time
 			want     time.Time
+			held     bool
 		}{
-			{"live record: MaxAge after it was produced", now, now.Add(maxAge - w.phase)},
-			{"produced 2s ago: the remaining age", now.Add(-2 * time.Second), now.Add(maxAge - 2*time.Second - w.phase)},
-			{"backlog: held MaxAge/5 so files are not tiny", now.Add(-time.Hour), now.Add(maxAge / MinAgeFraction)},
-			{"producer clock ahead: at most MaxAge from now", now.Add(time.Hour), now.Add(maxAge - w.phase)},
-			{"no timestamp", time.Time{}, now.Add(maxAge - w.phase)},
+			{"live record: MaxAge after it was produced", now, now.Add(maxAge - w.phase), false},
+			{"produced 2s ago: the remaining age", now.Add(-2 * time.Second), now.Add(maxAge - 2*time.Second - w.phase), false},
+			{"backlog: held MaxAge/5 so files are not tiny", now.Add(-time.Hour), now.Add(maxAge / MinAgeFraction), true},
+			{"producer clock ahead: at most MaxAge from now", now.Add(time.Hour), now.Add(maxAge - w.phase), false},
+			{"no timestamp", time.Time{}, now.Add(maxAge - w.phase), false},
 		} {
-			if got := w.deadline(now, tc.produced); !got.Equal(tc.want) {
-				t.Errorf("partition %d, %s: deadline %v, want %v", p, tc.name, got.Sub(now), tc.want.Sub(now))
+			got, held := w.deadline(now, tc.produced)
+			if !got.Equal(tc.want) || held != tc.held {
+				t.Errorf("partition %d, %s: deadline %v (held %v), want %v (held %v)", p, tc.name, got.Sub(now), held, tc.want.Sub(now), tc.held)
 			}
 		}
 	}
 	if len(phases) < 4 {
 		t.Errorf("partitions share too few phases (%d): their flushes would coincide", len(phases))
+	}
+}
+
+// TestBacklogDone: a buffer held only for the minimum hold is flushed when
+// its partition catches up after a backlog, and in no other case.
+func TestBacklogDone(t *testing.T) {
+	type step struct {
+		caughtUp bool
+		want     bool
+	}
+	for _, tc := range []struct {
+		name  string
+		held  bool
+		steps []step
+	}{
+		{"end of a backlog", true, []step{{false, false}, {false, false}, {true, true}}},
+		{"steady state: every fetch reaches the high watermark", false, []step{{true, false}, {true, false}, {true, false}}},
+		{"producer clock behind, every fetch caught up: no tiny files", true, []step{{true, false}, {true, false}, {true, false}}},
+		{"a fetch capped under load, records fresh", false, []step{{false, false}, {true, false}}},
+		{"behind again after catching up", true, []step{{false, false}, {true, true}, {true, false}, {false, false}, {true, true}}},
+	} {
+		w := &worker{have: true, held: tc.held}
+		for i, s := range tc.steps {
+			if got := w.backlogDone(delivery{caughtUp: s.caughtUp}); got != s.want {
+				t.Errorf("%s: delivery %d (caught up %v): flush %v, want %v", tc.name, i, s.caughtUp, got, s.want)
+			}
+		}
+	}
+	if (&worker{behind: true, held: true}).backlogDone(delivery{caughtUp: true}) {
+		t.Error("an empty buffer is never flushed")
+	}
+}
+
+// TestBacklogCaughtUp: a backlog produced two hours ago, read in small
+// fetches with a one-hour age limit. Its last buffer is held for the
+// minimum hold of twelve minutes unless the worker flushes it on catching
+// up; the records are committed and complete well before that.
+func TestBacklogCaughtUp(t *testing.T) {
+	opts := synth.DefaultOptions()
+	opts.Patients = 20
+	opts.Tenants = []string{"acme", "globex"}
+	h := newHarness(t, opts)
+	h.producedAt = time.Now().Add(-2 * time.Hour)
+	total := h.produce(-1)
+	reg := prometheus.NewRegistry()
+	c := h.consumerWith(reg, opts.Tenants, func(o *Options) {
+		o.MaxRows = 1 << 20
+		o.MaxAge = time.Hour
+		o.ClientOpts = append(o.ClientOpts, kgo.FetchMaxPartitionBytes(32<<10), kgo.FetchMaxBytes(32<<10))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	h.waitCommitted(int64(total))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.verify()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]float64{}
+	for _, f := range fams {
+		if f.GetName() != "fhirlake_consumer_flushes_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					reasons[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if reasons["caught-up"] == 0 {
+		t.Errorf("flushes by reason %v: none on catching up", reasons)
 	}
 }
 

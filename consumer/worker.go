@@ -41,7 +41,7 @@ type worker struct {
 	c         *Consumer
 	topic     string
 	partition int32
-	in        chan []*kgo.Record
+	in        chan delivery
 	stop      chan stopRequest
 	flushNow  chan struct{} // the memory budget is exhausted: flush what is held
 	done      chan struct{}
@@ -60,6 +60,13 @@ type worker struct {
 	last      int64
 	lastEpoch int32
 	firstTime time.Time // Kafka timestamp of the first record: the date partition
+	// held is true when the filling buffer's deadline was pushed to the
+	// minimum hold because its first record was already old: the partition
+	// is working through a backlog.
+	held bool
+	// behind is true when a delivery since the last caught-up one stopped
+	// short of the partition's high watermark.
+	behind bool
 	bytes     int64     // record bytes decoded into the filling buffer (flush.max_bytes)
 	dlq       *dlqTracker
 	// Counters of this partition's topic, and of events by label values,
@@ -70,6 +77,14 @@ type worker struct {
 	// filling is bytes, readable by the poll loop choosing which buffers
 	// to flush when the memory budget runs out.
 	filling atomic.Int64
+}
+
+// delivery is one poll's records of the partition. caughtUp is true when
+// they reach the partition's high watermark: nothing more is waiting in
+// the broker.
+type delivery struct {
+	recs     []*kgo.Record
+	caughtUp bool
 }
 
 type eventLabels struct {
@@ -118,7 +133,7 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{
 		c: c, topic: topic, partition: partition,
-		in:          make(chan []*kgo.Record, 4),
+		in:          make(chan delivery, 4),
 		stop:        make(chan stopRequest, 1),
 		flushNow:    make(chan struct{}, 1),
 		done:        make(chan struct{}),
@@ -152,20 +167,33 @@ const MinAgeFraction = 5
 // partition's phase), so that the time to durability is bounded from
 // production rather than from arrival, but never sooner than MaxAge/5 from
 // now and never later than MaxAge from now (producer clocks may be wrong).
-func (w *worker) deadline(now, produced time.Time) time.Time {
+// held reports that the minimum hold applied: the record was already old.
+func (w *worker) deadline(now, produced time.Time) (at time.Time, held bool) {
 	maxAge := w.c.opts.MaxAge
 	latest := now.Add(maxAge - w.phase)
 	if produced.IsZero() {
-		return latest
+		return latest, false
 	}
 	d := produced.Add(maxAge - w.phase)
 	if d.After(latest) {
-		return latest
+		return latest, false
 	}
 	if earliest := now.Add(maxAge / MinAgeFraction); d.Before(earliest) {
-		return earliest
+		return earliest, true
 	}
-	return d
+	return d, false
+}
+
+// backlogDone reports whether the delivery just taken ends a backlog: it
+// reaches the high watermark after earlier ones did not, and the filling
+// buffer is only being held for the minimum hold because its records are
+// already old. Holding it longer would only wait for records that are not
+// there, so it is flushed at once. In steady state neither holds: fetches
+// reach the high watermark and records are fresh.
+func (w *worker) backlogDone(d delivery) bool {
+	wasBehind := w.behind
+	w.behind = !d.caughtUp
+	return d.caughtUp && wasBehind && w.have && w.held
 }
 
 func (w *worker) run() {
@@ -181,17 +209,24 @@ func (w *worker) run() {
 	timer.Stop()
 	for {
 		select {
-		case recs := <-w.in:
+		case d := <-w.in:
 			wasEmpty := !w.have
-			w.take(recs)
-			if reason := w.full(); reason != "" {
+			w.take(d.recs)
+			if wasEmpty && w.have {
+				now := time.Now()
+				var at time.Time
+				at, w.held = w.deadline(now, w.firstTime)
+				timer.Reset(at.Sub(now))
+			}
+			reason := w.full()
+			if reason == "" && w.backlogDone(d) {
+				reason = "caught-up"
+			}
+			if reason != "" {
 				timer.Stop()
 				if !w.seal(reason) {
 					return
 				}
-			} else if wasEmpty && w.have {
-				now := time.Now()
-				timer.Reset(w.deadline(now, w.firstTime).Sub(now))
 			}
 		case <-timer.C:
 			if w.have && !w.seal("age") {
@@ -211,8 +246,8 @@ func (w *worker) run() {
 			// Records dispatched before the rebalance are still queued.
 			for {
 				select {
-				case recs := <-w.in:
-					w.take(recs)
+				case d := <-w.in:
+					w.take(d.recs)
 					continue
 				default:
 				}
@@ -487,7 +522,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	}
 	b := &batch{files: files, newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
-	w.have, w.bytes = false, 0
+	w.have, w.held, w.bytes = false, false, 0
 	w.filling.Store(0)
 	w.dlq = &dlqTracker{}
 	return b, nil
@@ -500,8 +535,8 @@ func (w *worker) release() {
 	w.bytes = 0
 	for {
 		select {
-		case recs := <-w.in:
-			w.c.release(recordBytes(recs))
+		case d := <-w.in:
+			w.c.release(recordBytes(d.recs))
 		default:
 			return
 		}

@@ -46,6 +46,7 @@ type options struct {
 	partitions  int
 	// memoryLimit is fhirlake's memory.limit ("" or "0": not set).
 	memoryLimit string
+	timeline    bool
 	// Benthos batching, per partition at its input: fhirlake's flush limits.
 	batchCount      int
 	batchBytes      int64
@@ -84,6 +85,7 @@ func main() {
 	flag.Int64Var(&o.batchBytes, "benthos-batch-bytes", 64<<20, "Benthos batch: bytes (fhirlake flush.max_bytes)")
 	flag.DurationVar(&o.batchPeriod, "benthos-batch-period", 5*time.Second, "Benthos batch: period (fhirlake flush.max_age)")
 	flag.IntVar(&o.checkpointLimit, "benthos-checkpoint-limit", 200_000, "Benthos kafka_franz checkpoint_limit (must exceed a batch)")
+	flag.BoolVar(&o.timeline, "timeline", false, "print the cores each consumer used over every quarter second")
 	flag.Parse()
 	o.tenants = strings.Split(tenants, ",")
 	o.runs = map[string]bool{}

@@ -20,6 +20,13 @@ type procWatch struct {
 	mu      sync.Mutex
 	peakRSS int64 // max VmRSS seen, bytes
 	hwm     int64 // last VmHWM read (the kernel's own peak), bytes
+	cpu     []cpuSample
+}
+
+// cpuSample is the process's CPU time at one moment.
+type cpuSample struct {
+	at  time.Time
+	cpu time.Duration
 }
 
 func watchProc(pid int) *procWatch {
@@ -45,10 +52,30 @@ func (w *procWatch) sample() {
 	if err != nil {
 		return
 	}
+	cpu, cerr := cpuTime(w.pid)
 	w.mu.Lock()
 	w.peakRSS = max(w.peakRSS, rss)
 	w.hwm = max(w.hwm, hwm)
+	if cerr == nil {
+		w.cpu = append(w.cpu, cpuSample{time.Now(), cpu})
+	}
 	w.mu.Unlock()
+}
+
+// Timeline returns the cores in use over each step since start, as text.
+func (w *procWatch) Timeline(start time.Time, step time.Duration) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var b strings.Builder
+	last := cpuSample{at: start}
+	for _, s := range w.cpu {
+		if s.at.Sub(last.at) < step {
+			continue
+		}
+		fmt.Fprintf(&b, " %.1fs:%.2f", s.at.Sub(start).Seconds(), (s.cpu-last.cpu).Seconds()/s.at.Sub(last.at).Seconds())
+		last = s
+	}
+	return b.String()
 }
 
 // Stop takes a last sample and returns the peak resident set size: the

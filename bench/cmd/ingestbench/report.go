@@ -132,7 +132,7 @@ func flushSummary(m map[string]float64) string {
 		return ""
 	}
 	var reasons []string
-	for _, r := range []string{"rows", "bytes", "age", "memory", "revoke", "shutdown"} {
+	for _, r := range []string{"rows", "bytes", "age", "caught-up", "memory", "revoke", "shutdown"} {
 		if v := m[`fhirlake_consumer_flushes_total{reason="`+r+`"}`]; v > 0 {
 			reasons = append(reasons, fmt.Sprintf("%s %.0f", r, v))
 		}

@@ -106,7 +106,7 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 		}
 		defer func() {
 			for _, f := range files {
-				f.Record.Release()
+				f.Release()
 			}
 		}()
 		if _, err := w.Write(ctx, files); err != nil {

@@ -88,16 +88,17 @@ func (b *Buffer) Newest() map[string]time.Time { return b.newest }
 // records.
 func (b *Buffer) Files(key func(view string) string) ([]sink.File, error) {
 	var files []sink.File
-	add := func(tenant, view string, rec arrow.RecordBatch) {
-		if rec.NumRows() == 0 {
-			rec.Release()
+	add := func(tenant, view string, recs ...arrow.RecordBatch) {
+		f := sink.File{Tenant: tenant, View: view, Key: key(view), Records: recs}
+		if f.Rows() == 0 {
+			f.Release()
 			return
 		}
-		files = append(files, sink.File{Tenant: tenant, View: view, Key: key(view), Record: rec})
+		files = append(files, f)
 	}
 	for tenant, t := range b.tenants {
 		if t.raw.rows > 0 {
-			add(tenant, RawView, t.raw.record())
+			add(tenant, RawView, t.raw.records()...)
 		}
 		for name, vb := range t.views {
 			if vb.rows() == 0 {
@@ -106,7 +107,7 @@ func (b *Buffer) Files(key func(view string) string) ([]sink.File, error) {
 			rec, err := vb.record()
 			if err != nil {
 				for _, f := range files {
-					f.Record.Release()
+					f.Release()
 				}
 				return nil, fmt.Errorf("tenant %s: %w", tenant, err)
 			}

@@ -78,7 +78,7 @@ func BenchmarkFlushEncode(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				for k, f := range fs {
 					path := filepath.Join(dir, fmt.Sprintf("%d.parquet", k))
-					if err := pq.Write(context.Background(), f.Record, path, 0); err != nil {
+					if err := pq.WriteBatches(context.Background(), f.Records, path, 0); err != nil {
 						b.Fatal(err)
 					}
 					if i == 0 {
@@ -86,14 +86,14 @@ func BenchmarkFlushEncode(b *testing.B) {
 						if err != nil {
 							b.Fatal(err)
 						}
-						rows += f.Record.NumRows()
+						rows += f.Rows()
 						bytes += st.Size()
 					}
 				}
 			}
 			b.StopTimer()
 			for _, f := range fs {
-				f.Record.Release()
+				f.Release()
 			}
 			files := len(fs)
 			b.ReportMetric(float64(rows*int64(b.N))/b.Elapsed().Seconds(), "rows/s")

@@ -165,8 +165,9 @@ func (g *gatedStore) Put(ctx context.Context, key, path string) error {
 }
 
 // TestFlushPipeline: while a partition's flush is stuck in the store, its
-// worker goes on decoding the next records; nothing is committed before its
-// files are durable, and commits follow the files in order.
+// worker goes on decoding the next records and the stuck batch's records
+// are released once encoded; nothing is committed before its files are
+// durable, and commits follow the files in order.
 func TestFlushPipeline(t *testing.T) {
 	opts := synth.DefaultOptions()
 	opts.Patients = 30
@@ -218,6 +219,14 @@ func TestFlushPipeline(t *testing.T) {
 	}
 	if got := committed(); len(got) != 0 {
 		t.Fatalf("offsets committed while no file was durable: %v", got)
+	}
+	// Batches stuck in their uploads are encoded already: their records'
+	// memory is back in the budget, held by the local files instead.
+	for c.sealed.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d record bytes still held by batches waiting for their uploads", c.sealed.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	// Let uploads through and watch commits never run ahead of the files.

@@ -51,40 +51,61 @@ type Coordinates struct {
 	Offset    int64
 }
 
-// rawBuilder accumulates RawView rows for one tenant.
+// rawBuilder accumulates RawView rows for one tenant, in chunks: the
+// resources column, which holds most of a buffer's memory, grows by
+// doubling up to RawChunkBytes, and from then on every chunk is allocated
+// at that size and never grown, so no resource is copied again and the
+// memory held beyond the rows is at most one chunk.
 type rawBuilder struct {
-	b     *array.RecordBuilder
-	rows  int
-	bytes int
+	b         *array.RecordBuilder
+	done      []arrow.RecordBatch // full chunks
+	rows      int                 // rows in all chunks
+	chunkRows int                 // rows in the chunk being built
+	bytes     int
 }
+
+// RawChunkBytes is the size of the resources column of one chunk of the
+// raw dataset.
+const RawChunkBytes = 2 << 20
 
 func newRawBuilder(mem memory.Allocator) *rawBuilder {
 	return &rawBuilder{b: array.NewRecordBuilder(mem, RawSchema)}
 }
 
 func (r *rawBuilder) append(tenant string, ev *Event, at Coordinates, ingest time.Time) {
+	if ev.Resource != nil {
+		r.reserve(len(ev.Resource))
+	}
 	f := r.b.Fields()
 	appendIdentity(f[0:5], tenant, ev)
 	f[5].(*array.StringBuilder).Append(string(ev.Operation))
 	appendCoordinates(f[6:10], at, ingest)
 	if ev.Resource != nil {
-		appendGently(f[10].(*array.StringBuilder).BinaryBuilder, ev.Resource)
+		f[10].(*array.StringBuilder).BinaryBuilder.Append(ev.Resource)
 	} else {
 		f[10].AppendNull()
 	}
 	r.rows++
+	r.chunkRows++
 	r.bytes += len(ev.Resource) + len(ev.ID) + len(ev.ResourceType) + len(tenant) + len(at.Topic) + 64
 }
 
-// appendGently appends v, growing the value buffer by half rather than to
-// the next power of two: the resources column holds most of a buffer's
-// memory, and doubling it could take up to twice what the rows need, all
-// of it counted against the memory budget at once.
-func appendGently(b *array.BinaryBuilder, v []byte) {
-	if need := b.DataLen() + len(v); need > b.DataCap() {
-		b.ReserveData(need/2 + len(v))
+// reserve makes room for a resource of n bytes in the resources column,
+// starting a new chunk when the current one is full.
+func (r *rawBuilder) reserve(n int) {
+	res := r.b.Field(10).(*array.StringBuilder)
+	used := res.DataLen()
+	if used+n <= res.DataCap() {
+		return
 	}
-	b.Append(v)
+	if res.DataCap() >= RawChunkBytes && r.chunkRows > 0 {
+		r.done = append(r.done, r.b.NewRecordBatch())
+		r.chunkRows = 0
+		res.ReserveData(max(RawChunkBytes, n))
+		return
+	}
+	target := max(min(2*(used+n), RawChunkBytes), used+n)
+	res.ReserveData(target - used)
 }
 
 // appendIdentity appends tenant, resource type, id, versionId and
@@ -114,10 +135,19 @@ func appendCoordinates(f []array.Builder, at Coordinates, ingest time.Time) {
 	f[3].(*array.TimestampBuilder).Append(arrow.Timestamp(ingest.UnixMicro()))
 }
 
-// record returns the rows built so far and resets the builder.
-func (r *rawBuilder) record() arrow.RecordBatch {
-	r.rows, r.bytes = 0, 0
-	return r.b.NewRecordBatch()
+// records returns the rows built so far, chunk by chunk, and resets the
+// builder.
+func (r *rawBuilder) records() []arrow.RecordBatch {
+	out := append(r.done, r.b.NewRecordBatch())
+	r.done = nil
+	r.rows, r.chunkRows, r.bytes = 0, 0, 0
+	return out
 }
 
-func (r *rawBuilder) release() { r.b.Release() }
+func (r *rawBuilder) release() {
+	for _, rec := range r.done {
+		rec.Release()
+	}
+	r.done = nil
+	r.b.Release()
+}

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -52,7 +53,11 @@ func TestRawBuilder(t *testing.T) {
 	if b.rows != 2 || b.bytes == 0 {
 		t.Fatalf("builder counts: got %d rows, %d bytes", b.rows, b.bytes)
 	}
-	rec := b.record()
+	recs := b.records()
+	if len(recs) != 1 {
+		t.Fatalf("%d chunks for two small rows, want 1", len(recs))
+	}
+	rec := recs[0]
 	defer rec.Release()
 	if rec.NumRows() != 2 || !rec.Schema().Equal(RawSchema) {
 		t.Fatalf("record: got %d rows, schema %s", rec.NumRows(), rec.Schema())
@@ -80,23 +85,53 @@ func TestRawBuilder(t *testing.T) {
 	}
 }
 
-// TestAppendGently: the resources column grows by half, so its capacity
-// stays within 1.5 times its contents (doubling would allow twice).
-func TestAppendGently(t *testing.T) {
-	b := array.NewBinaryBuilder(memory.NewGoAllocator(), arrow.BinaryTypes.String)
-	defer b.Release()
+// TestRawChunks: the resources column grows by doubling up to a chunk and
+// then goes on in chunks of RawChunkBytes that are never grown, so no more
+// than one chunk is held beyond the rows; the chunks hold every row in
+// order, and a resource larger than a chunk gets a chunk of its own size.
+func TestRawChunks(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	b := newRawBuilder(mem)
+	defer b.release()
 	v := make([]byte, 1500)
-	worst := 0.0
-	for i := 0; i < 20_000; i++ {
-		appendGently(b, v)
-		if b.DataLen() > 1<<20 {
-			worst = max(worst, float64(b.DataCap())/float64(b.DataLen()))
+	const n = 20_000
+	var worst int
+	for i := 0; i < n; i++ {
+		res := v
+		if i == 7_000 {
+			res = make([]byte, RawChunkBytes+100)
+		}
+		b.append("acme", &Event{Operation: OpUpsert, ResourceType: "Patient", ID: fmt.Sprint(i), Resource: res}, Coordinates{Topic: "t", Offset: int64(i)}, time.Now())
+		col := b.b.Field(10).(*array.StringBuilder)
+		worst = max(worst, col.DataCap()-col.DataLen())
+	}
+	if worst > RawChunkBytes {
+		t.Errorf("the resources column held %d bytes beyond its rows, want at most one chunk (%d)", worst, RawChunkBytes)
+	}
+	recs := b.records()
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	if len(recs) < n*1500/RawChunkBytes {
+		t.Errorf("%d chunks for %d MB of resources", len(recs), n*1500>>20)
+	}
+	var next int64
+	for k, r := range recs {
+		if r.NumRows() == 0 {
+			t.Errorf("chunk %d is empty", k)
+		}
+		off := r.Column(8).(*array.Int64)
+		for i := 0; i < off.Len(); i++ {
+			if off.Value(i) != next {
+				t.Fatalf("chunk %d row %d: offset %d, want %d", k, i, off.Value(i), next)
+			}
+			next++
 		}
 	}
-	if worst > 1.55 {
-		t.Errorf("capacity reached %.2f times the data, want at most 1.5", worst)
-	}
-	if b.Len() != 20_000 || b.DataLen() != 20_000*1500 {
-		t.Errorf("%d values, %d bytes", b.Len(), b.DataLen())
+	if next != n {
+		t.Errorf("%d rows in the chunks, want %d", next, n)
 	}
 }

@@ -67,8 +67,8 @@ type worker struct {
 	// behind is true when a delivery since the last caught-up one stopped
 	// short of the partition's high watermark.
 	behind bool
-	bytes     int64     // record bytes decoded into the filling buffer (flush.max_bytes)
-	dlq       *dlqTracker
+	bytes  int64 // record bytes decoded into the filling buffer (flush.max_bytes)
+	dlq    *dlqTracker
 	// Counters of this partition's topic, and of events by label values,
 	// looked up once rather than per record.
 	mRecords, mBytes prometheus.Counter
@@ -107,6 +107,8 @@ func (w *worker) eventCounter(f Format, typ string, op Operation) prometheus.Cou
 // and what must be done before and after its commit.
 type batch struct {
 	files       []sink.File
+	nfiles      int
+	enc         *sink.Encoded // the files, once encoded locally
 	newest      map[string]time.Time
 	first, last int64
 	epoch       int32
@@ -118,15 +120,19 @@ type batch struct {
 
 func (b *batch) release() {
 	for _, f := range b.files {
-		f.Record.Release()
+		f.Release()
 	}
 	b.files = nil
 }
 
-// finished releases the batch's records and its share of Consumer.sealed.
+// finished releases the batch's records, its share of Consumer.sealed and
+// its local files.
 func (w *worker) finished(b *batch) {
 	b.release()
 	w.c.sealed.Add(-b.bytes)
+	b.bytes = 0
+	b.enc.Remove()
+	b.enc = nil
 }
 
 func newWorker(c *Consumer, topic string, partition int32) *worker {
@@ -468,12 +474,24 @@ func (w *worker) flush(b *batch) {
 			c.m.fresh.observe(tenant, ts)
 		}
 	}
-	c.log.Debug("committed", "topic", w.topic, "partition", w.partition, "offset", b.last+1, "files", len(b.files), "reason", b.reason)
+	c.log.Debug("committed", "topic", w.topic, "partition", w.partition, "offset", b.last+1, "files", b.nfiles, "reason", b.reason)
 }
 
 func (w *worker) tryFlush(b *batch) error {
-	if len(b.files) > 0 {
-		if _, err := w.c.writer.Write(w.ctx, b.files); err != nil {
+	if len(b.files) > 0 && b.enc == nil {
+		enc, err := w.c.writer.Encode(w.ctx, b.files)
+		if err != nil {
+			return err
+		}
+		// The local files are all a retry needs: the records' memory goes
+		// back to the budget now rather than once the uploads are done.
+		b.enc = enc
+		b.release()
+		w.c.sealed.Add(-b.bytes)
+		b.bytes = 0
+	}
+	if b.enc != nil {
+		if _, err := w.c.writer.Upload(w.ctx, b.enc); err != nil {
 			return err
 		}
 	}
@@ -520,7 +538,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &batch{files: files, newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, produced: w.firstTime, reason: reason, dlq: w.dlq}
+	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
 	w.have, w.held, w.bytes = false, false, 0
 	w.filling.Store(0)

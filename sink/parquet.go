@@ -137,7 +137,16 @@ func (p *Parquet) put(c driver.Conn, failed bool) {
 }
 
 // Write stores rec at path (a local file) as Parquet with zstd compression.
-func (p *Parquet) Write(ctx context.Context, rec arrow.RecordBatch, path string, rowGroupSize int) (err error) {
+func (p *Parquet) Write(ctx context.Context, rec arrow.RecordBatch, path string, rowGroupSize int) error {
+	return p.WriteBatches(ctx, []arrow.RecordBatch{rec}, path, rowGroupSize)
+}
+
+// WriteBatches stores record batches of one schema, in order, as one
+// Parquet file at path (a local file) with zstd compression.
+func (p *Parquet) WriteBatches(ctx context.Context, recs []arrow.RecordBatch, path string, rowGroupSize int) (err error) {
+	if len(recs) == 0 {
+		return errors.New("parquet: no record batches to write")
+	}
 	conn, err := p.conn(ctx)
 	if err != nil {
 		return err
@@ -147,7 +156,7 @@ func (p *Parquet) Write(ctx context.Context, rec arrow.RecordBatch, path string,
 	if err != nil {
 		return fmt.Errorf("duckdb arrow: %w", err)
 	}
-	reader, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
+	reader, err := array.NewRecordReader(recs[0].Schema(), recs)
 	if err != nil {
 		return fmt.Errorf("arrow reader: %w", err)
 	}

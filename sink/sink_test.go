@@ -5,9 +5,11 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,8 +112,8 @@ func TestWriterRoundTrip(t *testing.T) {
 	defer recA.Release()
 	defer recB.Release()
 	written, err := w.Write(ctx, []File{
-		{Tenant: "acme", View: "resources", Key: "speed/resources/date=2026-01-02/t-0-0-999.parquet", Record: recA},
-		{Tenant: "globex", View: "resources", Key: "speed/resources/date=2026-01-02/t-0-0-999.parquet", Record: recB},
+		{Tenant: "acme", View: "resources", Key: "speed/resources/date=2026-01-02/t-0-0-999.parquet", Records: []arrow.RecordBatch{recA}},
+		{Tenant: "globex", View: "resources", Key: "speed/resources/date=2026-01-02/t-0-0-999.parquet", Records: []arrow.RecordBatch{recB}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +131,72 @@ func TestWriterRoundTrip(t *testing.T) {
 	}
 }
 
+// failingStore fails the puts of the keys in fail once each.
+type failingStore struct {
+	Store
+	mu   sync.Mutex
+	fail map[string]bool
+	puts map[string]int
+}
+
+func (f *failingStore) Put(ctx context.Context, key, path string) error {
+	f.mu.Lock()
+	f.puts[key]++
+	failNow := f.fail[key]
+	delete(f.fail, key)
+	f.mu.Unlock()
+	if failNow {
+		return errors.New("store unavailable")
+	}
+	return f.Store.Put(ctx, key, path)
+}
+
+// TestWriterUploadRetry: files are encoded once; a failed upload is retried
+// from the local files after the records are released, without sending
+// again the files already durable; Remove leaves nothing behind.
+func TestWriterUploadRetry(t *testing.T) {
+	ctx := context.Background()
+	local, _ := NewLocal(t.TempDir())
+	fs := &failingStore{Store: local, fail: map[string]bool{"speed/b.parquet": true}, puts: map[string]int{}}
+	work := t.TempDir()
+	w, err := NewWriter(map[string]Store{"acme": fs}, WriterOptions{WorkDir: work}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	files := []File{
+		{Tenant: "acme", View: "resources", Key: "speed/a.parquet", Records: []arrow.RecordBatch{testRecord([]string{"acme"}, 100), testRecord([]string{"acme"}, 50)}},
+		{Tenant: "acme", View: "resources", Key: "speed/b.parquet", Records: []arrow.RecordBatch{testRecord([]string{"acme"}, 10)}},
+	}
+	enc, err := w.Encode(ctx, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		f.Release()
+	}
+	if _, err := w.Upload(ctx, enc); err == nil {
+		t.Fatal("upload succeeded although the store refused a file")
+	}
+	written, err := w.Upload(ctx, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(written) != 2 || written[0].Rows != 150 || written[1].Rows != 10 {
+		t.Errorf("written: %+v", written)
+	}
+	if fs.puts["speed/a.parquet"] != 1 || fs.puts["speed/b.parquet"] != 2 {
+		t.Errorf("puts %v: want a.parquet once, b.parquet twice", fs.puts)
+	}
+	if rows, _ := countParquet(t, filepath.Join(local.Root, "speed/a.parquet")); rows != 150 {
+		t.Errorf("a.parquet: %d rows from two record batches, want 150", rows)
+	}
+	enc.Remove()
+	if left, _ := os.ReadDir(work); len(left) != 0 {
+		t.Errorf("%d files left in the work directory", len(left))
+	}
+}
+
 func TestWriterRefusesMixedTenants(t *testing.T) {
 	a, _ := NewLocal(t.TempDir())
 	w, err := NewWriter(map[string]Store{"acme": a}, WriterOptions{WorkDir: t.TempDir()}, nil)
@@ -138,7 +206,7 @@ func TestWriterRefusesMixedTenants(t *testing.T) {
 	defer w.Close()
 	mixed := testRecord([]string{"acme", "globex"}, 4)
 	defer mixed.Release()
-	if _, err := w.Write(context.Background(), []File{{Tenant: "acme", View: "resources", Key: "speed/x.parquet", Record: mixed}}); err == nil {
+	if _, err := w.Write(context.Background(), []File{{Tenant: "acme", View: "resources", Key: "speed/x.parquet", Records: []arrow.RecordBatch{mixed}}}); err == nil {
 		t.Fatal("got nil error, want a refusal to upload rows of two tenants")
 	}
 	if objs, _ := a.List(context.Background(), ""); len(objs) != 0 {
@@ -146,7 +214,7 @@ func TestWriterRefusesMixedTenants(t *testing.T) {
 	}
 	other := testRecord([]string{"acme"}, 4)
 	defer other.Release()
-	if _, err := w.Write(context.Background(), []File{{Tenant: "globex", View: "resources", Key: "speed/x.parquet", Record: other}}); err == nil {
+	if _, err := w.Write(context.Background(), []File{{Tenant: "globex", View: "resources", Key: "speed/x.parquet", Records: []arrow.RecordBatch{other}}}); err == nil {
 		t.Fatal("got nil error for a tenant without a store")
 	}
 }

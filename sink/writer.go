@@ -27,7 +27,24 @@ type File struct {
 	Tenant string
 	View   string
 	Key    string
-	Record arrow.RecordBatch
+	// Records are the file's rows, one schema, written in order.
+	Records []arrow.RecordBatch
+}
+
+// Rows is the number of rows in the file.
+func (f File) Rows() int64 {
+	var n int64
+	for _, r := range f.Records {
+		n += r.NumRows()
+	}
+	return n
+}
+
+// Release releases the records.
+func (f File) Release() {
+	for _, r := range f.Records {
+		r.Release()
+	}
 }
 
 // Written describes a durable file.
@@ -108,72 +125,147 @@ func (w *Writer) Store(tenant string) (Store, bool) {
 // them are durable. On error some may be durable and others not: the caller
 // must not commit, and a retry overwrites the same keys.
 func (w *Writer) Write(ctx context.Context, files []File) ([]Written, error) {
-	out := make([]Written, len(files))
+	enc, err := w.Encode(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Remove()
+	return w.Upload(ctx, enc)
+}
+
+// Encoded is a batch of files encoded to local Parquet files and not yet
+// all uploaded. Its Arrow records are no longer needed: a caller may release
+// them and retry Upload alone until it succeeds, then Remove the files.
+type Encoded struct {
+	files []encodedFile
+}
+
+type encodedFile struct {
+	Written
+	path     string
+	uploaded bool
+}
+
+// Encode checks that each file holds only its tenant's rows and writes it
+// as a local Parquet file, at most Encodes at a time across the process. On
+// error nothing is left on disk.
+func (w *Writer) Encode(ctx context.Context, files []File) (*Encoded, error) {
+	enc := &Encoded{files: make([]encodedFile, len(files))}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.parallelism)
 	for i := range files {
 		f := files[i]
 		g.Go(func() error {
-			wr, err := w.writeOne(gctx, f)
+			ef, err := w.encodeOne(gctx, f)
 			if err != nil {
 				return fmt.Errorf("tenant %s: %w", f.Tenant, err)
 			}
-			out[i] = wr
+			enc.files[i] = ef
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		enc.Remove()
+		return nil, err
+	}
+	return enc, nil
+}
+
+// Upload puts every encoded file not yet uploaded into its tenant's store;
+// it returns nil only when all of them are durable. A failed Upload may be
+// retried: files already durable are not sent again.
+func (w *Writer) Upload(ctx context.Context, enc *Encoded) ([]Written, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.parallelism)
+	for i := range enc.files {
+		ef := &enc.files[i]
+		if ef.uploaded {
+			continue
+		}
+		g.Go(func() error {
+			if err := w.uploadOne(gctx, ef); err != nil {
+				return fmt.Errorf("tenant %s: %w", ef.Tenant, err)
+			}
+			ef.uploaded = true
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	out := make([]Written, len(enc.files))
+	for i, ef := range enc.files {
+		out[i] = ef.Written
+	}
 	return out, nil
 }
 
-func (w *Writer) writeOne(ctx context.Context, f File) (Written, error) {
-	store, ok := w.stores[f.Tenant]
-	if !ok {
-		return Written{}, fmt.Errorf("no store configured for tenant %q", f.Tenant)
+// Remove deletes the local files.
+func (e *Encoded) Remove() {
+	if e == nil {
+		return
 	}
-	if err := CheckTenant(f.Record, f.Tenant); err != nil {
-		return Written{}, err
+	for _, ef := range e.files {
+		if ef.path != "" {
+			os.Remove(ef.path)
+		}
+	}
+}
+
+func (w *Writer) encodeOne(ctx context.Context, f File) (encodedFile, error) {
+	if _, ok := w.stores[f.Tenant]; !ok {
+		return encodedFile{}, fmt.Errorf("no store configured for tenant %q", f.Tenant)
+	}
+	for _, rec := range f.Records {
+		if err := CheckTenant(rec, f.Tenant); err != nil {
+			return encodedFile{}, err
+		}
 	}
 	tmp, err := os.CreateTemp(w.workDir, "flush-*.parquet")
 	if err != nil {
-		return Written{}, fmt.Errorf("temp file: %w", err)
+		return encodedFile{}, fmt.Errorf("temp file: %w", err)
 	}
 	tmpPath := tmp.Name()
 	tmp.Close()
-	defer os.Remove(tmpPath)
 	select {
 	case w.encodes <- struct{}{}:
 	case <-ctx.Done():
-		return Written{}, ctx.Err()
+		os.Remove(tmpPath)
+		return encodedFile{}, ctx.Err()
 	}
-	err = w.pq.Write(ctx, f.Record, tmpPath, 0)
+	err = w.pq.WriteBatches(ctx, f.Records, tmpPath, 0)
 	<-w.encodes
 	if err != nil {
-		return Written{}, err
+		os.Remove(tmpPath)
+		return encodedFile{}, err
 	}
 	info, err := os.Stat(tmpPath)
 	if err != nil {
-		return Written{}, err
+		os.Remove(tmpPath)
+		return encodedFile{}, err
 	}
+	return encodedFile{Written: Written{Tenant: f.Tenant, View: f.View, Key: f.Key, Rows: f.Rows(), Bytes: info.Size()}, path: tmpPath}, nil
+}
+
+func (w *Writer) uploadOne(ctx context.Context, ef *encodedFile) error {
+	store := w.stores[ef.Tenant]
 	start := time.Now()
-	if err := store.Put(ctx, f.Key, tmpPath); err != nil {
+	if err := store.Put(ctx, ef.Key, ef.path); err != nil {
 		class := "other"
 		if errors.Is(err, ErrAccessDenied) {
 			class = "access_denied"
 		} else if ctx.Err() != nil {
 			class = "canceled"
 		}
-		w.metrics.storeErrors.WithLabelValues(f.Tenant, class).Inc()
-		return Written{}, err
+		w.metrics.storeErrors.WithLabelValues(ef.Tenant, class).Inc()
+		return err
 	}
-	w.metrics.uploadSeconds.WithLabelValues(f.Tenant).Observe(time.Since(start).Seconds())
-	w.metrics.files.WithLabelValues(f.Tenant, f.View).Inc()
-	w.metrics.rows.WithLabelValues(f.Tenant, f.View).Add(float64(f.Record.NumRows()))
-	w.metrics.bytes.WithLabelValues(f.Tenant, f.View).Add(float64(info.Size()))
-	w.metrics.fileSize.WithLabelValues(f.View).Observe(float64(info.Size()))
-	return Written{Tenant: f.Tenant, View: f.View, Key: f.Key, Rows: f.Record.NumRows(), Bytes: info.Size()}, nil
+	w.metrics.uploadSeconds.WithLabelValues(ef.Tenant).Observe(time.Since(start).Seconds())
+	w.metrics.files.WithLabelValues(ef.Tenant, ef.View).Inc()
+	w.metrics.rows.WithLabelValues(ef.Tenant, ef.View).Add(float64(ef.Rows))
+	w.metrics.bytes.WithLabelValues(ef.Tenant, ef.View).Add(float64(ef.Bytes))
+	w.metrics.fileSize.WithLabelValues(ef.View).Observe(float64(ef.Bytes))
+	return nil
 }
 
 // CheckTenant verifies that every row of rec belongs to tenant.

@@ -72,7 +72,7 @@ func WriteRaw(t testing.TB, root, tenant, name string, rows []Row) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	writeFiles(t, root, tenant, []sink.File{{Tenant: tenant, View: "resources", Key: "speed/resources/date=2026-01-01/" + name + ".parquet", Record: rec}})
+	writeFiles(t, root, tenant, []sink.File{{Tenant: tenant, View: "resources", Key: "speed/resources/date=2026-01-01/" + name + ".parquet", Records: []arrow.RecordBatch{rec}}})
 }
 
 // SynthOptions shape a synthetic lake.
@@ -137,7 +137,7 @@ func SynthLake(ctx context.Context, root, tenant string, o SynthOptions) (int, e
 		}
 		defer func() {
 			for _, f := range files {
-				f.Record.Release()
+				f.Release()
 			}
 		}()
 		if _, err := w.Write(ctx, files); err != nil {
@@ -253,7 +253,7 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 	}
 	defer func() {
 		for _, f := range files {
-			f.Record.Release()
+			f.Release()
 		}
 	}()
 	writeFiles(t, root, tenant, files)

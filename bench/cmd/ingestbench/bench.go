@@ -213,7 +213,7 @@ func (b *bench) catchUp(ctx context.Context, name, note, group, prefix, metricsA
 	r.CPU, _ = cpuTime(p.cmd.Process.Pid)
 	r.PeakRSS = watch.Stop()
 	if b.o.timeline {
-		logf("%s: cores in use:%s", name, watch.Timeline(p.start, 250*time.Millisecond))
+		logf("%s: cores in use (process/machine):%s", name, watch.Timeline(p.start, 250*time.Millisecond))
 	}
 	r.Load[1] = loadAvg()[0]
 	stopMetrics()

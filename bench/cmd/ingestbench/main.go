@@ -85,7 +85,7 @@ func main() {
 	flag.Int64Var(&o.batchBytes, "benthos-batch-bytes", 64<<20, "Benthos batch: bytes (fhirlake flush.max_bytes)")
 	flag.DurationVar(&o.batchPeriod, "benthos-batch-period", 5*time.Second, "Benthos batch: period (fhirlake flush.max_age)")
 	flag.IntVar(&o.checkpointLimit, "benthos-checkpoint-limit", 200_000, "Benthos kafka_franz checkpoint_limit (must exceed a batch)")
-	flag.BoolVar(&o.timeline, "timeline", false, "print the cores each consumer used over every quarter second")
+	flag.BoolVar(&o.timeline, "timeline", false, "print the cores each consumer (and the whole machine) used over every quarter second")
 	flag.Parse()
 	o.tenants = strings.Split(tenants, ",")
 	o.runs = map[string]bool{}

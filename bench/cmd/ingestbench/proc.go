@@ -25,8 +25,27 @@ type procWatch struct {
 
 // cpuSample is the process's CPU time at one moment.
 type cpuSample struct {
-	at  time.Time
-	cpu time.Duration
+	at   time.Time
+	cpu  time.Duration
+	busy time.Duration // the whole machine's busy time (all processes)
+}
+
+// machineBusy reads the machine's busy CPU time from /proc/stat.
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return time.Duration(busy) * time.Second / 100
 }
 
 func watchProc(pid int) *procWatch {
@@ -57,12 +76,13 @@ func (w *procWatch) sample() {
 	w.peakRSS = max(w.peakRSS, rss)
 	w.hwm = max(w.hwm, hwm)
 	if cerr == nil {
-		w.cpu = append(w.cpu, cpuSample{time.Now(), cpu})
+		w.cpu = append(w.cpu, cpuSample{time.Now(), cpu, machineBusy()})
 	}
 	w.mu.Unlock()
 }
 
-// Timeline returns the cores in use over each step since start, as text.
+// Timeline returns, for each step since start, the cores the process used
+// and those the whole machine used, as text.
 func (w *procWatch) Timeline(start time.Time, step time.Duration) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -72,7 +92,10 @@ func (w *procWatch) Timeline(start time.Time, step time.Duration) string {
 		if s.at.Sub(last.at) < step {
 			continue
 		}
-		fmt.Fprintf(&b, " %.1fs:%.2f", s.at.Sub(start).Seconds(), (s.cpu-last.cpu).Seconds()/s.at.Sub(last.at).Seconds())
+		if last.busy != 0 {
+			d := s.at.Sub(last.at).Seconds()
+			fmt.Fprintf(&b, " %.1fs:%.2f/%.2f", s.at.Sub(start).Seconds(), (s.cpu-last.cpu).Seconds()/d, (s.busy-last.busy).Seconds()/d)
+		}
 		last = s
 	}
 	return b.String()

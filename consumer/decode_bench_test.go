@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fhirlake/synth"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -90,5 +91,38 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDecodeStream decodes the synthetic stream that `fhirlake demo`
+// and the ingest benchmark produce: every notification format, one
+// resource each.
+func BenchmarkDecodeStream(b *testing.B) {
+	opts := synth.DefaultOptions()
+	opts.Patients = 200
+	opts.Tenants = []string{"acme", "globex", "initech"}
+	opts.Malformed, opts.Unroutable, opts.Controls = 0, 0, 0
+	gen, err := synth.New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var values [][]byte
+	var size int64
+	for len(values) < 20_000 {
+		r, ok := gen.Next()
+		if !ok {
+			break
+		}
+		values = append(values, r.Value)
+		size += int64(len(r.Value))
+	}
+	b.SetBytes(size / int64(len(values)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := DecodeRecord(values[i%len(values)], nil); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

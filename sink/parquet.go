@@ -173,7 +173,10 @@ func (p *Parquet) WriteBatches(ctx context.Context, recs []arrow.RecordBatch, pa
 	if rowGroupSize <= 0 {
 		rowGroupSize = p.rowGroup
 	}
-	q := fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL %d, ROW_GROUP_SIZE %d, ROW_GROUP_SIZE_BYTES %d)",
+	// The path is the caller's own temporary file: DuckDB need not write
+	// beside it and rename (USE_TMP_FILE), which cost a rename and an inode
+	// eviction per file, about 2% of a small file's encode.
+	q := fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL %d, ROW_GROUP_SIZE %d, ROW_GROUP_SIZE_BYTES %d, USE_TMP_FILE false)",
 		view, strings.ReplaceAll(path, "'", "''"), p.level, rowGroupSize, p.groupSize)
 	_, err = execer.ExecContext(ctx, q, nil)
 	_, dropErr := execer.ExecContext(context.Background(), "DROP VIEW IF EXISTS "+view, nil)

@@ -7,10 +7,9 @@ import (
 )
 
 // countingAllocator is Arrow's Go allocator with a count of the bytes its
-// live buffers hold: the builders of filling buffers and the records of
-// sealed batches until they are durable and released. That count, plus the
-// bytes of polled records not yet decoded, is what the memory budget
-// limits.
+// live buffers hold: the builders of filling buffers, and the records of
+// sealed batches until their files are encoded. That count, plus the bytes
+// of polled records not yet decoded, is what the memory budget limits.
 type countingAllocator struct {
 	memory.Allocator
 	n atomic.Int64

@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "fhirlake_consumer_buffered_bytes", Help: "Bytes counted against the memory budget: polled records not yet decoded, and the Arrow memory of buffers not yet durable.",
+			Name: "fhirlake_consumer_buffered_bytes", Help: "Bytes counted against the memory budget: polled records not yet decoded, and the Arrow memory of buffers not yet encoded.",
 		}),
 		paused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fhirlake_consumer_paused_partitions", Help: "Partitions whose fetching is paused because buffers reached the memory budget.",

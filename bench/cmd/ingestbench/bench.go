@@ -21,6 +21,7 @@ import (
 type result struct {
 	Name    string
 	Note    string
+	Round   int // 1-based round of the throughput runs (-repeat)
 	Records int
 	Bytes   int64         // notification bytes read
 	Elapsed time.Duration // process start → group lag 0
@@ -60,6 +61,7 @@ type freshResult struct {
 
 type bench struct {
 	o          options
+	round      int // the round of throughput runs in progress
 	id         string
 	dir        string
 	self       string
@@ -143,23 +145,32 @@ func (b *bench) all(ctx context.Context) error {
 		b.results = append(b.results, r)
 		return nil
 	}
-	if b.o.runs["fhirlake"] {
-		if err := fhirlakeRun("fhirlake consume", "the binary: raw dataset + 17 default views", nil,
-			func(cfg string) []string {
-				return []string{b.o.fhirlake, "--config", cfg, "consume", "--log-level", "warn"}
-			}, "fhirlake"); err != nil {
-			return err
+	// Rounds interleave the systems, so that a change in the machine's speed
+	// during the benchmark weighs on each of them alike.
+	for round := 1; round <= max(b.o.repeat, 1); round++ {
+		b.round = round
+		sfx := ""
+		if round > 1 {
+			sfx = fmt.Sprintf("-r%d", round)
 		}
-	}
-	if b.o.runs["raw"] {
-		if err := fhirlakeRun("fhirlake, no views", "consumer + sink packages, raw dataset only", nil,
-			func(cfg string) []string { return []string{b.self, "consume", "-config", cfg, "-views", "none"} }, "raw"); err != nil {
-			return err
+		if b.o.runs["fhirlake"] {
+			if err := fhirlakeRun("fhirlake consume", "the binary: raw dataset + 17 default views", nil,
+				func(cfg string) []string {
+					return []string{b.o.fhirlake, "--config", cfg, "consume", "--log-level", "warn"}
+				}, "fhirlake"+sfx); err != nil {
+				return err
+			}
 		}
-	}
-	if b.o.runs["benthos"] {
-		if err := b.benthosRun(ctx); err != nil {
-			return err
+		if b.o.runs["raw"] {
+			if err := fhirlakeRun("fhirlake, no views", "consumer + sink packages, raw dataset only", nil,
+				func(cfg string) []string { return []string{b.self, "consume", "-config", cfg, "-views", "none"} }, "raw"+sfx); err != nil {
+				return err
+			}
+		}
+		if b.o.runs["benthos"] {
+			if err := b.benthosRun(ctx, sfx); err != nil {
+				return err
+			}
 		}
 	}
 	if b.o.profile != "" {
@@ -186,7 +197,7 @@ func (b *bench) all(ctx context.Context) error {
 func (b *bench) catchUp(ctx context.Context, name, note, group, prefix, metricsAddr, readCounter string, env, argv []string) (result, error) {
 	b.groups = append(b.groups, group)
 	b.prefixes = append(b.prefixes, prefix)
-	r := result{Name: name, Note: note, Records: b.o.records, Bytes: b.inBytes}
+	r := result{Name: name, Note: note, Round: b.round, Records: b.o.records, Bytes: b.inBytes}
 	r.Load[0] = loadAvg()[0]
 	logf("%s: consuming %d records (group %s)", name, b.o.records, group)
 	p, err := startProc(name, logPath(b.dir, group), env, argv...)
@@ -255,9 +266,9 @@ func (b *bench) stores(ctx context.Context, prefix string) (map[string]*sink.S3,
 	return out, nil
 }
 
-func (b *bench) benthosRun(ctx context.Context) error {
-	group := b.id + "-benthos"
-	prefix := "runs/" + b.id + "/benthos"
+func (b *bench) benthosRun(ctx context.Context, sfx string) error {
+	group := b.id + "-benthos" + sfx
+	prefix := "runs/" + b.id + "/benthos" + sfx
 	tenant := b.o.tenants[0]
 	conf := benthosConfig(benthosOptions{
 		Brokers: b.brokers, Topic: b.topic, Group: group,
@@ -267,7 +278,7 @@ func (b *bench) benthosRun(ctx context.Context) error {
 		BatchCount: b.o.batchCount, BatchBytes: b.o.batchBytes, BatchPeriod: b.o.batchPeriod,
 		CheckpointLimit: b.o.checkpointLimit,
 	})
-	path := filepath.Join(b.dir, "benthos.yaml")
+	path := filepath.Join(b.dir, "benthos"+sfx+".yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return err
 	}

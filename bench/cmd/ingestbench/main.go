@@ -47,6 +47,7 @@ type options struct {
 	// memoryLimit is fhirlake's memory.limit ("" or "0": not set).
 	memoryLimit string
 	timeline    bool
+	repeat      int
 	// Benthos batching, per partition at its input: fhirlake's flush limits.
 	batchCount      int
 	batchBytes      int64
@@ -85,6 +86,7 @@ func main() {
 	flag.Int64Var(&o.batchBytes, "benthos-batch-bytes", 64<<20, "Benthos batch: bytes (fhirlake flush.max_bytes)")
 	flag.DurationVar(&o.batchPeriod, "benthos-batch-period", 5*time.Second, "Benthos batch: period (fhirlake flush.max_age)")
 	flag.IntVar(&o.checkpointLimit, "benthos-checkpoint-limit", 200_000, "Benthos kafka_franz checkpoint_limit (must exceed a batch)")
+	flag.IntVar(&o.repeat, "repeat", 3, "rounds of the throughput runs, each system once per round in turn; ratios are reported per round and as the median")
 	flag.BoolVar(&o.timeline, "timeline", false, "print the cores each consumer (and the whole machine) used over every quarter second")
 	flag.Parse()
 	o.tenants = strings.Split(tenants, ",")

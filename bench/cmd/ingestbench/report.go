@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -59,7 +60,7 @@ func (b *bench) report(w io.Writer) {
 			readRate = thousands(float64(r.Records) / r.ReadAll.Seconds())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%.1f→%.1f\t\n",
-			r.Name, thousands(r.rate()), mb(r.Bytes)/r.Elapsed.Seconds(), secs(r.Elapsed), secs(r.ReadAll), readRate,
+			b.label(r), thousands(r.rate()), mb(r.Bytes)/r.Elapsed.Seconds(), secs(r.Elapsed), secs(r.ReadAll), readRate,
 			secs(r.CPU), thousands(float64(r.Records)/r.CPU.Seconds()), mib(r.PeakRSS),
 			r.Files.Files, r.Files.Datasets, size(r.Files.P50), size(r.Files.P90), size(r.Files.Max),
 			r.Raw.Files, size(r.Raw.P50), size(r.Raw.Max), r.Load[0], r.Load[1])
@@ -67,31 +68,50 @@ func (b *bench) report(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	for _, r := range b.results {
-		fmt.Fprintf(w, "  %-22s %s%s\n", r.Name+":", r.Note, flushSummary(r.Metrics))
+		fmt.Fprintf(w, "  %-22s %s%s\n", b.label(r)+":", r.Note, flushSummary(r.Metrics))
 	}
 
-	var fl, raw, bt *result
-	for i := range b.results {
-		switch {
-		case strings.HasPrefix(b.results[i].Name, "Benthos"):
-			bt = &b.results[i]
-		case b.results[i].Name == "fhirlake consume":
-			fl = &b.results[i]
-		case b.results[i].Name == "fhirlake, no views":
-			raw = &b.results[i]
-		}
-	}
 	fmt.Fprintln(w)
-	if fl != nil && bt != nil {
-		fmt.Fprintf(w, "fhirlake / Benthos, wall clock: %.2f× (raw + 17 views vs one dataset)", fl.rate()/bt.rate())
-		if raw != nil {
-			fmt.Fprintf(w, ", %.2f× with no views", raw.rate()/bt.rate())
+	rounds := b.ratios()
+	for _, rr := range rounds {
+		prefix := "fhirlake / Benthos"
+		if len(rounds) > 1 {
+			prefix = fmt.Sprintf("round %d: fhirlake / Benthos", rr.round)
 		}
-		fmt.Fprintf(w, "; per CPU-second: %.2f×", (float64(fl.Records)/fl.CPU.Seconds())/(float64(bt.Records)/bt.CPU.Seconds()))
-		if raw != nil {
-			fmt.Fprintf(w, " and %.2f×", (float64(raw.Records)/raw.CPU.Seconds())/(float64(bt.Records)/bt.CPU.Seconds()))
+		fmt.Fprintf(w, "%s, wall clock: %.2f× (raw + 17 views vs one dataset)", prefix, rr.wall)
+		if rr.rawWall > 0 {
+			fmt.Fprintf(w, ", %.2f× with no views", rr.rawWall)
 		}
-		fmt.Fprintf(w, "  [target ≥ 3×: %s]\n", verdict(fl.rate()/bt.rate() >= 3))
+		fmt.Fprintf(w, "; per CPU-second: %.2f×", rr.cpu)
+		if rr.rawCPU > 0 {
+			fmt.Fprintf(w, " and %.2f×", rr.rawCPU)
+		}
+		if len(rounds) == 1 {
+			fmt.Fprintf(w, "  [target ≥ 3×: %s]", verdict(rr.wall >= 3))
+		}
+		fmt.Fprintln(w)
+	}
+	if len(rounds) > 1 {
+		med := func(get func(roundRatios) float64) (m, lo, hi float64) {
+			v := make([]float64, 0, len(rounds))
+			for _, rr := range rounds {
+				v = append(v, get(rr))
+			}
+			slices.Sort(v)
+			m = v[len(v)/2]
+			if len(v)%2 == 0 {
+				m = (v[len(v)/2-1] + v[len(v)/2]) / 2
+			}
+			return m, v[0], v[len(v)-1]
+		}
+		show := func(get func(roundRatios) float64) string {
+			m, lo, hi := med(get)
+			return fmt.Sprintf("%.2f× (%.2f–%.2f)", m, lo, hi)
+		}
+		wall, _, _ := med(func(r roundRatios) float64 { return r.wall })
+		fmt.Fprintf(w, "median of %d rounds (min–max), wall clock: %s with views, %s with no views; per CPU-second: %s and %s  [target ≥ 3×: %s]\n",
+			len(rounds), show(func(r roundRatios) float64 { return r.wall }), show(func(r roundRatios) float64 { return r.rawWall }),
+			show(func(r roundRatios) float64 { return r.cpu }), show(func(r roundRatios) float64 { return r.rawCPU }), verdict(wall >= 3))
 	}
 	if f := b.fresh; f != nil {
 		fmt.Fprintf(w, "\nFreshness (fhirlake consume, default flush limits, max_age 5s): %s resources/s wanted, %.0f/s produced for %.1fs (%s records, %.1f MB/s)\n",
@@ -116,6 +136,53 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(w, "The 1-minute load average reached %.1f on %d cores during this run: other work competed for the CPU and the figures are disturbed; rerun when `uptime` shows a quiet machine (CPU seconds per resource are the least affected figure).\n", peak, numCPU())
 	}
 	fmt.Fprintf(w, "Total benchmark time %.0fs.\n", time.Since(b.started).Seconds())
+}
+
+// label names a run in the report, with its round when there are several.
+func (b *bench) label(r result) string {
+	if b.o.repeat > 1 && r.Round > 0 {
+		return fmt.Sprintf("%s #%d", r.Name, r.Round)
+	}
+	return r.Name
+}
+
+// roundRatios compares the systems of one round of throughput runs.
+type roundRatios struct {
+	round                      int
+	wall, rawWall, cpu, rawCPU float64
+}
+
+// ratios returns, per round that ran both fhirlake and Benthos, fhirlake's
+// throughput over Benthos's, in wall-clock time and per CPU-second.
+func (b *bench) ratios() []roundRatios {
+	var out []roundRatios
+	perCPU := func(r *result) float64 { return float64(r.Records) / r.CPU.Seconds() }
+	for round := 1; round <= max(b.o.repeat, 1); round++ {
+		var fl, raw, bt *result
+		for i := range b.results {
+			r := &b.results[i]
+			if r.Round != round {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(r.Name, "Benthos"):
+				bt = r
+			case r.Name == "fhirlake consume":
+				fl = r
+			case r.Name == "fhirlake, no views":
+				raw = r
+			}
+		}
+		if fl == nil || bt == nil {
+			continue
+		}
+		rr := roundRatios{round: round, wall: fl.rate() / bt.rate(), cpu: perCPU(fl) / perCPU(bt)}
+		if raw != nil {
+			rr.rawWall, rr.rawCPU = raw.rate()/bt.rate(), perCPU(raw)/perCPU(bt)
+		}
+		out = append(out, rr)
+	}
+	return out
 }
 
 func verdict(ok bool) string {

@@ -224,8 +224,9 @@ func (w *worker) run() {
 				at, w.held = w.deadline(now, w.firstTime)
 				timer.Reset(at.Sub(now))
 			}
+			caughtUp := w.backlogDone(d)
 			reason := w.full()
-			if reason == "" && w.backlogDone(d) {
+			if reason == "" && caughtUp {
 				reason = "caught-up"
 			}
 			if reason != "" {

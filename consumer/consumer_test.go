@@ -132,6 +132,20 @@ func (h *harness) consumerWith(reg prometheus.Registerer, tenants []string, tune
 	return c
 }
 
+// runUntilCommitted runs c until its group has committed total records,
+// then stops it and fails the test if it did not stop cleanly.
+func (h *harness) runUntilCommitted(c *Consumer, total int64) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	h.waitCommitted(total)
+	cancel()
+	if err := <-done; err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func (h *harness) waitCommitted(total int64) {
 	h.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...))
@@ -258,14 +272,7 @@ func TestConsumerEndToEnd(t *testing.T) {
 	total := h.produce(-1)
 	reg := prometheus.NewRegistry()
 	c := h.consumer(reg, opts.Tenants)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	h.waitCommitted(int64(total))
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	h.runUntilCommitted(c, int64(total))
 	h.verify()
 	counts := h.gen.Counts()
 	if got, want := counterSum(t, reg, "fhirlake_consumer_dead_letters_total"), counts.Malformed+counts.Unroutable; got != want {

@@ -97,14 +97,7 @@ func TestBacklogCaughtUp(t *testing.T) {
 		o.MaxAge = time.Hour
 		o.ClientOpts = append(o.ClientOpts, kgo.FetchMaxPartitionBytes(32<<10), kgo.FetchMaxBytes(32<<10))
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	h.waitCommitted(int64(total))
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	h.runUntilCommitted(c, int64(total))
 	h.verify()
 	fams, err := reg.Gather()
 	if err != nil {

@@ -89,14 +89,7 @@ func TestWorkerDeadLettersAndFetch(t *testing.T) {
 	}
 	cl.Close()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	h.waitCommitted(int64(len(records)))
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	h.runUntilCommitted(c, int64(len(records)))
 
 	dl := readDeadLetters(t, h.brokers)
 	wantDL := map[string]string{}

@@ -85,13 +85,20 @@ func isFHIRID(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+		if !idChars[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// idChars marks the bytes a FHIR id may hold: [A-Za-z0-9\-.].
+var idChars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.'
+	}
+	return t
+}()
 
 // isHTTPURL reports whether s is an absolute http(s) URL with a host.
 func isHTTPURL(s string) bool {

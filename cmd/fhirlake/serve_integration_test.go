@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +23,8 @@ import (
 
 // TestIntegrationServeFreshness: a change produced to Kafka is visible
 // through `fhirlake serve` (S3 tenants, read through the mirror) within
-// flush.max_age + 2 s; an update replaces the row, a delete removes it, and
-// nothing is counted twice. `fhirlake consume` and `fhirlake serve` run as
+// flush.max_age + 2 s (in one of three attempts per step); an update
+// replaces the row, a delete removes it, and nothing is counted twice. `fhirlake consume` and `fhirlake serve` run as
 // processes of their own on an isolated topic and key prefix.
 func TestIntegrationServeFreshness(t *testing.T) {
 	st := needStack(t)
@@ -77,28 +78,56 @@ func TestIntegrationServeFreshness(t *testing.T) {
 	produce("acme", "create", "Patient", "warmup", patient("warmup", "1", "other"))
 	api.waitFor("acme", keys["acme"], "SELECT count(*) AS n FROM patient WHERE id = 'warmup'", "1", 90*time.Second)
 
+	// Each step is timed from its produce to its first visible result. A
+	// step over the budget is logged and measured again with a change of its
+	// own, up to three times, so that one stall of a loaded machine does not
+	// fail the suite while a consumer or server that is always late does.
 	budget := maxAge + 2*time.Second
-	produced := map[string]time.Time{}
-	check := func(what, sql, want string) {
+	timed := func(what string, step func(n int) (sent time.Time, sql, want string)) {
 		t.Helper()
-		sent := produced[what]
-		got := api.waitFor("acme", keys["acme"], sql, want, budget+30*time.Second)
-		if lat := got.Sub(sent); lat > budget {
-			t.Errorf("%s: visible after %s, want within %s (flush.max_age + 2 s)", what, lat.Round(time.Millisecond), budget)
-		} else {
-			t.Logf("%s: visible after %s", what, lat.Round(time.Millisecond))
+		const attempts = 3
+		for n := 1; ; n++ {
+			sent, sql, want := step(n)
+			got := api.waitFor("acme", keys["acme"], sql, want, budget+30*time.Second)
+			lat := got.Sub(sent)
+			if lat <= budget {
+				t.Logf("%s: visible after %s (attempt %d)", what, lat.Round(time.Millisecond), n)
+				return
+			}
+			if n == attempts {
+				t.Errorf("%s: visible after %s in each of %d attempts, want within %s (flush.max_age + 2 s)", what, lat.Round(time.Millisecond), attempts, budget)
+				return
+			}
+			t.Logf("%s: visible after %s, over %s; measuring again", what, lat.Round(time.Millisecond), budget)
 		}
 	}
-	produced["create"] = produce("acme", "create", "Patient", "p1", patient("p1", "1", "female"))
-	check("create", "SELECT count(*) AS n FROM patient WHERE id = 'p1' AND gender = 'female'", "1")
-	produced["update"] = produce("acme", "update", "Patient", "p1", patient("p1", "2", "male"))
-	check("update", "SELECT count(*) AS n FROM patient WHERE id = 'p1' AND gender = 'male' AND _version_id = '2'", "1")
+	id, version := "", 0
+	timed("create", func(n int) (time.Time, string, string) {
+		id, version = fmt.Sprintf("p%d", n), 1
+		sent := produce("acme", "create", "Patient", id, patient(id, "1", "female"))
+		return sent, fmt.Sprintf("SELECT count(*) AS n FROM patient WHERE id = '%s' AND gender = 'female'", id), "1"
+	})
+	timed("update", func(n int) (time.Time, string, string) {
+		version++
+		v := strconv.Itoa(version)
+		sent := produce("acme", "update", "Patient", id, patient(id, v, "male"))
+		return sent, fmt.Sprintf("SELECT count(*) AS n FROM patient WHERE id = '%s' AND gender = 'male' AND _version_id = '%s'", id, v), "1"
+	})
 	// Exactly one row per resource: the update replaced the first version.
-	if got := api.scalar("acme", keys["acme"], "SELECT count(*) AS n FROM patient WHERE id = 'p1'"); got != "1" {
-		t.Errorf("rows of p1 after the update: got %s, want 1", got)
+	if got := api.scalar("acme", keys["acme"], fmt.Sprintf("SELECT count(*) AS n FROM patient WHERE id = '%s'", id)); got != "1" {
+		t.Errorf("rows of %s after the update: got %s, want 1", id, got)
 	}
-	produced["delete"] = produce("acme", "delete", "Patient", "p1", "{}", "3")
-	check("delete", "SELECT count(*) AS n FROM patient WHERE id = 'p1'", "0")
+	timed("delete", func(n int) (time.Time, string, string) {
+		if n > 1 {
+			// The resource is gone: bring it back, untimed, to delete it again.
+			version++
+			produce("acme", "update", "Patient", id, patient(id, strconv.Itoa(version), "male"))
+			api.waitFor("acme", keys["acme"], fmt.Sprintf("SELECT count(*) AS n FROM patient WHERE id = '%s'", id), "1", 90*time.Second)
+		}
+		version++
+		sent := produce("acme", "delete", "Patient", id, "{}", strconv.Itoa(version))
+		return sent, fmt.Sprintf("SELECT count(*) AS n FROM patient WHERE id = '%s'", id), "0"
+	})
 	// Nothing counted twice across all of it, and globex sees none of it.
 	if got := api.scalar("acme", keys["acme"], "SELECT count(*) - count(DISTINCT id) AS n FROM resources"); got != "0" {
 		t.Errorf("duplicate resources: %s", got)

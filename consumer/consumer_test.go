@@ -13,6 +13,7 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -320,19 +321,26 @@ func TestConsumerRebalance(t *testing.T) {
 	h.verify()
 }
 
-func counterSum(t *testing.T, reg *prometheus.Registry, name string) int {
+// series returns the series of the metric family called name in reg.
+func series(t *testing.T, reg *prometheus.Registry, name string) []*dto.Metric {
 	t.Helper()
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := 0.0
 	for _, f := range fams {
 		if f.GetName() == name {
-			for _, m := range f.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
+			return f.GetMetric()
 		}
+	}
+	return nil
+}
+
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) int {
+	t.Helper()
+	sum := 0.0
+	for _, m := range series(t, reg, name) {
+		sum += m.GetCounter().GetValue()
 	}
 	return int(sum)
 }
@@ -402,18 +410,9 @@ func TestConsumerBackpressure(t *testing.T) {
 
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	sum := 0.0
+	for _, m := range series(t, reg, name) {
+		sum += m.GetGauge().GetValue()
 	}
-	for _, f := range fams {
-		if f.GetName() == name {
-			sum := 0.0
-			for _, m := range f.GetMetric() {
-				sum += m.GetGauge().GetValue()
-			}
-			return sum
-		}
-	}
-	return 0
+	return sum
 }

@@ -99,20 +99,11 @@ func TestBacklogCaughtUp(t *testing.T) {
 	})
 	h.runUntilCommitted(c, int64(total))
 	h.verify()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	reasons := map[string]float64{}
-	for _, f := range fams {
-		if f.GetName() != "fhirlake_consumer_flushes_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" {
-					reasons[l.GetValue()] += m.GetCounter().GetValue()
-				}
+	for _, m := range series(t, reg, "fhirlake_consumer_flushes_total") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "reason" {
+				reasons[l.GetValue()] += m.GetCounter().GetValue()
 			}
 		}
 	}
@@ -266,15 +257,10 @@ func TestFlushPipeline(t *testing.T) {
 
 func histogram(t *testing.T, reg *prometheus.Registry, name string) (uint64, float64) {
 	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	ms := series(t, reg, name)
+	if len(ms) == 0 {
+		return 0, 0
 	}
-	for _, f := range fams {
-		if f.GetName() == name {
-			h := f.GetMetric()[0].GetHistogram()
-			return h.GetSampleCount(), h.GetSampleSum()
-		}
-	}
-	return 0, 0
+	h := ms[0].GetHistogram()
+	return h.GetSampleCount(), h.GetSampleSum()
 }

@@ -57,11 +57,10 @@ type Coordinates struct {
 // at that size and never grown, so no resource is copied again and the
 // memory held beyond the rows is at most one chunk.
 type rawBuilder struct {
-	b         *array.RecordBuilder
-	done      []arrow.RecordBatch // full chunks
-	rows      int                 // rows in all chunks
-	chunkRows int                 // rows in the chunk being built
-	bytes     int
+	b     *array.RecordBuilder
+	done  []arrow.RecordBatch // full chunks
+	rows  int                 // rows in all chunks
+	bytes int
 }
 
 // RawChunkBytes is the size of the resources column of one chunk of the
@@ -86,7 +85,6 @@ func (r *rawBuilder) append(tenant string, ev *Event, at Coordinates, ingest tim
 		f[10].AppendNull()
 	}
 	r.rows++
-	r.chunkRows++
 	r.bytes += len(ev.Resource) + len(ev.ID) + len(ev.ResourceType) + len(tenant) + len(at.Topic) + 64
 }
 
@@ -98,9 +96,8 @@ func (r *rawBuilder) reserve(n int) {
 	if used+n <= res.DataCap() {
 		return
 	}
-	if res.DataCap() >= RawChunkBytes && r.chunkRows > 0 {
+	if res.DataCap() >= RawChunkBytes && res.Len() > 0 {
 		r.done = append(r.done, r.b.NewRecordBatch())
-		r.chunkRows = 0
 		res.ReserveData(max(RawChunkBytes, n))
 		return
 	}
@@ -140,7 +137,7 @@ func appendCoordinates(f []array.Builder, at Coordinates, ingest time.Time) {
 func (r *rawBuilder) records() []arrow.RecordBatch {
 	out := append(r.done, r.b.NewRecordBatch())
 	r.done = nil
-	r.rows, r.chunkRows, r.bytes = 0, 0, 0
+	r.rows, r.bytes = 0, 0
 	return out
 }
 

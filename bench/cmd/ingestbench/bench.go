@@ -205,7 +205,7 @@ func (b *bench) catchUp(ctx context.Context, name, note, group, prefix, metricsA
 		return r, err
 	}
 	defer p.stop(time.Minute)
-	watch := watchProc(p.cmd.Process.Pid)
+	watch := watchProc(p.cmd.Process.Pid, b.o.timeline)
 	var readAt atomic.Int64
 	mctx, stopMetrics := context.WithCancel(ctx)
 	defer stopMetrics()
@@ -323,7 +323,7 @@ func (b *bench) freshness(ctx context.Context) error {
 		return err
 	}
 	defer p.stop(time.Minute)
-	watch := watchProc(p.cmd.Process.Pid)
+	watch := watchProc(p.cmd.Process.Pid, false)
 	if err := waitStable(ctx, b.adm, group, time.Minute, p.alive); err != nil {
 		watch.Stop()
 		return err

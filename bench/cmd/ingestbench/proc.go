@@ -11,11 +11,13 @@ import (
 	"time"
 )
 
-// procWatch samples a process's memory every 100 ms until stopped.
+// procWatch samples a process's memory every 100 ms until stopped, and
+// its CPU time and the machine's when a timeline is wanted.
 type procWatch struct {
-	pid  int
-	stop chan struct{}
-	done chan struct{}
+	pid      int
+	timeline bool
+	stop     chan struct{}
+	done     chan struct{}
 
 	mu      sync.Mutex
 	peakRSS int64 // max VmRSS seen, bytes
@@ -45,11 +47,14 @@ func machineBusy() time.Duration {
 			busy += n
 		}
 	}
-	return time.Duration(busy) * time.Second / 100
+	return time.Duration(busy) * time.Second / userHZ
 }
 
-func watchProc(pid int) *procWatch {
-	w := &procWatch{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+// userHZ is the unit of the CPU times in /proc (clock ticks) on Linux.
+const userHZ = 100
+
+func watchProc(pid int, timeline bool) *procWatch {
+	w := &procWatch{pid: pid, timeline: timeline, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(100 * time.Millisecond)
@@ -71,12 +76,17 @@ func (w *procWatch) sample() {
 	if err != nil {
 		return
 	}
-	cpu, cerr := cpuTime(w.pid)
+	var cs *cpuSample
+	if w.timeline {
+		if cpu, err := cpuTime(w.pid); err == nil {
+			cs = &cpuSample{time.Now(), cpu, machineBusy()}
+		}
+	}
 	w.mu.Lock()
 	w.peakRSS = max(w.peakRSS, rss)
 	w.hwm = max(w.hwm, hwm)
-	if cerr == nil {
-		w.cpu = append(w.cpu, cpuSample{time.Now(), cpu, machineBusy()})
+	if cs != nil {
+		w.cpu = append(w.cpu, *cs)
 	}
 	w.mu.Unlock()
 }
@@ -159,8 +169,7 @@ func cpuTime(pid int) (time.Duration, error) {
 	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / ticks, nil
+	return time.Duration(ut+st) * time.Second / userHZ, nil
 }
 
 // loadAvg returns the 1, 5 and 15 minute load averages.

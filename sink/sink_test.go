@@ -131,12 +131,15 @@ func TestWriterRoundTrip(t *testing.T) {
 	}
 }
 
-// failingStore fails the puts of the keys in fail once each.
+// failingStore fails the puts of the keys in fail once each, each only
+// after another put has succeeded, so that a failed upload always leaves
+// some files durable.
 type failingStore struct {
 	Store
-	mu   sync.Mutex
-	fail map[string]bool
-	puts map[string]int
+	mu        sync.Mutex
+	fail      map[string]bool
+	puts      map[string]int
+	succeeded chan struct{} // closed by the first successful put
 }
 
 func (f *failingStore) Put(ctx context.Context, key, path string) error {
@@ -146,9 +149,23 @@ func (f *failingStore) Put(ctx context.Context, key, path string) error {
 	delete(f.fail, key)
 	f.mu.Unlock()
 	if failNow {
+		select {
+		case <-f.succeeded:
+		case <-ctx.Done():
+		}
 		return errors.New("store unavailable")
 	}
-	return f.Store.Put(ctx, key, path)
+	if err := f.Store.Put(ctx, key, path); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	select {
+	case <-f.succeeded:
+	default:
+		close(f.succeeded)
+	}
+	f.mu.Unlock()
+	return nil
 }
 
 // TestWriterUploadRetry: files are encoded once; a failed upload is retried
@@ -157,7 +174,7 @@ func (f *failingStore) Put(ctx context.Context, key, path string) error {
 func TestWriterUploadRetry(t *testing.T) {
 	ctx := context.Background()
 	local, _ := NewLocal(t.TempDir())
-	fs := &failingStore{Store: local, fail: map[string]bool{"speed/b.parquet": true}, puts: map[string]int{}}
+	fs := &failingStore{Store: local, fail: map[string]bool{"speed/b.parquet": true}, puts: map[string]int{}, succeeded: make(chan struct{})}
 	work := t.TempDir()
 	w, err := NewWriter(map[string]Store{"acme": fs}, WriterOptions{WorkDir: work}, nil)
 	if err != nil {

@@ -377,7 +377,10 @@ func TestConsumerBackpressure(t *testing.T) {
 		o.MaxBufferedBytes = budget
 		o.MaxBytes = 16 << 10
 		o.MaxRows = 1_000_000
-		o.MaxAge = time.Hour
+		// Longer than the outage below, so that memory drives its flushes;
+		// short enough that the last buffers, below every other limit once
+		// the store is back, are flushed by age.
+		o.MaxAge = 3 * time.Second
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

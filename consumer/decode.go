@@ -206,6 +206,11 @@ func Decode(value []byte) (*Notification, error) { return DecodeRecord(value, ni
 // HeaderVersionID and HeaderMedplumDeleted. Header values are never copied
 // into the result. Every failure is a *DecodeError naming its class and
 // reason.
+//
+// The notification's strings and resources share value's memory rather
+// than copy it, so value must not be modified while they are in use, and a
+// string kept beyond the record (a map key, a metric label) should be
+// cloned, or it keeps the whole fetch response it points into alive.
 func DecodeRecord(value []byte, headers []kgo.RecordHeader) (*Notification, error) {
 	if len(value) > MaxRecordBytes {
 		return nil, decodeErr(ClassOversized, "record value is %d bytes, more than %d", len(value), MaxRecordBytes)

@@ -30,15 +30,17 @@ type RouteOptions struct {
 // tenant, or whose sources disagree, or that has no tenant at all, is not
 // routable: there is no default tenant.
 type Router struct {
-	o       RouteOptions
-	tenants map[string]bool
+	o RouteOptions
+	// tenants maps a configured tenant to itself: Resolve returns the
+	// configured string, never one that points into a record.
+	tenants map[string]string
 }
 
 // NewRouter returns a router over the configured tenants.
 func NewRouter(o RouteOptions, tenants []string) *Router {
-	r := &Router{o: o, tenants: map[string]bool{}}
+	r := &Router{o: o, tenants: map[string]string{}}
 	for _, t := range tenants {
-		r.tenants[t] = true
+		r.tenants[t] = t
 	}
 	return r
 }
@@ -117,10 +119,11 @@ func (r *Router) Resolve(rec *kgo.Record, n *Notification) (string, error) {
 			return "", &RouteError{Class: "conflicting_tenants", Claimed: answers[0].tenant, Reason: describe(answers)}
 		}
 	}
-	if !r.tenants[tenant] {
+	configured, ok := r.tenants[tenant]
+	if !ok {
 		return "", &RouteError{Class: "unknown_tenant", Claimed: tenant, Reason: fmt.Sprintf("tenant %q (from %s) is not configured", tenant, answers[0].source)}
 	}
-	return tenant, nil
+	return configured, nil
 }
 
 func describe(answers []answer) string {

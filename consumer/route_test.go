@@ -56,3 +56,26 @@ func TestRouter(t *testing.T) {
 		})
 	}
 }
+
+// TestRouterTenantOutlivesRecord: decoded strings share the record's
+// memory, but the tenant a record routes to is kept (buffer maps, metric
+// labels), so the router must hand back the configured string, which
+// neither changes with the record's bytes nor keeps them alive.
+func TestRouterTenantOutlivesRecord(t *testing.T) {
+	r := NewRouter(RouteOptions{PayloadFields: true}, []string{"globex"})
+	value := []byte(`{"location":"Patient/p1/_history/1","operationType":"update","resourceId":"p1","tenantId":"globex","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"1"}}}`)
+	n, err := Decode(value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant, err := r.Resolve(&kgo.Record{Topic: "shared", Value: value}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range value {
+		value[i] = 'x'
+	}
+	if tenant != "globex" {
+		t.Fatalf("tenant changed with the record's bytes: %q", tenant)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -97,7 +98,10 @@ func (w *worker) eventCounter(f Format, typ string, op Operation) prometheus.Cou
 	k := eventLabels{f, typ, op}
 	m, ok := w.mEvents[k]
 	if !ok {
-		m = w.c.m.events.WithLabelValues(string(f), typ, string(op))
+		// typ points into a record (DecodeRecord): the map and the metric
+		// keep a copy.
+		k.typ = strings.Clone(typ)
+		m = w.c.m.events.WithLabelValues(string(f), k.typ, string(op))
 		w.mEvents[k] = m
 	}
 	return m
@@ -354,7 +358,7 @@ func (w *worker) process(r *kgo.Record) {
 		if n.Empty > 0 {
 			t = "empty-event"
 		}
-		c.m.controls.WithLabelValues(t).Inc()
+		c.m.controls.WithLabelValues(strings.Clone(t)).Inc()
 		c.log.Debug("control message", "tenant", tenant, "type", n.Type, "status", n.Status, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -77,5 +78,32 @@ func TestRouterTenantOutlivesRecord(t *testing.T) {
 	}
 	if tenant != "globex" {
 		t.Fatalf("tenant changed with the record's bytes: %q", tenant)
+	}
+}
+
+// TestEventLabelsOutliveRecord: the resource type of an event points into
+// its record; the per-worker counter map and the metric keep copies.
+func TestEventLabelsOutliveRecord(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	w := &worker{c: &Consumer{m: newMetrics(reg)}, mEvents: map[eventLabels]prometheus.Counter{}}
+	value := []byte(`{"location":"Patient/p1/_history/1","operationType":"update","resourceId":"p1","tenantId":"globex","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"1"}}}`)
+	n, err := Decode(value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := n.Events[0]
+	w.eventCounter(n.Format, ev.ResourceType, ev.Operation).Inc()
+	for i := range value {
+		value[i] = 'x'
+	}
+	if _, ok := w.mEvents[eventLabels{n.Format, "Patient", ev.Operation}]; !ok {
+		t.Errorf("counter map keys changed with the record's bytes: %v", w.mEvents)
+	}
+	for _, m := range series(t, reg, "fhirlake_consumer_events_total") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "resource_type" && l.GetValue() != "Patient" {
+				t.Errorf("resource_type label changed with the record's bytes: %q", l.GetValue())
+			}
+		}
 	}
 }

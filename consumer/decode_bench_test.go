@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fhirlake/synth"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"fhirlake/internal/testenv"
+	"fhirlake/synth"
 )
 
 // syntheaResources reads up to n Synthea resources, taking them in turn from

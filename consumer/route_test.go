@@ -64,18 +64,12 @@ func TestRouter(t *testing.T) {
 // neither changes with the record's bytes nor keeps them alive.
 func TestRouterTenantOutlivesRecord(t *testing.T) {
 	r := NewRouter(RouteOptions{PayloadFields: true}, []string{"globex"})
-	value := []byte(`{"location":"Patient/p1/_history/1","operationType":"update","resourceId":"p1","tenantId":"globex","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"1"}}}`)
-	n, err := Decode(value)
+	n, overwrite := decodeIBMPatient(t)
+	tenant, err := r.Resolve(&kgo.Record{Topic: "shared"}, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant, err := r.Resolve(&kgo.Record{Topic: "shared", Value: value}, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range value {
-		value[i] = 'x'
-	}
+	overwrite()
 	if tenant != "globex" {
 		t.Fatalf("tenant changed with the record's bytes: %q", tenant)
 	}
@@ -86,16 +80,10 @@ func TestRouterTenantOutlivesRecord(t *testing.T) {
 func TestEventLabelsOutliveRecord(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	w := &worker{c: &Consumer{m: newMetrics(reg)}, mEvents: map[eventLabels]prometheus.Counter{}}
-	value := []byte(`{"location":"Patient/p1/_history/1","operationType":"update","resourceId":"p1","tenantId":"globex","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"1"}}}`)
-	n, err := Decode(value)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, overwrite := decodeIBMPatient(t)
 	ev := n.Events[0]
 	w.eventCounter(n.Format, ev.ResourceType, ev.Operation).Inc()
-	for i := range value {
-		value[i] = 'x'
-	}
+	overwrite()
 	if _, ok := w.mEvents[eventLabels{n.Format, "Patient", ev.Operation}]; !ok {
 		t.Errorf("counter map keys changed with the record's bytes: %v", w.mEvents)
 	}
@@ -104,6 +92,22 @@ func TestEventLabelsOutliveRecord(t *testing.T) {
 			if l.GetName() == "resource_type" && l.GetValue() != "Patient" {
 				t.Errorf("resource_type label changed with the record's bytes: %q", l.GetValue())
 			}
+		}
+	}
+}
+
+// decodeIBMPatient decodes an IBM event for globex's Patient/p1, and
+// returns a function that overwrites the record's bytes afterwards.
+func decodeIBMPatient(t *testing.T) (*Notification, func()) {
+	t.Helper()
+	value := []byte(`{"location":"Patient/p1/_history/1","operationType":"update","resourceId":"p1","tenantId":"globex","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"1"}}}`)
+	n, err := Decode(value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, func() {
+		for i := range value {
+			value[i] = 'x'
 		}
 	}
 }

@@ -108,9 +108,9 @@ func (b *bench) report(w io.Writer) {
 			m, lo, hi := med(get)
 			return fmt.Sprintf("%.2f× (%.2f–%.2f)", m, lo, hi)
 		}
-		wall, _, _ := med(func(r roundRatios) float64 { return r.wall })
-		fmt.Fprintf(w, "median of %d rounds (min–max), wall clock: %s with views, %s with no views; per CPU-second: %s and %s  [target ≥ 3×: %s]\n",
-			len(rounds), show(func(r roundRatios) float64 { return r.wall }), show(func(r roundRatios) float64 { return r.rawWall }),
+		wall, lo, hi := med(func(r roundRatios) float64 { return r.wall })
+		fmt.Fprintf(w, "median of %d rounds (min–max), wall clock: %.2f× (%.2f–%.2f) with views, %s with no views; per CPU-second: %s and %s  [target ≥ 3×: %s]\n",
+			len(rounds), wall, lo, hi, show(func(r roundRatios) float64 { return r.rawWall }),
 			show(func(r roundRatios) float64 { return r.cpu }), show(func(r roundRatios) float64 { return r.rawCPU }), verdict(wall >= 3))
 	}
 	if f := b.fresh; f != nil {

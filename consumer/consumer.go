@@ -345,20 +345,34 @@ func (c *Consumer) flushLargest() {
 		w     *worker
 		bytes int64
 	}
+	// Signals are sent under the lock: a worker still in the map has not
+	// been told to stop, so it reads its signal or, exiting, leaves the
+	// group.
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	hs := make([]held, 0, len(c.workers))
 	for _, w := range c.workers {
 		hs = append(hs, held{w, w.filling.Load()})
 	}
-	c.mu.Unlock()
 	slices.SortFunc(hs, func(a, b held) int { return cmp.Compare(b.bytes, a.bytes) })
-	for _, h := range hs {
-		if h.bytes == 0 || need <= 0 {
+	// The partitions signalled write their view files together. This
+	// function holds a member's place until every signal is sent, so the
+	// group cannot start with the first joiner alone.
+	g := newFlushGroup(c)
+	g.expect()
+	defer g.leave()
+	for i, h := range hs {
+		// A second partition joins even when the largest covers the need:
+		// its view files cost next to nothing once shared.
+		if h.bytes == 0 || (need <= 0 && i >= 2) {
 			break
 		}
+		g.expect()
 		select {
-		case h.w.flushNow <- struct{}{}:
+		case h.w.flushNow <- g:
 		default:
+			// A signal is already waiting: that partition flushes anyway.
+			g.leave()
 		}
 		need -= h.bytes
 	}

@@ -65,7 +65,7 @@ type rawBuilder struct {
 
 // RawChunkBytes is the size of the resources column of one chunk of the
 // raw dataset.
-const RawChunkBytes = 2 << 20
+const RawChunkBytes = 1 << 20
 
 func newRawBuilder(mem memory.Allocator) *rawBuilder {
 	return &rawBuilder{b: array.NewRecordBuilder(mem, RawSchema)}

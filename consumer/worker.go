@@ -44,10 +44,12 @@ type worker struct {
 	partition int32
 	in        chan delivery
 	stop      chan stopRequest
-	flushNow  chan struct{} // the memory budget is exhausted: flush what is held
-	done      chan struct{}
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// flushNow says the memory budget is exhausted: flush what is held, as
+	// a member of the group.
+	flushNow chan *flushGroup
+	done     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
 	// phase shortens this partition's age limit a little, so that
 	// partitions filled at the same rate do not all flush at the same moment.
 	phase time.Duration
@@ -117,9 +119,13 @@ type batch struct {
 	first, last int64
 	epoch       int32
 	bytes       int64     // record bytes, counted in Consumer.sealed until released
+	date        time.Time // the date partition of the batch's files
 	produced    time.Time // Kafka timestamp of the first (oldest) record
 	reason      string
 	dlq         *dlqTracker
+	// group, when set, writes the batch's files (with other partitions'
+	// batches) and owns its records and bytes.
+	group *flushGroup
 }
 
 func (b *batch) release() {
@@ -145,7 +151,7 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 		c: c, topic: topic, partition: partition,
 		in:          make(chan delivery, 4),
 		stop:        make(chan stopRequest, 1),
-		flushNow:    make(chan struct{}, 1),
+		flushNow:    make(chan *flushGroup, 1),
 		done:        make(chan struct{}),
 		ctx:         ctx,
 		cancel:      cancel,
@@ -214,6 +220,16 @@ func (w *worker) run() {
 		close(w.flushes)
 		<-w.flusherDone
 		w.release()
+		// A group signalled after the last look must not wait for us.
+		for {
+			select {
+			case g := <-w.flushNow:
+				g.leave()
+				continue
+			default:
+			}
+			break
+		}
 	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -235,20 +251,22 @@ func (w *worker) run() {
 			}
 			if reason != "" {
 				timer.Stop()
-				if !w.seal(reason) {
+				if !w.seal(reason, nil) {
 					return
 				}
 			}
 		case <-timer.C:
-			if w.have && !w.seal("age") {
+			if w.have && !w.seal("age", nil) {
 				return
 			}
-		case <-w.flushNow:
-			if w.have {
-				timer.Stop()
-				if !w.seal("memory") {
-					return
-				}
+		case g := <-w.flushNow:
+			if !w.have {
+				g.leave()
+				continue
+			}
+			timer.Stop()
+			if !w.seal("memory", g) {
+				return
 			}
 		case req := <-w.stop:
 			if req.mode == stopDrop {
@@ -265,7 +283,7 @@ func (w *worker) run() {
 				break
 			}
 			if w.have {
-				w.seal(req.reason)
+				w.seal(req.reason, nil)
 			}
 			return
 		}
@@ -283,10 +301,19 @@ func (w *worker) full() string {
 }
 
 // seal turns the filling buffer into a batch and hands it to the flusher,
-// waiting while the flusher is busy with the previous one. It returns false
-// when the worker was cancelled meanwhile (nothing more may be committed).
-func (w *worker) seal(reason string) bool {
+// waiting while the flusher is busy with the previous one; with a group,
+// the batch's files are written with the group's (flushGroup). It returns
+// false when the worker was cancelled meanwhile (nothing more may be
+// committed).
+func (w *worker) seal(reason string, g *flushGroup) bool {
 	b, err := w.batch(reason)
+	if g != nil {
+		if err != nil {
+			g.leave()
+		} else {
+			g.join(w, b)
+		}
+	}
 	if err != nil {
 		// Building the batch cannot fail on valid state; drop the partition
 		// so the records replay rather than commit past them.
@@ -483,6 +510,11 @@ func (w *worker) flush(b *batch) {
 }
 
 func (w *worker) tryFlush(b *batch) error {
+	if b.group != nil {
+		if err := b.group.wait(w.ctx); err != nil {
+			return err
+		}
+	}
 	if len(b.files) > 0 && b.enc == nil {
 		enc, err := w.c.writer.Encode(w.ctx, b.files)
 		if err != nil {
@@ -543,7 +575,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, produced: w.firstTime, reason: reason, dlq: w.dlq}
+	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, date: date, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
 	w.have, w.held, w.bytes = false, false, 0
 	w.filling.Store(0)

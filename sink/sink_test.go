@@ -353,3 +353,14 @@ func TestParquetOptions(t *testing.T) {
 		t.Errorf("512 KiB row-group cap: %d row groups, want at least 4", n)
 	}
 }
+
+func TestMergedKey(t *testing.T) {
+	day := time.Date(2026, 3, 4, 23, 0, 0, 0, time.UTC)
+	if got, want := MergedKey("patient", day, "fhir.n", []Range{{3, 10, 20}}), Key("patient", day, "fhir.n", 3, 10, 20); got != want {
+		t.Errorf("one range: %s, want Key's %s", got, want)
+	}
+	got := MergedKey("patient", day, "fhir.n", []Range{{5, 7, 9}, {0, 100, 200}, {3, 10, 20}})
+	if want := "speed/patient/date=2026-03-04/fhir.n-0-100-200_3-10-20_5-7-9.parquet"; got != want {
+		t.Errorf("three ranges: %s, want %s", got, want)
+	}
+}

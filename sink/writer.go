@@ -1,12 +1,15 @@
 package sink
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -20,6 +23,32 @@ import (
 // overwrites its own files instead of duplicating them.
 func Key(view string, date time.Time, topic string, partition int32, first, last int64) string {
 	return fmt.Sprintf("speed/%s/date=%s/%s-%d-%d-%d.parquet", view, date.UTC().Format("2006-01-02"), topic, partition, first, last)
+}
+
+// Range is one partition's offset range, first to last inclusive.
+type Range struct {
+	Partition   int32
+	First, Last int64
+}
+
+// MergedKey is the key of a file holding several partitions' ranges of
+// one topic: Key's name with every range after the first appended as
+// _<partition>-<first>-<last>, in partition order. With one range it is
+// Key.
+func MergedKey(view string, date time.Time, topic string, ranges []Range) string {
+	rs := slices.Clone(ranges)
+	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.Partition, b.Partition) })
+	var name strings.Builder
+	name.WriteString(topic)
+	for i, r := range rs {
+		if i > 0 {
+			name.WriteByte('_')
+		} else {
+			name.WriteByte('-')
+		}
+		fmt.Fprintf(&name, "%d-%d-%d", r.Partition, r.First, r.Last)
+	}
+	return fmt.Sprintf("speed/%s/date=%s/%s.parquet", view, date.UTC().Format("2006-01-02"), name.String())
 }
 
 // File is one Parquet file to make durable in one tenant's store.

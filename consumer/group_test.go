@@ -1,0 +1,192 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"fhirlake/sink"
+	"fhirlake/synth"
+)
+
+// keyStore remembers the keys put.
+type keyStore struct {
+	sink.Store
+	mu   sync.Mutex
+	keys []string
+}
+
+func (k *keyStore) Put(ctx context.Context, key, path string) error {
+	if err := k.Store.Put(ctx, key, path); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.keys = append(k.keys, key)
+	k.mu.Unlock()
+	return nil
+}
+
+// TestConsumerGroupFlush: when the memory budget runs out, the partitions
+// sealed together write one file per tenant and view between them, named
+// after every partition's range; raw files stay one per partition; every
+// view row is written exactly once and every offset is committed.
+func TestConsumerGroupFlush(t *testing.T) {
+	opts := synth.DefaultOptions()
+	opts.Patients = 150
+	opts.Tenants = []string{"acme", "globex"}
+	h := newHarness(t, opts)
+	stores := map[string]*keyStore{}
+	for _, tn := range opts.Tenants {
+		stores[tn] = &keyStore{Store: h.stores[tn]}
+		h.stores[tn] = stores[tn]
+	}
+	h.producedAt = time.Now() // small batches
+	total := h.produce(-1)
+	c := h.consumerWith(prometheus.NewRegistry(), opts.Tenants, func(o *Options) {
+		// Every poll takes a little of each partition, so that they fill
+		// together, as they do from a real broker.
+		o.ClientOpts = append(o.ClientOpts, kgo.FetchMaxPartitionBytes(32<<10))
+		o.MaxBufferedBytes = 4 << 20
+		o.MaxBytes = 64 << 20
+		o.MaxRows = 1_000_000
+		o.MaxAge = 2 * time.Second // memory drives the flushes until the last ones
+	})
+	h.runUntilCommitted(c, int64(total))
+	h.verify()
+
+	merged := 0
+	for tn, ks := range stores {
+		for _, k := range ks.keys {
+			name := strings.TrimSuffix(filepath.Base(k), ".parquet")
+			ranges := strings.Count(name, "_") + 1
+			if strings.HasPrefix(k, "speed/"+RawView+"/") {
+				if ranges != 1 {
+					t.Errorf("tenant %s: raw file %s holds several partitions", tn, k)
+				}
+				continue
+			}
+			if ranges > 1 {
+				merged++
+			}
+		}
+	}
+	if merged == 0 {
+		t.Error("no view file was shared by the partitions of a memory flush")
+	}
+
+	// Every view row once: the views hold exactly the rows the raw
+	// resources yield, with no replayed copies to drop.
+	db := openDuckDB(t)
+	for _, tn := range opts.Tenants {
+		glob := filepath.Join(h.roots[tn], "speed", "observation", "*", "*.parquet")
+		var rows, distinct int
+		if err := db.QueryRow(fmt.Sprintf(`SELECT count(*), count(DISTINCT (_resource_id, _version_id, _row)) FROM read_parquet('%s')`, glob)).Scan(&rows, &distinct); err != nil {
+			t.Fatal(err)
+		}
+		if rows == 0 || rows != distinct {
+			t.Errorf("tenant %s: %d observation rows, %d distinct", tn, rows, distinct)
+		}
+	}
+	t.Logf("%d view files shared by several partitions", merged)
+}
+
+// groupWorker returns a worker of c for partition p (not running) whose
+// sealed batch holds n records of gen.
+func groupWorker(t *testing.T, c *Consumer, gen *synth.Generator, p int32, n int) (*worker, *batch) {
+	t.Helper()
+	w := newWorker(c, testTopic, p)
+	for i := 0; i < n; i++ {
+		r, ok := gen.Next()
+		if !ok {
+			t.Fatal("generator ran out")
+		}
+		rec := &kgo.Record{Topic: testTopic, Partition: p, Offset: int64(i), Value: r.Value, Timestamp: time.Now()}
+		for _, hd := range r.Headers {
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: hd.Key, Value: hd.Value})
+		}
+		w.process(rec)
+	}
+	b, err := w.batch("memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, b
+}
+
+// TestFlushGroupMembers: a group goes on without a member that never
+// joins and without one whose partition is lost after joining, and gives
+// up, releasing every record, only once no member is left.
+func TestFlushGroupMembers(t *testing.T) {
+	opts := synth.DefaultOptions()
+	opts.Patients = 20
+	opts.Tenants = []string{"acme"}
+	opts.Malformed, opts.Unroutable, opts.Controls = 0, 0, 0
+	h := newHarness(t, opts)
+	release := make(chan struct{})
+	h.stores["acme"] = &blockingStore{Store: h.stores["acme"], release: release}
+	c := h.consumerWith(prometheus.NewRegistry(), opts.Tenants, nil)
+
+	// One member joins, one leaves, one joins and is lost: the group
+	// writes the joined members' files once the store is back.
+	g := newFlushGroup(c)
+	for range 3 {
+		g.expect()
+	}
+	w0, b0 := groupWorker(t, c, h.gen, 0, 50)
+	w2, b2 := groupWorker(t, c, h.gen, 2, 50)
+	g.join(w0, b0)
+	g.leave()
+	g.join(w2, b2)
+	w2.cancel()
+	if err := b2.group.wait(w2.ctx); err == nil {
+		t.Error("a lost member's wait returned without error")
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b0.group.wait(ctx); err != nil {
+		t.Fatalf("group flush: %v", err)
+	}
+	if s := c.sealed.Load(); s != 0 {
+		t.Errorf("sealed bytes after the group's flush: %d, want 0", s)
+	}
+	w0.cancel()
+
+	// Every member lost while the store is down: the group gives up and
+	// releases the records.
+	h.stores["acme"].(*blockingStore).release = make(chan struct{})
+	g = newFlushGroup(c)
+	g.expect()
+	g.expect()
+	w1, b1 := groupWorker(t, c, h.gen, 1, 50)
+	w3, b3 := groupWorker(t, c, h.gen, 3, 50)
+	g.join(w1, b1)
+	g.join(w3, b3)
+	time.Sleep(50 * time.Millisecond) // the upload is blocked
+	w1.cancel()
+	w3.cancel()
+	select {
+	case <-g.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("group still running with every member gone")
+	}
+	if g.err == nil {
+		t.Error("abandoned group reports no error")
+	}
+	for _, w := range []*worker{w0, w1, w2, w3} {
+		w.buf.Release()
+	}
+	if s := c.sealed.Load(); s != 0 {
+		t.Errorf("sealed bytes after the group gave up: %d, want 0", s)
+	}
+	if n := c.mem.InUse(); n != 0 {
+		t.Errorf("%d bytes of Arrow memory still held", n)
+	}
+}

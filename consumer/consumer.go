@@ -114,6 +114,8 @@ type Consumer struct {
 
 	mu      sync.Mutex
 	workers map[tp]*worker
+	// forming is the last group flushLargest signalled.
+	forming *flushGroup
 	// fatal carries an error that must stop the consumer.
 	fatal chan error
 }
@@ -337,6 +339,16 @@ func (c *Consumer) backpressure(paused bool) bool {
 // flushes in progress cover a third of the budget; the others keep filling,
 // so that running out of memory does not cut every buffer into small files.
 func (c *Consumer) flushLargest() {
+	// Signals are sent under the lock: a worker still in the map has not
+	// been told to stop, so it reads its signal or, exiting, leaves the
+	// group.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.forming != nil && c.forming.forming() {
+		// The last group's members are still sealing; their bytes are not
+		// in sealed yet. Another group now would split the event in two.
+		return
+	}
 	need := c.opts.MaxBufferedBytes/3 - c.sealed.Load()
 	if need <= 0 {
 		return // enough is being flushed already; wait for it
@@ -345,11 +357,6 @@ func (c *Consumer) flushLargest() {
 		w     *worker
 		bytes int64
 	}
-	// Signals are sent under the lock: a worker still in the map has not
-	// been told to stop, so it reads its signal or, exiting, leaves the
-	// group.
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	hs := make([]held, 0, len(c.workers))
 	for _, w := range c.workers {
 		hs = append(hs, held{w, w.filling.Load()})
@@ -359,22 +366,25 @@ func (c *Consumer) flushLargest() {
 	// function holds a member's place until every signal is sent, so the
 	// group cannot start with the first joiner alone.
 	g := newFlushGroup(c)
+	c.forming = g
 	g.expect()
 	defer g.leave()
-	for i, h := range hs {
+	signalled := 0
+	for _, h := range hs {
 		// A second partition joins even when the largest covers the need:
 		// its view files cost next to nothing once shared.
-		if h.bytes == 0 || (need <= 0 && i >= 2) {
+		if h.bytes == 0 || (need <= 0 && signalled >= 2) {
 			break
 		}
+		need -= h.bytes
 		g.expect()
 		select {
 		case h.w.flushNow <- g:
+			signalled++
 		default:
 			// A signal is already waiting: that partition flushes anyway.
 			g.leave()
 		}
-		need -= h.bytes
 	}
 }
 

@@ -82,6 +82,13 @@ func (g *flushGroup) join(w *worker, b *batch) {
 	g.maybeStart()
 }
 
+// forming reports whether members may still join.
+func (g *flushGroup) forming() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.pending > 0
+}
+
 // leave records that a signalled member will not join.
 func (g *flushGroup) leave() {
 	g.mu.Lock()

@@ -365,7 +365,7 @@ func (c *Consumer) flushLargest() {
 	// The partitions signalled write their view files together. This
 	// function holds a member's place until every signal is sent, so the
 	// group cannot start with the first joiner alone.
-	g := newFlushGroup(c)
+	g := newFlushGroup(c, "memory")
 	c.forming = g
 	g.expect()
 	defer g.leave()
@@ -386,6 +386,35 @@ func (c *Consumer) flushLargest() {
 			g.leave()
 		}
 	}
+}
+
+// dueGroup makes a group of self, flushing by age, and every other
+// partition whose buffer is due within a fifth of MaxAge (MinAgeFraction):
+// they flush a little early, and all write one view file per tenant and
+// view instead of one each. Partitions filled at the same rate soon flush
+// in step this way, so at steady load a flush writes a view's rows of every
+// partition in one file.
+func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
+	horizon := time.Now().Add(c.opts.MaxAge / MinAgeFraction).UnixNano()
+	g := newFlushGroup(c, reason)
+	g.expect() // self, which joins when it seals
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.workers {
+		if w == self || w.filling.Load() == 0 {
+			continue
+		}
+		if due := w.due.Load(); due == 0 || due > horizon {
+			continue
+		}
+		g.expect()
+		select {
+		case w.flushNow <- g:
+		default:
+			g.leave() // a signal is waiting: it flushes anyway
+		}
+	}
+	return g
 }
 
 // pollSize is how many records the next poll may take: as many as fit in

@@ -33,7 +33,8 @@ import (
 // resource version and row). The group gives up only once every member is
 // gone.
 type flushGroup struct {
-	c *Consumer
+	c      *Consumer
+	reason string // the flush reason of every member
 
 	mu      sync.Mutex
 	pending int // members that have neither joined nor left
@@ -55,9 +56,9 @@ type groupMember struct {
 	bytes int64
 }
 
-func newFlushGroup(c *Consumer) *flushGroup {
+func newFlushGroup(c *Consumer, reason string) *flushGroup {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &flushGroup{c: c, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &flushGroup{c: c, reason: reason, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 // expect counts one more member, signalled by flushLargest.

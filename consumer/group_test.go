@@ -33,11 +33,30 @@ func (k *keyStore) Put(ctx context.Context, key, path string) error {
 	return nil
 }
 
-// TestConsumerGroupFlush: when the memory budget runs out, the partitions
-// sealed together write one file per tenant and view between them, named
-// after every partition's range; raw files stay one per partition; every
-// view row is written exactly once and every offset is committed.
+// TestConsumerGroupFlush: the partitions sealed together, by a memory
+// event or by age in step, write one file per tenant and view between
+// them, named after every partition's range; raw files stay one per
+// partition; every view row is written exactly once and every offset is
+// committed.
 func TestConsumerGroupFlush(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tune func(*Options)
+	}{
+		{"memory", func(o *Options) {
+			o.MaxBufferedBytes = 4 << 20
+			o.MaxAge = 2 * time.Second // memory drives the flushes until the last ones
+		}},
+		{"age", func(o *Options) {
+			o.MaxBufferedBytes = 256 << 20
+			o.MaxAge = 500 * time.Millisecond
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testGroupFlush(t, tc.tune) })
+	}
+}
+
+func testGroupFlush(t *testing.T, tune func(*Options)) {
 	opts := synth.DefaultOptions()
 	opts.Patients = 150
 	opts.Tenants = []string{"acme", "globex"}
@@ -53,10 +72,9 @@ func TestConsumerGroupFlush(t *testing.T) {
 		// Every poll takes a little of each partition, so that they fill
 		// together, as they do from a real broker.
 		o.ClientOpts = append(o.ClientOpts, kgo.FetchMaxPartitionBytes(32<<10))
-		o.MaxBufferedBytes = 4 << 20
 		o.MaxBytes = 64 << 20
 		o.MaxRows = 1_000_000
-		o.MaxAge = 2 * time.Second // memory drives the flushes until the last ones
+		tune(o)
 	})
 	h.runUntilCommitted(c, int64(total))
 	h.verify()
@@ -78,7 +96,7 @@ func TestConsumerGroupFlush(t *testing.T) {
 		}
 	}
 	if merged == 0 {
-		t.Error("no view file was shared by the partitions of a memory flush")
+		t.Error("no view file was shared by the partitions flushed together")
 	}
 
 	// Every view row once: the views hold exactly the rows the raw
@@ -135,7 +153,7 @@ func TestFlushGroupMembers(t *testing.T) {
 
 	// One member joins, one leaves, one joins and is lost: the group
 	// writes the joined members' files once the store is back.
-	g := newFlushGroup(c)
+	g := newFlushGroup(c, "memory")
 	for range 3 {
 		g.expect()
 	}
@@ -162,7 +180,7 @@ func TestFlushGroupMembers(t *testing.T) {
 	// Every member lost while the store is down: the group gives up and
 	// releases the records.
 	h.stores["acme"].(*blockingStore).release = make(chan struct{})
-	g = newFlushGroup(c)
+	g = newFlushGroup(c, "memory")
 	g.expect()
 	g.expect()
 	w1, b1 := groupWorker(t, c, h.gen, 1, 50)

@@ -67,6 +67,9 @@ type worker struct {
 	// minimum hold because its first record was already old: the partition
 	// is working through a backlog.
 	held bool
+	// due is when the filling buffer must be flushed by age (Unix
+	// nanoseconds; 0 when empty), for Consumer.dueGroup.
+	due atomic.Int64
 	// behind is true when a delivery since the last caught-up one stopped
 	// short of the partition's high watermark.
 	behind bool
@@ -242,6 +245,7 @@ func (w *worker) run() {
 				now := time.Now()
 				var at time.Time
 				at, w.held = w.deadline(now, w.firstTime)
+				w.due.Store(at.UnixNano())
 				timer.Reset(at.Sub(now))
 			}
 			caughtUp := w.backlogDone(d)
@@ -256,7 +260,7 @@ func (w *worker) run() {
 				}
 			}
 		case <-timer.C:
-			if w.have && !w.seal("age", nil) {
+			if w.have && !w.seal("age", w.c.dueGroup(w, "age")) {
 				return
 			}
 		case g := <-w.flushNow:
@@ -265,7 +269,7 @@ func (w *worker) run() {
 				continue
 			}
 			timer.Stop()
-			if !w.seal("memory", g) {
+			if !w.seal(g.reason, g) {
 				return
 			}
 		case req := <-w.stop:
@@ -578,6 +582,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, date: date, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
 	w.have, w.held, w.bytes = false, false, 0
+	w.due.Store(0)
 	w.filling.Store(0)
 	w.dlq = &dlqTracker{}
 	return b, nil

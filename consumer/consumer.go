@@ -417,6 +417,19 @@ func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
 	return g
 }
 
+// peerBehind reports whether another partition is working through a
+// backlog it has not reached the end of.
+func (c *Consumer) peerBehind(self *worker) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.workers {
+		if w != self && w.backlog.Load() && w.lagging.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // pollSize is how many records the next poll may take: as many as fit in
 // what is left of the memory budget at the average record size seen so
 // far, at least one, at most 10000; zero when the budget is exhausted.

@@ -73,6 +73,9 @@ type worker struct {
 	// behind is true when a delivery since the last caught-up one stopped
 	// short of the partition's high watermark.
 	behind bool
+	// held and behind, for other partitions' goroutines
+	// (Consumer.peerBehind).
+	backlog, lagging atomic.Bool
 	bytes  int64 // record bytes decoded into the filling buffer (flush.max_bytes)
 	dlq    *dlqTracker
 	// Counters of this partition's topic, and of events by label values,
@@ -212,6 +215,7 @@ func (w *worker) deadline(now, produced time.Time) (at time.Time, held bool) {
 func (w *worker) backlogDone(d delivery) bool {
 	wasBehind := w.behind
 	w.behind = !d.caughtUp
+	w.lagging.Store(w.behind)
 	return d.caughtUp && wasBehind && w.have && w.held
 }
 
@@ -245,17 +249,25 @@ func (w *worker) run() {
 				now := time.Now()
 				var at time.Time
 				at, w.held = w.deadline(now, w.firstTime)
+				w.backlog.Store(w.held)
 				w.due.Store(at.UnixNano())
 				timer.Reset(at.Sub(now))
 			}
 			caughtUp := w.backlogDone(d)
 			reason := w.full()
-			if reason == "" && caughtUp {
+			if reason == "" && caughtUp && !w.c.peerBehind(w) {
+				// The last partition of a catch-up to reach its end takes
+				// along the others that did before it: their buffers are held
+				// for at most MaxAge/MinAgeFraction, so all are due.
 				reason = "caught-up"
 			}
 			if reason != "" {
 				timer.Stop()
-				if !w.seal(reason, nil) {
+				var g *flushGroup
+				if reason == "caught-up" {
+					g = w.c.dueGroup(w, reason)
+				}
+				if !w.seal(reason, g) {
 					return
 				}
 			}
@@ -582,6 +594,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, date: date, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
 	w.have, w.held, w.bytes = false, false, 0
+	w.backlog.Store(false)
 	w.due.Store(0)
 	w.filling.Store(0)
 	w.dlq = &dlqTracker{}

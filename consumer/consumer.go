@@ -335,9 +335,13 @@ func (c *Consumer) backpressure(paused bool) bool {
 	return paused
 }
 
-// flushLargest asks the partitions holding the most to flush, until
-// flushes in progress cover a third of the budget; the others keep filling,
-// so that running out of memory does not cut every buffer into small files.
+// flushLargest asks the partitions holding the most to flush, as one group,
+// until flushes in progress cover the budget: in practice every partition
+// holding rows, unless an earlier group is still being encoded. The group
+// writes one view file per tenant and view whatever its partitions, so
+// flushing all of them costs fewer files than flushing a few more often
+// (300k catch-up: 66.7k resources/s, median of seven runs, against 62.8k
+// flushing until a third of the budget was covered).
 func (c *Consumer) flushLargest() {
 	// Signals are sent under the lock: a worker still in the map has not
 	// been told to stop, so it reads its signal or, exiting, leaves the
@@ -349,7 +353,7 @@ func (c *Consumer) flushLargest() {
 		// in sealed yet. Another group now would split the event in two.
 		return
 	}
-	need := c.opts.MaxBufferedBytes/3 - c.sealed.Load()
+	need := c.opts.MaxBufferedBytes - c.sealed.Load()
 	if need <= 0 {
 		return // enough is being flushed already; wait for it
 	}
@@ -372,7 +376,7 @@ func (c *Consumer) flushLargest() {
 	signalled := 0
 	for _, h := range hs {
 		// A second partition joins even when the largest covers the need:
-		// its view files cost next to nothing once shared.
+		// its view files cost little once shared.
 		if h.bytes == 0 || (need <= 0 && signalled >= 2) {
 			break
 		}

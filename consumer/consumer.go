@@ -91,6 +91,15 @@ func FetchMaxBytes(budget int64) int64 {
 	return min(max(budget/32, 1<<20), 8<<20)
 }
 
+// FetchPartitionShare divides a fetch between partitions: one partition
+// may fill at most an eighth of it. A broker fills a fetch partition by
+// partition, so with no share one partition filled whole fetches while the
+// others waited, and a memory event found one partition's buffer full and
+// the rest empty. Filled evenly, the partitions flush together and share
+// their files (300k catch-up: 105–126 files instead of 250–330, 7.0 CPU-s
+// instead of 7.7, 69.7k resources/s instead of 66.0k, medians of four).
+const FetchPartitionShare = 8
+
 // Consumer is one member of the consumer group.
 type Consumer struct {
 	opts   Options
@@ -159,7 +168,7 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		// One fetch response at a time is held by the client before it is
 		// polled; bounding it bounds memory beyond the buffers' budget.
 		kgo.FetchMaxBytes(int32(fetchMax)),
-		kgo.FetchMaxPartitionBytes(int32(fetchMax)),
+		kgo.FetchMaxPartitionBytes(int32(fetchMax/FetchPartitionShare)),
 		kgo.BrokerMaxReadBytes(int32(max(fetchMax*2, 32<<20))),
 		kgo.MaxConcurrentFetches(1),
 		kgo.ClientID(opts.ClientID),

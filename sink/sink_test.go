@@ -364,3 +364,29 @@ func TestMergedKey(t *testing.T) {
 		t.Errorf("three ranges: %s, want %s", got, want)
 	}
 }
+
+func TestFileBytes(t *testing.T) {
+	small, large := testRecord([]string{"acme"}, 10), testRecord([]string{"acme"}, 1000)
+	defer small.Release()
+	defer large.Release()
+	s, l := File{Records: []arrow.RecordBatch{small}}.Bytes(), File{Records: []arrow.RecordBatch{large}}.Bytes()
+	if s <= 0 || l < 50*s {
+		t.Errorf("10 rows: %d bytes, 1000 rows: %d bytes", s, l)
+	}
+	if both := (File{Records: []arrow.RecordBatch{small, large}}).Bytes(); both != s+l {
+		t.Errorf("two records: %d bytes, want %d", both, s+l)
+	}
+	lb := array.NewListBuilder(memory.DefaultAllocator, arrow.BinaryTypes.String)
+	defer lb.Release()
+	for i := 0; i < 100; i++ {
+		lb.Append(true)
+		lb.ValueBuilder().(*array.StringBuilder).Append("a value of some length")
+	}
+	list := lb.NewArray()
+	defer list.Release()
+	rec := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "l", Type: list.DataType()}}, nil), []arrow.Array{list}, 100)
+	defer rec.Release()
+	if n := (File{Records: []arrow.RecordBatch{rec}}).Bytes(); n < 2200 {
+		t.Errorf("list column: %d bytes, want the values' 2200 and more", n)
+	}
+}

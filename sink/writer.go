@@ -69,6 +69,30 @@ func (f File) Rows() int64 {
 	return n
 }
 
+// Bytes is the size of the file's Arrow buffers.
+func (f File) Bytes() int64 {
+	var n int64
+	for _, r := range f.Records {
+		for _, c := range r.Columns() {
+			n += dataBytes(c.Data())
+		}
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
+}
+
 // Release releases the records.
 func (f File) Release() {
 	for _, r := range f.Records {
@@ -180,9 +204,17 @@ type encodedFile struct {
 // error nothing is left on disk.
 func (w *Writer) Encode(ctx context.Context, files []File) (*Encoded, error) {
 	enc := &Encoded{files: make([]encodedFile, len(files))}
+	// Largest first, one per encode slot: a large file started last would
+	// run alone while the other cores wait for it.
+	order := make([]int, len(files))
+	size := make([]int64, len(files))
+	for i, f := range files {
+		order[i], size[i] = i, f.Bytes()
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(size[b], size[a]) })
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(w.parallelism)
-	for i := range files {
+	g.SetLimit(min(w.parallelism, cap(w.encodes)))
+	for _, i := range order {
 		f := files[i]
 		g.Go(func() error {
 			ef, err := w.encodeOne(gctx, f)

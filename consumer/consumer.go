@@ -168,7 +168,7 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		// One fetch response at a time is held by the client before it is
 		// polled; bounding it bounds memory beyond the buffers' budget.
 		kgo.FetchMaxBytes(int32(fetchMax)),
-		kgo.FetchMaxPartitionBytes(int32(fetchMax/FetchPartitionShare)),
+		kgo.FetchMaxPartitionBytes(int32(fetchMax / FetchPartitionShare)),
 		kgo.BrokerMaxReadBytes(int32(max(fetchMax*2, 32<<20))),
 		kgo.MaxConcurrentFetches(1),
 		kgo.ClientID(opts.ClientID),

@@ -76,8 +76,8 @@ type worker struct {
 	// held and behind, for other partitions' goroutines
 	// (Consumer.peerBehind).
 	backlog, lagging atomic.Bool
-	bytes  int64 // record bytes decoded into the filling buffer (flush.max_bytes)
-	dlq    *dlqTracker
+	bytes            int64 // record bytes decoded into the filling buffer (flush.max_bytes)
+	dlq              *dlqTracker
 	// Counters of this partition's topic, and of events by label values,
 	// looked up once rather than per record.
 	mRecords, mBytes prometheus.Counter

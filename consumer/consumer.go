@@ -371,8 +371,11 @@ func (c *Consumer) flushLargest() {
 		bytes int64
 	}
 	hs := make([]held, 0, len(c.workers))
+	now := time.Now()
 	for _, w := range c.workers {
-		hs = append(hs, held{w, w.filling.Load()})
+		if !w.stuck(now) {
+			hs = append(hs, held{w, w.filling.Load()})
+		}
 	}
 	slices.SortFunc(hs, func(a, b held) int { return cmp.Compare(b.bytes, a.bytes) })
 	// The partitions signalled write their view files together. This
@@ -413,8 +416,9 @@ func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
 	g.expect() // self, which joins when it seals
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := time.Now()
 	for _, w := range c.workers {
-		if w == self || w.filling.Load() == 0 {
+		if w == self || w.filling.Load() == 0 || w.stuck(now) {
 			continue
 		}
 		if due := w.due.Load(); due == 0 || due > horizon {

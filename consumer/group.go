@@ -24,63 +24,94 @@ import (
 // readers find partitions and offsets in the lineage columns, not in names.
 //
 // Each member joins with its batch when it seals, or leaves when it holds
-// nothing or stops first. Once every member has, the group encodes and
-// uploads the files, retrying like a partition's own flush, while each
-// member's flusher waits for it and then commits only its own partition's
-// offsets, in order with the partition's other batches. A member whose
+// nothing or stops first. Once every member has, or JoinWait has passed
+// (a member stuck behind a flush its store refuses then flushes alone
+// later), the group encodes and uploads the files, retrying like a
+// partition's own flush. Each member's flusher waits until the files
+// holding its rows are durable, not the group's other files, and then
+// commits only its own partition's offsets, in order with the partition's
+// other batches: a tenant whose store refuses holds back only the
+// partitions carrying its rows, as without groups. A member whose
 // partition is lost meanwhile commits nothing; the group still writes its
 // rows, which its next owner replays into files of their own, so readers
 // drop them as they drop any replayed copy (the lineage columns name the
-// resource version and row). The group gives up only once every member is
-// gone.
+// resource version and row). The group gives up once every member still
+// waiting is gone.
 type flushGroup struct {
 	c      *Consumer
 	reason string // the flush reason of every member
 
 	mu      sync.Mutex
 	pending int // members that have neither joined nor left
-	joined  []*groupMember
-	live    int // joined members not yet cancelled
+	members []*groupMember
 	started bool
+	timer   *time.Timer
 
-	ctx    context.Context // the group's work; cancelled once no member is left to commit
+	ctx    context.Context // the group's work; cancelled once no member waits for it
 	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // set before done is closed: the files are not durable
+	done   chan struct{} // closed when the group's work is over
 }
 
+// groupMember is one partition's batch in a group.
 type groupMember struct {
 	w     *worker
 	b     *batch
 	stop  func() bool // unregisters the cancellation callback
 	files []sink.File
 	bytes int64
+	held  []int // the group's files holding the member's rows
+
+	done     chan struct{} // closed once they are durable, or the group gave up
+	err      error         // set before done is closed when they are not durable
+	finished bool          // done is closed (under the group's lock)
+	gone     bool          // the member's worker is cancelled (under the group's lock)
 }
+
+// JoinWait is how long a group waits for its members to seal before it
+// starts without the late ones.
+const JoinWait = time.Second
 
 func newFlushGroup(c *Consumer, reason string) *flushGroup {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &flushGroup{c: c, reason: reason, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	g := &flushGroup{c: c, reason: reason, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	g.timer = time.AfterFunc(JoinWait, g.closeJoins)
+	return g
 }
 
-// expect counts one more member, signalled by flushLargest.
+// expect counts one more member to wait for.
 func (g *flushGroup) expect() {
 	g.mu.Lock()
 	g.pending++
 	g.mu.Unlock()
 }
 
-// join hands b to the group: the group owns its records and their share
-// of Consumer.sealed from now on.
-func (g *flushGroup) join(w *worker, b *batch) {
-	m := &groupMember{w: w, b: b, files: b.files, bytes: b.bytes}
-	b.files, b.bytes = nil, 0
-	b.group = g
+// join hands b to the group, which owns its records and their share of
+// Consumer.sealed from then on. It returns false when the group has
+// already started: the caller flushes b alone.
+func (g *flushGroup) join(w *worker, b *batch) bool {
 	g.mu.Lock()
-	g.joined = append(g.joined, m)
-	g.live++
+	if g.started {
+		g.mu.Unlock()
+		return false
+	}
+	m := &groupMember{w: w, b: b, files: b.files, bytes: b.bytes, done: make(chan struct{})}
+	b.files, b.bytes = nil, 0
+	b.member = m
+	g.members = append(g.members, m)
 	g.pending--
 	g.mu.Unlock()
-	m.stop = context.AfterFunc(w.ctx, g.memberGone)
+	m.stop = context.AfterFunc(w.ctx, func() { g.memberGone(m) })
+	g.maybeStart()
+	return true
+}
+
+// leave records that an expected member will not join.
+func (g *flushGroup) leave() {
+	g.mu.Lock()
+	if !g.started {
+		g.pending--
+	}
+	g.mu.Unlock()
 	g.maybeStart()
 }
 
@@ -88,57 +119,79 @@ func (g *flushGroup) join(w *worker, b *batch) {
 func (g *flushGroup) forming() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.pending > 0
+	return !g.started && g.pending > 0
 }
 
-// leave records that a signalled member will not join.
-func (g *flushGroup) leave() {
+// closeJoins starts the group with the members that have joined.
+func (g *flushGroup) closeJoins() {
 	g.mu.Lock()
-	g.pending--
+	if !g.started {
+		g.pending = 0
+	}
 	g.mu.Unlock()
 	g.maybeStart()
 }
 
-// memberGone runs when a joined member's worker is cancelled: its
-// partition is no longer ours to commit.
-func (g *flushGroup) memberGone() {
-	g.mu.Lock()
-	g.live--
-	gone := g.live == 0 && g.pending == 0
-	g.mu.Unlock()
-	if gone {
-		g.cancel()
-	}
-}
-
 func (g *flushGroup) maybeStart() {
 	g.mu.Lock()
-	if g.pending > 0 || g.started {
+	if g.started || g.pending > 0 {
 		g.mu.Unlock()
 		return
 	}
 	g.started = true
-	empty := len(g.joined) == 0
-	gone := g.live == 0
+	g.timer.Stop()
+	empty := len(g.members) == 0
 	g.mu.Unlock()
 	if empty {
-		g.err = errors.New("flush group: no member joined")
 		g.cancel()
 		close(g.done)
 		return
 	}
-	if gone {
-		g.cancel()
-	}
+	g.checkWaiting()
 	go g.run()
 }
 
-// wait blocks until the group's files are durable, or the member's worker
-// is cancelled.
-func (g *flushGroup) wait(ctx context.Context) error {
+// memberGone runs when a joined member's worker is cancelled: its
+// partition is no longer ours to commit.
+func (g *flushGroup) memberGone(m *groupMember) {
+	g.mu.Lock()
+	m.gone = true
+	g.mu.Unlock()
+	g.checkWaiting()
+}
+
+// checkWaiting stops the group's work once no member waits for it.
+func (g *flushGroup) checkWaiting() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.started {
+		return
+	}
+	for _, m := range g.members {
+		if !m.finished && !m.gone {
+			return
+		}
+	}
+	g.cancel()
+}
+
+// finish tells a member its files are durable (err nil) or will not be.
+func (g *flushGroup) finish(m *groupMember, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m.finished {
+		return
+	}
+	m.err, m.finished = err, true
+	close(m.done)
+}
+
+// wait blocks until the files holding m's rows are durable, or ctx (the
+// member's worker's) is done.
+func (m *groupMember) wait(ctx context.Context) error {
 	select {
-	case <-g.done:
-		return g.err
+	case <-m.done:
+		return m.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -148,12 +201,17 @@ func (g *flushGroup) run() {
 	defer close(g.done)
 	defer g.cancel()
 	defer func() {
-		for _, m := range g.joined {
+		for _, m := range g.members {
 			m.stop()
 		}
 	}()
 	c := g.c
 	files, bytes := g.files()
+	for _, m := range g.members {
+		if len(m.held) == 0 {
+			g.finish(m, nil) // only control messages or dead letters
+		}
+	}
 	release := func() {
 		for _, f := range files {
 			f.Release()
@@ -177,15 +235,26 @@ func (g *flushGroup) run() {
 				release()
 			}
 		}
-		if err == nil {
-			_, err = c.writer.Upload(g.ctx, enc)
+		if enc != nil && err == nil {
+			// A member goes on once the files holding its rows are
+			// durable, whatever the group's other files do.
+			settle := func(int) {
+				for _, m := range g.members {
+					if !slices.ContainsFunc(m.held, func(i int) bool { return !enc.Durable(i) }) {
+						g.finish(m, nil)
+					}
+				}
+			}
+			_, err = c.writer.UploadNotify(g.ctx, enc, settle)
 		}
 		if err == nil {
 			return
 		}
 		if g.ctx.Err() != nil {
-			g.err = err
-			c.log.Warn("group flush abandoned: every member's partition is gone; their records will replay", "err", err)
+			for _, m := range g.members {
+				g.finish(m, err)
+			}
+			c.log.Warn("group flush abandoned: every partition waiting for it is gone; their records will replay", "err", err)
 			return
 		}
 		c.m.flushErrors.Inc()
@@ -194,7 +263,7 @@ func (g *flushGroup) run() {
 		if errors.Is(err, sink.ErrAccessDenied) {
 			lvl = "group flush refused by a tenant store (access denied); not committing, retrying"
 		}
-		c.log.Error(lvl, "partitions", len(g.joined), "attempt", attempt, "retry_in", wait, "err", err)
+		c.log.Error(lvl, "partitions", len(g.members), "attempt", attempt, "retry_in", wait, "err", err)
 		select {
 		case <-time.After(wait):
 		case <-g.ctx.Done():
@@ -203,10 +272,11 @@ func (g *flushGroup) run() {
 }
 
 // files merges the members' files: for each tenant, dataset, topic and
-// date one file holding every member's rows, in partition order.
+// date one file holding every member's rows, in partition order. It sets
+// each member's held files.
 func (g *flushGroup) files() ([]sink.File, int64) {
 	g.mu.Lock()
-	members := slices.Clone(g.joined)
+	members := slices.Clone(g.members)
 	g.mu.Unlock()
 	slices.SortFunc(members, func(a, b *groupMember) int {
 		return cmp.Or(cmp.Compare(a.w.topic, b.w.topic), cmp.Compare(a.w.partition, b.w.partition))
@@ -216,33 +286,38 @@ func (g *flushGroup) files() ([]sink.File, int64) {
 	}
 	type merged struct {
 		file   sink.File
+		topic  string
 		date   time.Time
 		ranges []sink.Range
+		index  int
 	}
-	var out []sink.File
 	var bytes int64
 	byKey := map[key]*merged{}
-	var order []key
+	var order []*merged
 	for _, m := range members {
 		bytes += m.bytes
 		for _, f := range m.files {
 			k := key{f.Tenant, f.View, m.w.topic, m.b.date.UTC().Format(time.DateOnly)}
 			mf := byKey[k]
 			if mf == nil {
-				mf = &merged{file: sink.File{Tenant: f.Tenant, View: f.View, Key: f.Key}, date: m.b.date}
+				mf = &merged{file: sink.File{Tenant: f.Tenant, View: f.View, Key: f.Key}, topic: m.w.topic, date: m.b.date, index: len(order)}
 				byKey[k] = mf
-				order = append(order, k)
+				order = append(order, mf)
 			}
 			mf.file.Records = append(mf.file.Records, f.Records...)
 			mf.ranges = append(mf.ranges, sink.Range{Partition: m.w.partition, First: m.b.first, Last: m.b.last})
+			if !slices.Contains(m.held, mf.index) {
+				m.held = append(m.held, mf.index)
+			}
 		}
+		m.files = nil
 	}
-	for _, k := range order {
-		mf := byKey[k]
+	out := make([]sink.File, len(order))
+	for i, mf := range order {
 		if len(mf.ranges) > 1 {
-			mf.file.Key = sink.MergedKey(k.view, mf.date, k.topic, mf.ranges)
+			mf.file.Key = sink.MergedKey(mf.file.View, mf.date, mf.topic, mf.ranges)
 		}
-		out = append(out, mf.file)
+		out[i] = mf.file
 	}
 	return out, bytes
 }

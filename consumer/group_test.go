@@ -140,15 +140,15 @@ func groupWorker(t *testing.T, c *Consumer, gen *synth.Generator, p int32, n int
 
 // TestFlushGroupMembers: a group goes on without a member that never
 // joins and without one whose partition is lost after joining, and gives
-// up, releasing every record, only once no member is left.
+// up, releasing every record, only once no member waits for it.
 func TestFlushGroupMembers(t *testing.T) {
 	opts := synth.DefaultOptions()
 	opts.Patients = 20
 	opts.Tenants = []string{"acme"}
 	opts.Malformed, opts.Unroutable, opts.Controls = 0, 0, 0
 	h := newHarness(t, opts)
-	release := make(chan struct{})
-	h.stores["acme"] = &blockingStore{Store: h.stores["acme"], release: release}
+	store := &blockingStore{Store: h.stores["acme"], release: make(chan struct{})}
+	h.stores["acme"] = store
 	c := h.consumerWith(prometheus.NewRegistry(), opts.Tenants, nil)
 
 	// One member joins, one leaves, one joins and is lost: the group
@@ -159,19 +159,22 @@ func TestFlushGroupMembers(t *testing.T) {
 	}
 	w0, b0 := groupWorker(t, c, h.gen, 0, 50)
 	w2, b2 := groupWorker(t, c, h.gen, 2, 50)
-	g.join(w0, b0)
+	if !g.join(w0, b0) {
+		t.Fatal("join refused before the group started")
+	}
 	g.leave()
 	g.join(w2, b2)
 	w2.cancel()
-	if err := b2.group.wait(w2.ctx); err == nil {
+	if err := b2.member.wait(w2.ctx); err == nil {
 		t.Error("a lost member's wait returned without error")
 	}
-	close(release)
+	close(store.release)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := b0.group.wait(ctx); err != nil {
+	if err := b0.member.wait(ctx); err != nil {
 		t.Fatalf("group flush: %v", err)
 	}
+	<-g.done
 	if s := c.sealed.Load(); s != 0 {
 		t.Errorf("sealed bytes after the group's flush: %d, want 0", s)
 	}
@@ -179,7 +182,7 @@ func TestFlushGroupMembers(t *testing.T) {
 
 	// Every member lost while the store is down: the group gives up and
 	// releases the records.
-	h.stores["acme"].(*blockingStore).release = make(chan struct{})
+	store.release = make(chan struct{})
 	g = newFlushGroup(c, "memory")
 	g.expect()
 	g.expect()
@@ -195,8 +198,8 @@ func TestFlushGroupMembers(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("group still running with every member gone")
 	}
-	if g.err == nil {
-		t.Error("abandoned group reports no error")
+	if b1.member.err == nil || b3.member.err == nil {
+		t.Error("members of an abandoned group report no error")
 	}
 	for _, w := range []*worker{w0, w1, w2, w3} {
 		w.buf.Release()
@@ -206,5 +209,71 @@ func TestFlushGroupMembers(t *testing.T) {
 	}
 	if n := c.mem.InUse(); n != 0 {
 		t.Errorf("%d bytes of Arrow memory still held", n)
+	}
+}
+
+// TestFlushGroupIsolation: a member whose tenant's store refuses holds
+// back only itself; a member that does not join within JoinWait is left
+// out, and flushes alone.
+func TestFlushGroupIsolation(t *testing.T) {
+	opts := synth.DefaultOptions()
+	opts.Patients = 20
+	opts.Tenants = []string{"acme", "globex"}
+	opts.Malformed, opts.Unroutable, opts.Controls = 0, 0, 0
+	h := newHarness(t, opts)
+	refusing := &blockingStore{Store: h.stores["globex"], release: make(chan struct{})}
+	h.stores["globex"] = refusing
+	c := h.consumerWith(prometheus.NewRegistry(), opts.Tenants, nil)
+	gen := func(tenant string) *synth.Generator {
+		o := opts
+		o.Tenants = []string{tenant}
+		g, err := synth.New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+
+	start := time.Now()
+	g := newFlushGroup(c, "age")
+	g.expect()
+	g.expect()
+	g.expect() // never joins
+	wa, ba := groupWorker(t, c, gen("acme"), 0, 40)
+	wg, bg := groupWorker(t, c, gen("globex"), 1, 40)
+	defer wa.cancel()
+	defer wg.cancel()
+	g.join(wa, ba)
+	g.join(wg, bg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ba.member.wait(ctx); err != nil {
+		t.Fatalf("acme's member: %v", err)
+	}
+	if waited := time.Since(start); waited < JoinWait {
+		t.Errorf("the group started after %v, before JoinWait (%v)", waited, JoinWait)
+	}
+	select {
+	case <-bg.member.done:
+		t.Fatal("globex's member finished while its store refuses")
+	default:
+	}
+	if wx, bx := groupWorker(t, c, gen("acme"), 2, 10); g.join(wx, bx) {
+		t.Error("a member joined a group that had started")
+	} else {
+		wx.cancel()
+		wx.finished(bx) // as its flusher would, after flushing it alone
+		wx.buf.Release()
+	}
+	close(refusing.release)
+	if err := bg.member.wait(ctx); err != nil {
+		t.Fatalf("globex's member once its store is back: %v", err)
+	}
+	<-g.done
+	for _, w := range []*worker{wa, wg} {
+		w.buf.Release()
+	}
+	if s := c.sealed.Load(); s != 0 {
+		t.Errorf("sealed bytes: %d, want 0", s)
 	}
 }

@@ -56,6 +56,9 @@ type worker struct {
 
 	flushes     chan *batch // to the flusher, which owns sealed batches
 	flusherDone chan struct{}
+	// flushingSince is when the flusher took its current batch (Unix
+	// nanoseconds; 0 when idle).
+	flushingSince atomic.Int64
 
 	buf       *Buffer
 	have      bool // records are pending in the filling buffer
@@ -129,9 +132,10 @@ type batch struct {
 	produced    time.Time // Kafka timestamp of the first (oldest) record
 	reason      string
 	dlq         *dlqTracker
-	// group, when set, writes the batch's files (with other partitions'
-	// batches) and owns its records and bytes.
-	group *flushGroup
+	// member, when set, is the batch's place in a flush group, which
+	// writes its files with other partitions' and owns its records and
+	// bytes.
+	member *groupMember
 }
 
 func (b *batch) release() {
@@ -316,6 +320,14 @@ func (w *worker) full() string {
 	return ""
 }
 
+// stuck reports whether the partition's flusher has been on one batch for
+// longer than a group waits for its members: its store is refusing or
+// down, and a group should not wait for it.
+func (w *worker) stuck(now time.Time) bool {
+	since := w.flushingSince.Load()
+	return since != 0 && now.UnixNano()-since > int64(JoinWait)
+}
+
 // seal turns the filling buffer into a batch and hands it to the flusher,
 // waiting while the flusher is busy with the previous one; with a group,
 // the batch's files are written with the group's (flushGroup). It returns
@@ -327,7 +339,7 @@ func (w *worker) seal(reason string, g *flushGroup) bool {
 		if err != nil {
 			g.leave()
 		} else {
-			g.join(w, b)
+			g.join(w, b) // or, too late for it, flush alone
 		}
 	}
 	if err != nil {
@@ -463,10 +475,12 @@ func (w *worker) deadLetter(r *kgo.Record, class, reason, tenant string) {
 func (w *worker) flusher() {
 	defer close(w.flusherDone)
 	for b := range w.flushes {
+		w.flushingSince.Store(time.Now().UnixNano())
 		if w.ctx.Err() == nil {
 			w.flush(b)
 		}
 		w.finished(b)
+		w.flushingSince.Store(0)
 	}
 }
 
@@ -526,8 +540,8 @@ func (w *worker) flush(b *batch) {
 }
 
 func (w *worker) tryFlush(b *batch) error {
-	if b.group != nil {
-		if err := b.group.wait(w.ctx); err != nil {
+	if b.member != nil {
+		if err := b.member.wait(w.ctx); err != nil {
 			return err
 		}
 	}

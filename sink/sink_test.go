@@ -390,3 +390,50 @@ func TestFileBytes(t *testing.T) {
 		t.Errorf("list column: %d bytes, want the values' 2200 and more", n)
 	}
 }
+
+type refusingStore struct{ Store }
+
+func (refusingStore) Put(context.Context, string, string) error {
+	return fmt.Errorf("put: %w", ErrAccessDenied)
+}
+
+// TestWriterUploadNotify: a store that refuses at once neither stops nor
+// cancels the other tenants' uploads, and each durable file is reported.
+func TestWriterUploadNotify(t *testing.T) {
+	ctx := context.Background()
+	acme, _ := NewLocal(t.TempDir())
+	globex, _ := NewLocal(t.TempDir())
+	w, err := NewWriter(map[string]Store{"acme": acme, "globex": refusingStore{globex}}, WriterOptions{WorkDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	files := []File{
+		{Tenant: "globex", View: "resources", Key: "speed/g.parquet", Records: []arrow.RecordBatch{testRecord([]string{"globex"}, 10)}},
+		{Tenant: "acme", View: "resources", Key: "speed/a.parquet", Records: []arrow.RecordBatch{testRecord([]string{"acme"}, 20000)}},
+	}
+	enc, err := w.Encode(ctx, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Remove()
+	for _, f := range files {
+		f.Release()
+	}
+	var mu sync.Mutex
+	var reported []int
+	_, err = w.UploadNotify(ctx, enc, func(i int) {
+		mu.Lock()
+		reported = append(reported, i)
+		mu.Unlock()
+	})
+	if !errors.Is(err, ErrAccessDenied) {
+		t.Fatalf("upload: %v, want access denied", err)
+	}
+	if !enc.Durable(1) || enc.Durable(0) {
+		t.Errorf("durable: acme %v, globex %v; want acme's file only", enc.Durable(1), enc.Durable(0))
+	}
+	if len(reported) != 1 || reported[0] != 1 {
+		t.Errorf("reported durable: %v, want [1]", reported)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -191,19 +193,21 @@ func (w *Writer) Write(ctx context.Context, files []File) ([]Written, error) {
 // them and retry Upload alone until it succeeds, then Remove the files.
 type Encoded struct {
 	files []encodedFile
+	// durable[i] is set once files[i] is uploaded (read while other
+	// uploads go on).
+	durable []atomic.Bool
 }
 
 type encodedFile struct {
 	Written
-	path     string
-	uploaded bool
+	path string
 }
 
 // Encode checks that each file holds only its tenant's rows and writes it
 // as a local Parquet file, at most Encodes at a time across the process. On
 // error nothing is left on disk.
 func (w *Writer) Encode(ctx context.Context, files []File) (*Encoded, error) {
-	enc := &Encoded{files: make([]encodedFile, len(files))}
+	enc := &Encoded{files: make([]encodedFile, len(files)), durable: make([]atomic.Bool, len(files))}
 	// Largest first, one per encode slot: a large file started last would
 	// run alone while the other cores wait for it.
 	order := make([]int, len(files))
@@ -232,27 +236,51 @@ func (w *Writer) Encode(ctx context.Context, files []File) (*Encoded, error) {
 	return enc, nil
 }
 
+// Durable reports whether the i-th file (in the order given to Encode) is
+// uploaded. It may be called while an Upload goes on.
+func (e *Encoded) Durable(i int) bool { return e.durable[i].Load() }
+
 // Upload puts every encoded file not yet uploaded into its tenant's store;
 // it returns nil only when all of them are durable. A failed Upload may be
 // retried: files already durable are not sent again.
 func (w *Writer) Upload(ctx context.Context, enc *Encoded) ([]Written, error) {
-	g, gctx := errgroup.WithContext(ctx)
+	return w.UploadNotify(ctx, enc, nil)
+}
+
+// UploadNotify is Upload calling durable(i) as soon as the i-th file is
+// uploaded. One file failing does not stop the others: the files of a
+// tenant whose store refuses do not hold back other tenants' files.
+func (w *Writer) UploadNotify(ctx context.Context, enc *Encoded, durable func(i int)) ([]Written, error) {
+	var g errgroup.Group
 	g.SetLimit(w.parallelism)
+	var mu sync.Mutex
+	var errs []error
 	for i := range enc.files {
 		ef := &enc.files[i]
-		if ef.uploaded {
+		if enc.durable[i].Load() {
 			continue
 		}
 		g.Go(func() error {
-			if err := w.uploadOne(gctx, ef); err != nil {
-				return fmt.Errorf("tenant %s: %w", ef.Tenant, err)
+			if err := w.uploadOne(ctx, ef); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("tenant %s: %w", ef.Tenant, err))
+				mu.Unlock()
+				return nil
 			}
-			ef.uploaded = true
+			enc.durable[i].Store(true)
+			if durable != nil {
+				durable(i)
+			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	g.Wait()
+	switch len(errs) {
+	case 0:
+	case 1:
+		return nil, errs[0]
+	default:
+		return nil, fmt.Errorf("%w (and %d more files failed)", errs[0], len(errs)-1)
 	}
 	out := make([]Written, len(enc.files))
 	for i, ef := range enc.files {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -435,5 +436,25 @@ func TestWriterUploadNotify(t *testing.T) {
 	}
 	if len(reported) != 1 || reported[0] != 1 {
 		t.Errorf("reported durable: %v, want [1]", reported)
+	}
+}
+
+func TestMergedKeyLength(t *testing.T) {
+	day := time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC)
+	var rs []Range
+	for p := range 24 {
+		rs = append(rs, Range{int32(p), 1_000_000_000 + int64(p), 2_000_000_000 + int64(p)})
+	}
+	a := MergedKey("observation", day, "fhir.notifications.production", rs)
+	name := strings.TrimSuffix(filepath.Base(a), ".parquet")
+	if len(name) > MaxMergedName {
+		t.Errorf("name of %d bytes: %s", len(name), name)
+	}
+	if !strings.HasPrefix(name, "fhir.notifications.production-0-1000000000-2000000000_23more-") {
+		t.Errorf("name %s: want the first range and the count of the others", name)
+	}
+	rs[5].Last++
+	if b := MergedKey("observation", day, "fhir.notifications.production", rs); b == a {
+		t.Error("two sets of ranges give one name")
 	}
 }

@@ -3,6 +3,7 @@ package sink
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -36,7 +37,10 @@ type Range struct {
 // MergedKey is the key of a file holding several partitions' ranges of
 // one topic: Key's name with every range after the first appended as
 // _<partition>-<first>-<last>, in partition order. With one range it is
-// Key.
+// Key. A name that would pass MaxMergedName bytes (file systems refuse
+// names over 255, and the local lake and the query mirror keep speed files
+// on disk) keeps the first range and replaces the others by their count and
+// a hash of all of them: _<n>more-<hex>.
 func MergedKey(view string, date time.Time, topic string, ranges []Range) string {
 	rs := slices.Clone(ranges)
 	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.Partition, b.Partition) })
@@ -50,8 +54,17 @@ func MergedKey(view string, date time.Time, topic string, ranges []Range) string
 		}
 		fmt.Fprintf(&name, "%d-%d-%d", r.Partition, r.First, r.Last)
 	}
-	return fmt.Sprintf("speed/%s/date=%s/%s.parquet", view, date.UTC().Format("2006-01-02"), name.String())
+	n := name.String()
+	if len(n) > MaxMergedName && len(rs) > 1 {
+		sum := sha256.Sum256([]byte(n))
+		n = fmt.Sprintf("%s-%d-%d-%d_%dmore-%x", topic, rs[0].Partition, rs[0].First, rs[0].Last, len(rs)-1, sum[:8])
+	}
+	return fmt.Sprintf("speed/%s/date=%s/%s.parquet", view, date.UTC().Format("2006-01-02"), n)
 }
+
+// MaxMergedName bounds the name MergedKey gives a file of several ranges,
+// without its .parquet suffix.
+const MaxMergedName = 200
 
 // File is one Parquet file to make durable in one tenant's store.
 type File struct {

@@ -390,26 +390,28 @@ func freshnessOf(recs *produced, app *appearance, tenants []string) ([]time.Dura
 	for k, at := range app.first {
 		tn, key, _ := strings.Cut(k, "\x00")
 		files = append(files, sink.Object{Key: key, Size: app.size[k]})
-		part, first, last, ok := fileRange(key)
+		ranges, ok := fileRanges(key)
 		if !ok {
 			continue
 		}
-		pr := recs.parts[part]
-		if pr == nil {
-			continue
-		}
-		s := seen[part]
-		if s == nil {
-			s = make([]int64, len(pr.ts))
-			seen[part] = s
-		}
-		ti := idx[tn]
-		for off := first; off <= last && off < int64(len(pr.ts)); off++ {
-			if pr.ts[off] == 0 || pr.tenant[off] != ti {
+		for _, r := range ranges {
+			pr := recs.parts[r.partition]
+			if pr == nil {
 				continue
 			}
-			if s[off] == 0 || at.UnixNano() < s[off] {
-				s[off] = at.UnixNano()
+			s := seen[r.partition]
+			if s == nil {
+				s = make([]int64, len(pr.ts))
+				seen[r.partition] = s
+			}
+			ti := idx[tn]
+			for off := r.first; off <= r.last && off < int64(len(pr.ts)); off++ {
+				if pr.ts[off] == 0 || pr.tenant[off] != ti {
+					continue
+				}
+				if s[off] == 0 || at.UnixNano() < s[off] {
+					s[off] = at.UnixNano()
+				}
 			}
 		}
 	}

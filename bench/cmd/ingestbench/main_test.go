@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -8,21 +9,21 @@ import (
 	"fhirlake/sink"
 )
 
-func TestFileRange(t *testing.T) {
+func TestFileRanges(t *testing.T) {
 	for _, c := range []struct {
-		key         string
-		part        int32
-		first, last int64
-		ok          bool
+		key  string
+		want []fileRange
 	}{
-		{"speed/resources/date=2026-01-02/ib1.notifications-3-100-250.parquet", 3, 100, 250, true},
-		{"speed/resources/date=2026-01-02/my-topic-with-dashes-0-0-0.parquet", 0, 0, 0, true},
-		{"speed/resources/date=2026-01-02/x-1-9-8.parquet", 0, 0, 0, false},
-		{"speed/resources/x.parquet", 0, 0, 0, false},
+		{"speed/resources/date=2026-01-02/ib1.notifications-3-100-250.parquet", []fileRange{{3, 100, 250}}},
+		{"speed/resources/date=2026-01-02/my-topic-with-dashes-0-0-0.parquet", []fileRange{{0, 0, 0}}},
+		{"speed/resources/date=2026-01-02/my_topic-1-5-9_3-100-250_4-7-7.parquet", []fileRange{{4, 7, 7}, {3, 100, 250}, {1, 5, 9}}},
+		{"speed/resources/date=2026-01-02/x-1-9-8.parquet", nil},
+		{"speed/resources/date=2026-01-02/t-0-1-2_5more-0123456789abcdef.parquet", nil},
+		{"speed/resources/x.parquet", nil},
 	} {
-		p, a, b, ok := fileRange(c.key)
-		if ok != c.ok || ok && (p != c.part || a != c.first || b != c.last) {
-			t.Errorf("fileRange(%q) = %d %d %d %v, want %d %d %d %v", c.key, p, a, b, ok, c.part, c.first, c.last, c.ok)
+		got, ok := fileRanges(c.key)
+		if ok != (c.want != nil) || !slices.Equal(got, c.want) {
+			t.Errorf("fileRanges(%q) = %v %v, want %v", c.key, got, ok, c.want)
 		}
 	}
 }

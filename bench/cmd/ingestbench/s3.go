@@ -144,22 +144,54 @@ func deleteAll(ctx context.Context, stores map[string]*sink.S3) (int, error) {
 	return n, g.Wait()
 }
 
-// fileRange parses a speed-layer file name,
-// <topic>-<partition>-<first>-<last>.parquet.
-func fileRange(key string) (partition int32, first, last int64, ok bool) {
+// fileRange is one partition's offset range named by a speed-layer file.
+type fileRange struct {
+	partition   int32
+	first, last int64
+}
+
+// fileRanges parses a speed-layer file name: <topic>-<partition>-<first>-<last>,
+// followed, for a file that several partitions flushed together, by
+// _<partition>-<first>-<last> per further partition (sink.MergedKey). A
+// name shortened with a hash (over sink.MaxMergedName bytes) does not
+// parse.
+func fileRanges(key string) ([]fileRange, bool) {
 	base := strings.TrimSuffix(path.Base(key), ".parquet")
+	var out []fileRange
+	for {
+		i := strings.LastIndexByte(base, '_')
+		if i < 0 {
+			break
+		}
+		r, ok := parseRange(strings.Split(base[i+1:], "-"))
+		if !ok {
+			break
+		}
+		out = append(out, r)
+		base = base[:i]
+	}
 	f := strings.Split(base, "-")
 	if len(f) < 4 {
-		return 0, 0, 0, false
+		return nil, false
 	}
-	n := len(f)
-	p, err1 := strconv.ParseInt(f[n-3], 10, 32)
-	a, err2 := strconv.ParseInt(f[n-2], 10, 64)
-	b, err3 := strconv.ParseInt(f[n-1], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || a > b {
-		return 0, 0, 0, false
+	r, ok := parseRange(f[len(f)-3:])
+	if !ok {
+		return nil, false
 	}
-	return int32(p), a, b, true
+	return append(out, r), true
+}
+
+func parseRange(f []string) (fileRange, bool) {
+	if len(f) != 3 {
+		return fileRange{}, false
+	}
+	p, err1 := strconv.ParseInt(f[0], 10, 32)
+	a, err2 := strconv.ParseInt(f[1], 10, 64)
+	b, err3 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || a > b || p < 0 {
+		return fileRange{}, false
+	}
+	return fileRange{int32(p), a, b}, true
 }
 
 // appearance polls listings and remembers when each object was first seen.

@@ -127,6 +127,8 @@ type Consumer struct {
 	forming *flushGroup
 	// fatal carries an error that must stop the consumer.
 	fatal chan error
+	// freed wakes the paused poll loop when sealed records are released.
+	freed chan struct{}
 }
 
 type tp struct {
@@ -161,6 +163,7 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		workers:     map[tp]*worker{},
 		viewsByType: byType,
 		fatal:       make(chan error, 1),
+		freed:       make(chan struct{}, 1),
 	}
 	fetchMax := FetchMaxBytes(opts.MaxBufferedBytes)
 	kopts := []kgo.Opt{
@@ -219,11 +222,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.m.buffered.Set(float64(c.InUse()))
 		paused = c.backpressure(paused)
 		n := c.pollSize()
-		if n == 0 {
-			// Over budget: poll nothing until flushes free memory. Not polling
+		if n == 0 || paused {
+			// Over budget: poll nothing until flushes free memory (a poll
+			// would return nothing from paused partitions, and only once its
+			// timeout ran out, long after the memory came back). Not polling
 			// does not hold up rebalances.
 			select {
 			case <-ctx.Done():
+			case <-c.freed:
 			case <-time.After(20 * time.Millisecond):
 			}
 			continue
@@ -571,6 +577,16 @@ func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duratio
 			}
 			return
 		}
+	}
+}
+
+// releaseSealed takes n record bytes of sealed batches, whose records were
+// just released, off Consumer.sealed and wakes the poll loop.
+func (c *Consumer) releaseSealed(n int64) {
+	c.sealed.Add(-n)
+	select {
+	case c.freed <- struct{}{}:
+	default:
 	}
 }
 

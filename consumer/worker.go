@@ -149,7 +149,7 @@ func (b *batch) release() {
 // its local files.
 func (w *worker) finished(b *batch) {
 	b.release()
-	w.c.sealed.Add(-b.bytes)
+	w.c.releaseSealed(b.bytes)
 	b.bytes = 0
 	b.enc.Remove()
 	b.enc = nil
@@ -554,7 +554,7 @@ func (w *worker) tryFlush(b *batch) error {
 		// back to the budget now rather than once the uploads are done.
 		b.enc = enc
 		b.release()
-		w.c.sealed.Add(-b.bytes)
+		w.c.releaseSealed(b.bytes)
 		b.bytes = 0
 	}
 	if b.enc != nil {

@@ -410,8 +410,10 @@ func (c *Consumer) flushLargest() {
 	}
 }
 
-// dueGroup makes a group of self, flushing by age, and every other
-// partition whose buffer is due within a fifth of MaxAge (MinAgeFraction):
+// dueGroup makes a group of self, flushing by age or at the end of a
+// backlog, every partition waiting for the end of that backlog, and every
+// other partition whose buffer is due within a fifth of MaxAge
+// (MinAgeFraction):
 // they flush a little early, and all write one view file per tenant and
 // view instead of one each. Partitions filled at the same rate soon flush
 // in step this way, so at steady load a flush writes a view's rows of every
@@ -427,7 +429,7 @@ func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
 		if w == self || w.filling.Load() == 0 || w.stuck(now) {
 			continue
 		}
-		if due := w.due.Load(); due == 0 || due > horizon {
+		if due := w.due.Load(); (due == 0 || due > horizon) && !w.waiting.Load() {
 			continue
 		}
 		g.expect()

@@ -58,17 +58,18 @@ func TestBacklogDone(t *testing.T) {
 		want     bool
 	}
 	for _, tc := range []struct {
-		name  string
-		held  bool
-		steps []step
+		name        string
+		held, stale bool
+		steps       []step
 	}{
-		{"end of a backlog", true, []step{{false, false}, {false, false}, {true, true}}},
-		{"steady state: every fetch reaches the high watermark", false, []step{{true, false}, {true, false}, {true, false}}},
-		{"producer clock behind, every fetch caught up: no tiny files", true, []step{{true, false}, {true, false}, {true, false}}},
-		{"a fetch capped under load, records fresh", false, []step{{false, false}, {true, false}}},
-		{"behind again after catching up", true, []step{{false, false}, {true, true}, {true, false}, {false, false}, {true, true}}},
+		{"end of a backlog", true, false, []step{{false, false}, {false, false}, {true, true}}},
+		{"steady state: every fetch reaches the high watermark", false, false, []step{{true, false}, {true, false}, {true, false}}},
+		{"producer clock behind, every fetch caught up: no tiny files", true, false, []step{{true, false}, {true, false}, {true, false}}},
+		{"a fetch capped under load, records fresh", false, false, []step{{false, false}, {true, false}}},
+		{"behind again after catching up", true, false, []step{{false, false}, {true, true}, {true, false}, {false, false}, {true, true}}},
+		{"end of a backlog of records younger than the minimum hold, older than max_age/2", false, true, []step{{false, false}, {true, true}}},
 	} {
-		w := &worker{have: true, held: tc.held}
+		w := &worker{have: true, held: tc.held, stale: tc.stale}
 		for i, s := range tc.steps {
 			if got := w.backlogDone(delivery{caughtUp: s.caughtUp}); got != s.want {
 				t.Errorf("%s: delivery %d (caught up %v): flush %v, want %v", tc.name, i, s.caughtUp, got, s.want)
@@ -85,30 +86,44 @@ func TestBacklogDone(t *testing.T) {
 // minimum hold of twelve minutes unless the worker flushes it on catching
 // up; the records are committed and complete well before that.
 func TestBacklogCaughtUp(t *testing.T) {
-	opts := synth.DefaultOptions()
-	opts.Patients = 20
-	opts.Tenants = []string{"acme", "globex"}
-	h := newHarness(t, opts)
-	h.producedAt = time.Now().Add(-2 * time.Hour)
-	total := h.produce(-1)
-	reg := prometheus.NewRegistry()
-	c := h.consumerWith(reg, opts.Tenants, func(o *Options) {
-		o.MaxRows = 1 << 20
-		o.MaxAge = time.Hour
-		o.ClientOpts = append(o.ClientOpts, kgo.FetchMaxPartitionBytes(32<<10), kgo.FetchMaxBytes(32<<10))
-	})
-	h.runUntilCommitted(c, int64(total))
-	h.verify()
-	reasons := map[string]float64{}
-	for _, m := range series(t, reg, "fhirlake_consumer_flushes_total") {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "reason" {
-				reasons[l.GetValue()] += m.GetCounter().GetValue()
+	for _, tc := range []struct {
+		name        string
+		age, maxAge time.Duration
+	}{
+		// Held for the minimum hold of twelve minutes.
+		{"held", 2 * time.Hour, time.Hour},
+		// Not held (due in about 20 s), but older than max_age/2: stale.
+		{"stale", 40 * time.Second, time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := synth.DefaultOptions()
+			opts.Patients = 20
+			opts.Tenants = []string{"acme", "globex"}
+			h := newHarness(t, opts)
+			h.producedAt = time.Now().Add(-tc.age)
+			total := h.produce(-1)
+			reg := prometheus.NewRegistry()
+			c := h.consumerWith(reg, opts.Tenants, func(o *Options) {
+				o.MaxRows = 1 << 20
+				o.MaxAge = tc.maxAge
+				o.ClientOpts = append(o.ClientOpts, kgo.FetchMaxPartitionBytes(32<<10), kgo.FetchMaxBytes(32<<10))
+			})
+			start := time.Now()
+			h.runUntilCommitted(c, int64(total))
+			took := time.Since(start)
+			h.verify()
+			reasons := map[string]float64{}
+			for _, m := range series(t, reg, "fhirlake_consumer_flushes_total") {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" {
+						reasons[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
 			}
-		}
-	}
-	if reasons["caught-up"] == 0 {
-		t.Errorf("flushes by reason %v: none on catching up", reasons)
+			if reasons["caught-up"] == 0 || reasons["age"] != 0 {
+				t.Errorf("flushes by reason %v: want them on catching up, none by age (committed after %v)", reasons, took)
+			}
+		})
 	}
 }
 

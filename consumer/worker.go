@@ -70,17 +70,25 @@ type worker struct {
 	// minimum hold because its first record was already old: the partition
 	// is working through a backlog.
 	held bool
+	// stale is true when the filling buffer's first record was already
+	// older than half of MaxAge when it arrived (held or not): the
+	// partition is behind on freshness, and reaching its high watermark
+	// ends a backlog.
+	stale bool
 	// due is when the filling buffer must be flushed by age (Unix
 	// nanoseconds; 0 when empty), for Consumer.dueGroup.
 	due atomic.Int64
 	// behind is true when a delivery since the last caught-up one stopped
 	// short of the partition's high watermark.
 	behind bool
-	// held and behind, for other partitions' goroutines
+	// held or stale, and behind, for other partitions' goroutines
 	// (Consumer.peerBehind).
 	backlog, lagging atomic.Bool
-	bytes            int64 // record bytes decoded into the filling buffer (flush.max_bytes)
-	dlq              *dlqTracker
+	// waiting is set while the buffer waits, at the end of a backlog, for
+	// the partitions still behind (Consumer.dueGroup takes it along).
+	waiting atomic.Bool
+	bytes   int64 // record bytes decoded into the filling buffer (flush.max_bytes)
+	dlq     *dlqTracker
 	// Counters of this partition's topic, and of events by label values,
 	// looked up once rather than per record.
 	mRecords, mBytes prometheus.Counter
@@ -220,7 +228,7 @@ func (w *worker) backlogDone(d delivery) bool {
 	wasBehind := w.behind
 	w.behind = !d.caughtUp
 	w.lagging.Store(w.behind)
-	return d.caughtUp && wasBehind && w.have && w.held
+	return d.caughtUp && wasBehind && w.have && (w.held || w.stale)
 }
 
 func (w *worker) run() {
@@ -244,6 +252,11 @@ func (w *worker) run() {
 	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// recheck looks again, while the buffer is waiting, whether the
+	// partitions it waits for are still behind.
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
+	const recheckEvery = 50 * time.Millisecond
 	for {
 		select {
 		case d := <-w.in:
@@ -253,20 +266,26 @@ func (w *worker) run() {
 				now := time.Now()
 				var at time.Time
 				at, w.held = w.deadline(now, w.firstTime)
-				w.backlog.Store(w.held)
+				w.stale = !w.firstTime.IsZero() && now.Sub(w.firstTime) > w.c.opts.MaxAge/2
+				w.backlog.Store(w.held || w.stale)
 				w.due.Store(at.UnixNano())
 				timer.Reset(at.Sub(now))
 			}
 			caughtUp := w.backlogDone(d)
 			reason := w.full()
-			if reason == "" && caughtUp && !w.c.peerBehind(w) {
-				// The last partition of a catch-up to reach its end takes
-				// along the others that did before it: their buffers are held
-				// for at most MaxAge/MinAgeFraction, so all are due.
-				reason = "caught-up"
+			if reason == "" && caughtUp {
+				if w.c.peerBehind(w) {
+					// Others are still working through the backlog: the last
+					// of them to reach its end takes this buffer along.
+					w.waiting.Store(true)
+					recheck.Reset(recheckEvery)
+				} else {
+					reason = "caught-up"
+				}
 			}
 			if reason != "" {
 				timer.Stop()
+				recheck.Stop()
 				var g *flushGroup
 				if reason == "caught-up" {
 					g = w.c.dueGroup(w, reason)
@@ -276,8 +295,20 @@ func (w *worker) run() {
 				}
 			}
 		case <-timer.C:
+			recheck.Stop()
 			if w.have && !w.seal("age", w.c.dueGroup(w, "age")) {
 				return
+			}
+		case <-recheck.C:
+			switch {
+			case !w.have || !w.waiting.Load():
+			case w.c.peerBehind(w):
+				recheck.Reset(recheckEvery)
+			default:
+				timer.Stop()
+				if !w.seal("caught-up", w.c.dueGroup(w, "caught-up")) {
+					return
+				}
 			}
 		case g := <-w.flushNow:
 			if !w.have {
@@ -285,6 +316,7 @@ func (w *worker) run() {
 				continue
 			}
 			timer.Stop()
+			recheck.Stop()
 			if !w.seal(g.reason, g) {
 				return
 			}
@@ -607,8 +639,9 @@ func (w *worker) batch(reason string) (*batch, error) {
 	}
 	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, date: date, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
-	w.have, w.held, w.bytes = false, false, 0
+	w.have, w.held, w.stale, w.bytes = false, false, false, 0
 	w.backlog.Store(false)
+	w.waiting.Store(false)
 	w.due.Store(0)
 	w.filling.Store(0)
 	w.dlq = &dlqTracker{}

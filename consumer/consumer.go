@@ -399,13 +399,8 @@ func (c *Consumer) flushLargest() {
 			break
 		}
 		need -= h.bytes
-		g.expect()
-		select {
-		case h.w.flushNow <- g:
+		if g.signal(h.w) {
 			signalled++
-		default:
-			// A signal is already waiting: that partition flushes anyway.
-			g.leave()
 		}
 	}
 }
@@ -413,18 +408,17 @@ func (c *Consumer) flushLargest() {
 // dueGroup makes a group of self, flushing by age or at the end of a
 // backlog, every partition waiting for the end of that backlog, and every
 // other partition whose buffer is due within a fifth of MaxAge
-// (MinAgeFraction):
-// they flush a little early, and all write one view file per tenant and
-// view instead of one each. Partitions filled at the same rate soon flush
+// (MinAgeFraction): they flush a little early, and all write one file per
+// tenant and dataset instead of one each. Partitions filled at the same rate soon flush
 // in step this way, so at steady load a flush writes a view's rows of every
 // partition in one file.
 func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
-	horizon := time.Now().Add(c.opts.MaxAge / MinAgeFraction).UnixNano()
 	g := newFlushGroup(c, reason)
 	g.expect() // self, which joins when it seals
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
+	horizon := now.Add(c.opts.MaxAge / MinAgeFraction).UnixNano()
 	for _, w := range c.workers {
 		if w == self || w.filling.Load() == 0 || w.stuck(now) {
 			continue
@@ -432,12 +426,7 @@ func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
 		if due := w.due.Load(); (due == 0 || due > horizon) && !w.waiting.Load() {
 			continue
 		}
-		g.expect()
-		select {
-		case w.flushNow <- g:
-		default:
-			g.leave() // a signal is waiting: it flushes anyway
-		}
+		g.signal(w)
 	}
 	return g
 }

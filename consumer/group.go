@@ -3,12 +3,9 @@ package consumer
 import (
 	"cmp"
 	"context"
-	"errors"
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/cenkalti/backoff/v5"
 
 	"fhirlake/sink"
 )
@@ -113,6 +110,19 @@ func (g *flushGroup) leave() {
 	}
 	g.mu.Unlock()
 	g.maybeStart()
+}
+
+// signal asks w to flush as a member; a signal already waiting means w
+// flushes anyway, and it is not counted.
+func (g *flushGroup) signal(w *worker) bool {
+	g.expect()
+	select {
+	case w.flushNow <- g:
+		return true
+	default:
+		g.leave()
+		return false
+	}
 }
 
 // forming reports whether members may still join.
@@ -221,9 +231,7 @@ func (g *flushGroup) run() {
 		bytes = 0
 	}
 	defer release()
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 200 * time.Millisecond
-	bo.MaxInterval = 10 * time.Second
+	bo := flushBackoff()
 	var enc *sink.Encoded
 	defer func() { enc.Remove() }()
 	for attempt := 1; ; attempt++ {
@@ -257,13 +265,7 @@ func (g *flushGroup) run() {
 			c.log.Warn("group flush abandoned: every partition waiting for it is gone; their records will replay", "err", err)
 			return
 		}
-		c.m.flushErrors.Inc()
-		wait := bo.NextBackOff()
-		lvl := "group flush failed; retrying"
-		if errors.Is(err, sink.ErrAccessDenied) {
-			lvl = "group flush refused by a tenant store (access denied); not committing, retrying"
-		}
-		c.log.Error(lvl, "partitions", len(g.members), "attempt", attempt, "retry_in", wait, "err", err)
+		wait := c.flushFailed(bo, err, "group flush", "partitions", len(g.members), "attempt", attempt)
 		select {
 		case <-time.After(wait):
 		case <-g.ctx.Done():

@@ -69,14 +69,14 @@ func TestBacklogDone(t *testing.T) {
 		{"behind again after catching up", true, false, []step{{false, false}, {true, true}, {true, false}, {false, false}, {true, true}}},
 		{"end of a backlog of records younger than the minimum hold, older than max_age/2", false, true, []step{{false, false}, {true, true}}},
 	} {
-		w := &worker{have: true, held: tc.held, stale: tc.stale}
+		w := &worker{have: true, backlogged: tc.held || tc.stale}
 		for i, s := range tc.steps {
 			if got := w.backlogDone(delivery{caughtUp: s.caughtUp}); got != s.want {
 				t.Errorf("%s: delivery %d (caught up %v): flush %v, want %v", tc.name, i, s.caughtUp, got, s.want)
 			}
 		}
 	}
-	if (&worker{behind: true, held: true}).backlogDone(delivery{caughtUp: true}) {
+	if (&worker{behind: true, backlogged: true}).backlogDone(delivery{caughtUp: true}) {
 		t.Error("an empty buffer is never flushed")
 	}
 }

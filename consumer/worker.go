@@ -66,22 +66,19 @@ type worker struct {
 	last      int64
 	lastEpoch int32
 	firstTime time.Time // Kafka timestamp of the first record: the date partition
-	// held is true when the filling buffer's deadline was pushed to the
-	// minimum hold because its first record was already old: the partition
-	// is working through a backlog.
-	held bool
-	// stale is true when the filling buffer's first record was already
-	// older than half of MaxAge when it arrived (held or not): the
-	// partition is behind on freshness, and reaching its high watermark
-	// ends a backlog.
-	stale bool
+	// backlogged is true when the partition is working through a backlog:
+	// the filling buffer's deadline was pushed to the minimum hold because
+	// its first record was already old, or that record was older than half
+	// of MaxAge when it arrived. Reaching the high watermark then ends the
+	// backlog.
+	backlogged bool
 	// due is when the filling buffer must be flushed by age (Unix
 	// nanoseconds; 0 when empty), for Consumer.dueGroup.
 	due atomic.Int64
 	// behind is true when a delivery since the last caught-up one stopped
 	// short of the partition's high watermark.
 	behind bool
-	// held or stale, and behind, for other partitions' goroutines
+	// backlogged and behind, for other partitions' goroutines
 	// (Consumer.peerBehind).
 	backlog, lagging atomic.Bool
 	// waiting is set while the buffer waits, at the end of a backlog, for
@@ -228,7 +225,7 @@ func (w *worker) backlogDone(d delivery) bool {
 	wasBehind := w.behind
 	w.behind = !d.caughtUp
 	w.lagging.Store(w.behind)
-	return d.caughtUp && wasBehind && w.have && (w.held || w.stale)
+	return d.caughtUp && wasBehind && w.have && w.backlogged
 }
 
 func (w *worker) run() {
@@ -264,10 +261,10 @@ func (w *worker) run() {
 			w.take(d.recs)
 			if wasEmpty && w.have {
 				now := time.Now()
-				var at time.Time
-				at, w.held = w.deadline(now, w.firstTime)
-				w.stale = !w.firstTime.IsZero() && now.Sub(w.firstTime) > w.c.opts.MaxAge/2
-				w.backlog.Store(w.held || w.stale)
+				at, held := w.deadline(now, w.firstTime)
+				stale := !w.firstTime.IsZero() && now.Sub(w.firstTime) > w.c.opts.MaxAge/2
+				w.backlogged = held || stale
+				w.backlog.Store(w.backlogged)
 				w.due.Store(at.UnixNano())
 				timer.Reset(at.Sub(now))
 			}
@@ -522,9 +519,7 @@ func (w *worker) flusher() {
 func (w *worker) flush(b *batch) {
 	c := w.c
 	start := time.Now()
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 200 * time.Millisecond
-	bo.MaxInterval = 10 * time.Second
+	bo := flushBackoff()
 	for attempt := 1; ; attempt++ {
 		err := w.tryFlush(b)
 		if err == nil {
@@ -534,13 +529,7 @@ func (w *worker) flush(b *batch) {
 			c.log.Warn("flush abandoned; records will replay", "topic", w.topic, "partition", w.partition, "first", b.first, "last", b.last, "err", err)
 			return
 		}
-		c.m.flushErrors.Inc()
-		wait := bo.NextBackOff()
-		lvl := "flush failed; retrying"
-		if errors.Is(err, sink.ErrAccessDenied) {
-			lvl = "flush refused by the tenant store (access denied); not committing, retrying"
-		}
-		c.log.Error(lvl, "topic", w.topic, "partition", w.partition, "attempt", attempt, "retry_in", wait, "err", err)
+		wait := c.flushFailed(bo, err, "flush", "topic", w.topic, "partition", w.partition, "attempt", attempt)
 		select {
 		case <-time.After(wait):
 		case <-w.ctx.Done():
@@ -601,6 +590,27 @@ func (w *worker) tryFlush(b *batch) error {
 	return nil
 }
 
+// flushBackoff is the retry schedule of a failed flush.
+func flushBackoff() *backoff.ExponentialBackOff {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 200 * time.Millisecond
+	bo.MaxInterval = 10 * time.Second
+	return bo
+}
+
+// flushFailed counts and logs a failed flush attempt of what ("flush" or
+// "group flush") and returns how long to wait before the next one.
+func (c *Consumer) flushFailed(bo *backoff.ExponentialBackOff, err error, what string, attrs ...any) time.Duration {
+	c.m.flushErrors.Inc()
+	wait := bo.NextBackOff()
+	msg := what + " failed; retrying"
+	if errors.Is(err, sink.ErrAccessDenied) {
+		msg = what + " refused by a tenant store (access denied); not committing, retrying"
+	}
+	c.log.Error(msg, append(attrs, "retry_in", wait, "err", err)...)
+	return wait
+}
+
 // commit commits offsets synchronously and reports request and
 // per-partition errors.
 func commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) error {
@@ -639,7 +649,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	}
 	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, date: date, produced: w.firstTime, reason: reason, dlq: w.dlq}
 	w.c.sealed.Add(b.bytes)
-	w.have, w.held, w.stale, w.bytes = false, false, false, 0
+	w.have, w.backlogged, w.bytes = false, false, 0
 	w.backlog.Store(false)
 	w.waiting.Store(false)
 	w.due.Store(0)

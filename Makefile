@@ -43,8 +43,8 @@ stack-down:
 
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./consumer/
-	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./consumer/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./notification/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./notification/
 	$(GO) test -run XXX -fuzz '^FuzzParseFHIRPath$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzEvaluate$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/

@@ -19,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/notification"
 	"fhirlake/sink"
 )
 
@@ -83,7 +84,7 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 		return res, fmt.Errorf("backfill %s: %w", path, err)
 	}
 
-	buf := NewBuffer(memory.NewGoAllocator(), o.Views, func(_, view string, ev *Event, at Coordinates, err error) {
+	buf := NewBuffer(memory.NewGoAllocator(), o.Views, func(_, view string, ev *notification.Event, at Coordinates, err error) {
 		res.Errors = append(res.Errors, fmt.Sprintf("%s: %s %s/%s: %v", path, view, ev.ResourceType, ev.ID, err))
 	})
 	defer buf.Release()
@@ -116,7 +117,7 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 		start, newest = -1, time.Time{}
 		return nil
 	}
-	add := func(index int64, ev Event) error {
+	add := func(index int64, ev notification.Event) error {
 		if start < 0 {
 			start = index
 		}
@@ -125,7 +126,7 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 			newest = ev.LastUpdated
 		}
 		buf.Add(tenant, &ev, Coordinates{Topic: topic, Offset: index}, ingest)
-		if ev.Operation == OpDelete {
+		if ev.Operation == notification.OpDelete {
 			res.Deletes++
 		} else {
 			res.Resources++
@@ -153,13 +154,13 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 }
 
 // backfillNDJSON reads one resource per line.
-func backfillNDJSON(r *bufio.Reader, add func(int64, Event) error, bad func(string, error)) error {
+func backfillNDJSON(r *bufio.Reader, add func(int64, notification.Event) error, bad func(string, error)) error {
 	var line int64
 	for {
 		data, err := r.ReadBytes('\n')
 		if len(bytes.TrimSpace(data)) > 0 {
 			line++
-			ev, perr := resourceEvent(bytes.TrimSpace(data))
+			ev, perr := notification.ResourceEvent(bytes.TrimSpace(data))
 			if perr != nil {
 				bad(fmt.Sprintf("line %d", line), perr)
 			} else if aerr := add(line, ev); aerr != nil {
@@ -179,7 +180,7 @@ func backfillNDJSON(r *bufio.Reader, add func(int64, Event) error, bad func(stri
 
 // backfillJSON reads a Bundle (every entry's resource, and DELETE entries
 // as deletes) or a single resource.
-func backfillJSON(r *bufio.Reader, add func(int64, Event) error, bad func(string, error)) error {
+func backfillJSON(r *bufio.Reader, add func(int64, notification.Event) error, bad func(string, error)) error {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -199,7 +200,7 @@ func backfillJSON(r *bufio.Reader, add func(int64, Event) error, bad func(string
 		return fmt.Errorf("not JSON: %w", err)
 	}
 	if head.ResourceType != "Bundle" {
-		ev, err := resourceEvent(data)
+		ev, err := notification.ResourceEvent(data)
 		if err != nil {
 			bad("resource", err)
 			return nil
@@ -209,15 +210,12 @@ func backfillJSON(r *bufio.Reader, add func(int64, Event) error, bad func(string
 	for i, e := range head.Entry {
 		where := fmt.Sprintf("entry %d", i)
 		if e.Request != nil && strings.EqualFold(e.Request.Method, "DELETE") && len(e.Resource) == 0 {
-			typ, id, version := splitRef(e.Request.URL)
-			if typ == "" {
-				typ, id, version = splitRef(e.FullURL)
-			}
-			if typ == "" {
+			ev, ok := notification.DeleteEvent(e.Request.URL, e.FullURL)
+			if !ok {
 				bad(where, fmt.Errorf("delete names no Type/id"))
 				continue
 			}
-			if err := add(int64(i)+1, Event{Operation: OpDelete, ResourceType: typ, ID: id, VersionID: version}); err != nil {
+			if err := add(int64(i)+1, ev); err != nil {
 				return err
 			}
 			continue
@@ -226,7 +224,7 @@ func backfillJSON(r *bufio.Reader, add func(int64, Event) error, bad func(string
 			bad(where, fmt.Errorf("entry has no resource"))
 			continue
 		}
-		ev, err := resourceEvent(e.Resource)
+		ev, err := notification.ResourceEvent(e.Resource)
 		if err != nil {
 			bad(where, err)
 			continue
@@ -236,33 +234,6 @@ func backfillJSON(r *bufio.Reader, add func(int64, Event) error, bad func(string
 		}
 	}
 	return nil
-}
-
-// resourceEvent reads the type, id, version and lastUpdated of a resource.
-func resourceEvent(raw []byte) (Event, error) {
-	var h struct {
-		ResourceType string `json:"resourceType"`
-		ID           string `json:"id"`
-		Meta         *struct {
-			VersionID   string `json:"versionId"`
-			LastUpdated string `json:"lastUpdated"`
-		} `json:"meta"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return Event{}, fmt.Errorf("invalid JSON: %w", err)
-	}
-	if !isResourceType(h.ResourceType) {
-		return Event{}, fmt.Errorf("resourceType %q is not a FHIR resource type", h.ResourceType)
-	}
-	if h.ID == "" {
-		return Event{}, fmt.Errorf("%s without id", h.ResourceType)
-	}
-	ev := Event{Operation: OpUpsert, ResourceType: h.ResourceType, ID: h.ID, Resource: append(json.RawMessage(nil), raw...)}
-	if h.Meta != nil {
-		ev.VersionID = h.Meta.VersionID
-		ev.LastUpdated = parseInstant(h.Meta.LastUpdated)
-	}
-	return ev, nil
 }
 
 // isNDJSON tells NDJSON from a JSON document by the file name, as bulk

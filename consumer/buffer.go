@@ -8,6 +8,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/notification"
 	"fhirlake/sink"
 )
 
@@ -23,11 +24,11 @@ type Buffer struct {
 	newest      map[string]time.Time
 	// ViewError is called when a view cannot evaluate a resource; the raw
 	// row is kept regardless. view is "parse" when the resource did not parse.
-	onViewError func(tenant, view string, ev *Event, at Coordinates, err error)
+	onViewError func(tenant, view string, ev *notification.Event, at Coordinates, err error)
 }
 
 // NewBuffer returns an empty buffer writing the given views.
-func NewBuffer(mem memory.Allocator, views []*flatten.View, onViewError func(tenant, view string, ev *Event, at Coordinates, err error)) *Buffer {
+func NewBuffer(mem memory.Allocator, views []*flatten.View, onViewError func(tenant, view string, ev *notification.Event, at Coordinates, err error)) *Buffer {
 	byType := map[string][]*flatten.View{}
 	for _, v := range views {
 		byType[v.Resource()] = append(byType[v.Resource()], v)
@@ -35,15 +36,15 @@ func NewBuffer(mem memory.Allocator, views []*flatten.View, onViewError func(ten
 	return newBuffer(mem, byType, onViewError)
 }
 
-func newBuffer(mem memory.Allocator, byType map[string][]*flatten.View, onViewError func(tenant, view string, ev *Event, at Coordinates, err error)) *Buffer {
+func newBuffer(mem memory.Allocator, byType map[string][]*flatten.View, onViewError func(tenant, view string, ev *notification.Event, at Coordinates, err error)) *Buffer {
 	if onViewError == nil {
-		onViewError = func(string, string, *Event, Coordinates, error) {}
+		onViewError = func(string, string, *notification.Event, Coordinates, error) {}
 	}
 	return &Buffer{mem: mem, viewsByType: byType, tenants: map[string]*tenantBuffer{}, newest: map[string]time.Time{}, onViewError: onViewError}
 }
 
 // Add buffers one change of tenant's.
-func (b *Buffer) Add(tenant string, ev *Event, at Coordinates, ingest time.Time) {
+func (b *Buffer) Add(tenant string, ev *notification.Event, at Coordinates, ingest time.Time) {
 	t := b.tenants[tenant]
 	if t == nil {
 		t = &tenantBuffer{raw: newRawBuilder(b.mem), views: map[string]*viewBuilder{}}
@@ -54,7 +55,7 @@ func (b *Buffer) Add(tenant string, ev *Event, at Coordinates, ingest time.Time)
 	if ev.LastUpdated.After(b.newest[tenant]) {
 		b.newest[tenant] = ev.LastUpdated
 	}
-	if ev.Operation != OpUpsert {
+	if ev.Operation != notification.OpUpsert {
 		return
 	}
 	views := b.viewsByType[ev.ResourceType]

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/flatten"
+	"fhirlake/notification"
 	"fhirlake/sink"
 )
 
@@ -34,9 +35,11 @@ type Options struct {
 	Tenants []string
 	// Fetcher reads id-only payloads from tenants' FHIR servers; nil
 	// dead-letters them.
-	Fetcher *Fetcher
-	// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
-	// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
+	Fetcher *notification.
+		// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
+		// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
+		Fetcher
+
 	MaxRows  int
 	MaxBytes int64
 	MaxAge   time.Duration
@@ -119,7 +122,7 @@ type Consumer struct {
 	avgRecord atomic.Int64
 
 	viewsByType map[string][]*flatten.View
-	fetcher     *Fetcher
+	fetcher     *notification.Fetcher
 
 	mu      sync.Mutex
 	workers map[tp]*worker

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/flatten"
+	"fhirlake/notification"
 	"fhirlake/query"
 	"fhirlake/sink"
 	"fhirlake/synth"
@@ -220,7 +221,7 @@ func (h *harness) verify() {
 			}
 			got++
 			w, ok := want[tn][typ+"/"+id]
-			if !ok || w.VersionID != ver || w.Deleted != (op == string(OpDelete)) {
+			if !ok || w.VersionID != ver || w.Deleted != (op == string(notification.OpDelete)) {
 				h.t.Errorf("tenant %s: %s/%s: got version %s %s, want %+v", tn, typ, id, ver, op, w)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/notification"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
@@ -44,7 +45,7 @@ func flushBuffer(tb testing.TB, n int) *Buffer {
 				tenant = string(h.Value)
 			}
 		}
-		note, err := DecodeRecord(r.Value, nil)
+		note, err := notification.DecodeRecord(r.Value, nil)
 		if err != nil || tenant == "" {
 			continue
 		}

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"fhirlake/notification"
 	"fmt"
 	"regexp"
 	"sort"
@@ -70,7 +71,7 @@ type answer struct{ source, tenant string }
 
 // Resolve returns the record's tenant from its header, its topic, and the
 // decoded notification's hints (n may be nil).
-func (r *Router) Resolve(rec *kgo.Record, n *Notification) (string, error) {
+func (r *Router) Resolve(rec *kgo.Record, n *notification.Notification) (string, error) {
 	var answers []answer
 	if r.o.Header != "" {
 		for _, h := range rec.Headers {

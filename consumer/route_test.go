@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"fhirlake/notification"
 	"regexp"
 	"testing"
 
@@ -19,19 +20,19 @@ func TestRouter(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		rec     kgo.Record
-		n       *Notification
+		n       *notification.Notification
 		want    string
 		wantErr string
 	}{
-		{"ibm tenantId", kgo.Record{Topic: "shared"}, &Notification{TenantID: "globex"}, "globex", ""},
-		{"hapi partition agrees with header", kgo.Record{Topic: "shared", Headers: h("acme")}, &Notification{PartitionID: "acme"}, "acme", ""},
-		{"payload conflicts with header", kgo.Record{Topic: "shared", Headers: h("acme")}, &Notification{TenantID: "globex"}, "", "conflicting_tenants"},
-		{"base url", kgo.Record{Topic: "shared"}, &Notification{BaseURLs: []string{"https://fhir.globex.example.org/fhir"}}, "globex", ""},
-		{"two base urls disagree", kgo.Record{Topic: "shared"}, &Notification{BaseURLs: []string{"https://fhir.globex.example.org/fhir", "https://fhir.acme.example.org/fhir"}}, "", "conflicting_tenants"},
-		{"base url of unknown tenant", kgo.Record{Topic: "shared"}, &Notification{BaseURLs: []string{"https://fhir.initech.example.org/fhir"}}, "", "unknown_tenant"},
-		{"unmatched base url is no answer", kgo.Record{Topic: "shared", Headers: h("acme")}, &Notification{BaseURLs: []string{"https://other.example.com/fhir"}}, "acme", ""},
-		{"meta.tag", kgo.Record{Topic: "shared"}, &Notification{Tags: []Tag{{System: "https://fhirlake.dev/tenant", Code: "acme"}, {System: "other", Code: "globex"}}}, "acme", ""},
-		{"meta.tag conflicts with topic", kgo.Record{Topic: "acme.events"}, &Notification{Tags: []Tag{{System: "https://fhirlake.dev/tenant", Code: "globex"}}}, "", "conflicting_tenants"},
+		{"ibm tenantId", kgo.Record{Topic: "shared"}, &notification.Notification{TenantID: "globex"}, "globex", ""},
+		{"hapi partition agrees with header", kgo.Record{Topic: "shared", Headers: h("acme")}, &notification.Notification{PartitionID: "acme"}, "acme", ""},
+		{"payload conflicts with header", kgo.Record{Topic: "shared", Headers: h("acme")}, &notification.Notification{TenantID: "globex"}, "", "conflicting_tenants"},
+		{"base url", kgo.Record{Topic: "shared"}, &notification.Notification{BaseURLs: []string{"https://fhir.globex.example.org/fhir"}}, "globex", ""},
+		{"two base urls disagree", kgo.Record{Topic: "shared"}, &notification.Notification{BaseURLs: []string{"https://fhir.globex.example.org/fhir", "https://fhir.acme.example.org/fhir"}}, "", "conflicting_tenants"},
+		{"base url of unknown tenant", kgo.Record{Topic: "shared"}, &notification.Notification{BaseURLs: []string{"https://fhir.initech.example.org/fhir"}}, "", "unknown_tenant"},
+		{"unmatched base url is no answer", kgo.Record{Topic: "shared", Headers: h("acme")}, &notification.Notification{BaseURLs: []string{"https://other.example.com/fhir"}}, "acme", ""},
+		{"meta.tag", kgo.Record{Topic: "shared"}, &notification.Notification{Tags: []notification.Tag{{System: "https://fhirlake.dev/tenant", Code: "acme"}, {System: "other", Code: "globex"}}}, "acme", ""},
+		{"meta.tag conflicts with topic", kgo.Record{Topic: "acme.events"}, &notification.Notification{Tags: []notification.Tag{{System: "https://fhirlake.dev/tenant", Code: "globex"}}}, "", "conflicting_tenants"},
 		{"header", kgo.Record{Topic: "shared", Headers: h("globex")}, nil, "globex", ""},
 		{"topic map", kgo.Record{Topic: "acme.events"}, nil, "acme", ""},
 		{"header agrees with topic", kgo.Record{Topic: "acme.events", Headers: h("acme")}, nil, "acme", ""},
@@ -98,10 +99,10 @@ func TestEventLabelsOutliveRecord(t *testing.T) {
 
 // decodeIBMPatient decodes an IBM event for globex's Patient/p1, and
 // returns a function that overwrites the record's bytes afterwards.
-func decodeIBMPatient(t *testing.T) (*Notification, func()) {
+func decodeIBMPatient(t *testing.T) (*notification.Notification, func()) {
 	t.Helper()
 	value := []byte(`{"location":"Patient/p1/_history/1","operationType":"update","resourceId":"p1","tenantId":"globex","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"1"}}}`)
-	n, err := Decode(value)
+	n, err := notification.Decode(value)
 	if err != nil {
 		t.Fatal(err)
 	}

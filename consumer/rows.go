@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"fhirlake/notification"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -71,7 +72,7 @@ func newRawBuilder(mem memory.Allocator) *rawBuilder {
 	return &rawBuilder{b: array.NewRecordBuilder(mem, RawSchema)}
 }
 
-func (r *rawBuilder) append(tenant string, ev *Event, at Coordinates, ingest time.Time) {
+func (r *rawBuilder) append(tenant string, ev *notification.Event, at Coordinates, ingest time.Time) {
 	if ev.Resource != nil {
 		r.reserve(len(ev.Resource))
 	}
@@ -108,7 +109,7 @@ func (r *rawBuilder) reserve(n int) {
 // appendIdentity appends tenant, resource type, id, versionId and
 // lastUpdated to the first five builders of f, in that order: the columns
 // every dataset starts with.
-func appendIdentity(f []array.Builder, tenant string, ev *Event) {
+func appendIdentity(f []array.Builder, tenant string, ev *notification.Event) {
 	f[0].(*array.StringBuilder).Append(tenant)
 	f[1].(*array.StringBuilder).Append(ev.ResourceType)
 	f[2].(*array.StringBuilder).Append(ev.ID)

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"encoding/json"
+	"fhirlake/notification"
 	"fmt"
 	"testing"
 	"time"
@@ -47,9 +48,9 @@ func TestRawBuilder(t *testing.T) {
 	defer b.release()
 	lu := time.Date(2026, 5, 1, 10, 0, 0, 123456000, time.UTC)
 	ingest := time.Date(2026, 5, 1, 10, 0, 1, 0, time.UTC)
-	b.append("acme", &Event{Operation: OpUpsert, ResourceType: "Patient", ID: "p1", VersionID: "2", LastUpdated: lu, Resource: json.RawMessage(`{"resourceType":"Patient","id":"p1"}`)},
+	b.append("acme", &notification.Event{Operation: notification.OpUpsert, ResourceType: "Patient", ID: "p1", VersionID: "2", LastUpdated: lu, Resource: json.RawMessage(`{"resourceType":"Patient","id":"p1"}`)},
 		Coordinates{Topic: "t", Partition: 3, Offset: 41}, ingest)
-	b.append("acme", &Event{Operation: OpDelete, ResourceType: "Patient", ID: "p2"}, Coordinates{Topic: "t", Partition: 3, Offset: 42}, ingest)
+	b.append("acme", &notification.Event{Operation: notification.OpDelete, ResourceType: "Patient", ID: "p2"}, Coordinates{Topic: "t", Partition: 3, Offset: 42}, ingest)
 	if b.rows != 2 || b.bytes == 0 {
 		t.Fatalf("builder counts: got %d rows, %d bytes", b.rows, b.bytes)
 	}
@@ -102,7 +103,7 @@ func TestRawChunks(t *testing.T) {
 		if i == 7_000 {
 			res = make([]byte, RawChunkBytes+100)
 		}
-		b.append("acme", &Event{Operation: OpUpsert, ResourceType: "Patient", ID: fmt.Sprint(i), Resource: res}, Coordinates{Topic: "t", Offset: int64(i)}, time.Now())
+		b.append("acme", &notification.Event{Operation: notification.OpUpsert, ResourceType: "Patient", ID: fmt.Sprint(i), Resource: res}, Coordinates{Topic: "t", Offset: int64(i)}, time.Now())
 		col := b.b.Field(10).(*array.StringBuilder)
 		worst = max(worst, col.DataCap()-col.DataLen())
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/notification"
 )
 
 // View datasets carry lineage columns with a leading underscore, so they
@@ -80,7 +81,7 @@ func newViewBuilder(mem memory.Allocator, v *flatten.View) *viewBuilder {
 }
 
 // append evaluates the view over r and adds one lineage row per view row.
-func (vb *viewBuilder) append(tenant string, ev *Event, r *flatten.Resource, at Coordinates, ingest time.Time) (int, error) {
+func (vb *viewBuilder) append(tenant string, ev *notification.Event, r *flatten.Resource, at Coordinates, ingest time.Time) (int, error) {
 	n, err := vb.batch.Append(r)
 	if err != nil || n == 0 {
 		return 0, err

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"fhirlake/notification"
 	"fhirlake/sink"
 )
 
@@ -44,6 +45,8 @@ type worker struct {
 	partition int32
 	in        chan delivery
 	stop      chan stopRequest
+	// headers is the decoder's view of the record being processed, reused.
+	headers []notification.Header
 	// flushNow says the memory budget is exhausted: flush what is held, as
 	// a member of the group.
 	flushNow chan *flushGroup
@@ -105,12 +108,12 @@ type delivery struct {
 }
 
 type eventLabels struct {
-	format    Format
+	format    notification.Format
 	typ       string
-	operation Operation
+	operation notification.Operation
 }
 
-func (w *worker) eventCounter(f Format, typ string, op Operation) prometheus.Counter {
+func (w *worker) eventCounter(f notification.Format, typ string, op notification.Operation) prometheus.Counter {
 	k := eventLabels{f, typ, op}
 	m, ok := w.mEvents[k]
 	if !ok {
@@ -405,10 +408,11 @@ func (w *worker) process(r *kgo.Record) {
 	w.lastEpoch = r.LeaderEpoch
 	w.bytes += int64(len(r.Value))
 
-	n, err := DecodeRecord(r.Value, r.Headers)
+	w.headers = decodeHeaders(w.headers[:0], r.Headers)
+	n, err := notification.DecodeRecord(r.Value, w.headers)
 	if err != nil {
-		class, reason := ClassInvalid, err.Error()
-		if de, ok := IsDecodeError(err); ok {
+		class, reason := notification.ClassInvalid, err.Error()
+		if de, ok := notification.IsDecodeError(err); ok {
 			class, reason = de.Class, de.Reason
 		}
 		w.deadLetter(r, class, reason, c.router.Claimed(r))
@@ -423,11 +427,11 @@ func (w *worker) process(r *kgo.Record) {
 	}
 	if n.NeedsFetch() {
 		if c.fetcher == nil {
-			w.deadLetter(r, ClassIDOnly, "id-only payload and no FHIR server is configured for the tenant", tenant)
+			w.deadLetter(r, notification.ClassIDOnly, "id-only payload and no FHIR server is configured for the tenant", tenant)
 			return
 		}
 		if err := c.fetcher.Resolve(w.ctx, tenant, n); err != nil {
-			var fe *FetchError
+			var fe *notification.FetchError
 			if errors.As(err, &fe) {
 				w.deadLetter(r, fe.Class, fe.Reason, tenant)
 				return
@@ -458,7 +462,7 @@ func (w *worker) process(r *kgo.Record) {
 // viewError counts and logs a resource a view could not evaluate. The raw
 // row is stored whatever happens, so nothing is lost: the batch layer can
 // re-derive the row.
-func (w *worker) viewError(tenant, view string, ev *Event, at Coordinates, err error) {
+func (w *worker) viewError(tenant, view string, ev *notification.Event, at Coordinates, err error) {
 	w.c.m.viewErrors.WithLabelValues(view).Inc()
 	w.c.log.Warn("resource not flattened", "tenant", tenant, "view", view, "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
 }
@@ -689,4 +693,13 @@ func (w *worker) take(recs []*kgo.Record) {
 	}
 	w.c.release(recordBytes(recs))
 	w.filling.Store(w.bytes)
+}
+
+// decodeHeaders appends a record's headers to dst as the decoder takes them;
+// keys and values are not copied.
+func decodeHeaders(dst []notification.Header, hs []kgo.RecordHeader) []notification.Header {
+	for _, h := range hs {
+		dst = append(dst, notification.Header{Key: h.Key, Value: h.Value})
+	}
+	return dst
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/internal/fhirserver"
+	"fhirlake/notification"
 	"fhirlake/synth"
 )
 
@@ -47,8 +48,7 @@ func TestWorkerDeadLettersAndFetch(t *testing.T) {
 	opts := synth.DefaultOptions()
 	opts.Tenants = []string{"acme", "globex"}
 	h := newHarness(t, opts)
-	fetcher, err := NewFetcher(FetchOptions{MaxRetries: 1, InitialBackoff: time.Millisecond, Client: srv.Client()},
-		map[string]FetchTarget{"acme": {BaseURL: srv.URL, Token: "s3cret"}})
+	fetcher, err := notification.NewFetcher(notification.FetchOptions{MaxRetries: 1, InitialBackoff: time.Millisecond, Client: srv.Client()}, map[string]notification.FetchTarget{"acme": {BaseURL: srv.URL, Token: "s3cret"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"fhirlake/config"
 	"fhirlake/consumer"
 	"fhirlake/flatten"
+	"fhirlake/notification"
 	"fhirlake/sink"
 )
 
@@ -144,17 +145,17 @@ func applyMemoryLimit(m config.Memory, log *slog.Logger) {
 
 // newFetcher builds the reader of id-only payloads from the tenants' FHIR
 // servers; nil when no tenant has one.
-func newFetcher(cfg config.Config) (*consumer.Fetcher, error) {
-	targets := map[string]consumer.FetchTarget{}
+func newFetcher(cfg config.Config) (*notification.Fetcher, error) {
+	targets := map[string]notification.FetchTarget{}
 	for _, t := range cfg.Tenants {
 		if t.FHIR.BaseURL != "" {
-			targets[t.Name] = consumer.FetchTarget{BaseURL: t.FHIR.BaseURL, Token: envOf(t.FHIR.TokenEnv)}
+			targets[t.Name] = notification.FetchTarget{BaseURL: t.FHIR.BaseURL, Token: envOf(t.FHIR.TokenEnv)}
 		}
 	}
 	if len(targets) == 0 {
 		return nil, nil
 	}
-	return consumer.NewFetcher(consumer.FetchOptions{
+	return notification.NewFetcher(notification.FetchOptions{
 		Concurrency:   cfg.Fetch.Concurrency,
 		RatePerSecond: cfg.Fetch.RatePerSecond,
 		Timeout:       cfg.Fetch.Timeout,

@@ -17,6 +17,7 @@ import (
 
 	"fhirlake/consumer"
 	"fhirlake/flatten"
+	"fhirlake/notification"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
@@ -164,7 +165,7 @@ func SynthLake(ctx context.Context, root, tenant string, o SynthOptions) (int, e
 		if o.Take > 0 && n > o.Skip+o.Take {
 			break
 		}
-		note, err := consumer.Decode(r.Value)
+		note, err := notification.Decode(r.Value)
 		if err != nil {
 			return total, fmt.Errorf("decode synthetic record: %w", err)
 		}
@@ -233,9 +234,9 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 	for _, c := range changes {
 		first, last = min(first, c.Offset), max(last, c.Offset)
 		updated := time.Date(2026, 1, 1, 0, 0, int(c.Offset), 0, time.UTC)
-		ev := consumer.Event{Operation: consumer.OpUpsert, ResourceType: c.Type, ID: c.ID, VersionID: c.Version, LastUpdated: updated}
+		ev := notification.Event{Operation: notification.OpUpsert, ResourceType: c.Type, ID: c.ID, VersionID: c.Version, LastUpdated: updated}
 		if c.Delete {
-			ev.Operation = consumer.OpDelete
+			ev.Operation = notification.OpDelete
 		} else {
 			fields := ""
 			if c.Fields != "" {

@@ -8,7 +8,7 @@ import (
 	"github.com/benthosdev/benthos/v4/public/bloblang"
 	"github.com/benthosdev/benthos/v4/public/service"
 
-	"fhirlake/consumer"
+	"fhirlake/notification"
 	"fhirlake/synth"
 )
 
@@ -35,7 +35,7 @@ func TestBenthosMappingMatchesDecoder(t *testing.T) {
 		if r.Kind != synth.KindEvent {
 			continue
 		}
-		n, err := consumer.Decode(r.Value)
+		n, err := notification.Decode(r.Value)
 		if err != nil || len(n.Events) != 1 {
 			t.Fatalf("record %d: decode: %v", i, err)
 		}

@@ -1,4 +1,4 @@
-package consumer
+package notification
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Format names the envelope a notification arrived in.
@@ -199,6 +197,13 @@ const utf8BOM = "\xef\xbb\xbf"
 // have no record headers. It is DecodeRecord(value, nil).
 func Decode(value []byte) (*Notification, error) { return DecodeRecord(value, nil) }
 
+// Header is one record header: a Kafka record header, an HTTP header of a
+// rest-hook. The decoder reads only the names listed with HeaderInteraction.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
 // DecodeRecord turns one Kafka record into a notification. The shape is
 // detected from the value alone; headers only complete envelopes that put
 // the interaction outside the body (a bare resource or "{}" on delete, a
@@ -211,7 +216,7 @@ func Decode(value []byte) (*Notification, error) { return DecodeRecord(value, ni
 // than copy it, so value must not be modified while they are in use, and a
 // string kept beyond the record (a map key, a metric label) should be
 // cloned, or it keeps the whole fetch response it points into alive.
-func DecodeRecord(value []byte, headers []kgo.RecordHeader) (*Notification, error) {
+func DecodeRecord(value []byte, headers []Header) (*Notification, error) {
 	if len(value) > MaxRecordBytes {
 		return nil, decodeErr(ClassOversized, "record value is %d bytes, more than %d", len(value), MaxRecordBytes)
 	}

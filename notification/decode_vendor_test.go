@@ -1,11 +1,9 @@
-package consumer
+package notification
 
 import (
 	"slices"
 	"strconv"
 	"testing"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type vendorCase struct {
@@ -122,10 +120,10 @@ func vendorCases() []vendorCase {
 	}
 }
 
-func recordHeaders(m map[string]string) []kgo.RecordHeader {
-	var hs []kgo.RecordHeader
+func recordHeaders(m map[string]string) []Header {
+	var hs []Header
 	for k, v := range m {
-		hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		hs = append(hs, Header{Key: k, Value: []byte(v)})
 	}
 	return hs
 }

@@ -1,4 +1,4 @@
-package consumer
+package notification
 
 import (
 	"encoding/json"
@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/internal/testenv"
 )
@@ -262,7 +260,7 @@ func TestDecodeHints(t *testing.T) {
 // values never reach the notification.
 func TestDecodeKeepsNoHeaders(t *testing.T) {
 	const secret = "c2VjcmV0LXRva2Vu"
-	headers := []kgo.RecordHeader{
+	headers := []Header{
 		{Key: "Authorization", Value: []byte("Bearer " + secret)},
 		{Key: "fhir-tenant", Value: []byte(secret)},
 		{Key: HeaderInteraction, Value: []byte("update")},
@@ -431,7 +429,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte(`{"resourceType":"Patient","id":"p1"}`), "action", "UpdateResource")
 	f.Add([]byte(`projects/p/locations/l/datasets/d/fhirStores/s/fhir/Patient/p1`), "action", "DeleteResource")
 	f.Fuzz(func(t *testing.T, data []byte, key, value string) {
-		headers := []kgo.RecordHeader{{Key: key, Value: []byte(value)}, {Key: HeaderInteraction, Value: []byte("delete")}}
+		headers := []Header{{Key: key, Value: []byte(value)}, {Key: HeaderInteraction, Value: []byte("delete")}}
 		n, err := DecodeRecord(data, headers[:1])
 		checkDecoded(t, data, n, err)
 		n, err = DecodeRecord(data, headers)

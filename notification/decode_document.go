@@ -1,4 +1,4 @@
-package consumer
+package notification
 
 // resourceHead is what the decoder reads of a resource; the rest stays raw
 // bytes, never unmarshalled.

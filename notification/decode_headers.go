@@ -1,11 +1,9 @@
-package consumer
+package notification
 
 import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Record headers that complete an envelope whose body does not say what
@@ -47,7 +45,7 @@ func (h *recordHints) fail(format string, args ...any) {
 
 func (h *recordHints) delete() bool { return h.interaction == "delete" }
 
-func readHeaders(headers []kgo.RecordHeader) recordHints {
+func readHeaders(headers []Header) recordHints {
 	var h recordHints
 	for _, kv := range headers {
 		var kind int

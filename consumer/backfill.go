@@ -20,6 +20,7 @@ import (
 
 	"fhirlake/flatten"
 	"fhirlake/notification"
+	"fhirlake/rows"
 	"fhirlake/sink"
 )
 
@@ -84,7 +85,7 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 		return res, fmt.Errorf("backfill %s: %w", path, err)
 	}
 
-	buf := NewBuffer(memory.NewGoAllocator(), o.Views, func(_, view string, ev *notification.Event, at Coordinates, err error) {
+	buf := rows.NewBuffer(memory.NewGoAllocator(), o.Views, func(_, view string, ev *notification.Event, at rows.Coordinates, err error) {
 		res.Errors = append(res.Errors, fmt.Sprintf("%s: %s %s/%s: %v", path, view, ev.ResourceType, ev.ID, err))
 	})
 	defer buf.Release()
@@ -125,7 +126,7 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 		if ev.LastUpdated.After(newest) {
 			newest = ev.LastUpdated
 		}
-		buf.Add(tenant, &ev, Coordinates{Topic: topic, Offset: index}, ingest)
+		buf.Add(tenant, &ev, rows.Coordinates{Topic: topic, Offset: index}, ingest)
 		if ev.Operation == notification.OpDelete {
 			res.Deletes++
 		} else {

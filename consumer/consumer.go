@@ -20,6 +20,7 @@ import (
 
 	"fhirlake/flatten"
 	"fhirlake/notification"
+	"fhirlake/rows"
 	"fhirlake/sink"
 )
 
@@ -121,8 +122,7 @@ type Consumer struct {
 	// avgRecord is a moving average of record value sizes, for poll sizing.
 	avgRecord atomic.Int64
 
-	viewsByType map[string][]*flatten.View
-	fetcher     *notification.Fetcher
+	fetcher *notification.Fetcher
 
 	mu      sync.Mutex
 	workers map[tp]*worker
@@ -148,25 +148,20 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := CheckViews(opts.Views); err != nil {
+	if err := rows.CheckViews(opts.Views); err != nil {
 		return nil, err
 	}
-	byType := map[string][]*flatten.View{}
-	for _, v := range opts.Views {
-		byType[v.Resource()] = append(byType[v.Resource()], v)
-	}
 	c := &Consumer{
-		opts:        opts,
-		writer:      w,
-		router:      NewRouter(opts.Routing, opts.Tenants),
-		fetcher:     opts.Fetcher,
-		log:         log,
-		m:           newMetrics(reg),
-		mem:         newCountingAllocator(),
-		workers:     map[tp]*worker{},
-		viewsByType: byType,
-		fatal:       make(chan error, 1),
-		freed:       make(chan struct{}, 1),
+		opts:    opts,
+		writer:  w,
+		router:  NewRouter(opts.Routing, opts.Tenants),
+		fetcher: opts.Fetcher,
+		log:     log,
+		m:       newMetrics(reg),
+		mem:     newCountingAllocator(),
+		workers: map[tp]*worker{},
+		fatal:   make(chan error, 1),
+		freed:   make(chan struct{}, 1),
 	}
 	fetchMax := FetchMaxBytes(opts.MaxBufferedBytes)
 	kopts := []kgo.Opt{

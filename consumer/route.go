@@ -1,11 +1,12 @@
 package consumer
 
 import (
-	"fhirlake/notification"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
+
+	"fhirlake/notification"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )

@@ -1,9 +1,10 @@
 package consumer
 
 import (
-	"fhirlake/notification"
 	"regexp"
 	"testing"
+
+	"fhirlake/notification"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"

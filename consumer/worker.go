@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"fhirlake/notification"
+	"fhirlake/rows"
 	"fhirlake/sink"
 )
 
@@ -63,7 +64,7 @@ type worker struct {
 	// nanoseconds; 0 when idle).
 	flushingSince atomic.Int64
 
-	buf       *Buffer
+	buf       *rows.Buffer
 	have      bool // records are pending in the filling buffer
 	first     int64
 	last      int64
@@ -181,7 +182,7 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 		mBytes:      c.m.recordBytes.WithLabelValues(topic),
 		mEvents:     map[eventLabels]prometheus.Counter{},
 	}
-	w.buf = newBuffer(c.mem, c.viewsByType, w.viewError)
+	w.buf = rows.NewBuffer(c.mem, c.opts.Views, w.viewError)
 	return w
 }
 
@@ -451,7 +452,7 @@ func (w *worker) process(r *kgo.Record) {
 		return
 	}
 	ingest := time.Now()
-	at := Coordinates{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+	at := rows.Coordinates{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	for i := range n.Events {
 		ev := &n.Events[i]
 		w.buf.Add(tenant, ev, at, ingest)
@@ -462,7 +463,7 @@ func (w *worker) process(r *kgo.Record) {
 // viewError counts and logs a resource a view could not evaluate. The raw
 // row is stored whatever happens, so nothing is lost: the batch layer can
 // re-derive the row.
-func (w *worker) viewError(tenant, view string, ev *notification.Event, at Coordinates, err error) {
+func (w *worker) viewError(tenant, view string, ev *notification.Event, at rows.Coordinates, err error) {
 	w.c.m.viewErrors.WithLabelValues(view).Inc()
 	w.c.log.Warn("resource not flattened", "tenant", tenant, "view", view, "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
 }

@@ -15,9 +15,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"fhirlake/consumer"
 	"fhirlake/flatten"
 	"fhirlake/notification"
+	"fhirlake/rows"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
@@ -92,7 +92,7 @@ type SynthOptions struct {
 }
 
 // SynthLake writes a tenant's speed layer under root the way the consumer
-// does (consumer.Buffer → sink.Writer) from the synthetic stream, every
+// does (rows.Buffer → sink.Writer) from the synthetic stream, every
 // default view included. It returns the number of raw rows written.
 func SynthLake(ctx context.Context, root, tenant string, o SynthOptions) (int, error) {
 	if o.FlushRows <= 0 {
@@ -121,7 +121,7 @@ func SynthLake(ctx context.Context, root, tenant string, o SynthOptions) (int, e
 	if err != nil {
 		return 0, err
 	}
-	buf := consumer.NewBuffer(memory.DefaultAllocator, views, nil)
+	buf := rows.NewBuffer(memory.DefaultAllocator, views, nil)
 	defer buf.Release()
 	const topic = "synth"
 	var offset, first int64
@@ -170,7 +170,7 @@ func SynthLake(ctx context.Context, root, tenant string, o SynthOptions) (int, e
 			return total, fmt.Errorf("decode synthetic record: %w", err)
 		}
 		for i := range note.Events {
-			buf.Add(tenant, &note.Events[i], consumer.Coordinates{Topic: topic, Partition: 0, Offset: offset}, ingest)
+			buf.Add(tenant, &note.Events[i], rows.Coordinates{Topic: topic, Partition: 0, Offset: offset}, ingest)
 			total++
 		}
 		offset++
@@ -228,7 +228,7 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf := consumer.NewBuffer(memory.DefaultAllocator, views, nil)
+	buf := rows.NewBuffer(memory.DefaultAllocator, views, nil)
 	defer buf.Release()
 	first, last := changes[0].Offset, changes[0].Offset
 	for _, c := range changes {
@@ -245,7 +245,7 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 			ev.Resource = []byte(fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":%q,"lastUpdated":%q}%s}`,
 				c.Type, c.ID, c.Version, updated.Format(time.RFC3339), fields))
 		}
-		buf.Add(tenant, &ev, consumer.Coordinates{Topic: "t", Offset: c.Offset}, updated.Add(time.Minute))
+		buf.Add(tenant, &ev, rows.Coordinates{Topic: "t", Offset: c.Offset}, updated.Add(time.Minute))
 	}
 	date := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	files, err := buf.Files(func(view string) string { return sink.Key(view, date, "t", 0, first, last) })

@@ -1,11 +1,12 @@
-package consumer
+package rows
 
 import (
 	"encoding/json"
-	"fhirlake/notification"
 	"fmt"
 	"testing"
 	"time"
+
+	"fhirlake/notification"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"

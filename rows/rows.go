@@ -1,8 +1,9 @@
-package consumer
+package rows
 
 import (
-	"fhirlake/notification"
 	"time"
+
+	"fhirlake/notification"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"

@@ -1,4 +1,4 @@
-package consumer
+package rows
 
 import (
 	"fmt"
@@ -33,10 +33,6 @@ func NewBuffer(mem memory.Allocator, views []*flatten.View, onViewError func(ten
 	for _, v := range views {
 		byType[v.Resource()] = append(byType[v.Resource()], v)
 	}
-	return newBuffer(mem, byType, onViewError)
-}
-
-func newBuffer(mem memory.Allocator, byType map[string][]*flatten.View, onViewError func(tenant, view string, ev *notification.Event, at Coordinates, err error)) *Buffer {
 	if onViewError == nil {
 		onViewError = func(string, string, *notification.Event, Coordinates, error) {}
 	}

@@ -146,6 +146,9 @@ func (s *Session) build(ctx context.Context, p *viewPlan, old *Catalog) ([]Table
 
 // exec runs one statement of a build.
 func (p *viewPlan) exec(ctx context.Context, q string) error {
+	if p.trace != nil {
+		p.trace(q)
+	}
 	if _, err := p.conn.ExecContext(ctx, q); err != nil {
 		return fmt.Errorf("%w\n%s", err, q)
 	}
@@ -242,6 +245,8 @@ type viewPlan struct {
 	changedTypes map[string]int64
 	// conn is the connection of the build's transaction.
 	conn *sql.Conn
+	// trace, when set, sees each statement the build runs (tests pin them).
+	trace func(q string)
 }
 
 // resolve lists what the views will read and learns the resource types

@@ -132,22 +132,19 @@ func recast(t *testing.T, root, id, model, col, typ string) {
 func traceBuild(t *testing.T, s *Session) string {
 	t.Helper()
 	ctx := context.Background()
-	scan, err := scanLake(s.root)
+	p, err := s.plan(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stmts []string
-	p := &viewPlan{s: s, scan: scan, trace: func(q string) { stmts = append(stmts, q) }}
-	if err := p.resolve(ctx); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := s.build(ctx, p, s.Catalog())
+	p.trace = func(q string) { stmts = append(stmts, q) }
+	built, err := s.build(ctx, p, s.Catalog())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "-- speed files %d, changed %d\n-- views:\n", p.speedFiles, p.changed)
-	for _, t := range tables {
+	fmt.Fprintf(&b, "-- speed files %d, changed %d\n-- views:\n", p.speedFiles, built.changed)
+	for _, t := range built.tables {
 		fmt.Fprintf(&b, "--   %s %s %s %s\n", t.Name, t.Kind, t.ResourceType, t.Source)
 	}
 	for _, q := range stmts {

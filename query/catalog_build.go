@@ -198,7 +198,7 @@ func (b *catalogBuild) rawMerge(ctx context.Context, from string) error {
 // without the anti join when the snapshot has no row to drop.
 func (b *catalogBuild) merged(ctx context.Context, x string) (string, error) {
 	var dropped int64
-	if err := b.conn.QueryRowContext(ctx, "SELECT count(*) FROM lake.drop_"+x).Scan(&dropped); err != nil {
+	if err := b.conn.QueryRowContext(ctx, "SELECT count(*) FROM "+lakeName("drop_"+x)).Scan(&dropped); err != nil {
 		return "", err
 	}
 	return mergeSQL(x, dropped > 0, len(b.plan.fresh[x]) > 0), nil

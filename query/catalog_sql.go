@@ -4,7 +4,7 @@ package query
 // shape, free of side effects. Every name a statement holds is a fixed one
 // or a view dataset's, model's or resource type's that the plan checked;
 // paths and resource types are spliced in through sqlString, column names
-// through quoteIdent.
+// and the names of views and helpers through quoteIdent.
 
 import (
 	"fmt"
@@ -21,20 +21,23 @@ const (
 	positionExpr = "file_row_number + (file_index::BIGINT << 40)"
 )
 
+// lakeName is the quoted name of a helper of schema lake.
+func lakeName(name string) string { return "lake." + quoteIdent(name) }
+
 // createView defines a view a query may use.
 func createView(name, q string) string {
-	return fmt.Sprintf("CREATE OR REPLACE VIEW %s AS %s", name, q)
+	return fmt.Sprintf("CREATE OR REPLACE VIEW %s AS %s", quoteIdent(name), q)
 }
 
 // createLakeObject defines a helper VIEW or TABLE of schema lake.
 func createLakeObject(kind, name, q string) string {
-	return fmt.Sprintf("CREATE OR REPLACE %s lake.%s AS %s", kind, name, q)
+	return fmt.Sprintf("CREATE OR REPLACE %s %s AS %s", kind, lakeName(name), q)
 }
 
-func dropView(name string) string { return "DROP VIEW IF EXISTS " + name }
+func dropView(name string) string { return "DROP VIEW IF EXISTS " + quoteIdent(name) }
 
 func dropLakeObject(kind, name string) string {
-	return fmt.Sprintf("DROP %s IF EXISTS lake.%s", kind, name)
+	return fmt.Sprintf("DROP %s IF EXISTS %s", kind, lakeName(name))
 }
 
 // readFiles reads Parquet files, their columns matched by name.
@@ -50,7 +53,7 @@ func readSpeed(files []speedFile) string {
 // speedGlob reads every file of a speed dataset. A glob is expanded at each
 // query, so new files of a lake without a snapshot are read at once.
 func speedGlob(root, dataset string) string {
-	return fmt.Sprintf("read_parquet('%s/speed/%s/*/*.parquet', hive_partitioning = true, union_by_name = true)", sqlString(root), dataset)
+	return fmt.Sprintf("read_parquet('%s/speed/%s/*/*.parquet', hive_partitioning = true, union_by_name = true)", sqlString(root), sqlString(dataset))
 }
 
 // speedRowsSQL is the rows of speed files (readSpeed, speedGlob) without
@@ -72,7 +75,7 @@ func unionSQL(a, b string) string {
 // snapshotOnlySQL is a batched view whose resources did not change beside
 // the snapshot: the snapshot's rows, with the columns of its speed files.
 func snapshotOnlySQL(v string) string {
-	return unionSQL("lake.batch_"+v, "lake.fresh_"+v) + " WHERE false"
+	return unionSQL(lakeName("batch_"+v), lakeName("fresh_"+v)) + " WHERE false"
 }
 
 // noRowsSQL has the columns of a relation and no row.
@@ -141,12 +144,13 @@ const deltaResourcesSQL = `SELECT f.* FROM lake.fresh_resources f
 // snapshot (lake.batch_<x>) but those of lake.drop_<x> when dropped, plus
 // lake.delta_<x> when the dataset has speed files beside the snapshot.
 func mergeSQL(x string, dropped, delta bool) string {
-	q := "SELECT * FROM lake.batch_" + x
+	q := "SELECT * FROM " + lakeName("batch_"+x)
 	if dropped {
-		q = fmt.Sprintf("SELECT b.* EXCLUDE (%[2]s) FROM lake.pos_%[1]s b ANTI JOIN lake.drop_%[1]s d ON d.%[2]s = b.%[2]s", x, posColumn)
+		q = fmt.Sprintf("SELECT b.* EXCLUDE (%[3]s) FROM %[1]s b ANTI JOIN %[2]s d ON d.%[3]s = b.%[3]s",
+			lakeName("pos_"+x), lakeName("drop_"+x), posColumn)
 	}
 	if delta {
-		q += " UNION ALL BY NAME SELECT * FROM lake.delta_" + x
+		q += " UNION ALL BY NAME SELECT * FROM " + lakeName("delta_"+x)
 	}
 	return q
 }
@@ -159,22 +163,22 @@ func speedLatestSQL(v, rt string) string {
 	if rt != "" {
 		filter = fmt.Sprintf(" AND resource_type = '%s'", sqlString(rt))
 	}
-	return fmt.Sprintf(`SELECT v.* FROM %[1]s_all v
+	return fmt.Sprintf(`SELECT v.* FROM %[1]s v
 			SEMI JOIN (SELECT resource_type, id, version_id, topic, "partition", "offset" FROM resources_latest
 			           WHERE operation = 'upsert'%[2]s) l
 			  ON l.resource_type = v._resource_type AND l.id = v._resource_id AND l.topic = v._topic
 			 AND l."partition" = v._partition AND l."offset" = v._offset AND l.version_id IS NOT DISTINCT FROM v._version_id
-			QUALIFY row_number() OVER (PARTITION BY v._resource_type, v._resource_id, v._row ORDER BY v._ingest_time DESC) = 1`, v, filter)
+			QUALIFY row_number() OVER (PARTITION BY v._resource_type, v._resource_id, v._row ORDER BY v._ingest_time DESC) = 1`, quoteIdent(v+"_all"), filter)
 }
 
 // viewDeltaSQL is the rows of the latest versions in view v's speed files
 // beside the snapshot, once each (an overlapping replay writes a row
 // twice).
 func viewDeltaSQL(v string) string {
-	return fmt.Sprintf(`SELECT f.* FROM lake.fresh_%[1]s f
+	return fmt.Sprintf(`SELECT f.* FROM %[1]s f
 			SEMI JOIN lake.winners w ON w.resource_type = f._resource_type AND w.id = f._resource_id AND w.operation = 'upsert'
 			 AND w.topic = f._topic AND w."partition" = f._partition AND w."offset" = f._offset AND w.version_id IS NOT DISTINCT FROM f._version_id
-			QUALIFY row_number() OVER (PARTITION BY f._resource_type, f._resource_id, f._row ORDER BY f._ingest_time DESC) = 1`, v)
+			QUALIFY row_number() OVER (PARTITION BY f._resource_type, f._resource_id, f._row ORDER BY f._ingest_time DESC) = 1`, lakeName("fresh_"+v))
 }
 
 // viewDropSQL is the positions of view v's snapshot rows that are no
@@ -186,16 +190,16 @@ func viewDropSQL(v string, delta bool) string {
 	if delta {
 		latest += " AND d._resource_id IS NULL"
 		inDelta = fmt.Sprintf(`
-		LEFT JOIN lake.delta_%s d ON d._resource_type = c._resource_type AND d._resource_id = c._resource_id AND d._row IS NOT DISTINCT FROM c._row`, v)
+		LEFT JOIN %s d ON d._resource_type = c._resource_type AND d._resource_id = c._resource_id AND d._row IS NOT DISTINCT FROM c._row`, lakeName("delta_"+v))
 	}
 	return fmt.Sprintf(`SELECT %[2]s FROM (
 		SELECT c.%[2]s, %[3]s AS latest,
 		       row_number() OVER (PARTITION BY c._resource_type, c._resource_id, c._row ORDER BY %[3]s DESC, c.%[2]s) AS n
 		FROM (SELECT b.%[2]s, b._resource_type, b._resource_id, b._row, b._version_id, b._topic, b._partition, b._offset
-		      FROM lake.pos_%[1]s b SEMI JOIN lake.changed k ON k.resource_type = b._resource_type AND k.id = b._resource_id) c
+		      FROM %[1]s b SEMI JOIN lake.changed k ON k.resource_type = b._resource_type AND k.id = b._resource_id) c
 		LEFT JOIN lake.winners w ON w.resource_type = c._resource_type AND w.id = c._resource_id AND w.operation = 'upsert'
 		 AND w.topic = c._topic AND w."partition" = c._partition AND w."offset" = c._offset AND w.version_id IS NOT DISTINCT FROM c._version_id%[4]s)
-		WHERE NOT (latest AND n = 1)`, v, posColumn, latest, inDelta)
+		WHERE NOT (latest AND n = 1)`, lakeName("pos_"+v), posColumn, latest, inDelta)
 }
 
 // resourceSQL is the JSON view of resource type t.

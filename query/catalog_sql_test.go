@@ -57,10 +57,10 @@ func TestMergeSQL(t *testing.T) {
 		dropped, delta bool
 		want           string
 	}{
-		{"nothing changed", false, false, "SELECT * FROM lake.batch_patient"},
-		{"new resources only", false, true, "SELECT * FROM lake.batch_patient UNION ALL BY NAME SELECT * FROM lake.delta_patient"},
-		{"deletes only", true, false, "SELECT b.* EXCLUDE (__fhirlake_pos) FROM lake.pos_patient b ANTI JOIN lake.drop_patient d ON d.__fhirlake_pos = b.__fhirlake_pos"},
-		{"updates", true, true, "SELECT b.* EXCLUDE (__fhirlake_pos) FROM lake.pos_patient b ANTI JOIN lake.drop_patient d ON d.__fhirlake_pos = b.__fhirlake_pos UNION ALL BY NAME SELECT * FROM lake.delta_patient"},
+		{"nothing changed", false, false, `SELECT * FROM lake."batch_patient"`},
+		{"new resources only", false, true, `SELECT * FROM lake."batch_patient" UNION ALL BY NAME SELECT * FROM lake."delta_patient"`},
+		{"deletes only", true, false, `SELECT b.* EXCLUDE (__fhirlake_pos) FROM lake."pos_patient" b ANTI JOIN lake."drop_patient" d ON d.__fhirlake_pos = b.__fhirlake_pos`},
+		{"updates", true, true, `SELECT b.* EXCLUDE (__fhirlake_pos) FROM lake."pos_patient" b ANTI JOIN lake."drop_patient" d ON d.__fhirlake_pos = b.__fhirlake_pos UNION ALL BY NAME SELECT * FROM lake."delta_patient"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := mergeSQL("patient", tc.dropped, tc.delta); got != tc.want {
@@ -70,14 +70,20 @@ func TestMergeSQL(t *testing.T) {
 	}
 }
 
-// TestSQLQuotesStrings: paths and resource types are spliced in as
-// escaped string literals.
-func TestSQLQuotesStrings(t *testing.T) {
+// TestSQLQuoting: paths, dataset names and resource types are spliced in
+// as escaped string literals, view and helper names as quoted identifiers.
+func TestSQLQuoting(t *testing.T) {
 	for _, tc := range []struct{ name, got, want string }{
 		{"file list", fileList([]string{"/lake/o'b.parquet"}), `['/lake/o''b.parquet']`},
-		{"glob", speedGlob("/la'ke", "patient"), `'/la''ke/speed/patient/*/*.parquet'`},
+		{"glob", speedGlob("/la'ke", "pat'ient"), `'/la''ke/speed/pat''ient/*/*.parquet'`},
 		{"resource type", resourceSQL("O'Type"), `resource_type = 'O''Type'`},
 		{"typed view filter", speedLatestSQL("patient", "O'Type"), `resource_type = 'O''Type'`},
+		{"view", createView(`a"b`, "SELECT 1"), `VIEW "a""b" AS`},
+		{"helper", createLakeObject("TABLE", `a"b`, "SELECT 1"), `TABLE lake."a""b" AS`},
+		{"dropped view", dropView(`a"b`), `EXISTS "a""b"`},
+		{"dropped helper", dropLakeObject("VIEW", `a"b`), `EXISTS lake."a""b"`},
+		{"history read", speedLatestSQL(`a"b`, ""), `FROM "a""b_all" v`},
+		{"delta read", viewDropSQL(`a"b`, true), `JOIN lake."delta_a""b" d`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !strings.Contains(tc.got, tc.want) {

@@ -62,14 +62,14 @@ func (b *catalogBuild) batchedView(ctx context.Context, view, hist Table) error 
 		return err
 	}
 	from := readFiles(files)
-	fresh := noRowsSQL("lake.batch_" + v)
+	fresh := noRowsSQL(lakeName("batch_" + v))
 	if f := b.plan.fresh[v]; len(f) > 0 {
 		fresh = speedRowsSQL(readSpeed(f))
 	}
 	if err := b.create(ctx, lakeView("batch_"+v, selectSQL(cols, from)), lakeView("fresh_"+v, fresh)); err != nil {
 		return err
 	}
-	if err := b.publish(ctx, viewDef{hist, unionSQL("lake.batch_"+v, "lake.fresh_"+v)}); err != nil {
+	if err := b.publish(ctx, viewDef{hist, unionSQL(lakeName("batch_"+v), lakeName("fresh_"+v))}); err != nil {
 		return err
 	}
 	if !b.changedType(view.ResourceType) {

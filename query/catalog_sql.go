@@ -230,6 +230,8 @@ func batchSelect(v string, batch, fresh []column) []string {
 			continue
 		}
 		expr := quoteIdent(c.name)
+		// t is DuckDB's own spelling of a described type, which quotes
+		// the field names of a STRUCT itself.
 		if t, ok := types[name]; ok && t != c.typ {
 			expr = fmt.Sprintf("TRY_CAST(%s AS %s)", expr, t)
 		}

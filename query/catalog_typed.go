@@ -1,0 +1,218 @@
+package query
+
+// The catalog's views beside the raw dataset's: a typed view (and its
+// history) per SQL-on-FHIR view dataset, from the speed layer alone or
+// merged with the snapshot's state model; a JSON view per resource type
+// without a typed view; and the snapshot's marts.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// typedViews defines, per view dataset v, the views v (the rows of the
+// latest version of each resource) and v_all (every row stored), and
+// returns the resource types they describe.
+func (b *catalogBuild) typedViews(ctx context.Context) (map[string]bool, error) {
+	types := map[string]bool{}
+	for _, v := range b.plan.typed {
+		rt, err := b.datasetType(ctx, v)
+		if err != nil {
+			return nil, err
+		}
+		types[rt] = true
+		if err := b.typedView(ctx, v, rt); err != nil {
+			return nil, err
+		}
+	}
+	return types, nil
+}
+
+// typedView defines the views of dataset v, of resource type rt.
+func (b *catalogBuild) typedView(ctx context.Context, v, rt string) error {
+	p := b.plan
+	view := Table{Name: v, Kind: "view", ResourceType: rt, Source: "speed"}
+	hist := Table{Name: v + "_all", Kind: "history", ResourceType: rt, Source: "speed"}
+	switch {
+	case p.batched[v]:
+		view.Source, hist.Source = "batch+speed", "batch+speed"
+		return b.batchedView(ctx, view, hist)
+	case p.scan.manifest != nil:
+		view.Source = "batch+speed" // its versions are ranked against the snapshot's
+	}
+	return b.publish(ctx,
+		viewDef{hist, speedRowsSQL(speedGlob(p.s.root, v))},
+		viewDef{view, speedLatestSQL(v, rt)})
+}
+
+// batchedView defines a view whose state the snapshot holds: the
+// snapshot's rows of the resources not changed since, and, for the changed
+// ones, the rows of whichever version ranks first now.
+func (b *catalogBuild) batchedView(ctx context.Context, view, hist Table) error {
+	v := view.Name
+	files, err := b.plan.scan.manifest.Files(b.plan.s.root, batchStateModel(v))
+	if err != nil {
+		return err
+	}
+	cols, err := b.batchColumns(ctx, v, files)
+	if err != nil {
+		return err
+	}
+	from := readFiles(files)
+	fresh := noRowsSQL(lakeName("batch_" + v))
+	if f := b.plan.fresh[v]; len(f) > 0 {
+		fresh = speedRowsSQL(readSpeed(f))
+	}
+	if err := b.create(ctx, lakeView("batch_"+v, selectSQL(cols, from)), lakeView("fresh_"+v, fresh)); err != nil {
+		return err
+	}
+	if err := b.publish(ctx, viewDef{hist, unionSQL(lakeName("batch_"+v), lakeName("fresh_"+v))}); err != nil {
+		return err
+	}
+	if !b.changedType(view.ResourceType) {
+		// Nothing of its type changed since the snapshot (the view's own
+		// speed files only add their columns).
+		return b.publish(ctx, viewDef{view, snapshotOnlySQL(v)})
+	}
+	return b.batchedMerge(ctx, view, cols, from)
+}
+
+// changedType reports whether resources of type rt (of any type when rt
+// is "") changed in the raw speed files beside the snapshot.
+func (b *catalogBuild) changedType(rt string) bool {
+	return len(b.plan.fresh["resources"]) > 0 && (rt == "" || b.changedTypes[rt] != 0)
+}
+
+// batchedMerge defines a batched view as the snapshot's rows by position
+// but those no longer the latest (lake.drop_<v>), plus the latest rows of
+// the view's speed files (lake.delta_<v>). cols and from select the
+// snapshot's rows under the speed layer's names.
+func (b *catalogBuild) batchedMerge(ctx context.Context, view Table, cols, from string) error {
+	v := view.Name
+	delta := len(b.plan.fresh[v]) > 0
+	objs := []lakeObject{lakeView("pos_"+v, positionsSQL(cols, from))}
+	if delta {
+		objs = append(objs, lakeTable("delta_"+v, viewDeltaSQL(v)))
+	}
+	objs = append(objs, lakeTable("drop_"+v, viewDropSQL(v, delta)))
+	if err := b.create(ctx, objs...); err != nil {
+		return err
+	}
+	latest, err := b.merged(ctx, v)
+	if err != nil {
+		return err
+	}
+	return b.publish(ctx, viewDef{view, latest})
+}
+
+// batchColumns is the select list of dataset v's state model (files) under
+// the speed layer's names, types and order (batchSelect).
+func (b *catalogBuild) batchColumns(ctx context.Context, v string, files []string) (string, error) {
+	var fresh []column
+	if f := b.plan.fresh[v]; len(f) > 0 {
+		var err error
+		if fresh, err = b.describe(ctx, speedRowsSQL(readSpeed(f))); err != nil {
+			return "", err
+		}
+	}
+	batch, err := b.describe(ctx, "SELECT * FROM "+readFiles(files))
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(batchSelect(v, batch, fresh), ", "), nil
+}
+
+type column struct{ name, typ string }
+
+// describe returns the columns of a query, in order (never nil).
+func (b *catalogBuild) describe(ctx context.Context, q string) ([]column, error) {
+	rows, err := b.conn.QueryContext(ctx, "SELECT column_name, column_type FROM (DESCRIBE "+q+")")
+	if err != nil {
+		return nil, fmt.Errorf("describe: %w", err)
+	}
+	defer rows.Close()
+	cols := []column{}
+	for rows.Next() {
+		var c column
+		if err := rows.Scan(&c.name, &c.typ); err != nil {
+			return nil, err
+		}
+		cols = append(cols, c)
+	}
+	return cols, rows.Err()
+}
+
+// datasetType is the resource type of a view dataset's rows, read from one
+// of its files (or the snapshot's state) once per session; "" when unknown.
+func (b *catalogBuild) datasetType(ctx context.Context, v string) (string, error) {
+	s := b.plan.s
+	if t, ok := s.datasetTypes[v]; ok {
+		return t, nil
+	}
+	var src string
+	if files := b.plan.scan.datasets[v]; len(files) > 0 {
+		src = fmt.Sprintf("SELECT _resource_type AS t FROM read_parquet('%s') LIMIT 1", sqlString(files[0].path))
+	} else if m := b.plan.scan.manifest; m != nil {
+		files, err := m.Files(s.root, batchStateModel(v))
+		if err != nil || len(files) == 0 {
+			return "", err
+		}
+		src = fmt.Sprintf("SELECT resource_type AS t FROM read_parquet('%s') LIMIT 1", sqlString(files[0]))
+	} else {
+		return "", nil
+	}
+	var t sql.NullString
+	if err := b.conn.QueryRowContext(ctx, src).Scan(&t); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("view %s: resource type: %w", v, err)
+	}
+	if !validType(t.String) {
+		return "", nil
+	}
+	s.datasetTypes[v] = t.String
+	return t.String, nil
+}
+
+// resourceViews defines a JSON view per resource type without a typed
+// view (typed are the types with one).
+func (b *catalogBuild) resourceViews(ctx context.Context, typed map[string]bool) error {
+	for _, t := range b.plan.types {
+		name := ViewName(t)
+		if typed[t] || b.has(name) || !validViewName(name) {
+			continue
+		}
+		view := viewDef{Table{Name: name, Kind: "resource", ResourceType: t, Source: b.plan.source()}, resourceSQL(t)}
+		if err := b.publish(ctx, view); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// martViews defines a view per mart of the snapshot, as fresh as the
+// snapshot.
+func (b *catalogBuild) martViews(ctx context.Context) error {
+	m := b.plan.scan.manifest
+	if m == nil {
+		return nil
+	}
+	for _, name := range m.ModelNames() {
+		if strings.HasPrefix(name, "int_") || !validModelName(name) || b.has(name) || strings.HasPrefix(name, "resources") {
+			continue
+		}
+		files, err := m.Files(b.plan.s.root, name)
+		if err != nil {
+			return err
+		}
+		if len(files) == 0 {
+			continue
+		}
+		mart := viewDef{Table{Name: name, Kind: "mart", Source: "batch"}, "SELECT * FROM " + readFiles(files)}
+		if err := b.publish(ctx, mart); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,4 +1,4 @@
-# fhirlake — build, demo, tests and benchmarks.
+# fhirlake — build, demo, tests, linters and benchmarks. `make help` lists the targets.
 #
 #   make demo    run the whole pipeline on embedded defaults (no services needed)
 #   make test    install what is missing, start the local stack, run every test, stop the stack
@@ -10,39 +10,62 @@ BIN   := bin/fhirlake
 PKGS  := ./...
 export CGO_ENABLED := 1
 
-.PHONY: build demo test unit integration stack-up stack-down fuzz bench bench-parquet vet clean
+# golangci-lint runs go vet, staticcheck and the linters of .golangci.yml; it is
+# built once from the Go module proxy into .cache/tools/ (about 6 minutes with
+# an empty Go build cache).
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := .cache/tools/golangci-lint-$(GOLANGCI_VERSION)/golangci-lint
 
-build:
+.PHONY: help build demo test unit integration stack-up stack-down fuzz bench bench-parquet vet lint fmt clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+build: ## build bin/fhirlake
 	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/fhirlake
 
-demo: build
+demo: build ## the whole pipeline on embedded defaults, no services needed
 	./$(BIN) demo
 
 # Installs Kafka, versitygw and the dbt virtualenv into .cache/ when missing,
 # starts them on loopback, runs the unit tests (with -race) and the
 # integration tests against the real services, and stops the stack, also
 # when a test fails.
-test:
+test: ## install what is missing, start the local stack, lint, run every test, stop the stack
 	deploy/local/test
 
-unit:
+unit: ## unit tests with -race (no services needed)
 	$(GO) test -race -tags $(TAGS) -count=1 $(PKGS)
 
 # Needs a running stack: eval "$$(deploy/local/stack env)" first.
-integration:
+integration: ## integration tests against a running local stack
 	$(GO) test -tags $(TAGS),integration -count=1 -timeout 30m -v ./cmd/fhirlake/ -run Integration
 
-vet:
+vet: ## go vet, both build tag sets
 	$(GO) vet -tags $(TAGS) $(PKGS)
+	$(GO) vet -tags $(TAGS),integration ./cmd/fhirlake/
 
-stack-up:
+$(GOLANGCI):
+	GOBIN="$(abspath $(dir $(GOLANGCI)))" $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
+lint: $(GOLANGCI) ## go vet, staticcheck and the linters of .golangci.yml, on every module
+	$(GOLANGCI) run ./...
+	cd bench && ../$(GOLANGCI) run --config ../.golangci.yml ./...
+	cd deploy/tools && ../../$(GOLANGCI) run --config ../../.golangci.yml ./...
+
+fmt: $(GOLANGCI) ## gofmt and goimports (local prefix fhirlake), in place
+	$(GOLANGCI) fmt ./...
+	cd bench && ../$(GOLANGCI) fmt --config ../.golangci.yml ./...
+	cd deploy/tools && ../../$(GOLANGCI) fmt --config ../../.golangci.yml ./...
+
+stack-up: ## start the local stack (Kafka, versitygw), installing what is missing
 	deploy/local/stack up
 
-stack-down:
+stack-down: ## stop the local stack
 	deploy/local/stack down
 
 FUZZTIME ?= 30s
-fuzz:
+fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./notification/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./notification/
 	$(GO) test -run XXX -fuzz '^FuzzParseFHIRPath$$' -fuzztime $(FUZZTIME) ./flatten/
@@ -50,12 +73,12 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzBundleEntries$$' -fuzztime $(FUZZTIME) ./flatten/
 
-bench-parquet:
+bench-parquet: ## Arrow batches to Parquet through DuckDB
 	$(GO) test -tags $(TAGS) -run XXX -bench Parquet -benchtime 10x ./sink/
 
-bench: bench-parquet
+bench: bench-parquet ## the benchmarks that need no services
 
-clean:
+clean: ## remove bin/ and the work directory .fhirlake/
 	rm -rf bin .fhirlake
 
 # The flatten engine on the Synthea medium sample (100 patients, 36,593
@@ -66,7 +89,7 @@ clean:
 BENCHTIME   ?= 2s
 BENCH_FLAGS ?=
 .PHONY: bench-flatten
-bench-flatten:
+bench-flatten: ## the flatten engine against encoding/json and gofhir/fhirpath
 	cd bench && $(GO) run -tags $(TAGS) ./cmd/flattenbench -time $(BENCHTIME) $(BENCH_FLAGS)
 
 # `fhirlake compact` on one tenant of a million resources (56,000 patients,
@@ -75,7 +98,7 @@ bench-flatten:
 # only the dbt virtualenv is needed (deploy/local/stack install).
 BENCH_COMPACT_PATIENTS ?= 56000
 .PHONY: bench-compact
-bench-compact:
+bench-compact: ## a full and an incremental compaction of a million resources
 	FHIRLAKE_BENCH_COMPACT_PATIENTS=$(BENCH_COMPACT_PATIENTS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 60m -v \
 		-run '^TestIntegrationCompactBenchmark$$' ./cmd/fhirlake/
 
@@ -86,7 +109,7 @@ bench-compact:
 # (eval "$$(deploy/local/stack env)"), from S3 through the mirror, cold first
 # refresh measured apart. The lake is built once into .cache/bench-query/.
 .PHONY: bench-query
-bench-query:
+bench-query: ## five dashboard queries over 1M+ observations
 	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 60m -run '^TestDashboardBenchmark$$' -v ./query/
 
 # End-to-end ingestion on the local stack (started when down, and stopped
@@ -99,7 +122,7 @@ bench-query:
 # fhirlake,benthos" and the like; -h lists them.
 INGEST_FLAGS ?=
 .PHONY: bench-ingest
-bench-ingest: build
+bench-ingest: build ## fhirlake consume against Benthos on the local stack, and freshness
 	cd bench && $(GO) build -tags $(TAGS) -ldflags=-checklinkname=0 -o ../bin/ingestbench ./cmd/ingestbench
 	bin/ingestbench -fhirlake $(BIN) -stack deploy/local/stack $(INGEST_FLAGS)
 
@@ -115,13 +138,13 @@ bench-ingest: build
 # Docker engine.
 IMAGE ?= fhirlake:dev
 .PHONY: check-deploy release-build image
-check-deploy:
+check-deploy: ## chart, alert rules, dashboard, Dockerfile and release build checks
 	deploy/check
 
-release-build:
+release-build: ## bin/fhirlake as the image builds it
 	OUT=$(BIN) deploy/image/build-fhirlake
 
-image:
+image: ## the container image (needs a container engine)
 	docker build -f deploy/Dockerfile \
 		--build-arg VERSION="$$(git describe --tags --always)" \
 		--build-arg COMMIT="$$(git rev-parse HEAD)" \

@@ -2,9 +2,7 @@ package compactor
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/csv"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -121,8 +120,8 @@ type Result struct {
 	FullRefresh bool
 	Reason      string
 	SpeedFiles  int
-	Watermark   Watermark
-	Models      map[string]Model
+	Watermark   lake.Watermark
+	Models      map[string]lake.Model
 	// Failed are the dbt nodes that did not pass.
 	Failed   []NodeResult
 	Duration time.Duration
@@ -231,7 +230,7 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	if prev != nil {
 		res.SnapshotID = prev.SnapshotID
 	}
-	listing, err := t.Store.List(ctx, SpeedPrefix)
+	listing, err := t.Store.List(ctx, lake.SpeedPrefix)
 	if err != nil {
 		return res, fmt.Errorf("list speed layer: %w", err)
 	}
@@ -255,10 +254,10 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	res.SpeedFiles = len(sel.Files)
 	if sel.FullRefresh && prev != nil && !prev.SpeedExpiredBefore.IsZero() {
 		return res, fmt.Errorf("a full refresh would lose the speed files expired before %s (compact.speed_retention); delete %s to rebuild from what is left",
-			prev.SpeedExpiredBefore.Format(time.RFC3339), ManifestKey)
+			prev.SpeedExpiredBefore.Format(time.RFC3339), lake.ManifestKey)
 	}
 
-	id := newSnapshotID(now)
+	id := lake.NewSnapshotID(now)
 	dir, err := c.runDir(t.Name, id)
 	if err != nil {
 		return res, err
@@ -313,11 +312,11 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	if err != nil {
 		return res, err
 	}
-	m := &Manifest{
-		Version: ManifestVersion, Tenant: t.Name, SnapshotID: id, Created: now.UTC(),
+	m := &lake.Manifest{
+		Version: lake.ManifestVersion, Tenant: t.Name, SnapshotID: id, Created: now.UTC(),
 		Watermark: sel.Watermark, FullRefresh: sel.FullRefresh, SpeedFiles: len(sel.Files),
-		Project: c.runner.Project(), Models: map[string]Model{},
-		DBT: RunInfo{Version: results.Metadata.DBTVersion, ElapsedSeconds: results.Elapsed,
+		Project: c.runner.Project(), Models: map[string]lake.Model{},
+		DBT: lake.RunInfo{Version: results.Metadata.DBTVersion, ElapsedSeconds: results.Elapsed,
 			Models: results.Count("model"), Tests: results.Count("test")},
 	}
 	if sel.Previous != nil {
@@ -333,23 +332,23 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	// The tables first; the manifest, which makes them current, last.
 	for _, name := range sortedKeys(models) {
 		local := models[name]
-		key := modelKey(id, name, "data_0.parquet")
+		key := lake.ModelKey(id, name, "data_0.parquet")
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
 		if err := t.Store.Put(ctx, key, local.path); err != nil {
 			return res, fmt.Errorf("upload %s: %w", name, err)
 		}
-		m.Models[name] = Model{Rows: local.rows, Bytes: local.bytes, Files: []string{key}}
+		m.Models[name] = lake.Model{Rows: local.rows, Bytes: local.bytes, Files: []string{key}}
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	if err := putJSON(ctx, t.Store, dir, m.Prefix()+"manifest.json", m); err != nil {
+	if err := putManifest(ctx, t.Store, dir, lake.SnapshotManifestKey(id), m); err != nil {
 		return res, fmt.Errorf("write snapshot manifest: %w", err)
 	}
-	if err := putJSON(ctx, t.Store, dir, ManifestKey, m); err != nil {
-		return res, fmt.Errorf("publish %s: %w", ManifestKey, err)
+	if err := putManifest(ctx, t.Store, dir, lake.ManifestKey, m); err != nil {
+		return res, fmt.Errorf("publish %s: %w", lake.ManifestKey, err)
 	}
 	res.SnapshotID, res.Published, res.Models = id, true, m.Models
 	c.metrics.modelRows.DeletePartialMatch(prometheus.Labels{"tenant": t.Name})
@@ -374,9 +373,9 @@ const maxHistory = 20
 
 // expire deletes what the new manifest supersedes. A failure leaves the rest for the
 // next publication: nothing deleted here is still needed.
-func (c *Compactor) expire(ctx context.Context, t Tenant, m *Manifest, now time.Time) (int, error) {
+func (c *Compactor) expire(ctx context.Context, t Tenant, m *lake.Manifest, now time.Time) (int, error) {
 	var listing []sink.Object
-	for _, prefix := range []string{SpeedPrefix, BatchPrefix} {
+	for _, prefix := range []string{lake.SpeedPrefix, lake.BatchPrefix} {
 		objs, err := t.Store.List(ctx, prefix)
 		if err != nil {
 			return 0, err
@@ -386,7 +385,7 @@ func (c *Compactor) expire(ctx context.Context, t Tenant, m *Manifest, now time.
 	keys := Expired(listing, m, now, c.opts.Expire)
 	speedExpired := false
 	for _, k := range keys {
-		if strings.HasPrefix(k, SpeedPrefix) {
+		if strings.HasPrefix(k, lake.SpeedPrefix) {
 			speedExpired = true
 			break
 		}
@@ -396,8 +395,8 @@ func (c *Compactor) expire(ctx context.Context, t Tenant, m *Manifest, now time.
 		// no later full refresh silently drops what is gone.
 		m.SpeedExpiredBefore = m.Watermark.Modified.Add(-c.opts.Expire.SpeedRetention).UTC()
 		dir := filepath.Join(c.opts.WorkDir, t.Name, m.SnapshotID)
-		if err := putJSON(ctx, t.Store, dir, ManifestKey, m); err != nil {
-			return 0, fmt.Errorf("record expiry in %s: %w", ManifestKey, err)
+		if err := putManifest(ctx, t.Store, dir, lake.ManifestKey, m); err != nil {
+			return 0, fmt.Errorf("record expiry in %s: %w", lake.ManifestKey, err)
 		}
 	}
 	var errs []error
@@ -438,25 +437,18 @@ func (c *Compactor) runDir(tenant, id string) (string, error) {
 	return dir, nil
 }
 
-// newSnapshotID is sortable by time and unique across concurrent runs.
-func newSnapshotID(now time.Time) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return now.UTC().Format(snapshotTimeLayout) + "-" + hex.EncodeToString(b[:])
-}
-
 // stateModels are the models of a snapshot that the next run reads back.
-func stateModels(m *Manifest) []string {
+func stateModels(m *lake.Manifest) []string {
 	var out []string
 	for _, name := range m.ModelNames() {
-		if strings.HasPrefix(name, "int_") && strings.HasSuffix(name, "__latest") {
+		if _, ok := lake.ParseStateModel(name); ok {
 			out = append(out, name)
 		}
 	}
 	return out
 }
 
-func writePlan(path string, files []SpeedFile) error {
+func writePlan(path string, files []lake.SpeedFile) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -499,8 +491,9 @@ func exported(ctx context.Context, dir string) (map[string]exportedModel, error)
 		}
 		out[name] = exportedModel{path: p, bytes: info.Size()}
 	}
-	if _, ok := out["int_resources__latest"]; !ok {
-		return nil, fmt.Errorf("dbt exported no int_resources__latest to %s: is var export_dir wired to the post-hook?", dir)
+	raw := lake.StateModel(lake.RawDataset)
+	if _, ok := out[raw]; !ok {
+		return nil, fmt.Errorf("dbt exported no %s to %s: is var export_dir wired to the post-hook?", raw, dir)
 	}
 	paths := make([]string, 0, len(out))
 	for _, m := range out {

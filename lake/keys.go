@@ -25,14 +25,17 @@ const (
 // partitionLayout formats a speed file's date partition (date=YYYY-MM-DD).
 const partitionLayout = time.DateOnly
 
+// DatasetPrefix is the key prefix of a speed dataset's files: speed/<dataset>/.
+func DatasetPrefix(dataset string) string { return SpeedPrefix + dataset + "/" }
+
 // SpeedGlob matches every file of a speed dataset, relative to the tenant's root:
 // speed/<dataset>/*/*.parquet, for DuckDB's read_parquet or filepath.Glob.
-func SpeedGlob(dataset string) string { return SpeedPrefix + dataset + "/*/*.parquet" }
+func SpeedGlob(dataset string) string { return DatasetPrefix(dataset) + "*/*.parquet" }
 
 // PartitionPrefix is the directory of a dataset's speed files of one day (UTC):
 // speed/<dataset>/date=YYYY-MM-DD/.
 func PartitionPrefix(dataset string, date time.Time) string {
-	return SpeedPrefix + dataset + "/date=" + date.UTC().Format(partitionLayout) + "/"
+	return DatasetPrefix(dataset) + "date=" + date.UTC().Format(partitionLayout) + "/"
 }
 
 // Range is one Kafka partition's offset range, first to last inclusive.

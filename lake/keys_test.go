@@ -165,6 +165,7 @@ func TestParseSpeedName(t *testing.T) {
 
 func TestPrefixesAndGlobs(t *testing.T) {
 	for _, tt := range []struct{ got, want string }{
+		{DatasetPrefix("patient"), "speed/patient/"},
 		{PartitionPrefix("patient", day), "speed/patient/date=2026-11-25/"},
 		{SpeedGlob(RawDataset), "speed/resources/*/*.parquet"},
 		{ModelKey("20261125T000000Z-abc", "patients", "data_0.parquet"), "batch/20261125T000000Z-abc/patients/data_0.parquet"},

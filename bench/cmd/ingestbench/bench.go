@@ -339,7 +339,7 @@ func (b *bench) freshness(ctx context.Context) error {
 	polled := make(chan struct{})
 	go func() {
 		defer close(polled)
-		app.poll(pctx, stores, lake.SpeedPrefix+lake.RawDataset+"/", b.o.pollEvery)
+		app.poll(pctx, stores, lake.DatasetPrefix(lake.RawDataset), b.o.pollEvery)
 	}()
 	defer stopPoll()
 

@@ -118,7 +118,7 @@ func joinAll[T any](m map[string][]T) []T {
 func onlyDataset(objs []sink.Object, dataset string) []sink.Object {
 	var out []sink.Object
 	for _, o := range objs {
-		if strings.HasPrefix(o.Key, lake.SpeedPrefix+dataset+"/") {
+		if strings.HasPrefix(o.Key, lake.DatasetPrefix(dataset)) {
 			out = append(out, o)
 		}
 	}

@@ -2,9 +2,7 @@ package compactor
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/csv"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -121,8 +120,8 @@ type Result struct {
 	FullRefresh bool
 	Reason      string
 	SpeedFiles  int
-	Watermark   Watermark
-	Models      map[string]Model
+	Watermark   lake.Watermark
+	Models      map[string]lake.Model
 	// Failed are the dbt nodes that did not pass.
 	Failed   []NodeResult
 	Duration time.Duration
@@ -192,48 +191,104 @@ func (c *Compactor) CompactAll(ctx context.Context, tenants []Tenant) ([]*Result
 	return results, errors.Join(errs...)
 }
 
-// Compact runs one tenant: plan, dbt build, and, only if every model and test passed,
-// upload the tables and write the manifest last; then expire what it supersedes. On
-// any error the previous snapshot stays current.
+// Compact runs one tenant's compaction, in four steps: plan which speed files are new
+// since the current snapshot; build the next snapshot's tables with dbt; publish
+// them, only if every model and test passed, tables first and the manifest last; then
+// expire what the new snapshot supersedes. On any error the previous snapshot stays
+// current.
 func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err error) {
 	start := c.now()
-	res = &Result{Tenant: t.Name}
-	log := c.log.With("tenant", t.Name)
+	r := &run{tenant: t, res: &Result{Tenant: t.Name}, log: c.log.With("tenant", t.Name)}
+	res = r.res
 	defer func() {
 		res.Duration = c.now().Sub(start)
 		c.metrics.duration.WithLabelValues(t.Name).Observe(res.Duration.Seconds())
 		if err != nil {
 			c.metrics.halted.WithLabelValues(t.Name).Set(1)
-			log.Error("compaction failed; the previous snapshot stays current", "snapshot", res.SnapshotID, "err", err)
+			r.log.Error("compaction failed; the previous snapshot stays current", "snapshot", res.SnapshotID, "err", err)
 			err = fmt.Errorf("tenant %s: %w", t.Name, err)
 			return
 		}
 		c.metrics.halted.WithLabelValues(t.Name).Set(0)
 		c.metrics.lastSuccess.WithLabelValues(t.Name).Set(float64(c.now().Unix()))
 	}()
-	if t.Store == nil || t.Lake == "" {
-		return res, errors.New("tenant has no store or lake location")
-	}
-	var s3env []string
-	if strings.HasPrefix(t.Lake, "s3://") {
-		if t.S3 == nil {
-			return res, errors.New("an s3:// lake needs S3 access settings")
-		}
-		if s3env, err = t.S3.env(strings.TrimSuffix(t.Lake, "/")); err != nil {
-			return res, err
-		}
-	}
-
-	prev, err := ReadManifest(ctx, t.Store)
+	target, env, err := t.dbtTarget()
 	if err != nil {
 		return res, err
+	}
+	if err := c.plan(ctx, r); err != nil || res.UpToDate {
+		return res, err
+	}
+	results, err := c.build(ctx, r, target, env)
+	if err != nil {
+		return res, err
+	}
+	m, err := c.publish(ctx, r, results)
+	if err != nil {
+		return res, err
+	}
+	res.Expired, res.ExpireErr = c.expire(ctx, t, m, r.now)
+	if res.ExpireErr != nil {
+		r.log.Warn("expiry incomplete; it is retried after the next publication", "err", res.ExpireErr)
+	}
+	if err := os.RemoveAll(r.dir); err != nil {
+		r.log.Warn("remove run directory", "dir", r.dir, "err", err)
+	}
+	return res, nil
+}
+
+// run is one tenant's compaction as its steps fill it in.
+type run struct {
+	tenant Tenant
+	res    *Result
+	log    *slog.Logger
+	// now is when the run planned; the new snapshot is dated by it.
+	now time.Time
+	// prev is the current manifest, nil before the first publication; sel what the
+	// run reads.
+	prev *lake.Manifest
+	sel  Selection
+	// id is the new snapshot's, dir the run's directory (dbt's database and
+	// artifacts, the plan, the exported tables).
+	id, dir string
+}
+
+// exportDir is where dbt exports the snapshot's tables, one <model>.parquet each.
+func (r *run) exportDir() string { return filepath.Join(r.dir, "export") }
+
+// dbtTarget is the dbt profile target that reads the tenant's lake, and the
+// environment it needs: "local" for a directory, "tenant" for s3:// (DuckDB's httpfs
+// with the tenant's key).
+func (t Tenant) dbtTarget() (target string, env []string, err error) {
+	if t.Store == nil || t.Lake == "" {
+		return "", nil, errors.New("tenant has no store or lake location")
+	}
+	if !strings.HasPrefix(t.Lake, "s3://") {
+		return "local", nil, nil
+	}
+	if t.S3 == nil {
+		return "", nil, errors.New("an s3:// lake needs S3 access settings")
+	}
+	if env, err = t.S3.env(strings.TrimSuffix(t.Lake, "/")); err != nil {
+		return "", nil, err
+	}
+	return "tenant", env, nil
+}
+
+// plan reads the current manifest and lists the speed layer, and decides what the
+// run reads (Plan). With nothing new to read it marks the result up to date.
+func (c *Compactor) plan(ctx context.Context, r *run) error {
+	t, res := r.tenant, r.res
+	prev, err := ReadManifest(ctx, t.Store)
+	if err != nil {
+		return err
 	}
 	if prev != nil {
 		res.SnapshotID = prev.SnapshotID
 	}
-	listing, err := t.Store.List(ctx, SpeedPrefix)
+	listing, err := t.Store.List(ctx, lake.SpeedPrefix)
 	if err != nil {
-		return res, fmt.Errorf("list speed layer: %w", err)
+		return fmt.Errorf("list speed layer: %w", err)
 	}
 	now := c.now()
 	sel := Plan(listing, prev, now, PlanOptions{
@@ -244,80 +299,97 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	if sel.UpToDate() {
 		res.UpToDate = true
 		res.Models = prev.Models
-		log.Info("batch snapshot is up to date", "snapshot", prev.SnapshotID, "watermark", prev.Watermark.Modified, "deferred", sel.Deferred)
-		return res, nil
+		r.log.Info("batch snapshot is up to date", "snapshot", prev.SnapshotID, "watermark", prev.Watermark.Modified, "deferred", sel.Deferred)
+		return nil
 	}
 	if len(sel.Files) == 0 {
 		res.UpToDate = true
-		log.Info("no speed files to compact yet", "deferred", sel.Deferred)
-		return res, nil
+		r.log.Info("no speed files to compact yet", "deferred", sel.Deferred)
+		return nil
 	}
 	res.SpeedFiles = len(sel.Files)
 	if sel.FullRefresh && prev != nil && !prev.SpeedExpiredBefore.IsZero() {
-		return res, fmt.Errorf("a full refresh would lose the speed files expired before %s (compact.speed_retention); delete %s to rebuild from what is left",
-			prev.SpeedExpiredBefore.Format(time.RFC3339), ManifestKey)
+		return fmt.Errorf("a full refresh would lose the speed files expired before %s (compact.speed_retention); delete %s to rebuild from what is left",
+			prev.SpeedExpiredBefore.Format(time.RFC3339), lake.ManifestKey)
 	}
+	r.now, r.prev, r.sel = now, prev, sel
+	return nil
+}
 
-	id := newSnapshotID(now)
-	dir, err := c.runDir(t.Name, id)
+// build runs dbt over the planned speed files and the snapshot to build on, in a new
+// run directory, with at most Timeout; it fails unless every model and test passed.
+func (c *Compactor) build(ctx context.Context, r *run, target string, env []string) (*RunResults, error) {
+	t, sel := r.tenant, r.sel
+	r.id = lake.NewSnapshotID(r.now)
+	dir, err := c.runDir(t.Name, r.id)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	log.Info("compacting", "snapshot", id, "speed_files", len(sel.Files), "datasets", len(sel.Datasets),
-		"full_refresh", sel.FullRefresh, "reason", sel.Reason, "previous", res.SnapshotID)
-	exportDir := filepath.Join(dir, "export")
-	if err := os.MkdirAll(exportDir, 0o755); err != nil {
-		return res, err
+	r.dir = dir
+	r.log.Info("compacting", "snapshot", r.id, "speed_files", len(sel.Files), "datasets", len(sel.Datasets),
+		"full_refresh", sel.FullRefresh, "reason", sel.Reason, "previous", r.res.SnapshotID)
+	if err := os.MkdirAll(r.exportDir(), 0o755); err != nil {
+		return nil, err
 	}
 	planFile := filepath.Join(dir, "plan.csv")
 	if err := writePlan(planFile, sel.Files); err != nil {
-		return res, fmt.Errorf("write plan: %w", err)
+		return nil, fmt.Errorf("write plan: %w", err)
 	}
+	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
+	defer cancel()
+	results, err := c.runner.Build(runCtx, BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env})
+	if err != nil {
+		return nil, err
+	}
+	c.metrics.failedTests.WithLabelValues(t.Name).Set(float64(results.FailedTests()))
+	if failed := results.Failed(); len(failed) > 0 {
+		r.res.Failed = failed
+		return nil, &BuildError{Failed: failed}
+	}
+	return results, nil
+}
+
+// vars are the dbt vars of a run: Options.Vars, then what the run decides
+// (dbt_project.yml documents each).
+func (c *Compactor) vars(r *run, planFile string) map[string]any {
+	root := strings.TrimSuffix(r.tenant.Lake, "/")
 	vars := map[string]any{}
 	for k, v := range c.opts.Vars {
 		vars[k] = v
 	}
 	for k, v := range map[string]any{
-		"lake":              strings.TrimSuffix(t.Lake, "/"),
+		"lake":              root,
 		"plan_file":         planFile,
-		"speed_partitions":  sel.Partitions,
+		"speed_partitions":  r.sel.Partitions,
 		"previous_snapshot": "",
 		"previous_models":   []string{},
-		"snapshot_id":       id,
-		"watermark":         sel.Watermark.Modified.UTC().Format(time.RFC3339Nano),
-		"export_dir":        exportDir,
+		"snapshot_id":       r.id,
+		"watermark":         r.sel.Watermark.Modified.UTC().Format(time.RFC3339Nano),
+		"export_dir":        r.exportDir(),
 	} {
 		vars[k] = v
 	}
-	if sel.Previous != nil {
-		vars["previous_snapshot"] = strings.TrimSuffix(t.Lake, "/") + "/" + strings.TrimSuffix(sel.Previous.Prefix(), "/")
-		vars["previous_models"] = stateModels(sel.Previous)
+	if prev := r.sel.Previous; prev != nil {
+		vars["previous_snapshot"] = root + "/" + strings.TrimSuffix(prev.Prefix(), "/")
+		vars["previous_models"] = stateModels(prev)
 	}
-	target, env := "local", []string(nil)
-	if s3env != nil {
-		target, env = "tenant", s3env
-	}
-	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
-	defer cancel()
-	results, err := c.runner.Build(runCtx, BuildRequest{Tenant: t.Name, Dir: dir, Vars: vars, Target: target, Env: env})
-	if err != nil {
-		return res, err
-	}
-	c.metrics.failedTests.WithLabelValues(t.Name).Set(float64(results.FailedTests()))
-	if failed := results.Failed(); len(failed) > 0 {
-		res.Failed = failed
-		return res, &BuildError{Failed: failed}
-	}
+	return vars
+}
 
-	models, err := exported(ctx, exportDir)
+// publish uploads the tables dbt exported under the new snapshot's prefix, then its
+// manifest: a copy inside the snapshot, and last lake.ManifestKey, which makes it
+// current (docs/format/snapshot.md).
+func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*lake.Manifest, error) {
+	t, sel, prev, res := r.tenant, r.sel, r.prev, r.res
+	models, err := exported(ctx, r.exportDir())
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	m := &Manifest{
-		Version: ManifestVersion, Tenant: t.Name, SnapshotID: id, Created: now.UTC(),
+	m := &lake.Manifest{
+		Version: lake.ManifestVersion, Tenant: t.Name, SnapshotID: r.id, Created: r.now.UTC(),
 		Watermark: sel.Watermark, FullRefresh: sel.FullRefresh, SpeedFiles: len(sel.Files),
-		Project: c.runner.Project(), Models: map[string]Model{},
-		DBT: RunInfo{Version: results.Metadata.DBTVersion, ElapsedSeconds: results.Elapsed,
+		Project: c.runner.Project(), Models: map[string]lake.Model{},
+		DBT: lake.RunInfo{Version: results.Metadata.DBTVersion, ElapsedSeconds: results.Elapsed,
 			Models: results.Count("model"), Tests: results.Count("test")},
 	}
 	if sel.Previous != nil {
@@ -333,40 +405,32 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	// The tables first; the manifest, which makes them current, last.
 	for _, name := range sortedKeys(models) {
 		local := models[name]
-		key := modelKey(id, name, "data_0.parquet")
+		key := lake.ModelKey(r.id, name, "data_0.parquet")
 		if err := ctx.Err(); err != nil {
-			return res, err
+			return nil, err
 		}
 		if err := t.Store.Put(ctx, key, local.path); err != nil {
-			return res, fmt.Errorf("upload %s: %w", name, err)
+			return nil, fmt.Errorf("upload %s: %w", name, err)
 		}
-		m.Models[name] = Model{Rows: local.rows, Bytes: local.bytes, Files: []string{key}}
+		m.Models[name] = lake.Model{Rows: local.rows, Bytes: local.bytes, Files: []string{key}}
 	}
 	if err := ctx.Err(); err != nil {
-		return res, err
+		return nil, err
 	}
-	if err := putJSON(ctx, t.Store, dir, m.Prefix()+"manifest.json", m); err != nil {
-		return res, fmt.Errorf("write snapshot manifest: %w", err)
+	if err := putManifest(ctx, t.Store, r.dir, lake.SnapshotManifestKey(r.id), m); err != nil {
+		return nil, fmt.Errorf("write snapshot manifest: %w", err)
 	}
-	if err := putJSON(ctx, t.Store, dir, ManifestKey, m); err != nil {
-		return res, fmt.Errorf("publish %s: %w", ManifestKey, err)
+	if err := putManifest(ctx, t.Store, r.dir, lake.ManifestKey, m); err != nil {
+		return nil, fmt.Errorf("publish %s: %w", lake.ManifestKey, err)
 	}
-	res.SnapshotID, res.Published, res.Models = id, true, m.Models
+	res.SnapshotID, res.Published, res.Models = r.id, true, m.Models
 	c.metrics.modelRows.DeletePartialMatch(prometheus.Labels{"tenant": t.Name})
 	for name, mod := range m.Models {
 		c.metrics.modelRows.WithLabelValues(t.Name, name).Set(float64(mod.Rows))
 	}
-	log.Info("published batch snapshot", "snapshot", id, "models", len(m.Models), "speed_files", len(sel.Files),
+	r.log.Info("published batch snapshot", "snapshot", r.id, "models", len(m.Models), "speed_files", len(sel.Files),
 		"watermark", sel.Watermark.Modified, "dbt_seconds", results.Elapsed)
-
-	res.Expired, res.ExpireErr = c.expire(ctx, t, m, now)
-	if res.ExpireErr != nil {
-		log.Warn("expiry incomplete; it is retried after the next publication", "err", res.ExpireErr)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		log.Warn("remove run directory", "dir", dir, "err", err)
-	}
-	return res, nil
+	return m, nil
 }
 
 // maxHistory bounds Manifest.History; snapshots beyond KeepSnapshots are deleted.
@@ -374,9 +438,9 @@ const maxHistory = 20
 
 // expire deletes what the new manifest supersedes. A failure leaves the rest for the
 // next publication: nothing deleted here is still needed.
-func (c *Compactor) expire(ctx context.Context, t Tenant, m *Manifest, now time.Time) (int, error) {
+func (c *Compactor) expire(ctx context.Context, t Tenant, m *lake.Manifest, now time.Time) (int, error) {
 	var listing []sink.Object
-	for _, prefix := range []string{SpeedPrefix, BatchPrefix} {
+	for _, prefix := range []string{lake.SpeedPrefix, lake.BatchPrefix} {
 		objs, err := t.Store.List(ctx, prefix)
 		if err != nil {
 			return 0, err
@@ -386,7 +450,7 @@ func (c *Compactor) expire(ctx context.Context, t Tenant, m *Manifest, now time.
 	keys := Expired(listing, m, now, c.opts.Expire)
 	speedExpired := false
 	for _, k := range keys {
-		if strings.HasPrefix(k, SpeedPrefix) {
+		if strings.HasPrefix(k, lake.SpeedPrefix) {
 			speedExpired = true
 			break
 		}
@@ -396,8 +460,8 @@ func (c *Compactor) expire(ctx context.Context, t Tenant, m *Manifest, now time.
 		// no later full refresh silently drops what is gone.
 		m.SpeedExpiredBefore = m.Watermark.Modified.Add(-c.opts.Expire.SpeedRetention).UTC()
 		dir := filepath.Join(c.opts.WorkDir, t.Name, m.SnapshotID)
-		if err := putJSON(ctx, t.Store, dir, ManifestKey, m); err != nil {
-			return 0, fmt.Errorf("record expiry in %s: %w", ManifestKey, err)
+		if err := putManifest(ctx, t.Store, dir, lake.ManifestKey, m); err != nil {
+			return 0, fmt.Errorf("record expiry in %s: %w", lake.ManifestKey, err)
 		}
 	}
 	var errs []error
@@ -438,25 +502,18 @@ func (c *Compactor) runDir(tenant, id string) (string, error) {
 	return dir, nil
 }
 
-// newSnapshotID is sortable by time and unique across concurrent runs.
-func newSnapshotID(now time.Time) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return now.UTC().Format(snapshotTimeLayout) + "-" + hex.EncodeToString(b[:])
-}
-
 // stateModels are the models of a snapshot that the next run reads back.
-func stateModels(m *Manifest) []string {
+func stateModels(m *lake.Manifest) []string {
 	var out []string
 	for _, name := range m.ModelNames() {
-		if strings.HasPrefix(name, "int_") && strings.HasSuffix(name, "__latest") {
+		if _, ok := lake.ParseStateModel(name); ok {
 			out = append(out, name)
 		}
 	}
 	return out
 }
 
-func writePlan(path string, files []SpeedFile) error {
+func writePlan(path string, files []lake.SpeedFile) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -499,8 +556,9 @@ func exported(ctx context.Context, dir string) (map[string]exportedModel, error)
 		}
 		out[name] = exportedModel{path: p, bytes: info.Size()}
 	}
-	if _, ok := out["int_resources__latest"]; !ok {
-		return nil, fmt.Errorf("dbt exported no int_resources__latest to %s: is var export_dir wired to the post-hook?", dir)
+	raw := lake.StateModel(lake.RawDataset)
+	if _, ok := out[raw]; !ok {
+		return nil, fmt.Errorf("dbt exported no %s to %s: is var export_dir wired to the post-hook?", raw, dir)
 	}
 	paths := make([]string, 0, len(out))
 	for _, m := range out {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -260,7 +261,7 @@ func TestCompactPublishesManifestLast(t *testing.T) {
 	if len(puts) != 5 {
 		t.Fatalf("puts: got %v, want 3 tables, the snapshot's manifest and the manifest", puts)
 	}
-	if puts[len(puts)-1] != ManifestKey {
+	if puts[len(puts)-1] != lake.ManifestKey {
 		t.Errorf("the manifest was not written last: %v", puts)
 	}
 	prefix := "batch/" + res.SnapshotID + "/"
@@ -554,13 +555,13 @@ func TestCompactExpiresAfterPublication(t *testing.T) {
 	if _, err := os.Stat(old); !os.IsNotExist(err) {
 		t.Errorf("the week-old speed file is still there: %v", err)
 	}
-	objs, err := store.List(ctx, BatchPrefix)
+	objs, err := store.List(ctx, lake.BatchPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	left := map[string]bool{}
 	for _, o := range objs {
-		id, _ := snapshotOf(o.Key)
+		id, _ := lake.ParseSnapshotKey(o.Key)
 		left[id] = true
 	}
 	if len(left) != 2 || !left[ids[3]] || !left[ids[2]] {

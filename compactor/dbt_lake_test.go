@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -34,10 +35,8 @@ func needDBTRunner(t *testing.T) *DBT {
 }
 
 const (
-	raceURL      = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
-	birthSexURL  = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
-	lineageCols  = "_tenant, _resource_type, _resource_id, _version_id, _last_updated, _topic, _partition, _offset, _ingest_time, _row"
-	lineageTypes = "VARCHAR, VARCHAR, VARCHAR, VARCHAR, TIMESTAMPTZ, VARCHAR, INTEGER, BIGINT, TIMESTAMPTZ, INTEGER"
+	raceURL     = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+	birthSexURL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 )
 
 // change is one stored change of a resource: a row of speed/resources, and the rows
@@ -102,7 +101,8 @@ func (w *lakeWriter) view(dataset, name, cols string, rows ...viewRow) {
 		vals = append(vals, fmt.Sprintf("('t1', '%s', '%s', '%s', TIMESTAMPTZ '2025-01-06 08:00:00+00' + INTERVAL (%s) SECOND, 'n', %d, %d, TIMESTAMPTZ '2026-11-25 08:00:00+00' + INTERVAL (%d) SECOND, %d, %s)",
 			r.c.typ, r.c.id, r.c.version, r.c.version, r.c.partition, r.c.offset, r.c.offset, r.row, r.values))
 	}
-	w.write(dataset, name, fmt.Sprintf("SELECT * FROM (VALUES %s) AS v(%s, %s)", strings.Join(vals, ", "), lineageCols, cols))
+	lineage := strings.Join(lake.ViewLineageNames(), ", ")
+	w.write(dataset, name, fmt.Sprintf("SELECT * FROM (VALUES %s) AS v(%s, %s)", strings.Join(vals, ", "), lineage, cols))
 }
 
 type viewRow struct {

@@ -1,9 +1,11 @@
 // Package compactor is fhirlake's batch layer. For each tenant it plans which speed
 // files are new since the last published snapshot, runs the dbt project (package dbt)
 // over them and the previous snapshot, and, only when every model and test passed,
-// publishes the marts as a new snapshot:
+// publishes the marts as a new snapshot, in the format package lake defines
+// (docs/format/snapshot.md):
 //
 //	batch/<snapshot-id>/<model>/data_0.parquet   the tables, uploaded first
+//	batch/<snapshot-id>/manifest.json            a copy of the manifest
 //	_manifest/batch.json                         written last: the commit point
 //
 // A reader follows _manifest/batch.json, so a run that fails or dies at any step

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -25,7 +26,7 @@ type ExpireOptions struct {
 // snapshots (m.History) beyond the KeepSnapshots newest; and the files of a snapshot
 // that was never published, once it is older than the orphan grace. Keys it cannot
 // place are never returned.
-func Expired(listing []sink.Object, m *Manifest, now time.Time, o ExpireOptions) []string {
+func Expired(listing []sink.Object, m *lake.Manifest, now time.Time, o ExpireOptions) []string {
 	keep := map[string]bool{m.SnapshotID: true}
 	published := map[string]bool{}
 	for i, id := range m.History {
@@ -38,14 +39,14 @@ func Expired(listing []sink.Object, m *Manifest, now time.Time, o ExpireOptions)
 	speedBefore := m.Watermark.Modified.Add(-o.SpeedRetention)
 	var out []string
 	for _, obj := range listing {
-		if f, ok := ParseSpeedKey(obj.Key); ok {
+		if f, ok := lake.ParseSpeedKey(obj.Key); ok {
 			f.Modified = obj.Modified
 			if o.SpeedRetention > 0 && !m.Watermark.Modified.IsZero() && f.Modified.Before(speedBefore) {
 				out = append(out, obj.Key)
 			}
 			continue
 		}
-		id, ok := snapshotOf(obj.Key)
+		id, ok := lake.ParseSnapshotKey(obj.Key)
 		if !ok || keep[id] {
 			continue
 		}
@@ -53,7 +54,7 @@ func Expired(listing []sink.Object, m *Manifest, now time.Time, o ExpireOptions)
 			out = append(out, obj.Key)
 			continue
 		}
-		started, ok := snapshotTime(id)
+		started, ok := lake.SnapshotTime(id)
 		if !ok || now.Sub(started) < o.OrphanGrace {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -17,9 +18,9 @@ func TestExpired(t *testing.T) {
 		orphan  = "20261125T010000Z-dddddd" // a run that died during its upload
 		running = "20261125T025500Z-eeeeee" // a run in progress
 	)
-	m := &Manifest{
+	m := &lake.Manifest{
 		SnapshotID: current,
-		Watermark:  Watermark{Modified: mustTime("2026-11-25T01:59:00Z")},
+		Watermark:  lake.Watermark{Modified: mustTime("2026-11-25T01:59:00Z")},
 		History:    []string{prev1, prev2, prev3},
 	}
 	listing := []sink.Object{
@@ -35,7 +36,7 @@ func TestExpired(t *testing.T) {
 		{Key: "batch/" + orphan + "/patients/data_0.parquet"},
 		{Key: "batch/" + running + "/patients/data_0.parquet"},
 		{Key: "batch/handmade/patients/data_0.parquet"},
-		{Key: ManifestKey},
+		{Key: lake.ManifestKey},
 	}
 	now := mustTime("2026-11-25T03:00:00Z")
 	tests := []struct {
@@ -79,7 +80,7 @@ func TestExpired(t *testing.T) {
 				t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 			}
 			for _, k := range got {
-				if strings.HasPrefix(k, "batch/"+current+"/") || k == ManifestKey {
+				if strings.HasPrefix(k, "batch/"+current+"/") || k == lake.ManifestKey {
 					t.Errorf("expired %s of the current snapshot", k)
 				}
 			}

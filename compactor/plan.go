@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -27,7 +28,7 @@ type PlanOptions struct {
 // Selection is what one run of one tenant reads.
 type Selection struct {
 	// Files are the speed files to read, sorted by key.
-	Files []SpeedFile
+	Files []lake.SpeedFile
 	// Datasets are the datasets of Files, sorted.
 	Datasets []string
 	// Partitions are the date partitions of Files (YYYY-MM-DD, sorted) by dataset: the
@@ -35,9 +36,9 @@ type Selection struct {
 	Partitions map[string][]string
 	// Watermark is the newest of Files (by modification time, then key), or the
 	// previous watermark when Files is empty. The run publishes it.
-	Watermark Watermark
+	Watermark lake.Watermark
 	// Previous is the snapshot to build on; nil for a full refresh.
-	Previous *Manifest
+	Previous *lake.Manifest
 	// FullRefresh is set when the run rebuilds from the speed layer alone, and Reason
 	// says why: no snapshot yet, asked for, or the dbt project changed (Reason is also
 	// set when a changed project cannot rebuild because speed files were expired).
@@ -62,7 +63,7 @@ func (s Selection) UpToDate() bool {
 // An incremental run reads the files modified at or after the previous watermark minus
 // the overlap; a full refresh reads every file. Both leave out the files modified after
 // now minus the consistency delay.
-func Plan(listing []sink.Object, prev *Manifest, now time.Time, o PlanOptions) Selection {
+func Plan(listing []sink.Object, prev *lake.Manifest, now time.Time, o PlanOptions) Selection {
 	sel := Selection{Previous: prev}
 	switch {
 	case prev == nil:
@@ -82,12 +83,12 @@ func Plan(listing []sink.Object, prev *Manifest, now time.Time, o PlanOptions) S
 	var cutoff time.Time
 	if sel.Previous != nil {
 		sel.Watermark = prev.Watermark
-		cutoff = prev.Watermark.Modified.Add(-o.Overlap)
+		cutoff = prev.TailStart(o.Overlap)
 	}
 	settled := now.Add(-o.ConsistencyDelay)
 	partitions := map[string]map[string]bool{}
 	for _, obj := range listing {
-		f, ok := ParseSpeedKey(obj.Key)
+		f, ok := lake.ParseSpeedKey(obj.Key)
 		if !ok {
 			continue
 		}
@@ -99,7 +100,7 @@ func Plan(listing []sink.Object, prev *Manifest, now time.Time, o PlanOptions) S
 		if sel.Previous != nil && f.Modified.Before(cutoff) {
 			continue
 		}
-		if sel.Previous == nil || newer(f, prev.Watermark) {
+		if sel.Previous == nil || prev.Watermark.Before(f) {
 			sel.Fresh++
 		}
 		sel.Files = append(sel.Files, f)
@@ -107,8 +108,8 @@ func Plan(listing []sink.Object, prev *Manifest, now time.Time, o PlanOptions) S
 			partitions[f.Dataset] = map[string]bool{}
 		}
 		partitions[f.Dataset][f.Date] = true
-		if newer(f, sel.Watermark) {
-			sel.Watermark = Watermark{Modified: f.Modified, Key: f.Key}
+		if sel.Watermark.Before(f) {
+			sel.Watermark = lake.Watermark{Modified: f.Modified, Key: f.Key}
 		}
 	}
 	sort.Slice(sel.Files, func(i, j int) bool { return sel.Files[i].Key < sel.Files[j].Key })
@@ -122,13 +123,4 @@ func Plan(listing []sink.Object, prev *Manifest, now time.Time, o PlanOptions) S
 	}
 	sort.Strings(sel.Datasets)
 	return sel
-}
-
-// newer reports whether f comes after the watermark: modified later, or at the same
-// time with a greater key.
-func newer(f SpeedFile, w Watermark) bool {
-	if !f.Modified.Equal(w.Modified) {
-		return f.Modified.After(w.Modified)
-	}
-	return f.Key > w.Key
 }

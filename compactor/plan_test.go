@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -42,13 +43,13 @@ func TestPlan(t *testing.T) {
 	}
 	now := mustTime(day + "T03:00:00Z")
 	opts := PlanOptions{Overlap: 25 * time.Minute, ConsistencyDelay: time.Minute, Project: "p1"}
-	prev := &Manifest{
-		Version: ManifestVersion, SnapshotID: "20261125T010000Z-aaaaaa", Project: "p1",
-		Watermark: Watermark{Modified: mustTime(day + "T01:55:00Z"), Key: speedKey("resources", day, "t-0-100-199")},
+	prev := &lake.Manifest{
+		Version: lake.ManifestVersion, SnapshotID: "20261125T010000Z-aaaaaa", Project: "p1",
+		Watermark: lake.Watermark{Modified: mustTime(day + "T01:55:00Z"), Key: speedKey("resources", day, "t-0-100-199")},
 	}
 	tests := []struct {
 		name     string
-		prev     *Manifest
+		prev     *lake.Manifest
 		opts     func(PlanOptions) PlanOptions
 		files    []string
 		full     string // reason of a full refresh; "" for an incremental run
@@ -97,8 +98,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "nothing newer than the watermark is up to date",
-			prev: &Manifest{Version: ManifestVersion, SnapshotID: "s", Project: "p1",
-				Watermark: Watermark{Modified: mustTime(day + "T02:00:00Z"), Key: speedKey("resources", day, "t-1-51-80")}},
+			prev: &lake.Manifest{Version: lake.ManifestVersion, SnapshotID: "s", Project: "p1",
+				Watermark: lake.Watermark{Modified: mustTime(day + "T02:00:00Z"), Key: speedKey("resources", day, "t-1-51-80")}},
 			files: []string{
 				speedKey("resources", day, "t-0-200-299"), speedKey("resources", day, "t-1-0-50"), speedKey("resources", day, "t-1-51-80"),
 			},
@@ -106,8 +107,8 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "same modification time, greater key is newer",
-			prev: &Manifest{Version: ManifestVersion, SnapshotID: "s", Project: "p1",
-				Watermark: Watermark{Modified: mustTime(day + "T02:00:00Z"), Key: speedKey("resources", day, "t-0-200-299")}},
+			prev: &lake.Manifest{Version: lake.ManifestVersion, SnapshotID: "s", Project: "p1",
+				Watermark: lake.Watermark{Modified: mustTime(day + "T02:00:00Z"), Key: speedKey("resources", day, "t-0-200-299")}},
 			files: []string{
 				speedKey("resources", day, "t-0-200-299"), speedKey("resources", day, "t-1-0-50"), speedKey("resources", day, "t-1-51-80"),
 			},
@@ -137,7 +138,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "a changed dbt project builds on the state once speed files were expired",
-			prev: &Manifest{Version: ManifestVersion, SnapshotID: "20261125T010000Z-aaaaaa", Project: "p1",
+			prev: &lake.Manifest{Version: lake.ManifestVersion, SnapshotID: "20261125T010000Z-aaaaaa", Project: "p1",
 				Watermark: prev.Watermark, SpeedExpiredBefore: mustTime("2026-11-18T01:55:00Z")},
 			opts: func(o PlanOptions) PlanOptions { o.Project = "p2"; return o },
 			files: []string{
@@ -197,7 +198,7 @@ func TestPlanNeverLosesAFile(t *testing.T) {
 	opts := PlanOptions{Overlap: 10 * time.Minute, ConsistencyDelay: time.Minute}
 	var listing []sink.Object
 	read := map[string]bool{}
-	var prev *Manifest
+	var prev *lake.Manifest
 	for minute := 0; minute < 24*60; minute++ {
 		now := start.Add(time.Duration(minute) * time.Minute)
 		// A flush per minute; every seventh is a slow upload dated 8 minutes back.
@@ -217,7 +218,7 @@ func TestPlanNeverLosesAFile(t *testing.T) {
 		for _, f := range sel.Files {
 			read[f.Key] = true
 		}
-		prev = &Manifest{Version: ManifestVersion, SnapshotID: "s", Watermark: sel.Watermark}
+		prev = &lake.Manifest{Version: lake.ManifestVersion, SnapshotID: "s", Watermark: sel.Watermark}
 	}
 	sel := Plan(listing, prev, start.Add(25*time.Hour), opts)
 	for _, f := range sel.Files {

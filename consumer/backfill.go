@@ -19,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/lake"
 	"fhirlake/notification"
 	"fhirlake/rows"
 	"fhirlake/sink"
@@ -101,7 +102,7 @@ func Backfill(ctx context.Context, w *sink.Writer, tenant, path string, o Backfi
 			date = time.Unix(0, 0)
 		}
 		files, err := buf.Files(func(view string) string {
-			return sink.Key(view, date, topic, 0, start, last)
+			return lake.Key(view, date, topic, 0, start, last)
 		})
 		if err != nil {
 			return err

@@ -19,9 +19,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/flatten"
+	"fhirlake/lake"
 	"fhirlake/notification"
 	"fhirlake/query"
-	"fhirlake/rows"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
@@ -201,7 +201,7 @@ func (h *harness) verify() {
 		want[e.Tenant][e.ResourceType+"/"+e.ID] = e
 	}
 	for tn, root := range h.roots {
-		glob := filepath.Join(root, "speed", rows.RawView, "*", "*.parquet")
+		glob := filepath.Join(root, "speed", lake.RawDataset, "*", "*.parquet")
 		var others int
 		if err := db.QueryRow(fmt.Sprintf("SELECT count(*) FROM read_parquet('%s') WHERE tenant <> '%s'", glob, tn)).Scan(&others); err != nil {
 			h.t.Fatalf("tenant %s: %v", tn, err)

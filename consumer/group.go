@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -290,7 +291,7 @@ func (g *flushGroup) files() ([]sink.File, int64) {
 		file   sink.File
 		topic  string
 		date   time.Time
-		ranges []sink.Range
+		ranges []lake.Range
 		index  int
 	}
 	var bytes int64
@@ -307,7 +308,7 @@ func (g *flushGroup) files() ([]sink.File, int64) {
 				order = append(order, mf)
 			}
 			mf.file.Records = append(mf.file.Records, f.Records...)
-			mf.ranges = append(mf.ranges, sink.Range{Partition: m.w.partition, First: m.b.first, Last: m.b.last})
+			mf.ranges = append(mf.ranges, lake.Range{Partition: m.w.partition, First: m.b.first, Last: m.b.last})
 			if !slices.Contains(m.held, mf.index) {
 				m.held = append(m.held, mf.index)
 			}
@@ -317,7 +318,7 @@ func (g *flushGroup) files() ([]sink.File, int64) {
 	out := make([]sink.File, len(order))
 	for i, mf := range order {
 		if len(mf.ranges) > 1 {
-			mf.file.Key = sink.MergedKey(mf.file.View, mf.date, mf.topic, mf.ranges)
+			mf.file.Key = lake.MergedKey(mf.file.View, mf.date, mf.topic, mf.ranges)
 		}
 		out[i] = mf.file
 	}

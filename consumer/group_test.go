@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"fhirlake/rows"
+	"fhirlake/lake"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
@@ -83,7 +83,7 @@ func testGroupFlush(t *testing.T, tune func(*Options)) {
 	for _, ks := range stores {
 		for _, k := range ks.keys {
 			if name := strings.TrimSuffix(filepath.Base(k), ".parquet"); strings.Contains(name, "_") {
-				merged[strings.HasPrefix(k, "speed/"+rows.RawView+"/")]++
+				merged[strings.HasPrefix(k, "speed/"+lake.RawDataset+"/")]++
 			}
 		}
 	}
@@ -96,7 +96,7 @@ func testGroupFlush(t *testing.T, tune func(*Options)) {
 	db := openDuckDB(t)
 	raw := 0
 	for _, tn := range opts.Tenants {
-		glob := filepath.Join(h.roots[tn], "speed", rows.RawView, "*", "*.parquet")
+		glob := filepath.Join(h.roots[tn], "speed", lake.RawDataset, "*", "*.parquet")
 		var rows, distinct int
 		if err := db.QueryRow(fmt.Sprintf(`SELECT count(*), count(DISTINCT ("partition", "offset")) FROM read_parquet('%s')`, glob)).Scan(&rows, &distinct); err != nil {
 			t.Fatal(err)

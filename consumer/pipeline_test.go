@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"fhirlake/rows"
+	"fhirlake/lake"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
@@ -150,7 +150,7 @@ func (g *gatedStore) Put(ctx context.Context, key, path string) error {
 	if err := g.Store.Put(ctx, key, path); err != nil {
 		return err
 	}
-	if strings.HasPrefix(key, "speed/"+rows.RawView+"/") {
+	if strings.HasPrefix(key, "speed/"+lake.RawDataset+"/") {
 		name := key[strings.LastIndex(key, "/")+1:]
 		name = strings.TrimPrefix(strings.TrimSuffix(name, ".parquet"), testTopic+"-")
 		var p int32

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"fhirlake/lake"
 	"fhirlake/notification"
 	"fhirlake/rows"
 	"fhirlake/sink"
@@ -647,7 +648,7 @@ func (w *worker) batch(reason string) (*batch, error) {
 	}
 	newest := maps.Clone(w.buf.Newest())
 	files, err := w.buf.Files(func(view string) string {
-		return sink.Key(view, date, w.topic, w.partition, w.first, w.last)
+		return lake.Key(view, date, w.topic, w.partition, w.first, w.last)
 	})
 	if err != nil {
 		return nil, err

@@ -1,5 +1,7 @@
 package query
 
+import "fhirlake/lake"
+
 // The batch snapshot keeps, per SQL-on-FHIR view, a state model
 // int_<view>__latest: the rows of the latest version of every resource, as
 // the dbt staging models name them (dbt/models/staging/stg_fhir__<view>.sql).
@@ -7,10 +9,10 @@ package query
 // has the same columns before and after a compaction.
 
 // batchRawModel is the state model of the raw dataset.
-const batchRawModel = "int_resources__latest"
+var batchRawModel = lake.StateModel(lake.RawDataset)
 
 // batchStateModel is the state model of a speed view dataset.
-func batchStateModel(view string) string { return "int_" + view + "__latest" }
+func batchStateModel(view string) string { return lake.StateModel(view) }
 
 // batchRawColumns selects int_resources__latest as the raw dataset's columns.
 const batchRawColumns = `tenant, resource_type, resource_id AS id, version_id, last_updated, operation,
@@ -19,20 +21,20 @@ const batchRawColumns = `tenant, resource_type, resource_id AS id, version_id, l
 // batchLineage maps the staging models' lineage columns (macro
 // stg_view_lineage) to a view dataset's.
 var batchLineage = map[string]string{
-	"tenant":          "_tenant",
-	"resource_type":   "_resource_type",
-	"resource_id":     "_resource_id",
-	"version_id":      "_version_id",
-	"last_updated":    "_last_updated",
-	"kafka_topic":     "_topic",
-	"kafka_partition": "_partition",
-	"kafka_offset":    "_offset",
-	"ingest_time":     "_ingest_time",
-	"row_index":       "_row",
+	"tenant":          lake.ViewColTenant,
+	"resource_type":   lake.ViewColResourceType,
+	"resource_id":     lake.ViewColResourceID,
+	"version_id":      lake.ViewColVersionID,
+	"last_updated":    lake.ViewColLastUpdated,
+	"kafka_topic":     lake.ViewColTopic,
+	"kafka_partition": lake.ViewColPartition,
+	"kafka_offset":    lake.ViewColOffset,
+	"ingest_time":     lake.ViewColIngestTime,
+	"row_index":       lake.ViewColRow,
 }
 
 // lineageOrder is the order of the lineage columns in a view dataset.
-var lineageOrder = []string{"_tenant", "_resource_type", "_resource_id", "_version_id", "_last_updated", "_topic", "_partition", "_offset", "_ingest_time", "_row"}
+var lineageOrder = lake.ViewLineageNames()
 
 // batchDropped are staging columns with no speed counterpart.
 var batchDropped = map[string]bool{"version_number": true}

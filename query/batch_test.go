@@ -16,8 +16,8 @@ import (
 
 	"github.com/duckdb/duckdb-go/v2"
 
-	"fhirlake/compactor"
 	dbtproject "fhirlake/dbt"
+	"fhirlake/lake"
 	"fhirlake/query/querytest"
 )
 
@@ -55,36 +55,6 @@ func TestBatchRenamesMatchDBT(t *testing.T) {
 	}
 }
 
-// TestManifestFromCompactor: the manifest the compactor writes is read as
-// is.
-func TestManifestFromCompactor(t *testing.T) {
-	m := compactor.Manifest{Version: compactor.ManifestVersion, Tenant: "acme", SnapshotID: "20260101T000000Z-abcdef",
-		Created: time.Now().UTC(), Watermark: compactor.Watermark{Modified: time.Unix(100, 0).UTC(), Key: "speed/resources/date=2026-01-01/t-0-0-1.parquet"},
-		Models: map[string]compactor.Model{"int_resources__latest": {Rows: 3, Files: []string{"batch/20260101T000000Z-abcdef/int_resources__latest/data_0.parquet"}}},
-		DBT:    compactor.RunInfo{ElapsedSeconds: 1.5}}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ParseManifest(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.SnapshotID != m.SnapshotID || !got.Watermark.Modified.Equal(m.Watermark.Modified) || got.Models["int_resources__latest"].Files[0] != m.Models["int_resources__latest"].Files[0] || got.DBT.ElapsedSeconds != 1.5 {
-		t.Fatalf("got %+v", got)
-	}
-	if key := compactor.ManifestKey; key != ManifestKey {
-		t.Fatalf("manifest key: compactor %s, query %s", key, ManifestKey)
-	}
-	bad := strings.Replace(string(b), "batch/20260101T000000Z-abcdef/int_resources__latest/data_0.parquet", "batch/20260101T000000Z-abcdef/../../../etc/x.parquet", 1)
-	m2, err := ParseManifest([]byte(bad))
-	if err == nil {
-		if _, err = m2.Files("/lake", "int_resources__latest"); err == nil {
-			t.Fatal("a manifest naming a file outside its snapshot was accepted")
-		}
-	}
-}
-
 // snapshot publishes a batch snapshot of the lake at root as the compactor
 // would: int_resources__latest and int_patient__latest from every speed
 // file, files dated before the watermark.
@@ -111,7 +81,7 @@ func publishSnapshot(t *testing.T, root, id string, watermark time.Time, parts i
 	pat := fmt.Sprintf("read_parquet('%s/speed/patient/*/*.parquet')", root)
 	latest := `SELECT tenant, resource_type, id AS resource_id, version_id, TRY_CAST(version_id AS BIGINT) AS version_number, last_updated, operation,
 		topic AS kafka_topic, "partition" AS kafka_partition, "offset" AS kafka_offset, ingest_time, resource, operation = 'delete' AS is_deleted
-		FROM ` + raw + ` QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY ` + latestOrder + `) = 1`
+		FROM ` + raw + ` QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY ` + lake.LatestOrder + `) = 1`
 	omitted := ""
 	for _, c := range omit {
 		omitted += ", " + c

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"fhirlake/compactor"
+	"fhirlake/lake"
 	"fhirlake/query/querytest"
 	"fhirlake/sink"
 )
@@ -260,12 +261,12 @@ func countEvents(t *testing.T, patients int) int {
 // is uploaded when the manifest is there already.
 func upload(t *testing.T, ctx context.Context, store sink.Store, root string) {
 	t.Helper()
-	if objs, err := store.List(ctx, ManifestKey); err != nil {
+	if objs, err := store.List(ctx, lake.ManifestKey); err != nil {
 		t.Fatal(err)
 	} else if len(objs) > 0 {
 		return
 	}
-	m, err := ReadManifest(root)
+	m, err := lake.ReadManifest(os.DirFS(root))
 	if err != nil || m == nil {
 		t.Fatalf("bench lake has no manifest: %v", err)
 	}
@@ -302,14 +303,14 @@ func upload(t *testing.T, ctx context.Context, store sink.Store, root string) {
 		}
 	}
 	n += put("batch", func(fs.FileInfo) bool { return true })
-	b, err := os.ReadFile(filepath.Join(root, ManifestKey))
+	b, err := os.ReadFile(filepath.Join(root, lake.ManifestKey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	patched := strings.Replace(string(b), m.Watermark.Modified.Format(time.RFC3339Nano), newest.UTC().Format(time.RFC3339Nano), 1)
 	tmp := filepath.Join(t.TempDir(), "batch.json")
 	os.WriteFile(tmp, []byte(patched), 0o644)
-	if err := store.Put(ctx, ManifestKey, tmp); err != nil {
+	if err := store.Put(ctx, lake.ManifestKey, tmp); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond)

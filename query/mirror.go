@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -61,11 +62,11 @@ func SyncMirror(ctx context.Context, store sink.Store, dir string, o MirrorOptio
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return st, err
 	}
-	speed, err := store.List(ctx, "speed/")
+	speed, err := store.List(ctx, lake.SpeedPrefix)
 	if err != nil {
 		return st, err
 	}
-	manifests, err := store.List(ctx, ManifestKey)
+	manifests, err := store.List(ctx, lake.ManifestKey)
 	if err != nil {
 		return st, err
 	}
@@ -80,27 +81,27 @@ func SyncMirror(ctx context.Context, store sink.Store, dir string, o MirrorOptio
 	// The manifest first into memory: its snapshot's files are fetched
 	// before it replaces the local one.
 	var manifest []byte
-	var m *Manifest
+	var m *lake.Manifest
 	for _, obj := range manifests {
-		if obj.Key != ManifestKey {
+		if obj.Key != lake.ManifestKey {
 			continue
 		}
 		var buf bytes.Buffer
-		if err := store.Get(ctx, ManifestKey, &buf); err != nil {
-			return st, fmt.Errorf("mirror %s: %w", ManifestKey, err)
+		if err := store.Get(ctx, lake.ManifestKey, &buf); err != nil {
+			return st, fmt.Errorf("mirror %s: %w", lake.ManifestKey, err)
 		}
-		if m, err = ParseManifest(buf.Bytes()); err != nil {
+		if m, err = lake.DecodeManifest(buf.Bytes()); err != nil {
 			return st, err
 		}
 		manifest = buf.Bytes()
 		st.Snapshot = m.SnapshotID
-		batch, err := store.List(ctx, "batch/"+m.SnapshotID+"/")
+		batch, err := store.List(ctx, m.Prefix())
 		if err != nil {
 			return st, err
 		}
 		st.Listed += len(batch)
 		for _, obj := range batch {
-			if cleanKey(obj.Key) && strings.HasSuffix(obj.Key, ".parquet") {
+			if lake.CleanKey(obj.Key) && strings.HasSuffix(obj.Key, ".parquet") {
 				want = append(want, obj)
 			}
 		}
@@ -115,11 +116,11 @@ func SyncMirror(ctx context.Context, store sink.Store, dir string, o MirrorOptio
 	for _, obj := range want {
 		keep[filepath.Join(dir, filepath.FromSlash(obj.Key))] = true
 	}
-	manifestPath := filepath.Join(dir, filepath.FromSlash(ManifestKey))
+	manifestPath := filepath.Join(dir, filepath.FromSlash(lake.ManifestKey))
 	// The snapshot current until now stays one more round: a session's views
 	// still read it until they are rebuilt over the new one.
-	if prev, err := ReadManifest(dir); err == nil && prev != nil && (m == nil || prev.SnapshotID != m.SnapshotID) {
-		keepTree(filepath.Join(dir, "batch", prev.SnapshotID), keep)
+	if prev, err := lake.ReadManifest(os.DirFS(dir)); err == nil && prev != nil && (m == nil || prev.SnapshotID != m.SnapshotID) {
+		keepTree(filepath.Join(dir, filepath.FromSlash(prev.Prefix())), keep)
 	}
 	if m != nil {
 		if err := writeFileAtomic(manifestPath, manifest); err != nil {
@@ -128,20 +129,17 @@ func SyncMirror(ctx context.Context, store sink.Store, dir string, o MirrorOptio
 	} else if err := os.Remove(manifestPath); err == nil {
 		st.Deleted++
 	}
-	for _, sub := range []string{"speed", "batch"} {
+	for _, sub := range []string{lake.SpeedPrefix, lake.BatchPrefix} {
 		st.Deleted += prune(filepath.Join(dir, sub), keep)
 	}
 	return st, nil
 }
 
-// speedKey accepts speed/<dataset>/date=YYYY-MM-DD/<file>.parquet.
+// speedKey accepts the keys of speed files (lake.ParseSpeedKey) of the datasets
+// a session reads: the raw dataset and those that can be a view's name.
 func speedKey(key string) bool {
-	if !cleanKey(key) {
-		return false
-	}
-	parts := strings.Split(key, "/")
-	return len(parts) == 4 && parts[0] == "speed" && (parts[1] == "resources" || validViewName(parts[1])) &&
-		strings.HasPrefix(parts[2], "date=") && strings.HasSuffix(parts[3], ".parquet") && !strings.HasPrefix(parts[3], ".")
+	f, ok := lake.ParseSpeedKey(key)
+	return ok && (f.Dataset == lake.RawDataset || validViewName(f.Dataset))
 }
 
 // fetch downloads the objects missing locally or changed, parallel at most

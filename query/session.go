@@ -108,9 +108,6 @@ type Session struct {
 	Views []string
 }
 
-// RawGlob is where the raw-resource dataset lives inside a tenant root.
-const RawGlob = "speed/resources/*/*.parquet"
-
 // Open starts a session over the tenant's lake rooted at the local
 // directory root. Before any query runs, DuckDB is limited to that
 // directory (and its own spill directory), external access and extension

@@ -8,6 +8,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/lake"
 	"fhirlake/notification"
 	"fhirlake/sink"
 )
@@ -95,7 +96,7 @@ func (b *Buffer) Files(key func(view string) string) ([]sink.File, error) {
 	}
 	for tenant, t := range b.tenants {
 		if t.raw.rows > 0 {
-			add(tenant, RawView, t.raw.records()...)
+			add(tenant, lake.RawDataset, t.raw.records()...)
 		}
 		for name, vb := range t.views {
 			if vb.rows() == 0 {

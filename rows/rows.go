@@ -3,48 +3,13 @@ package rows
 import (
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/notification"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
-
-// RawView is the speed-layer dataset holding every change with its lineage
-// and the resource JSON, from which the batch layer can re-derive any column.
-const RawView = "resources"
-
-// Lineage column names, shared by every speed-layer dataset.
-const (
-	ColTenant       = "tenant"
-	ColResourceType = "resource_type"
-	ColID           = "id"
-	ColVersionID    = "version_id"
-	ColLastUpdated  = "last_updated"
-	ColOperation    = "operation"
-	ColTopic        = "topic"
-	ColPartition    = "partition"
-	ColOffset       = "offset"
-	ColIngestTime   = "ingest_time"
-	ColResource     = "resource"
-)
-
-var tsUTC = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
-
-// RawSchema is the Arrow schema of RawView.
-var RawSchema = arrow.NewSchema([]arrow.Field{
-	{Name: ColTenant, Type: arrow.BinaryTypes.String},
-	{Name: ColResourceType, Type: arrow.BinaryTypes.String},
-	{Name: ColID, Type: arrow.BinaryTypes.String},
-	{Name: ColVersionID, Type: arrow.BinaryTypes.String, Nullable: true},
-	{Name: ColLastUpdated, Type: tsUTC, Nullable: true},
-	{Name: ColOperation, Type: arrow.BinaryTypes.String},
-	{Name: ColTopic, Type: arrow.BinaryTypes.String},
-	{Name: ColPartition, Type: arrow.PrimitiveTypes.Int32},
-	{Name: ColOffset, Type: arrow.PrimitiveTypes.Int64},
-	{Name: ColIngestTime, Type: tsUTC},
-	{Name: ColResource, Type: arrow.BinaryTypes.String, Nullable: true},
-}, nil)
 
 // Coordinates say where a record came from.
 type Coordinates struct {
@@ -53,11 +18,11 @@ type Coordinates struct {
 	Offset    int64
 }
 
-// rawBuilder accumulates RawView rows for one tenant, in chunks: the
-// resources column, which holds most of a buffer's memory, grows by
-// doubling up to RawChunkBytes, and from then on every chunk is allocated
-// at that size and never grown, so no resource is copied again and the
-// memory held beyond the rows is at most one chunk.
+// rawBuilder accumulates the raw dataset's rows (lake.RawSchema) for one
+// tenant, in chunks: the resources column, which holds most of a buffer's
+// memory, grows by doubling up to RawChunkBytes, and from then on every chunk
+// is allocated at that size and never grown, so no resource is copied again
+// and the memory held beyond the rows is at most one chunk.
 type rawBuilder struct {
 	b     *array.RecordBuilder
 	done  []arrow.RecordBatch // full chunks
@@ -70,7 +35,7 @@ type rawBuilder struct {
 const RawChunkBytes = 1 << 20
 
 func newRawBuilder(mem memory.Allocator) *rawBuilder {
-	return &rawBuilder{b: array.NewRecordBuilder(mem, RawSchema)}
+	return &rawBuilder{b: array.NewRecordBuilder(mem, lake.RawSchema)}
 }
 
 func (r *rawBuilder) append(tenant string, ev *notification.Event, at Coordinates, ingest time.Time) {

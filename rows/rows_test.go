@@ -6,41 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/notification"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
-
-func TestRawSchema(t *testing.T) {
-	want := []struct {
-		name     string
-		typ      arrow.DataType
-		nullable bool
-	}{
-		{ColTenant, arrow.BinaryTypes.String, false},
-		{ColResourceType, arrow.BinaryTypes.String, false},
-		{ColID, arrow.BinaryTypes.String, false},
-		{ColVersionID, arrow.BinaryTypes.String, true},
-		{ColLastUpdated, tsUTC, true},
-		{ColOperation, arrow.BinaryTypes.String, false},
-		{ColTopic, arrow.BinaryTypes.String, false},
-		{ColPartition, arrow.PrimitiveTypes.Int32, false},
-		{ColOffset, arrow.PrimitiveTypes.Int64, false},
-		{ColIngestTime, tsUTC, false},
-		{ColResource, arrow.BinaryTypes.String, true},
-	}
-	if RawSchema.NumFields() != len(want) {
-		t.Fatalf("fields: got %d, want %d", RawSchema.NumFields(), len(want))
-	}
-	for i, w := range want {
-		f := RawSchema.Field(i)
-		if f.Name != w.name || !arrow.TypeEqual(f.Type, w.typ) || f.Nullable != w.nullable {
-			t.Errorf("field %d: got %s %s nullable=%v, want %s %s nullable=%v", i, f.Name, f.Type, f.Nullable, w.name, w.typ, w.nullable)
-		}
-	}
-}
 
 func TestRawBuilder(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
@@ -61,7 +33,7 @@ func TestRawBuilder(t *testing.T) {
 	}
 	rec := recs[0]
 	defer rec.Release()
-	if rec.NumRows() != 2 || !rec.Schema().Equal(RawSchema) {
+	if rec.NumRows() != 2 || !rec.Schema().Equal(lake.RawSchema) {
 		t.Fatalf("record: got %d rows, schema %s", rec.NumRows(), rec.Schema())
 	}
 	str := func(col, row int) string { return rec.Column(col).(*array.String).Value(row) }
@@ -76,7 +48,7 @@ func TestRawBuilder(t *testing.T) {
 	}
 	for _, c := range []int{3, 4, 10} {
 		if !rec.Column(c).IsNull(1) {
-			t.Errorf("delete row: column %s is not null", RawSchema.Field(c).Name)
+			t.Errorf("delete row: column %s is not null", lake.RawSchema.Field(c).Name)
 		}
 	}
 	if str(5, 1) != "delete" || rec.Column(10).IsNull(0) {

@@ -10,53 +10,15 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/lake"
 	"fhirlake/notification"
 )
-
-// View datasets carry lineage columns with a leading underscore, so they
-// never collide with a view's own columns (every default view has an "id").
-const (
-	ViewColTenant       = "_tenant"
-	ViewColResourceType = "_resource_type"
-	ViewColResourceID   = "_resource_id"
-	ViewColVersionID    = "_version_id"
-	ViewColLastUpdated  = "_last_updated"
-	ViewColTopic        = "_topic"
-	ViewColPartition    = "_partition"
-	ViewColOffset       = "_offset"
-	ViewColIngestTime   = "_ingest_time"
-	// ViewColRow numbers the rows one resource version yields in one view
-	// (a forEach yields several), so readers can drop replayed copies.
-	ViewColRow = "_row"
-)
-
-var viewLineageFields = []arrow.Field{
-	{Name: ViewColTenant, Type: arrow.BinaryTypes.String},
-	{Name: ViewColResourceType, Type: arrow.BinaryTypes.String},
-	{Name: ViewColResourceID, Type: arrow.BinaryTypes.String},
-	{Name: ViewColVersionID, Type: arrow.BinaryTypes.String, Nullable: true},
-	{Name: ViewColLastUpdated, Type: tsUTC, Nullable: true},
-	{Name: ViewColTopic, Type: arrow.BinaryTypes.String},
-	{Name: ViewColPartition, Type: arrow.PrimitiveTypes.Int32},
-	{Name: ViewColOffset, Type: arrow.PrimitiveTypes.Int64},
-	{Name: ViewColIngestTime, Type: tsUTC},
-	{Name: ViewColRow, Type: arrow.PrimitiveTypes.Int32},
-}
-
-var viewLineageSchema = arrow.NewSchema(viewLineageFields, nil)
-
-// ViewSchema is the schema of a view's speed-layer dataset: the lineage
-// columns followed by the view's own columns.
-func ViewSchema(v *flatten.View) *arrow.Schema {
-	fields := append(append([]arrow.Field{}, viewLineageFields...), v.Schema().Fields()...)
-	return arrow.NewSchema(fields, nil)
-}
 
 // CheckViews refuses views that would clash with the raw dataset or the
 // lineage columns.
 func CheckViews(views []*flatten.View) error {
 	for _, v := range views {
-		if v.Name() == RawView {
+		if v.Name() == lake.RawDataset {
 			return fmt.Errorf("view %s: the name is reserved for the raw-resource dataset", v.Name())
 		}
 		for _, f := range v.Schema().Fields() {
@@ -77,7 +39,7 @@ type viewBuilder struct {
 }
 
 func newViewBuilder(mem memory.Allocator, v *flatten.View) *viewBuilder {
-	return &viewBuilder{view: v, batch: v.NewBatch(mem), lineage: array.NewRecordBuilder(mem, viewLineageSchema), schema: ViewSchema(v)}
+	return &viewBuilder{view: v, batch: v.NewBatch(mem), lineage: array.NewRecordBuilder(mem, arrow.NewSchema(lake.ViewLineage(), nil)), schema: lake.ViewSchema(v)}
 }
 
 // append evaluates the view over r and adds one lineage row per view row.

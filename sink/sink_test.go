@@ -9,10 +9,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"fhirlake/lake"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -63,10 +64,7 @@ func TestLocalStore(t *testing.T) {
 	}
 	src := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(src, []byte("hello"), 0o644)
-	key := Key("resources", time.Date(2026, 3, 4, 23, 0, 0, 0, time.UTC), "fhir.notifications", 3, 10, 20)
-	if want := "speed/resources/date=2026-03-04/fhir.notifications-3-10-20.parquet"; key != want {
-		t.Fatalf("key: got %s, want %s", key, want)
-	}
+	key := lake.Key(lake.RawDataset, time.Date(2026, 3, 4, 23, 0, 0, 0, time.UTC), "fhir.notifications", 3, 10, 20)
 	if err := s.Put(ctx, key, src); err != nil {
 		t.Fatal(err)
 	}
@@ -355,17 +353,6 @@ func TestParquetOptions(t *testing.T) {
 	}
 }
 
-func TestMergedKey(t *testing.T) {
-	day := time.Date(2026, 3, 4, 23, 0, 0, 0, time.UTC)
-	if got, want := MergedKey("patient", day, "fhir.n", []Range{{3, 10, 20}}), Key("patient", day, "fhir.n", 3, 10, 20); got != want {
-		t.Errorf("one range: %s, want Key's %s", got, want)
-	}
-	got := MergedKey("patient", day, "fhir.n", []Range{{5, 7, 9}, {0, 100, 200}, {3, 10, 20}})
-	if want := "speed/patient/date=2026-03-04/fhir.n-0-100-200_3-10-20_5-7-9.parquet"; got != want {
-		t.Errorf("three ranges: %s, want %s", got, want)
-	}
-}
-
 func TestFileBytes(t *testing.T) {
 	small, large := testRecord([]string{"acme"}, 10), testRecord([]string{"acme"}, 1000)
 	defer small.Release()
@@ -436,25 +423,5 @@ func TestWriterUploadNotify(t *testing.T) {
 	}
 	if len(reported) != 1 || reported[0] != 1 {
 		t.Errorf("reported durable: %v, want [1]", reported)
-	}
-}
-
-func TestMergedKeyLength(t *testing.T) {
-	day := time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC)
-	var rs []Range
-	for p := range 24 {
-		rs = append(rs, Range{int32(p), 1_000_000_000 + int64(p), 2_000_000_000 + int64(p)})
-	}
-	a := MergedKey("observation", day, "fhir.notifications.production", rs)
-	name := strings.TrimSuffix(filepath.Base(a), ".parquet")
-	if len(name) > MaxMergedName {
-		t.Errorf("name of %d bytes: %s", len(name), name)
-	}
-	if !strings.HasPrefix(name, "fhir.notifications.production-0-1000000000-2000000000_23more-") {
-		t.Errorf("name %s: want the first range and the count of the others", name)
-	}
-	rs[5].Last++
-	if b := MergedKey("observation", day, "fhir.notifications.production", rs); b == a {
-		t.Error("two sets of ranges give one name")
 	}
 }

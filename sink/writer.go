@@ -3,14 +3,12 @@ package sink
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,52 +17,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"fhirlake/lake"
 )
-
-// Key is the object key of a speed-layer file. It depends only on Kafka
-// coordinates and the date of the first record, so a redelivered range
-// overwrites its own files instead of duplicating them.
-func Key(view string, date time.Time, topic string, partition int32, first, last int64) string {
-	return fmt.Sprintf("speed/%s/date=%s/%s-%d-%d-%d.parquet", view, date.UTC().Format("2006-01-02"), topic, partition, first, last)
-}
-
-// Range is one partition's offset range, first to last inclusive.
-type Range struct {
-	Partition   int32
-	First, Last int64
-}
-
-// MergedKey is the key of a file holding several partitions' ranges of
-// one topic: Key's name with every range after the first appended as
-// _<partition>-<first>-<last>, in partition order. With one range it is
-// Key. A name that would pass MaxMergedName bytes (file systems refuse
-// names over 255, and the local lake and the query mirror keep speed files
-// on disk) keeps the first range and replaces the others by their count and
-// a hash of all of them: _<n>more-<hex>.
-func MergedKey(view string, date time.Time, topic string, ranges []Range) string {
-	rs := slices.Clone(ranges)
-	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.Partition, b.Partition) })
-	var name strings.Builder
-	name.WriteString(topic)
-	for i, r := range rs {
-		if i > 0 {
-			name.WriteByte('_')
-		} else {
-			name.WriteByte('-')
-		}
-		fmt.Fprintf(&name, "%d-%d-%d", r.Partition, r.First, r.Last)
-	}
-	n := name.String()
-	if len(n) > MaxMergedName && len(rs) > 1 {
-		sum := sha256.Sum256([]byte(n))
-		n = fmt.Sprintf("%s-%d-%d-%d_%dmore-%x", topic, rs[0].Partition, rs[0].First, rs[0].Last, len(rs)-1, sum[:8])
-	}
-	return fmt.Sprintf("speed/%s/date=%s/%s.parquet", view, date.UTC().Format("2006-01-02"), n)
-}
-
-// MaxMergedName bounds the name MergedKey gives a file of several ranges,
-// without its .parquet suffix.
-const MaxMergedName = 200
 
 // File is one Parquet file to make durable in one tenant's store.
 type File struct {
@@ -122,10 +77,10 @@ type Written struct {
 }
 
 // TenantColumns are the names of the tenant column every speed-layer record
-// carries ("tenant" in the raw dataset, "_tenant" among a view's lineage
-// columns); Writer checks it before any upload so a file can only ever hold
-// one tenant's rows.
-var TenantColumns = []string{"tenant", "_tenant"}
+// carries (the raw dataset's, and the one among a view's lineage columns);
+// Writer checks it before any upload so a file can only ever hold one
+// tenant's rows.
+var TenantColumns = []string{lake.ColTenant, lake.ViewColTenant}
 
 // Writer makes files durable in their tenant's store.
 type Writer struct {

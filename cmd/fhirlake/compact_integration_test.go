@@ -30,6 +30,7 @@ import (
 
 	"fhirlake/compactor"
 	"fhirlake/internal/testenv"
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -150,7 +151,7 @@ func (r *run) tenantStore(t *testing.T, st stack, tenant string) sink.Store {
 
 // snapshot is a published snapshot copied to a local directory.
 type snapshot struct {
-	m   *compactor.Manifest
+	m   *lake.Manifest
 	dir string
 }
 
@@ -369,7 +370,7 @@ func TestIntegrationCompact(t *testing.T) {
 	r.consumeAll(t, st)
 	out := r.mustCompact(t)
 	t.Logf("first compaction:\n%s", lastLines(out, 5))
-	first := map[string]*compactor.Manifest{}
+	first := map[string]*lake.Manifest{}
 	for _, tn := range itTenants {
 		m, err := compactor.ReadManifest(context.Background(), r.tenantStore(t, st, tn))
 		if err != nil || m == nil || !m.FullRefresh {
@@ -392,7 +393,7 @@ func TestIntegrationCompact(t *testing.T) {
 		}
 		// The second half's files, and those of the watermark's second again (S3 dates
 		// objects to the second): not every file.
-		objs, err := r.tenantStore(t, st, tn).List(context.Background(), compactor.SpeedPrefix)
+		objs, err := r.tenantStore(t, st, tn).List(context.Background(), lake.SpeedPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -526,7 +527,7 @@ func injectBadObservation(t *testing.T, store sink.Store) {
 	}
 	var date string
 	for _, o := range objs {
-		f, ok := compactor.ParseSpeedKey(o.Key)
+		f, ok := lake.ParseSpeedKey(o.Key)
 		if !ok || (f.Dataset != "resources" && f.Dataset != "observation") {
 			continue
 		}
@@ -768,7 +769,7 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 		t.Fatal(compactor.ErrNoDBT)
 	}
 	dir := filepath.Join(testenv.RepoRoot(), ".cache", "bench-compact", "p"+patients)
-	lake := filepath.Join(dir, "lake", "bench")
+	lakeDir := filepath.Join(dir, "lake", "bench")
 	if _, err := os.Stat(filepath.Join(dir, "complete")); err != nil {
 		os.RemoveAll(dir)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -787,11 +788,11 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 	}
 	config := filepath.Join(dir, "compact.yaml")
 	conf := fmt.Sprintf("work_dir: %q\nmetrics:\n  listen: \"\"\ncompact:\n  consistency_delay: 0s\n  overlap: 0s\n  speed_retention: 0s\n  threads: 2\n  memory_limit: 6GB\ntenants:\n  - name: bench\n    store:\n      type: local\n      path: %q\n",
-		filepath.Join(dir, "work"), lake)
+		filepath.Join(dir, "work"), lakeDir)
 	if err := os.WriteFile(config, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	compact := func(args ...string) (time.Duration, *compactor.Manifest) {
+	compact := func(args ...string) (time.Duration, *lake.Manifest) {
 		start := time.Now()
 		c := exec.Command(binary, append([]string{"--config", config, "compact", "--log-format", "json"}, args...)...)
 		c.Env = append(os.Environ(), "FHIRLAKE_DBT="+dbt)
@@ -800,7 +801,7 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 		if err != nil {
 			t.Fatalf("fhirlake compact %v: %v\n%s", args, err, lastLines(string(out), 30))
 		}
-		store, err := sink.NewLocal(lake)
+		store, err := sink.NewLocal(lakeDir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -816,7 +817,7 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.QueryRow(fmt.Sprintf("SELECT sum(num_rows) FROM parquet_file_metadata('%s/speed/*/*/*.parquet')", lake)).Scan(&speedRows); err != nil {
+	if err := db.QueryRow(fmt.Sprintf("SELECT sum(num_rows) FROM parquet_file_metadata('%s/speed/*/*/*.parquet')", lakeDir)).Scan(&speedRows); err != nil {
 		t.Fatal(err)
 	}
 
@@ -831,7 +832,7 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 		float64(speedRows)/took.Seconds(), float64(resources)/took.Seconds())
 
 	// One new speed file: the incremental run reads it and the previous snapshot.
-	matches, _ := filepath.Glob(filepath.Join(lake, "speed", "patient", "*", "*.parquet"))
+	matches, _ := filepath.Glob(filepath.Join(lakeDir, "speed", "patient", "*", "*.parquet"))
 	if len(matches) == 0 {
 		t.Fatal("no patient speed file")
 	}

@@ -16,25 +16,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
+	"fhirlake/lake"
 	"fhirlake/notification"
 	"fhirlake/rows"
 	"fhirlake/sink"
 	"fhirlake/synth"
 )
-
-var rawSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "tenant", Type: arrow.BinaryTypes.String},
-	{Name: "resource_type", Type: arrow.BinaryTypes.String},
-	{Name: "id", Type: arrow.BinaryTypes.String},
-	{Name: "version_id", Type: arrow.BinaryTypes.String, Nullable: true},
-	{Name: "last_updated", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
-	{Name: "operation", Type: arrow.BinaryTypes.String},
-	{Name: "topic", Type: arrow.BinaryTypes.String},
-	{Name: "partition", Type: arrow.PrimitiveTypes.Int32},
-	{Name: "offset", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "ingest_time", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
-	{Name: "resource", Type: arrow.BinaryTypes.String, Nullable: true},
-}, nil)
 
 // Row is one change of the raw dataset.
 type Row struct {
@@ -48,7 +35,7 @@ type Row struct {
 // name (speed/resources/date=2026-01-01/<name>.parquet).
 func WriteRaw(t testing.TB, root, tenant, name string, rows []Row) {
 	t.Helper()
-	b := array.NewRecordBuilder(memory.NewGoAllocator(), rawSchema)
+	b := array.NewRecordBuilder(memory.NewGoAllocator(), lake.RawSchema)
 	defer b.Release()
 	for _, r := range rows {
 		f := b.Fields()
@@ -73,7 +60,8 @@ func WriteRaw(t testing.TB, root, tenant, name string, rows []Row) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	writeFiles(t, root, tenant, []sink.File{{Tenant: tenant, View: "resources", Key: "speed/resources/date=2026-01-01/" + name + ".parquet", Records: []arrow.RecordBatch{rec}}})
+	key := lake.PartitionPrefix(lake.RawDataset, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) + name + ".parquet"
+	writeFiles(t, root, tenant, []sink.File{{Tenant: tenant, View: lake.RawDataset, Key: key, Records: []arrow.RecordBatch{rec}}})
 }
 
 // SynthOptions shape a synthetic lake.
@@ -132,7 +120,7 @@ func SynthLake(ctx context.Context, root, tenant string, o SynthOptions) (int, e
 			return nil
 		}
 		last := offset - 1
-		files, err := buf.Files(func(view string) string { return sink.Key(view, o.Ingest, topic, 0, first, last) })
+		files, err := buf.Files(func(view string) string { return lake.Key(view, o.Ingest, topic, 0, first, last) })
 		if err != nil {
 			return err
 		}
@@ -248,7 +236,7 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 		buf.Add(tenant, &ev, rows.Coordinates{Topic: "t", Offset: c.Offset}, updated.Add(time.Minute))
 	}
 	date := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	files, err := buf.Files(func(view string) string { return sink.Key(view, date, "t", 0, first, last) })
+	files, err := buf.Files(func(view string) string { return lake.Key(view, date, "t", 0, first, last) })
 	if err != nil {
 		t.Fatal(err)
 	}

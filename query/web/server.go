@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"fhirlake/lake"
 	"fhirlake/query"
 )
 
@@ -93,7 +94,7 @@ type Server struct {
 
 type snapshotCache struct {
 	at  time.Time
-	m   *query.Manifest
+	m   *lake.Manifest
 	err error
 }
 

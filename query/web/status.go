@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"fhirlake/lake"
 	"fhirlake/query"
 )
 
@@ -23,7 +25,7 @@ type snapshot struct {
 	DBTSeconds float64 `json:"dbt_seconds"`
 }
 
-func snapshotJSON(m *query.Manifest) *snapshot {
+func snapshotJSON(m *lake.Manifest) *snapshot {
 	if m == nil {
 		return nil
 	}
@@ -52,7 +54,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	var tenants []tenantJSON
 	for _, st := range s.pool.Status() {
 		t := tenantJSON{TenantStatus: st, Store: "local"}
-		if lake, ok := s.pool.Lake(st.Tenant); ok && lake.Store != nil {
+		if l, ok := s.pool.Lake(st.Tenant); ok && l.Store != nil {
 			t.Store = "s3"
 		}
 		m, err := s.manifest(r.Context(), st.Tenant)
@@ -121,31 +123,31 @@ func (s *Server) tenantStatus(w http.ResponseWriter, r *http.Request) {
 
 // manifest returns a tenant's current batch manifest: from its open
 // session, else from its lake (for S3, one GET, remembered for 30 s).
-func (s *Server) manifest(ctx context.Context, tenant string) (*query.Manifest, error) {
+func (s *Server) manifest(ctx context.Context, tenant string) (*lake.Manifest, error) {
 	s.snapMu.Lock()
 	c, ok := s.snaps[tenant]
 	s.snapMu.Unlock()
 	if ok && time.Since(c.at) < 30*time.Second {
 		return c.m, c.err
 	}
-	lake, _ := s.pool.Lake(tenant)
-	var m *query.Manifest
+	l, _ := s.pool.Lake(tenant)
+	var m *lake.Manifest
 	var err error
-	if lake.Store == nil {
-		m, err = query.ReadManifest(lake.Root)
+	if l.Store == nil {
+		m, err = lake.ReadManifest(os.DirFS(l.Root))
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		var objs []string
-		list, lerr := lake.Store.List(ctx, query.ManifestKey)
+		list, lerr := l.Store.List(ctx, lake.ManifestKey)
 		for _, o := range list {
 			objs = append(objs, o.Key)
 		}
 		err = lerr
 		if err == nil && len(objs) > 0 {
 			var buf bytes.Buffer
-			if err = lake.Store.Get(ctx, query.ManifestKey, &buf); err == nil {
-				m, err = query.ParseManifest(buf.Bytes())
+			if err = l.Store.Get(ctx, lake.ManifestKey, &buf); err == nil {
+				m, err = lake.DecodeManifest(buf.Bytes())
 			}
 		}
 	}

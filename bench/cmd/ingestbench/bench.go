@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -243,7 +244,7 @@ func (b *bench) catchUp(ctx context.Context, name, note, group, prefix, metricsA
 		return r, err
 	}
 	all := joinAll(objs)
-	r.Files, r.Raw = statsOf(all), statsOf(onlyDataset(all, "resources"))
+	r.Files, r.Raw = statsOf(all), statsOf(onlyDataset(all, lake.RawDataset))
 	if r.Rows, r.Covered, err = countRows(ctx, stores, objs, filepath.Join(b.dir, "verify")); err != nil {
 		return r, fmt.Errorf("%s: %w", name, err)
 	}
@@ -336,7 +337,10 @@ func (b *bench) freshness(ctx context.Context) error {
 	app := &appearance{first: map[string]time.Time{}, size: map[string]int64{}}
 	pctx, stopPoll := context.WithCancel(ctx)
 	polled := make(chan struct{})
-	go func() { defer close(polled); app.poll(pctx, stores, "speed/resources/", b.o.pollEvery) }()
+	go func() {
+		defer close(polled)
+		app.poll(pctx, stores, lake.DatasetPrefix(lake.RawDataset), b.o.pollEvery)
+	}()
 	defer stopPoll()
 
 	logf("freshness: producing %d resources/s for %s into %s while fhirlake consumes", b.o.rate, b.o.freshFor, b.freshTopic)
@@ -390,22 +394,23 @@ func freshnessOf(recs *produced, app *appearance, tenants []string) ([]time.Dura
 	for k, at := range app.first {
 		tn, key, _ := strings.Cut(k, "\x00")
 		files = append(files, sink.Object{Key: key, Size: app.size[k]})
-		ranges, ok := fileRanges(key)
-		if !ok {
+		// A name shortened with a hash does not say which ranges it omits.
+		name, ok := lake.ParseSpeedName(key)
+		if !ok || name.Omitted > 0 {
 			continue
 		}
-		for _, r := range ranges {
-			pr := recs.parts[r.partition]
+		for _, r := range name.Ranges {
+			pr := recs.parts[r.Partition]
 			if pr == nil {
 				continue
 			}
-			s := seen[r.partition]
+			s := seen[r.Partition]
 			if s == nil {
 				s = make([]int64, len(pr.ts))
-				seen[r.partition] = s
+				seen[r.Partition] = s
 			}
 			ti := idx[tn]
-			for off := r.first; off <= r.last && off < int64(len(pr.ts)); off++ {
+			for off := r.First; off <= r.Last && off < int64(len(pr.ts)); off++ {
 				if pr.ts[off] == 0 || pr.tenant[off] != ti {
 					continue
 				}

@@ -1,32 +1,12 @@
 package main
 
 import (
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"fhirlake/sink"
 )
-
-func TestFileRanges(t *testing.T) {
-	for _, c := range []struct {
-		key  string
-		want []fileRange
-	}{
-		{"speed/resources/date=2026-01-02/ib1.notifications-3-100-250.parquet", []fileRange{{3, 100, 250}}},
-		{"speed/resources/date=2026-01-02/my-topic-with-dashes-0-0-0.parquet", []fileRange{{0, 0, 0}}},
-		{"speed/resources/date=2026-01-02/my_topic-1-5-9_3-100-250_4-7-7.parquet", []fileRange{{4, 7, 7}, {3, 100, 250}, {1, 5, 9}}},
-		{"speed/resources/date=2026-01-02/x-1-9-8.parquet", nil},
-		{"speed/resources/date=2026-01-02/t-0-1-2_5more-0123456789abcdef.parquet", nil},
-		{"speed/resources/x.parquet", nil},
-	} {
-		got, ok := fileRanges(c.key)
-		if ok != (c.want != nil) || !slices.Equal(got, c.want) {
-			t.Errorf("fileRanges(%q) = %v %v, want %v", c.key, got, ok, c.want)
-		}
-	}
-}
 
 func TestPercentileAndStats(t *testing.T) {
 	v := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}

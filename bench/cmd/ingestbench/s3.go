@@ -4,15 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -66,7 +65,7 @@ func statsOf(objs []sink.Object) fileStats {
 	for i, o := range objs {
 		sizes[i] = o.Size
 		s.Bytes += o.Size
-		if rest, ok := strings.CutPrefix(o.Key, "speed/"); ok {
+		if rest, ok := strings.CutPrefix(o.Key, lake.SpeedPrefix); ok {
 			if ds, _, ok := strings.Cut(rest, "/"); ok {
 				datasets[ds] = true
 			}
@@ -119,7 +118,7 @@ func joinAll[T any](m map[string][]T) []T {
 func onlyDataset(objs []sink.Object, dataset string) []sink.Object {
 	var out []sink.Object
 	for _, o := range objs {
-		if strings.HasPrefix(o.Key, "speed/"+dataset+"/") {
+		if strings.HasPrefix(o.Key, lake.DatasetPrefix(dataset)) {
 			out = append(out, o)
 		}
 	}
@@ -142,56 +141,6 @@ func deleteAll(ctx context.Context, stores map[string]*sink.S3) (int, error) {
 		}
 	}
 	return n, g.Wait()
-}
-
-// fileRange is one partition's offset range named by a speed-layer file.
-type fileRange struct {
-	partition   int32
-	first, last int64
-}
-
-// fileRanges parses a speed-layer file name: <topic>-<partition>-<first>-<last>,
-// followed, for a file that several partitions flushed together, by
-// _<partition>-<first>-<last> per further partition (sink.MergedKey). A
-// name shortened with a hash (over sink.MaxMergedName bytes) does not
-// parse.
-func fileRanges(key string) ([]fileRange, bool) {
-	base := strings.TrimSuffix(path.Base(key), ".parquet")
-	var out []fileRange
-	for {
-		i := strings.LastIndexByte(base, '_')
-		if i < 0 {
-			break
-		}
-		r, ok := parseRange(strings.Split(base[i+1:], "-"))
-		if !ok {
-			break
-		}
-		out = append(out, r)
-		base = base[:i]
-	}
-	f := strings.Split(base, "-")
-	if len(f) < 4 {
-		return nil, false
-	}
-	r, ok := parseRange(f[len(f)-3:])
-	if !ok {
-		return nil, false
-	}
-	return append(out, r), true
-}
-
-func parseRange(f []string) (fileRange, bool) {
-	if len(f) != 3 {
-		return fileRange{}, false
-	}
-	p, err1 := strconv.ParseInt(f[0], 10, 32)
-	a, err2 := strconv.ParseInt(f[1], 10, 64)
-	b, err3 := strconv.ParseInt(f[2], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || a > b || p < 0 {
-		return fileRange{}, false
-	}
-	return fileRange{int32(p), a, b}, true
 }
 
 // appearance polls listings and remembers when each object was first seen.

@@ -12,6 +12,7 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2"
 	"golang.org/x/sync/errgroup"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -27,7 +28,7 @@ func countRows(ctx context.Context, stores map[string]*sink.S3, objs map[string]
 	g.SetLimit(8)
 	n := 0
 	for t, list := range objs {
-		for _, o := range onlyDataset(list, "resources") {
+		for _, o := range onlyDataset(list, lake.RawDataset) {
 			n++
 			dst := filepath.Join(dir, t+"-"+strings.ReplaceAll(path.Base(o.Key), "/", "_"))
 			g.Go(func() error {

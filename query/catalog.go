@@ -11,13 +11,15 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"fhirlake/lake"
 )
 
 // Catalog describes a session's views as of its last refresh.
 type Catalog struct {
 	// Snapshot is the batch snapshot the views read; nil when the lake has
 	// none and every view reads the speed layer alone.
-	Snapshot *Manifest
+	Snapshot *lake.Manifest
 	// Tables are the views a query may use, sorted by name.
 	Tables []Table
 	// Types are the resource types present, sorted.

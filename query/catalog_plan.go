@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"fhirlake/lake"
 )
 
 // viewPlan decides the views of one refresh.
@@ -77,20 +79,18 @@ func (p *viewPlan) resolve(ctx context.Context) error {
 // besideSnapshot finds the view datasets whose state the snapshot holds
 // and the speed files to read beside it: those of a dataset the snapshot
 // holds from the cutoff on, every one of the others.
-func (p *viewPlan) besideSnapshot(m *Manifest) error {
+func (p *viewPlan) besideSnapshot(m *lake.Manifest) error {
 	if _, ok := m.Models[batchRawModel]; !ok {
 		return fmt.Errorf("batch snapshot %s has no %s", m.SnapshotID, batchRawModel)
 	}
-	p.cutoff = m.Watermark.Modified.Add(-p.s.opts.SpeedOverlap)
+	p.cutoff = m.TailStart(p.s.opts.SpeedOverlap)
 	for name := range m.Models {
-		if v, ok := strings.CutPrefix(name, "int_"); ok {
-			if v, ok = strings.CutSuffix(v, "__latest"); ok && validViewName(v) {
-				p.batched[v] = true
-			}
+		if v, ok := lake.ParseStateModel(name); ok && validViewName(v) {
+			p.batched[v] = true
 		}
 	}
 	for ds, files := range p.scan.datasets {
-		if ds != "resources" && !p.batched[ds] {
+		if ds != lake.RawDataset && !p.batched[ds] {
 			p.speedFiles += len(files)
 			continue
 		}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"fhirlake/lake"
 )
 
 // posColumn is the position of a snapshot row in its model's files, and
@@ -53,7 +55,7 @@ func readSpeed(files []speedFile) string {
 // speedGlob reads every file of a speed dataset. A glob is expanded at each
 // query, so new files of a lake without a snapshot are read at once.
 func speedGlob(root, dataset string) string {
-	return fmt.Sprintf("read_parquet('%s/speed/%s/*/*.parquet', hive_partitioning = true, union_by_name = true)", sqlString(root), sqlString(dataset))
+	return fmt.Sprintf("read_parquet('%s/%s', hive_partitioning = true, union_by_name = true)", sqlString(root), sqlString(lake.SpeedGlob(dataset)))
 }
 
 // speedRowsSQL is the rows of speed files (readSpeed, speedGlob) without

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"fhirlake/lake"
 )
 
 // typedViews defines, per view dataset v, the views v (the rows of the
@@ -199,7 +201,7 @@ func (b *catalogBuild) martViews(ctx context.Context) error {
 		return nil
 	}
 	for _, name := range m.ModelNames() {
-		if strings.HasPrefix(name, "int_") || !validModelName(name) || b.has(name) || strings.HasPrefix(name, "resources") {
+		if strings.HasPrefix(name, "int_") || !lake.ValidModelName(name) || b.has(name) || strings.HasPrefix(name, "resources") {
 			continue
 		}
 		files, err := m.Files(b.plan.s.root, name)

@@ -178,12 +178,12 @@ func (s *bundleScanner) skip(depth int) error {
 		return syntaxError{s.errorf("unexpected end of input")}
 	}
 	var err error
-	switch c := s.data[s.pos]; {
-	case c == '{':
+	switch s.data[s.pos] {
+	case '{':
 		return s.members(depth+1, func([]byte) (bool, error) { return false, nil })
-	case c == '[':
+	case '[':
 		return s.elements(depth+1, func() (bool, error) { return false, nil })
-	case c == '"':
+	case '"':
 		mark := len(s.r.esc)
 		_, err = s.string()
 		s.r.esc = s.r.esc[:mark]

@@ -88,7 +88,7 @@ func TestBundleEntriesCallbackError(t *testing.T) {
 		calls++
 		return stop
 	})
-	if err != stop {
+	if !errors.Is(err, stop) {
 		t.Errorf("got error %v, want the callback's own", err)
 	}
 	if calls != 1 {

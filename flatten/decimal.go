@@ -169,7 +169,7 @@ func decArith(op byte, a, b string) (string, bool) {
 		return "", false
 	}
 	r := new(big.Rat)
-	scale := 0
+	var scale int
 	switch op {
 	case '+':
 		r.Add(ra, rb)

@@ -517,7 +517,7 @@ func (t ftype) result() resultKind {
 // resolveType reads a type specifier: a FHIR type (string, Coding), a
 // resource type (Patient), or a qualified name (FHIR.Coding, System.String).
 func resolveType(a *ast) (typeSpec, error) {
-	name := ""
+	var name string
 	switch {
 	case a.kind == aIdent:
 		name = a.text

@@ -450,7 +450,7 @@ func (e *evaluator) equal(a, b item) int8 {
 		return 1
 	}
 	numeric := func(k vkind) bool { return k == vInt || k == vDec }
-	if sa.kind != sb.kind && !(numeric(sa.kind) && numeric(sb.kind)) {
+	if sa.kind != sb.kind && (!numeric(sa.kind) || !numeric(sb.kind)) {
 		return 0
 	}
 	c, ok := e.compare(sa, sb)
@@ -710,7 +710,7 @@ func (e *evaluator) arith(o *op, l, r []item) ([]item, error) {
 		case "*":
 			if x != 0 && y != 0 {
 				v = x * y
-				ok = v/y == x && !(x == -1 && y == math.MinInt64) && !(y == -1 && x == math.MinInt64)
+				ok = v/y == x && (x != -1 || y != math.MinInt64) && (y != -1 || x != math.MinInt64)
 			}
 		case "div", "mod":
 			if y == 0 {
@@ -804,14 +804,14 @@ func (e *evaluator) isType(it item, t typeSpec) bool {
 		// unknown; accept any complex type rather than drop data.
 		return t.ft >= firstComplex
 	case kindString:
-		switch {
-		case t.ft == tDate:
+		switch t.ft {
+		case tDate:
 			d, ok := parseDateTime(r.str(it.node))
 			return ok && d.prec <= precDay
-		case t.ft == tDateTime || t.ft == tInstant:
+		case tDateTime, tInstant:
 			_, ok := parseDateTime(r.str(it.node))
 			return ok
-		case t.ft == tTime:
+		case tTime:
 			_, ok := parseTime(r.str(it.node))
 			return ok
 		}

@@ -85,7 +85,7 @@ func lex(src string) ([]token, error) {
 			i++
 			for i < len(src) {
 				c := src[i]
-				if c == '.' && !(i+1 < len(src) && src[i+1] >= '0' && src[i+1] <= '9') {
+				if c == '.' && (i+1 >= len(src) || src[i+1] < '0' || src[i+1] > '9') {
 					break // an invocation after the literal
 				}
 				if !isIdentPart(c) && strings.IndexByte("-:.+", c) < 0 {

@@ -84,7 +84,7 @@ func FuzzEvaluate(f *testing.F) {
 	exprs, resources := suiteSeeds(f)
 	for i, e := range exprs {
 		if len(resources) > 0 {
-			f.Add(e, []byte(resources[i%len(resources)]))
+			f.Add(e, resources[i%len(resources)])
 		}
 	}
 	f.Add("value.ofType(Quantity).value / 0", []byte(`{"resourceType":"Observation","valueQuantity":{"value":1e400}}`))
@@ -169,7 +169,7 @@ func FuzzBundleEntries(f *testing.F) {
 func FuzzParseJSON(f *testing.F) {
 	_, resources := suiteSeeds(f)
 	for _, r := range resources {
-		f.Add([]byte(r))
+		f.Add(r)
 	}
 	f.Add([]byte(`{"resourceType":"Patient","name":[{"given":["a\u00e9\ud83d\ude00",null]}],"_name":[null,{"id":"x"}],"n":-1.5e-3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -243,7 +243,7 @@ func DecodeRecord(value []byte, headers []Header) (*Notification, error) {
 	if err := s.end(); err != nil {
 		return nil, malformed(err)
 	}
-	kind := "a scalar"
+	var kind string
 	switch value[0] {
 	case '[':
 		kind = "an array"

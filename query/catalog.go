@@ -9,6 +9,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -119,7 +120,9 @@ func (s *Session) build(ctx context.Context, p *viewPlan, old *Catalog) (*catalo
 		err = b.dropLeftovers(ctx, old)
 	}
 	if err != nil {
-		conn.ExecContext(context.Background(), "ROLLBACK")
+		if _, rerr := conn.ExecContext(context.Background(), "ROLLBACK"); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
 		return nil, err
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {

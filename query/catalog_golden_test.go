@@ -32,59 +32,65 @@ var deviceChange = change{Type: "Device", ID: "d1", Version: "1", Offset: 41}
 // another), and the rebuild after a new snapshot holds the tail. The
 // golden files are under testdata/catalog; go test -update rewrites them.
 func TestCatalogStatements(t *testing.T) {
-	snap := func(root, id string, age time.Duration) {
+	snap := func(t *testing.T, root, id string, age time.Duration) {
 		publishSnapshot(t, root, id, time.Now().Add(-age).UTC(), 2, "id")
 	}
 	for _, tc := range []struct {
 		name string
 		// lake writes the lake the session opens; then, if set, change
 		// alters it before the build traced.
-		lake, change func(root string)
+		lake, change func(t *testing.T, root string)
 	}{
-		{name: "empty", lake: func(root string) { os.MkdirAll(root, 0o755) }},
-		{name: "speed", lake: func(root string) {
+		{name: "empty", lake: func(t *testing.T, root string) {
+			if err := os.MkdirAll(root, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "speed", lake: func(t *testing.T, root string) {
 			mergeLake(t, root, 0)
 			querytest.WriteChanges(t, root, "acme", []change{observationChange, deviceChange})
 		}},
-		{name: "snapshot", lake: func(root string) {
+		{name: "snapshot", lake: func(t *testing.T, root string) {
 			querytest.WriteChanges(t, root, "acme", before)
-			snap(root, "20260101T000000Z-gold01", time.Hour)
+			snap(t, root, "20260101T000000Z-gold01", time.Hour)
 		}},
-		{name: "snapshot_tail", lake: func(root string) {
+		{name: "snapshot_tail", lake: func(t *testing.T, root string) {
 			mergeLake(t, root, 2)
 			querytest.WriteChanges(t, root, "acme", []change{observationChange, deviceChange})
 		}},
-		{name: "snapshot_tail_recast", lake: func(root string) {
+		{name: "snapshot_tail_recast", lake: func(t *testing.T, root string) {
 			mergeLake(t, root, 2)
 			recast(t, root, "20260101T000000Z-merge1", "int_patient__latest", "birth_date", "VARCHAR")
 		}},
-		{name: "snapshot_tail_other_type", lake: func(root string) {
+		{name: "snapshot_tail_other_type", lake: func(t *testing.T, root string) {
 			querytest.WriteChanges(t, root, "acme", before)
-			snap(root, "20260101T000000Z-gold01", time.Hour)
+			snap(t, root, "20260101T000000Z-gold01", time.Hour)
 			querytest.WriteChanges(t, root, "acme", []change{observationChange})
 		}},
-		{name: "new_snapshot", lake: func(root string) {
+		{name: "new_snapshot", lake: func(t *testing.T, root string) {
 			mergeLake(t, root, 2)
 			querytest.WriteChanges(t, root, "acme", []change{observationChange})
-		}, change: func(root string) {
-			snap(root, "20260101T000000Z-gold02", time.Minute)
+		}, change: func(t *testing.T, root string) {
+			snap(t, root, "20260101T000000Z-gold02", time.Minute)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := filepath.Join(t.TempDir(), "acme")
-			tc.lake(root)
+			tc.lake(t, root)
 			s, err := Open(context.Background(), "acme", root, Options{SpeedOverlap: time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close()
 			if tc.change != nil {
-				tc.change(root)
+				tc.change(t, root)
 			}
 			got := traceBuild(t, s)
 			golden := filepath.Join("testdata", "catalog", tc.name+".sql")
 			if *update {
-				os.MkdirAll(filepath.Dir(golden), 0o755)
+				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+					t.Fatal(err)
+				}
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 					t.Fatal(err)
 				}

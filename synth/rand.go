@@ -24,9 +24,6 @@ func (r *rng) float() float64 { return float64(r.next()>>11) / (1 << 53) }
 // uniform returns a value in [lo, hi).
 func (r *rng) uniform(lo, hi float64) float64 { return lo + r.float()*(hi-lo) }
 
-// chance reports true with probability p.
-func (r *rng) chance(p float64) bool { return r.float() < p }
-
 // mix64 is the splitmix64 finaliser, a good 64-bit hash of x.
 func mix64(x uint64) uint64 {
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
@@ -58,7 +55,7 @@ const (
 // inputs. The version nibble is 8 (RFC 9562 custom), because the value is
 // derived, not random.
 func deriveUUID(seed, ns, a, b, c uint64) string {
-	h := mix64(uint64(seed) ^ mix64(ns^mix64(a^mix64(b^mix64(c)))))
+	h := mix64(seed ^ mix64(ns^mix64(a^mix64(b^mix64(c)))))
 	l := mix64(h ^ 0x2545f4914f6cdd1d ^ mix64(c+ns))
 	var u [16]byte
 	for i := range 8 {

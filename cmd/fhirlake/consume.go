@@ -202,6 +202,8 @@ func serveMetrics(m config.Metrics, reg *prometheus.Registry, ready *readiness, 
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn("metrics server shutdown", "err", err)
+		}
 	}, nil
 }

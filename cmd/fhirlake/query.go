@@ -45,7 +45,7 @@ Exits non-zero on any error.`,
 				return err
 			}
 			defer s.Close()
-			q := ""
+			var q string
 			if list {
 				q = "SELECT view_name AS view FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' ORDER BY 1"
 			} else {

@@ -166,13 +166,20 @@ func (r *run) startServe(t *testing.T, addr string) {
 	}
 	t.Cleanup(func() {
 		if c.ProcessState == nil {
-			c.Process.Signal(os.Interrupt)
+			// Signal and Kill fail only when serve has already exited,
+			// and then Wait returns at once.
+			_ = c.Process.Signal(os.Interrupt)
 			done := make(chan struct{})
-			go func() { c.Wait(); close(done) }()
+			go func() {
+				if err := c.Wait(); err != nil {
+					t.Logf("serve exited: %v", err)
+				}
+				close(done)
+			}()
 			select {
 			case <-done:
 			case <-time.After(15 * time.Second):
-				c.Process.Kill()
+				_ = c.Process.Kill()
 				<-done
 			}
 		}

@@ -33,7 +33,9 @@ func TestHashKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var key, sum string
-	fmt.Sscanf(out.String(), "key: %s\nkey_sha256: %s", &key, &sum)
+	if _, err := fmt.Sscanf(out.String(), "key: %s\nkey_sha256: %s", &key, &sum); err != nil {
+		t.Fatalf("generate: %q: %v", out.String(), err)
+	}
 	if key == "" || sum != config.HashAPIKey(key) {
 		t.Fatalf("generate: %q", out.String())
 	}
@@ -59,7 +61,9 @@ tenants:
   - {name: acme, store: {type: local, path: %s}}
 `, filepath.Join(dir, "work"), addr, config.HashAPIKey("k"), lake)
 	path := filepath.Join(dir, "fhirlake.yaml")
-	os.WriteFile(path, []byte(conf), 0o644)
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	root := newRoot()
 	root.SetArgs([]string{"--config", path, "serve", "--log-level", "error"})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -80,8 +84,11 @@ tenants:
 		t.Fatal(err)
 	}
 	var body bytes.Buffer
-	body.ReadFrom(resp.Body)
+	_, err = body.ReadFrom(resp.Body)
 	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if resp.StatusCode != 200 || body.String() != "n\n1\n" {
 		t.Fatalf("got %d %q", resp.StatusCode, body.String())
 	}

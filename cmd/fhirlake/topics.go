@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -48,7 +49,7 @@ func ensureTopics(ctx context.Context, k config.Kafka) error {
 		return fmt.Errorf("create topics: %w", err)
 	}
 	for _, r := range resp.Sorted() {
-		if r.Err != nil && r.Err != kerr.TopicAlreadyExists {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
 		}
 	}

@@ -56,7 +56,6 @@ type Server struct {
 	statuses  map[int]int            // responses by status
 	inFlight  int                    // requests being served
 	maxFlight int                    // most requests served at once
-	auth      map[string]int         // Authorization headers seen
 	redirects map[string]string      // path → Location
 }
 
@@ -318,7 +317,7 @@ func (s *Server) read(w http.ResponseWriter, path string) int {
 		return raw.status
 	}
 	parts := strings.Split(strings.Trim(path, "/"), "/")
-	if len(parts) != 2 && !(len(parts) == 4 && parts[2] == "_history") || !validType(parts[0]) {
+	if len(parts) != 2 && (len(parts) != 4 || parts[2] != "_history") || !validType(parts[0]) {
 		s.mu.Unlock()
 		outcome(w, http.StatusBadRequest, "only read and vread are served")
 		return http.StatusBadRequest
@@ -394,7 +393,7 @@ func validType(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
 			return false
 		}
 	}

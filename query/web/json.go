@@ -34,11 +34,14 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		started = true
+		// A bufio.Writer keeps its first write error and returns it from
+		// every later write and from Flush, so the writes below leave it to
+		// the Flush at the end.
 		bw = bufio.NewWriterSize(w, 64<<10)
 		head, _ := json.Marshal(cols)
-		bw.WriteString(`{"columns":`)
-		bw.Write(head)
-		bw.WriteString(`,"rows":[`)
+		_, _ = bw.WriteString(`{"columns":`)
+		_, _ = bw.Write(head)
+		_, _ = bw.WriteString(`,"rows":[`)
 		vals := make([]any, len(names))
 		ptrs := make([]any, len(names))
 		for i := range vals {
@@ -62,18 +65,18 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 				return err
 			}
 			if n > 0 {
-				bw.WriteByte(',')
+				_ = bw.WriteByte(',')
 			}
-			bw.Write(b)
+			_, _ = bw.Write(b)
 			n++
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
 		tail, _ := json.Marshal(map[string]any{"row_count": n, "truncated": truncated})
-		bw.WriteString(`],`)
-		bw.Write(tail[1:])
-		bw.WriteByte('\n')
+		_, _ = bw.WriteString(`],`)
+		_, _ = bw.Write(tail[1:])
+		_ = bw.WriteByte('\n')
 		return bw.Flush()
 	})
 	if err != nil {
@@ -85,12 +88,15 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 		var e apiError
 		e.Error.Code, e.Error.Message = "query_failed", err.Error()
 		b, _ := json.Marshal(e.Error)
-		bw.WriteString(`],"row_count":`)
-		json.NewEncoder(bw).Encode(n)
-		bw.WriteString(`,"error":`)
-		bw.Write(b)
-		bw.WriteString("}\n")
-		bw.Flush()
+		// The query's error is the one returned; if the tail that reports
+		// it cannot be written either, the client has gone and there is
+		// no one left to tell.
+		_, _ = bw.WriteString(`],"row_count":`)
+		_ = json.NewEncoder(bw).Encode(n)
+		_, _ = bw.WriteString(`,"error":`)
+		_, _ = bw.Write(b)
+		_, _ = bw.WriteString("}\n")
+		_ = bw.Flush()
 	}
 	return n, err
 }

@@ -115,7 +115,7 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 		s.keys[strings.ToLower(k.SHA256)] = k
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /openapi.json", s.openapi)
 	if o.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
@@ -154,7 +154,7 @@ func securityHeaders(h http.Handler) http.Handler {
 func (s *Server) openapi(w http.ResponseWriter, _ *http.Request) {
 	b, _ := files.ReadFile("openapi.json")
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(b)
+	_, _ = w.Write(b) // a failed write means the client has gone
 }
 
 // apiError is the body of every error response.
@@ -171,14 +171,14 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Del("Content-Disposition")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(e)
+	_ = json.NewEncoder(w).Encode(e) // a failed write means the client has gone
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	_ = enc.Encode(v) // a failed write means the client has gone
 }
 
 // statusWriter remembers the status code for the metrics.
@@ -245,7 +245,7 @@ func (s *Server) tenantRoute(route string, h func(w http.ResponseWriter, r *http
 }
 
 func (s *Server) authenticate(r *http.Request) (Key, bool) {
-	presented := ""
+	var presented string
 	if v := r.Header.Get("Authorization"); v != "" {
 		scheme, token, ok := strings.Cut(v, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
@@ -485,7 +485,9 @@ func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query
 		return res.Rows, err
 	}
 	if !lw.started {
-		lw.Write(nil) // an empty CSV still gets its header from Export; other formats write at least a schema
+		// An empty CSV still gets its header from Export; other formats
+		// write at least a schema. A failed write means the client has gone.
+		_, _ = lw.Write(nil)
 	}
 	if res.Truncated {
 		w.Header().Set("Fhirlake-Truncated", "true")

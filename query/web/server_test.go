@@ -69,7 +69,15 @@ func newFixture(t *testing.T, o Options, so query.Options) *fixture {
 	return f
 }
 
-func (f *fixture) do(t *testing.T, method, path, key string, body io.Reader, hdr ...string) (*http.Response, []byte) {
+// reply is what the tests read of a response besides its body, which do
+// reads in full and closes.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+	Trailer    http.Header // complete once the body has been read
+}
+
+func (f *fixture) do(t *testing.T, method, path, key string, body io.Reader, hdr ...string) (reply, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, f.srv.URL+path, body)
 	if err != nil {
@@ -90,10 +98,10 @@ func (f *fixture) do(t *testing.T, method, path, key string, body io.Reader, hdr
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, b
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header, Trailer: resp.Trailer}, b
 }
 
-func (f *fixture) query(t *testing.T, tenant, key, sql string, hdr ...string) (*http.Response, []byte) {
+func (f *fixture) query(t *testing.T, tenant, key, sql string, hdr ...string) (reply, []byte) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"sql": sql})
 	return f.do(t, "POST", "/v1/tenants/"+tenant+"/query", key, bytes.NewReader(body), append([]string{"Content-Type", "application/json"}, hdr...)...)

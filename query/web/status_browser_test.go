@@ -119,7 +119,12 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatalf("screenshot looks blank: luminance variance %.1f, %d colours", variance, len(colours))
 	}
 	if dir := os.Getenv("FHIRLAKE_SCREENSHOT_DIR"); dir != "" {
-		data, _ := os.ReadFile(shot)
-		os.WriteFile(filepath.Join(dir, "status.png"), data, 0o644)
+		data, err := os.ReadFile(shot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "status.png"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -205,7 +205,9 @@ func (b *bench) catchUp(ctx context.Context, name, note, group, prefix, metricsA
 	if err != nil {
 		return r, err
 	}
-	defer p.stop(time.Minute)
+	// For the early returns, which have an error of their own to report;
+	// the normal path stops it below and logs how.
+	defer func() { _ = p.stop(time.Minute) }()
 	watch := watchProc(p.cmd.Process.Pid, b.o.timeline)
 	var readAt atomic.Int64
 	mctx, stopMetrics := context.WithCancel(ctx)
@@ -323,7 +325,9 @@ func (b *bench) freshness(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer p.stop(time.Minute)
+	// For the early returns, which have an error of their own to report;
+	// the normal path stops it below and logs how.
+	defer func() { _ = p.stop(time.Minute) }()
 	watch := watchProc(p.cmd.Process.Pid, false)
 	if err := waitStable(ctx, b.adm, group, time.Minute, p.alive); err != nil {
 		watch.Stop()

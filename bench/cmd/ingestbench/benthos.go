@@ -131,7 +131,9 @@ func indent(s, pre string) string {
 func runBenthos(args []string) error {
 	fs := flag.NewFlagSet("benthos", flag.ExitOnError)
 	cfgPath := fs.String("config", "", "Benthos stream configuration (YAML)")
-	fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	conf, err := os.ReadFile(*cfgPath)
 	if err != nil {
 		return err

@@ -34,7 +34,9 @@ func runConsume(args []string) error {
 	fs := flag.NewFlagSet("consume", flag.ExitOnError)
 	cfgPath := fs.String("config", "", "fhirlake configuration file")
 	views := fs.String("views", "none", "none: the raw dataset only; default: the raw dataset and every default view")
-	fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
@@ -97,7 +99,11 @@ func runConsume(args []string) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logf("metrics server: %v", err)
+			}
+		}()
 		defer srv.Close()
 	}
 	// memory.limit as `fhirlake consume` applies it.

@@ -55,7 +55,10 @@ func startProc(name, logPath string, env []string, argv ...string) (*proc, error
 func (p *proc) alive() error {
 	select {
 	case <-p.exited:
-		return fmt.Errorf("%s exited early (%v); last lines of %s:\n%s", p.name, p.err, p.log, tail(p.log, 20))
+		if p.err == nil {
+			return fmt.Errorf("%s exited early (exit status 0); last lines of %s:\n%s", p.name, p.log, tail(p.log, 20))
+		}
+		return fmt.Errorf("%s exited early (%w); last lines of %s:\n%s", p.name, p.err, p.log, tail(p.log, 20))
 	default:
 		return nil
 	}
@@ -68,12 +71,14 @@ func (p *proc) stop(timeout time.Duration) error {
 		return p.err
 	default:
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	// Signal and Kill fail only when the process has exited since, and
+	// then exited is closed.
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
 		return p.err
 	case <-time.After(timeout):
-		p.cmd.Process.Kill()
+		_ = p.cmd.Process.Kill()
 		<-p.exited
 		return fmt.Errorf("%s did not stop within %s of SIGTERM", p.name, timeout)
 	}
@@ -150,7 +155,7 @@ func scrape(cl *http.Client, addr string) (map[string]float64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body) // drained for reuse of the connection; the status is the error
 		return nil, errors.New(resp.Status)
 	}
 	m := map[string]float64{}

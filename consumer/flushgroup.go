@@ -323,3 +323,42 @@ func (g *flushGroup) files() ([]sink.File, int64) {
 	}
 	return out, bytes
 }
+
+// dueGroup makes a group of self, flushing by age or at the end of a
+// backlog, every partition waiting for the end of that backlog, and every
+// other partition whose buffer is due within a fifth of MaxAge
+// (MinAgeFraction): they flush a little early, and all write one file per
+// tenant and dataset instead of one each. Partitions filled at the same rate soon flush
+// in step this way, so at steady load a flush writes a view's rows of every
+// partition in one file.
+func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
+	g := newFlushGroup(c, reason)
+	g.expect() // self, which joins when it seals
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	horizon := now.Add(c.opts.MaxAge / MinAgeFraction).UnixNano()
+	for _, w := range c.workers {
+		if w == self || w.filling.Load() == 0 || w.stuck(now) {
+			continue
+		}
+		if due := w.due.Load(); (due == 0 || due > horizon) && !w.waiting.Load() {
+			continue
+		}
+		g.signal(w)
+	}
+	return g
+}
+
+// peerBehind reports whether another partition is working through a
+// backlog it has not reached the end of.
+func (c *Consumer) peerBehind(self *worker) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.workers {
+		if w != self && w.backlog.Load() && w.lagging.Load() {
+			return true
+		}
+	}
+	return false
+}

@@ -80,14 +80,27 @@ func (o *Options) defaults() {
 }
 
 // Consumer is one member of the consumer group.
+//
+// Goroutines: Run's caller runs the poll loop. The rebalance callbacks
+// (assigned, revoked, lost) run on the client's group-management
+// goroutine, one at a time and, with BlockRebalanceOnPoll, never between a
+// poll and its AllowRebalance. Run starts the lag observer and stops it on
+// return. Each assigned partition has a worker goroutine and a flusher
+// (worker), started by assigned and stopped, and waited for, by revoked,
+// lost or shutdown (stopWorkers). A flush group runs while it writes its
+// members' files (flushGroup).
 type Consumer struct {
-	opts   Options
-	cl     *kgo.Client
-	writer *sink.Writer
-	router *Router
-	log    *slog.Logger
-	m      *metrics
-	mem    *countingAllocator
+	opts    Options
+	cl      *kgo.Client
+	writer  *sink.Writer
+	router  *Router
+	fetcher *notification.Fetcher
+	log     *slog.Logger
+	m       *metrics
+
+	// The memory budget (memory.go). mem counts the Arrow memory of
+	// filling buffers and of sealed batches not yet encoded.
+	mem *countingAllocator
 	// buffered is the bytes of polled records not yet decoded; with the
 	// Arrow memory counted by mem it makes up what the budget limits.
 	buffered atomic.Int64
@@ -96,17 +109,22 @@ type Consumer struct {
 	sealed atomic.Int64
 	// avgRecord is a moving average of record value sizes, for poll sizing.
 	avgRecord atomic.Int64
+	// freed wakes the paused poll loop when sealed records are released.
+	freed chan struct{}
 
-	fetcher *notification.Fetcher
-
+	// mu guards workers and forming. Lock order: Consumer.mu, then
+	// flushGroup.mu, never the reverse. Members are signalled
+	// (flushGroup.signal takes the group's lock) under mu, so that a worker
+	// found in workers has not yet been sent its stop: it reads the signal
+	// or, exiting, leaves the group. dlqTracker.mu and freshness.mu are
+	// leaves: nothing else is taken under them.
 	mu      sync.Mutex
 	workers map[tp]*worker
 	// forming is the last group flushLargest signalled.
 	forming *flushGroup
+
 	// fatal carries an error that must stop the consumer.
 	fatal chan error
-	// freed wakes the paused poll loop when sealed records are released.
-	freed chan struct{}
 }
 
 type tp struct {

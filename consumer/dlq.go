@@ -75,7 +75,10 @@ func (d *dlqTracker) send(ctx context.Context, cl *kgo.Client, r *kgo.Record) {
 }
 
 // wait returns once every dead letter is acknowledged, with the failures if
-// any; the flush then fails and retry produces them again.
+// any; the flush then fails and retry produces them again. Its helper
+// goroutine returns once every produce has called back (the client calls
+// back every record, also when it closes), whether or not wait is still
+// there.
 func (d *dlqTracker) wait(ctx context.Context) error {
 	if d.n == 0 {
 		return nil

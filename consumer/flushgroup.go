@@ -34,14 +34,24 @@ import (
 // drop them as they drop any replayed copy (the lineage columns name the
 // resource version and row). The group gives up once every member still
 // waiting is gone.
+//
+// Goroutines and callbacks: run is started by the last join or leave, or
+// by the JoinWait timer (closeJoins, a time.AfterFunc), and returns once
+// the files are durable or no member waits for them; then done is closed.
+// Each joined member registers a context.AfterFunc on its worker's context
+// (memberGone), which run unregisters on its way out.
 type flushGroup struct {
 	c      *Consumer
 	reason string // the flush reason of every member
 
+	// mu guards pending, members, started and each member's state and err.
+	// Lock order: Consumer.mu, then mu (Consumer.dueGroup and
+	// flushLargest signal members under Consumer.mu); code holding mu never
+	// takes another lock, calls into the Consumer or blocks.
 	mu      sync.Mutex
 	pending int // members that have neither joined nor left
 	members []*groupMember
-	started bool
+	started bool // joins are closed: run is writing, or the group was empty
 	timer   *time.Timer
 
 	ctx    context.Context // the group's work; cancelled once no member waits for it
@@ -58,11 +68,20 @@ type groupMember struct {
 	bytes int64
 	held  []int // the group's files holding the member's rows
 
-	done     chan struct{} // closed once they are durable, or the group gave up
-	err      error         // set before done is closed when they are not durable
-	finished bool          // done is closed (under the group's lock)
-	gone     bool          // the member's worker is cancelled (under the group's lock)
+	done  chan struct{} // closed once they are durable, or the group gave up
+	err   error         // set before done is closed when they are not durable
+	state memberState   // under the group's lock
 }
+
+// memberState is where a member stands. It moves only forward: waiting to
+// gone to settled, or waiting to settled.
+type memberState int
+
+const (
+	memberWaiting memberState = iota // its flusher waits for the files holding its rows
+	memberGone                       // its worker was cancelled: its partition is no longer ours to commit
+	memberSettled                    // done is closed
+)
 
 // JoinWait is how long a group waits for its members to seal before it
 // starts without the late ones.
@@ -113,7 +132,8 @@ func (g *flushGroup) leave() {
 }
 
 // signal asks w to flush as a member; a signal already waiting means w
-// flushes anyway, and it is not counted.
+// flushes anyway, and it is not counted. The caller holds Consumer.mu (see
+// there).
 func (g *flushGroup) signal(w *worker) bool {
 	g.expect()
 	select {
@@ -165,7 +185,9 @@ func (g *flushGroup) maybeStart() {
 // partition is no longer ours to commit.
 func (g *flushGroup) memberGone(m *groupMember) {
 	g.mu.Lock()
-	m.gone = true
+	if m.state == memberWaiting {
+		m.state = memberGone
+	}
 	g.mu.Unlock()
 	g.checkWaiting()
 }
@@ -178,7 +200,7 @@ func (g *flushGroup) checkWaiting() {
 		return
 	}
 	for _, m := range g.members {
-		if !m.finished && !m.gone {
+		if m.state == memberWaiting {
 			return
 		}
 	}
@@ -189,10 +211,10 @@ func (g *flushGroup) checkWaiting() {
 func (g *flushGroup) finish(m *groupMember, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if m.finished {
+	if m.state == memberSettled {
 		return
 	}
-	m.err, m.finished = err, true
+	m.err, m.state = err, memberSettled
 	close(m.done)
 }
 

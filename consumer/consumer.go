@@ -30,11 +30,9 @@ type Options struct {
 	Tenants []string
 	// Fetcher reads id-only payloads from tenants' FHIR servers; nil
 	// dead-letters them.
-	Fetcher *notification.
-		// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
-		// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
-		Fetcher
-
+	Fetcher *notification.Fetcher
+	// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
+	// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
 	MaxRows  int
 	MaxBytes int64
 	MaxAge   time.Duration
@@ -221,11 +219,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 			case <-c.freed:
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(pausedRecheck):
 			}
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		pctx, cancel := context.WithTimeout(ctx, pollTimeout)
 		fetches := c.cl.PollRecords(pctx, n)
 		cancel()
 		if fetches.IsClientClosed() {
@@ -262,6 +260,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.shutdown()
 	return runErr
 }
+
+// pollTimeout bounds a poll, so that the poll loop looks at the budget, a
+// fatal error and ctx, and lets rebalances through, at least this often.
+const pollTimeout = 200 * time.Millisecond
+
+// pausedRecheck is how often the poll loop, paused over budget, looks at
+// the budget again without being woken: decoding queued records and
+// releasing filling buffers also free memory, and do not signal freed.
+const pausedRecheck = 20 * time.Millisecond
 
 // StallAfter is how long the poll loop waits for a partition's worker
 // (busy flushing, or retrying a store that is down) before pausing that

@@ -143,7 +143,9 @@ func (w *worker) tryFlush(b *batch) error {
 	return nil
 }
 
-// flushBackoff is the retry schedule of a failed flush.
+// flushBackoff is the retry schedule of a failed flush: quick at first, for
+// a blip, and no slower than MaxInterval, so that a store coming back is
+// noticed soon.
 func flushBackoff() *backoff.ExponentialBackOff {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 200 * time.Millisecond

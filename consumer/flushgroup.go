@@ -12,11 +12,11 @@ import (
 
 // flushGroup makes the batches of partitions flushed together (by a
 // memory event, by age in step, at the end of a catch-up) durable together.
-// A file costs the encoder about 2.5 ms whatever its rows (registering the
-// Arrow stream, binding the COPY, a writer and statistics per column), and
-// every partition's batch holds a file per tenant and dataset, so the group
-// writes one file per tenant, dataset and date for all its batches: half
-// the files when two partitions flush, a sixth when six do. A file holding
+// A file has a fixed cost in the encoder whatever its rows (registering
+// the Arrow stream, binding the COPY, a writer and statistics per column),
+// and every partition's batch holds a file per tenant and dataset, so the
+// group writes one file per tenant, dataset and date for all its batches:
+// half the files when two partitions flush, a sixth when six do. A file holding
 // several partitions' rows is named after all their ranges (MergedKey);
 // readers find partitions and offsets in the lineage columns, not in names.
 //

@@ -55,8 +55,7 @@ func FetchMaxBytes(budget int64) int64 {
 // partition, so with no share one partition filled whole fetches while the
 // others waited, and a memory event found one partition's buffer full and
 // the rest empty. Filled evenly, the partitions flush together and share
-// their files (300k catch-up: 105–126 files instead of 250–330, 7.0 CPU-s
-// instead of 7.7, 69.7k resources/s instead of 66.0k, medians of four).
+// their files (docs/benchmarks.md).
 const FetchPartitionShare = 8
 
 // releaseSealed takes n record bytes of sealed batches, whose records were
@@ -85,7 +84,8 @@ func (c *Consumer) InUse() int64 { return c.buffered.Load() + c.mem.InUse() }
 
 // backpressure pauses fetching of every assigned partition while the
 // buffers hold more than the memory budget, and resumes once flushes have
-// brought them under 80% of it. It returns whether fetching is paused.
+// brought them under 80% of it, so that fetching does not pause and resume
+// on every flush. It returns whether fetching is paused.
 func (c *Consumer) backpressure(paused bool) bool {
 	buffered := c.InUse()
 	switch {
@@ -112,8 +112,7 @@ func (c *Consumer) backpressure(paused bool) bool {
 // holding rows, unless an earlier group is still being encoded. The group
 // writes one view file per tenant and view whatever its partitions, so
 // flushing all of them costs fewer files than flushing a few more often
-// (300k catch-up: 66.7k resources/s, median of seven runs, against 62.8k
-// flushing until a third of the budget was covered).
+// (docs/benchmarks.md).
 func (c *Consumer) flushLargest() {
 	// Signals are sent under the lock: a worker still in the map has not
 	// been told to stop, so it reads its signal or, exiting, leaves the
@@ -164,7 +163,8 @@ func (c *Consumer) flushLargest() {
 
 // pollSize is how many records the next poll may take: as many as fit in
 // what is left of the memory budget at the average record size seen so
-// far, at least one, at most 10000; zero when the budget is exhausted.
+// far (4 KiB before any), at least one, at most 10000; zero when the
+// budget is exhausted.
 func (c *Consumer) pollSize() int {
 	left := c.opts.MaxBufferedBytes - c.InUse()
 	if left <= 0 {

@@ -32,7 +32,8 @@ type Options struct {
 	// dead-letters them.
 	Fetcher *notification.Fetcher
 	// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
-	// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
+	// reached first flushes it (flushPolicy). Defaults: 100000 rows, 64 MiB,
+	// 5 s.
 	MaxRows  int
 	MaxBytes int64
 	MaxAge   time.Duration
@@ -343,7 +344,7 @@ func (c *Consumer) shutdown() {
 		delete(c.workers, k)
 	}
 	c.mu.Unlock()
-	c.stopWorkers(ws, stopFlush, c.opts.ShutdownTimeout, "shutdown")
+	c.stopWorkers(ws, stopRequest{mode: stopFlush, reason: reasonShutdown}, c.opts.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.cl.LeaveGroupContext(ctx); err != nil {
@@ -369,11 +370,11 @@ func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[str
 }
 
 func (c *Consumer) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	c.stopWorkers(c.take(revoked), stopFlush, c.opts.RevokeTimeout, "revoke")
+	c.stopWorkers(c.take(revoked), stopRequest{mode: stopFlush, reason: reasonRevoke}, c.opts.RevokeTimeout)
 }
 
 func (c *Consumer) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
-	c.stopWorkers(c.take(lost), stopDrop, 0, "lost")
+	c.stopWorkers(c.take(lost), stopRequest{mode: stopDrop}, 0)
 }
 
 func (c *Consumer) take(parts map[string][]int32) []*worker {
@@ -392,13 +393,15 @@ func (c *Consumer) take(parts map[string][]int32) []*worker {
 	return ws
 }
 
-// stopWorkers stops workers concurrently and waits for all of them.
-func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duration, reason string) {
+// stopWorkers sends req to workers, which stop concurrently, and waits for
+// all of them; past timeout (0: none) it cancels them, so that they return
+// without committing.
+func (c *Consumer) stopWorkers(ws []*worker, req stopRequest, timeout time.Duration) {
 	for _, w := range ws {
-		if mode == stopDrop {
+		if req.mode == stopDrop {
 			w.cancel() // abandon any flush in progress: nothing may be committed
 		}
-		w.stop <- stopRequest{mode: mode, reason: reason}
+		w.stop <- req
 	}
 	var timer <-chan time.Time
 	if timeout > 0 {
@@ -410,7 +413,7 @@ func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duratio
 		select {
 		case <-w.done:
 		case <-timer:
-			c.log.Warn("flush did not finish in time; releasing partitions without commit", "reason", reason, "timeout", timeout)
+			c.log.Warn("flush did not finish in time; releasing partitions without commit", "reason", req.reason, "timeout", timeout)
 			for _, w := range ws {
 				w.cancel()
 			}

@@ -22,7 +22,8 @@ const (
 
 // deadLetter produces the original key and value with the reason in
 // headers. The original headers are not copied: channel headers may carry
-// credentials.
+// credentials. The filling buffer's tracker follows the produce, so that
+// the buffer's offsets are committed only once it is acknowledged.
 func (w *worker) deadLetter(r *kgo.Record, class, reason, tenant string) {
 	c := w.c
 	c.m.deadLetters.WithLabelValues(class).Inc()
@@ -42,7 +43,7 @@ func (w *worker) deadLetter(r *kgo.Record, class, reason, tenant string) {
 	if tenant != "" {
 		dl.Headers = append(dl.Headers, kgo.RecordHeader{Key: HeaderTenant, Value: []byte(tenant)})
 	}
-	w.dlq.produce(w.ctx, c.cl, dl)
+	w.filling.dlq.produce(w.ctx, c.cl, dl)
 }
 
 // dlqTracker follows the dead letters produced for one batch, so its

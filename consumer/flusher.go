@@ -26,7 +26,7 @@ type batch struct {
 	bytes       int64     // record bytes, counted in Consumer.sealed until released
 	date        time.Time // the date partition of the batch's files
 	produced    time.Time // Kafka timestamp of the first (oldest) record
-	reason      string
+	reason      flushReason
 	dlq         *dlqTracker
 	// member, when set, is the batch's place in a flush group, which
 	// writes its files with other partitions' and owns its records and
@@ -51,18 +51,19 @@ func (w *worker) finished(b *batch) {
 	b.enc = nil
 }
 
-// flusher makes sealed batches durable and commits them, one at a time
-// and in offset order. Once the worker is cancelled it commits nothing more
-// and only releases what is still handed to it.
+// flusher is a partition's flusher goroutine: it makes sealed batches
+// durable and commits them, one at a time and in offset order. Once the
+// worker is cancelled it commits nothing more and only releases what is
+// still handed to it. It returns when run closes flushes.
 func (w *worker) flusher() {
 	defer close(w.flusherDone)
 	for b := range w.flushes {
-		w.flushingSince.Store(time.Now().UnixNano())
+		w.shared.flushingSince.Store(time.Now().UnixNano())
 		if w.ctx.Err() == nil {
 			w.flush(b)
 		}
 		w.finished(b)
-		w.flushingSince.Store(0)
+		w.shared.flushingSince.Store(0)
 	}
 }
 
@@ -91,7 +92,7 @@ func (w *worker) flush(b *batch) {
 		}
 	}
 	c.m.flushSeconds.Observe(time.Since(start).Seconds())
-	c.m.flushes.WithLabelValues(b.reason).Inc()
+	c.m.flushes.WithLabelValues(string(b.reason)).Inc()
 	commitStart := time.Now()
 	offsets := map[string]map[int32]kgo.EpochOffset{w.topic: {w.partition: {Epoch: b.epoch, Offset: b.last + 1}}}
 	if err := commit(w.ctx, c.cl, offsets); err != nil {
@@ -113,6 +114,8 @@ func (w *worker) flush(b *batch) {
 	c.log.Debug("committed", "topic", w.topic, "partition", w.partition, "offset", b.last+1, "files", b.nfiles, "reason", b.reason)
 }
 
+// tryFlush is one attempt: wait for the group writing the batch's files,
+// or encode and upload them; then wait for the batch's dead letters.
 func (w *worker) tryFlush(b *batch) error {
 	if b.member != nil {
 		if err := b.member.wait(w.ctx); err != nil {

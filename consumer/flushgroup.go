@@ -16,9 +16,10 @@ import (
 // the Arrow stream, binding the COPY, a writer and statistics per column),
 // and every partition's batch holds a file per tenant and dataset, so the
 // group writes one file per tenant, dataset and date for all its batches:
-// half the files when two partitions flush, a sixth when six do. A file holding
-// several partitions' rows is named after all their ranges (MergedKey);
-// readers find partitions and offsets in the lineage columns, not in names.
+// half the files when two partitions flush, a sixth when six do. A file
+// holding several partitions' rows is named after all their ranges
+// (MergedKey); readers find partitions and offsets in the lineage columns,
+// not in names.
 //
 // Each member joins with its batch when it seals, or leaves when it holds
 // nothing or stops first. Once every member has, or JoinWait has passed
@@ -42,7 +43,7 @@ import (
 // (memberGone), which run unregisters on its way out.
 type flushGroup struct {
 	c      *Consumer
-	reason string // the flush reason of every member
+	reason flushReason // the flush reason of every member
 
 	// mu guards pending, members, started and each member's state and err.
 	// Lock order: Consumer.mu, then mu (Consumer.dueGroup and
@@ -87,7 +88,7 @@ const (
 // starts without the late ones.
 const JoinWait = time.Second
 
-func newFlushGroup(c *Consumer, reason string) *flushGroup {
+func newFlushGroup(c *Consumer, reason flushReason) *flushGroup {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &flushGroup{c: c, reason: reason, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	g.timer = time.AfterFunc(JoinWait, g.closeJoins)
@@ -346,39 +347,30 @@ func (g *flushGroup) files() ([]sink.File, int64) {
 	return out, bytes
 }
 
-// dueGroup makes a group of self, flushing by age or at the end of a
-// backlog, every partition waiting for the end of that backlog, and every
-// other partition whose buffer is due within a fifth of MaxAge
-// (MinAgeFraction): they flush a little early, and all write one file per
-// tenant and dataset instead of one each. Partitions filled at the same rate soon flush
-// in step this way, so at steady load a flush writes a view's rows of every
-// partition in one file.
-func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
+// dueGroup makes the group of self, flushing by age or at the end of a
+// backlog, and of every other partition joinsDue takes along, which it
+// signals.
+func (c *Consumer) dueGroup(self *worker, reason flushReason) *flushGroup {
 	g := newFlushGroup(c, reason)
 	g.expect() // self, which joins when it seals
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	horizon := now.Add(c.opts.MaxAge / MinAgeFraction).UnixNano()
 	for _, w := range c.workers {
-		if w == self || w.filling.Load() == 0 || w.stuck(now) {
-			continue
+		if w != self && joinsDue(now, c.opts.MaxAge, w.peer(now)) {
+			g.signal(w)
 		}
-		if due := w.due.Load(); (due == 0 || due > horizon) && !w.waiting.Load() {
-			continue
-		}
-		g.signal(w)
 	}
 	return g
 }
 
-// peerBehind reports whether another partition is working through a
-// backlog it has not reached the end of.
-func (c *Consumer) peerBehind(self *worker) bool {
+// peersCatchingUp reports whether a partition other than self is working
+// through a backlog it has not reached the end of.
+func (c *Consumer) peersCatchingUp(self *worker) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, w := range c.workers {
-		if w != self && w.backlog.Load() && w.lagging.Load() {
+		if w != self && w.shared.catchingUp.Load() {
 			return true
 		}
 	}

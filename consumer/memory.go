@@ -1,13 +1,18 @@
 package consumer
 
 import (
-	"cmp"
-	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
+
+// The memory budget (Options.MaxBufferedBytes) limits what the consumer
+// holds: polled records not yet decoded (Consumer.buffered) and the Arrow
+// memory of filling buffers and of sealed batches not yet encoded
+// (countingAllocator). Over budget the poll loop pauses fetching and asks
+// the partitions holding the most to flush (a memory event); it resumes
+// once flushes have brought memory back under 80% of the budget.
 
 // countingAllocator is Arrow's Go allocator with a count of the bytes its
 // live buffers hold: the builders of filling buffers, and the records of
@@ -107,16 +112,14 @@ func (c *Consumer) backpressure(paused bool) bool {
 	return paused
 }
 
-// flushLargest asks the partitions holding the most to flush, as one group,
-// until flushes in progress cover the budget: in practice every partition
-// holding rows, unless an earlier group is still being encoded. The group
-// writes one view file per tenant and view whatever its partitions, so
-// flushing all of them costs fewer files than flushing a few more often
-// (docs/benchmarks.md).
+// flushLargest is a memory event: it asks the partitions memoryFlush
+// chooses to flush, as one group, until flushes in progress cover the
+// budget: in practice every partition holding rows, unless an earlier
+// group is still being encoded. The group writes one view file per tenant
+// and view whatever its partitions, so flushing all of them costs fewer
+// files than flushing a few more often (docs/benchmarks.md).
 func (c *Consumer) flushLargest() {
-	// Signals are sent under the lock: a worker still in the map has not
-	// been told to stop, so it reads its signal or, exiting, leaves the
-	// group.
+	// Signals are sent under the lock (see Consumer.mu).
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.forming != nil && c.forming.forming() {
@@ -124,40 +127,26 @@ func (c *Consumer) flushLargest() {
 		// in sealed yet. Another group now would split the event in two.
 		return
 	}
-	need := c.opts.MaxBufferedBytes - c.sealed.Load()
-	if need <= 0 {
-		return // enough is being flushed already; wait for it
-	}
-	type held struct {
-		w     *worker
-		bytes int64
-	}
-	hs := make([]held, 0, len(c.workers))
 	now := time.Now()
+	ws := make([]*worker, 0, len(c.workers))
+	peers := make([]peer, 0, len(c.workers))
 	for _, w := range c.workers {
-		if !w.stuck(now) {
-			hs = append(hs, held{w, w.filling.Load()})
-		}
+		ws = append(ws, w)
+		peers = append(peers, w.peer(now))
 	}
-	slices.SortFunc(hs, func(a, b held) int { return cmp.Compare(b.bytes, a.bytes) })
-	// The partitions signalled write their view files together. This
-	// function holds a member's place until every signal is sent, so the
-	// group cannot start with the first joiner alone.
-	g := newFlushGroup(c, "memory")
-	c.forming = g
-	g.expect()
-	defer g.leave()
-	signalled := 0
-	for _, h := range hs {
-		// A second partition joins even when the largest covers the need:
-		// its view files cost little once shared.
-		if h.bytes == 0 || (need <= 0 && signalled >= 2) {
-			break
+	// The group holds a member's place until every signal is sent, so
+	// that it cannot start with the first joiner alone.
+	var g *flushGroup
+	memoryFlush(c.opts.MaxBufferedBytes-c.sealed.Load(), peers, func(i int) bool {
+		if g == nil {
+			g = newFlushGroup(c, reasonMemory)
+			c.forming = g
+			g.expect()
 		}
-		need -= h.bytes
-		if g.signal(h.w) {
-			signalled++
-		}
+		return g.signal(ws[i])
+	})
+	if g != nil {
+		g.leave()
 	}
 }
 

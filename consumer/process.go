@@ -12,6 +12,16 @@ import (
 	"fhirlake/rows"
 )
 
+// decoding is a worker's per-record scratch and its counters, looked up
+// once rather than per record.
+type decoding struct {
+	// headers is the decoder's view of the record being processed, reused.
+	headers []notification.Header
+	// Counters of the partition's topic, and of events by label values.
+	records, bytes prometheus.Counter
+	events         map[eventLabels]prometheus.Counter
+}
+
 type eventLabels struct {
 	format    notification.Format
 	typ       string
@@ -20,33 +30,27 @@ type eventLabels struct {
 
 func (w *worker) eventCounter(f notification.Format, typ string, op notification.Operation) prometheus.Counter {
 	k := eventLabels{f, typ, op}
-	m, ok := w.mEvents[k]
+	m, ok := w.dec.events[k]
 	if !ok {
 		// typ points into a record (DecodeRecord): the map and the metric
 		// keep a copy.
 		k.typ = strings.Clone(typ)
 		m = w.c.m.events.WithLabelValues(string(f), k.typ, string(op))
-		w.mEvents[k] = m
+		w.dec.events[k] = m
 	}
 	return m
 }
 
-// process decodes one record into the buffer, or dead-letters it.
+// process decodes one record into the filling buffer (package
+// notification decodes, the router names the tenant, package rows builds
+// the rows), or dead-letters it. The buffer's offset range is take's.
 func (w *worker) process(r *kgo.Record) {
 	c := w.c
-	w.mRecords.Inc()
-	w.mBytes.Add(float64(len(r.Value)))
-	if !w.have {
-		w.have = true
-		w.first = r.Offset
-		w.firstTime = r.Timestamp
-	}
-	w.last = r.Offset
-	w.lastEpoch = r.LeaderEpoch
-	w.bytes += int64(len(r.Value))
+	w.dec.records.Inc()
+	w.dec.bytes.Add(float64(len(r.Value)))
 
-	w.headers = decodeHeaders(w.headers[:0], r.Headers)
-	n, err := notification.DecodeRecord(r.Value, w.headers)
+	w.dec.headers = decodeHeaders(w.dec.headers[:0], r.Headers)
+	n, err := notification.DecodeRecord(r.Value, w.dec.headers)
 	if err != nil {
 		class, reason := notification.ClassInvalid, err.Error()
 		if de, ok := notification.IsDecodeError(err); ok {
@@ -91,7 +95,7 @@ func (w *worker) process(r *kgo.Record) {
 	at := rows.Coordinates{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	for i := range n.Events {
 		ev := &n.Events[i]
-		w.buf.Add(tenant, ev, at, ingest)
+		w.filling.buf.Add(tenant, ev, at, ingest)
 		w.eventCounter(n.Format, ev.ResourceType, ev.Operation).Inc()
 	}
 }

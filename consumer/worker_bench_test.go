@@ -71,7 +71,7 @@ func BenchmarkWorkerTake(b *testing.B) {
 	recs := benchRecords(b, perBuffer)
 	c := benchConsumer(b)
 	w := newWorker(c, testTopic, 0)
-	defer w.buf.Release()
+	defer w.filling.buf.Release()
 	b.ReportAllocs()
 	b.ResetTimer()
 	next := 0
@@ -92,7 +92,10 @@ func BenchmarkWorkerTake(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perDelivery), "ns/record")
 }
 
-// benchDeliver is the worker's handling of one delivery, short of a flush.
+// benchDeliver is the worker's handling of one delivery, short of a flush:
+// one turn of run's loop.
 func benchDeliver(w *worker, d delivery) {
-	w.take(d.recs)
+	w.deliver(d)
+	w.publish()
+	w.arm()
 }

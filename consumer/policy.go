@@ -65,16 +65,24 @@ func agePhase(maxAge time.Duration, partition int32) time.Duration {
 //   - rows, bytes: a buffer holding MaxRows rows or MaxBytes record bytes
 //     is flushed at once.
 //   - age: a buffer is flushed when it is due (deadline).
-//   - caught-up: a backlogged buffer (its first record was already old)
-//     is flushed as soon as a delivery reaches the high watermark after
-//     earlier ones did not: holding it longer would only wait for records
-//     that are not there. In steady state neither holds: fetches reach the
-//     high watermark and records are fresh.
+//   - caught-up: a backlogged buffer (its first record was produced more
+//     than MaxAge/2 before it opened, or so long before that the minimum
+//     hold applied) is flushed as soon as a delivery reaches the high
+//     watermark after earlier ones did not: holding it longer would only
+//     wait for records that are not there. In steady state neither holds:
+//     fetches reach the high watermark and records are fresh.
 //   - …unless another partition is still catching up: then the buffer
 //     waits, looking again every recheckEvery, so that the last partition
 //     to reach the end takes the others along (one file per tenant and
 //     dataset for all of them); it still flushes by age if that comes
 //     first.
+//
+// With whom is decided across partitions, on snapshots of what each
+// publishes (peer): a flush by size is the partition's alone; one by age
+// or at the end of a backlog takes along the partitions joinsDue names
+// (Consumer.dueGroup); a memory event flushes those memoryFlush chooses
+// (Consumer.flushLargest). A partition signalled by either flushes if it
+// holds records (worker.joinGroup).
 type flushPolicy struct {
 	maxRows  int
 	maxBytes int64

@@ -44,7 +44,9 @@ type worker struct {
 	// The worker goroutine's inbox: records from the poll loop, a stop
 	// from the rebalance callbacks or shutdown, and a flush group to join
 	// (a memory event, or a peer flushing by age or at the end of a
-	// backlog).
+	// backlog). in holds a few deliveries, so that the poll loop gets ahead
+	// of a worker busy decoding; stop and flushNow hold one, so that their
+	// senders never block (a partition signalled twice flushes once).
 	in       chan delivery
 	stop     chan stopRequest
 	flushNow chan *flushGroup

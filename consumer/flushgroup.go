@@ -85,7 +85,10 @@ const (
 )
 
 // JoinWait is how long a group waits for its members to seal before it
-// starts without the late ones.
+// starts without the late ones, and how long a flusher may stay on one
+// batch before groups stop waiting for its partition (peer.stuck). Sealing
+// takes milliseconds unless the member waits for its flusher to finish
+// the previous batch; a second bounds what such a member costs the others.
 const JoinWait = time.Second
 
 func newFlushGroup(c *Consumer, reason flushReason) *flushGroup {

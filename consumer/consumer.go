@@ -224,42 +224,49 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, pollTimeout)
-		fetches := c.cl.PollRecords(pctx, n)
-		cancel()
-		if fetches.IsClientClosed() {
+		if closed := c.poll(ctx, n); closed {
 			break
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
-			}
-		})
-		fetches.EachPartition(func(f kgo.FetchTopicPartition) {
-			if len(f.Records) == 0 {
-				return
-			}
-			c.mu.Lock()
-			w := c.workers[tp{f.Topic, f.Partition}]
-			c.mu.Unlock()
-			if w == nil {
-				// Assigned callbacks run before records are returned; a
-				// missing worker means the partition was just lost.
-				return
-			}
-			var size int64
-			for _, r := range f.Records {
-				size += int64(len(r.Value))
-			}
-			c.buffered.Add(size)
-			c.observeRecordSize(size, len(f.Records))
-			last := f.Records[len(f.Records)-1].Offset
-			c.dispatch(ctx, w, delivery{recs: f.Records, caughtUp: last+1 >= f.HighWatermark}, size)
-		})
-		c.cl.AllowRebalance()
 	}
 	c.shutdown()
 	return runErr
+}
+
+// poll polls up to n records and dispatches them to their partitions'
+// workers, then lets a rebalance through. It reports whether the client
+// is closed.
+func (c *Consumer) poll(ctx context.Context, n int) (closed bool) {
+	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
+	fetches := c.cl.PollRecords(pctx, n)
+	cancel()
+	if fetches.IsClientClosed() {
+		return true
+	}
+	fetches.EachError(func(topic string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		}
+	})
+	fetches.EachPartition(func(f kgo.FetchTopicPartition) {
+		if len(f.Records) == 0 {
+			return
+		}
+		c.mu.Lock()
+		w := c.workers[tp{f.Topic, f.Partition}]
+		c.mu.Unlock()
+		if w == nil {
+			// Assigned callbacks run before records are returned; a
+			// missing worker means the partition was just lost.
+			return
+		}
+		size := recordBytes(f.Records)
+		c.buffered.Add(size)
+		c.observeRecordSize(size, len(f.Records))
+		last := f.Records[len(f.Records)-1].Offset
+		c.dispatch(ctx, w, delivery{recs: f.Records, caughtUp: last+1 >= f.HighWatermark}, size)
+	})
+	c.cl.AllowRebalance()
+	return false
 }
 
 // pollTimeout bounds a poll, so that the poll loop looks at the budget, a

@@ -233,14 +233,13 @@ func (m *groupMember) wait(ctx context.Context) error {
 	}
 }
 
+// run is the group's goroutine: it encodes the members' files merged, then
+// uploads them, retrying until they are durable or no member waits for
+// them.
 func (g *flushGroup) run() {
 	defer close(g.done)
 	defer g.cancel()
-	defer func() {
-		for _, m := range g.members {
-			m.stop()
-		}
-	}()
+	defer g.unregister()
 	c := g.c
 	files, bytes := g.files()
 	for _, m := range g.members {
@@ -270,25 +269,13 @@ func (g *flushGroup) run() {
 			}
 		}
 		if enc != nil && err == nil {
-			// A member goes on once the files holding its rows are
-			// durable, whatever the group's other files do.
-			settle := func(int) {
-				for _, m := range g.members {
-					if !slices.ContainsFunc(m.held, func(i int) bool { return !enc.Durable(i) }) {
-						g.finish(m, nil)
-					}
-				}
-			}
-			_, err = c.writer.UploadNotify(g.ctx, enc, settle)
+			_, err = c.writer.UploadNotify(g.ctx, enc, func(int) { g.settle(enc) })
 		}
 		if err == nil {
 			return
 		}
 		if g.ctx.Err() != nil {
-			for _, m := range g.members {
-				g.finish(m, err)
-			}
-			c.log.Warn("group flush abandoned: every partition waiting for it is gone; their records will replay", "err", err)
+			g.abandon(err)
 			return
 		}
 		wait := c.flushFailed(bo, err, "group flush", "partitions", len(g.members), "attempt", attempt)
@@ -296,6 +283,34 @@ func (g *flushGroup) run() {
 		case <-time.After(wait):
 		case <-g.ctx.Done():
 		}
+	}
+}
+
+// settle finishes every member whose files are all durable: a member goes
+// on once the files holding its rows are, whatever the group's other files
+// do.
+func (g *flushGroup) settle(enc *sink.Encoded) {
+	for _, m := range g.members {
+		if !slices.ContainsFunc(m.held, func(i int) bool { return !enc.Durable(i) }) {
+			g.finish(m, nil)
+		}
+	}
+}
+
+// abandon finishes every member with err: no member waits for the group
+// any more.
+func (g *flushGroup) abandon(err error) {
+	for _, m := range g.members {
+		g.finish(m, err)
+	}
+	g.c.log.Warn("group flush abandoned: every partition waiting for it is gone; their records will replay", "err", err)
+}
+
+// unregister removes the members' cancellation callbacks (memberGone) once
+// the group's work is over.
+func (g *flushGroup) unregister() {
+	for _, m := range g.members {
+		m.stop()
 	}
 }
 

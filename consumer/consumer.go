@@ -1,16 +1,10 @@
-// Package consumer reads FHIR subscription notifications from a Kafka
-// consumer group, routes them to tenants, buffers them per partition and
-// hands them to the sink; Kafka offsets are committed only once every file
-// holding those records is durable.
 package consumer
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,11 +30,10 @@ type Options struct {
 	Tenants []string
 	// Fetcher reads id-only payloads from tenants' FHIR servers; nil
 	// dead-letters them.
-	Fetcher *notification.
-		// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
-		// reached first flushes it. Defaults: 100000 rows, 64 MiB, 5 s.
-		Fetcher
-
+	Fetcher *notification.Fetcher
+	// MaxRows, MaxBytes and MaxAge bound one partition's buffer; whichever is
+	// reached first flushes it (flushPolicy). Defaults: 100000 rows, 64 MiB,
+	// 5 s.
 	MaxRows  int
 	MaxBytes int64
 	MaxAge   time.Duration
@@ -85,34 +78,28 @@ func (o *Options) defaults() {
 	}
 }
 
-// FetchMaxBytes is the fetch size used for a memory budget: a
-// thirty-second of it, between 1 MiB and 8 MiB. Besides the budget, the
-// client holds one fetch response per broker, compressed as it arrived and
-// then decompressed (JSON notifications compress three to five times), so
-// a small fetch keeps that outside share small; on a local network a fetch
-// takes milliseconds, so throughput does not suffer.
-func FetchMaxBytes(budget int64) int64 {
-	return min(max(budget/32, 1<<20), 8<<20)
-}
-
-// FetchPartitionShare divides a fetch between partitions: one partition
-// may fill at most an eighth of it. A broker fills a fetch partition by
-// partition, so with no share one partition filled whole fetches while the
-// others waited, and a memory event found one partition's buffer full and
-// the rest empty. Filled evenly, the partitions flush together and share
-// their files (300k catch-up: 105–126 files instead of 250–330, 7.0 CPU-s
-// instead of 7.7, 69.7k resources/s instead of 66.0k, medians of four).
-const FetchPartitionShare = 8
-
 // Consumer is one member of the consumer group.
+//
+// Goroutines: Run's caller runs the poll loop. The rebalance callbacks
+// (assigned, revoked, lost) run on the client's group-management
+// goroutine, one at a time and, with BlockRebalanceOnPoll, never between a
+// poll and its AllowRebalance. Run starts the lag observer and stops it on
+// return. Each assigned partition has a worker goroutine and a flusher
+// (worker), started by assigned and stopped, and waited for, by revoked,
+// lost or shutdown (stopWorkers). A flush group runs while it writes its
+// members' files (flushGroup).
 type Consumer struct {
-	opts   Options
-	cl     *kgo.Client
-	writer *sink.Writer
-	router *Router
-	log    *slog.Logger
-	m      *metrics
-	mem    *countingAllocator
+	opts    Options
+	cl      *kgo.Client
+	writer  *sink.Writer
+	router  *Router
+	fetcher *notification.Fetcher
+	log     *slog.Logger
+	m       *metrics
+
+	// The memory budget (memory.go). mem counts the Arrow memory of
+	// filling buffers and of sealed batches not yet encoded.
+	mem *countingAllocator
 	// buffered is the bytes of polled records not yet decoded; with the
 	// Arrow memory counted by mem it makes up what the budget limits.
 	buffered atomic.Int64
@@ -121,17 +108,22 @@ type Consumer struct {
 	sealed atomic.Int64
 	// avgRecord is a moving average of record value sizes, for poll sizing.
 	avgRecord atomic.Int64
+	// freed wakes the paused poll loop when sealed records are released.
+	freed chan struct{}
 
-	fetcher *notification.Fetcher
-
+	// mu guards workers and forming. Lock order: Consumer.mu, then
+	// flushGroup.mu, never the reverse. Members are signalled
+	// (flushGroup.signal takes the group's lock) under mu, so that a worker
+	// found in workers has not yet been sent its stop: it reads the signal
+	// or, exiting, leaves the group. dlqTracker.mu and freshness.mu are
+	// leaves: nothing else is taken under them.
 	mu      sync.Mutex
 	workers map[tp]*worker
 	// forming is the last group flushLargest signalled.
 	forming *flushGroup
+
 	// fatal carries an error that must stop the consumer.
 	fatal chan error
-	// freed wakes the paused poll loop when sealed records are released.
-	freed chan struct{}
 }
 
 type tp struct {
@@ -228,47 +220,63 @@ func (c *Consumer) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 			case <-c.freed:
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(pausedRecheck):
 			}
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		fetches := c.cl.PollRecords(pctx, n)
-		cancel()
-		if fetches.IsClientClosed() {
+		if closed := c.poll(ctx, n); closed {
 			break
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
-			}
-		})
-		fetches.EachPartition(func(f kgo.FetchTopicPartition) {
-			if len(f.Records) == 0 {
-				return
-			}
-			c.mu.Lock()
-			w := c.workers[tp{f.Topic, f.Partition}]
-			c.mu.Unlock()
-			if w == nil {
-				// Assigned callbacks run before records are returned; a
-				// missing worker means the partition was just lost.
-				return
-			}
-			var size int64
-			for _, r := range f.Records {
-				size += int64(len(r.Value))
-			}
-			c.buffered.Add(size)
-			c.observeRecordSize(size, len(f.Records))
-			last := f.Records[len(f.Records)-1].Offset
-			c.dispatch(ctx, w, delivery{recs: f.Records, caughtUp: last+1 >= f.HighWatermark}, size)
-		})
-		c.cl.AllowRebalance()
 	}
 	c.shutdown()
 	return runErr
 }
+
+// poll polls up to n records and dispatches them to their partitions'
+// workers, then lets a rebalance through. It reports whether the client
+// is closed.
+func (c *Consumer) poll(ctx context.Context, n int) (closed bool) {
+	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
+	fetches := c.cl.PollRecords(pctx, n)
+	cancel()
+	if fetches.IsClientClosed() {
+		return true
+	}
+	fetches.EachError(func(topic string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		}
+	})
+	fetches.EachPartition(func(f kgo.FetchTopicPartition) {
+		if len(f.Records) == 0 {
+			return
+		}
+		c.mu.Lock()
+		w := c.workers[tp{f.Topic, f.Partition}]
+		c.mu.Unlock()
+		if w == nil {
+			// Assigned callbacks run before records are returned; a
+			// missing worker means the partition was just lost.
+			return
+		}
+		size := recordBytes(f.Records)
+		c.buffered.Add(size)
+		c.observeRecordSize(size, len(f.Records))
+		last := f.Records[len(f.Records)-1].Offset
+		c.dispatch(ctx, w, delivery{recs: f.Records, caughtUp: last+1 >= f.HighWatermark}, size)
+	})
+	c.cl.AllowRebalance()
+	return false
+}
+
+// pollTimeout bounds a poll, so that the poll loop looks at the budget, a
+// fatal error and ctx, and lets rebalances through, at least this often.
+const pollTimeout = 200 * time.Millisecond
+
+// pausedRecheck is how often the poll loop, paused over budget, looks at
+// the budget again without being woken: decoding queued records and
+// releasing filling buffers also free memory, and do not signal freed.
+const pausedRecheck = 20 * time.Millisecond
 
 // StallAfter is how long the poll loop waits for a partition's worker
 // (busy flushing, or retrying a store that is down) before pausing that
@@ -324,153 +332,6 @@ func countPartitions(m map[string][]int32) int {
 	return n
 }
 
-// backpressure pauses fetching of every assigned partition while the
-// buffers hold more than the memory budget, and resumes once flushes have
-// brought them under 80% of it. It returns whether fetching is paused.
-func (c *Consumer) backpressure(paused bool) bool {
-	buffered := c.InUse()
-	switch {
-	case buffered >= c.opts.MaxBufferedBytes:
-		// Also pauses partitions assigned since the last pause.
-		n := countPartitions(c.cl.PauseFetchPartitions(c.assignedPartitions()))
-		c.m.paused.Set(float64(n))
-		c.flushLargest()
-		if !paused {
-			c.log.Warn("memory budget reached; fetching paused", "buffered_bytes", buffered, "budget", c.opts.MaxBufferedBytes, "partitions", n)
-		}
-		return true
-	case paused && buffered < c.opts.MaxBufferedBytes*8/10:
-		c.cl.ResumeFetchPartitions(c.cl.PauseFetchPartitions(nil))
-		c.m.paused.Set(0)
-		c.log.Info("fetching resumed", "buffered_bytes", buffered)
-		return false
-	}
-	return paused
-}
-
-// flushLargest asks the partitions holding the most to flush, as one group,
-// until flushes in progress cover the budget: in practice every partition
-// holding rows, unless an earlier group is still being encoded. The group
-// writes one view file per tenant and view whatever its partitions, so
-// flushing all of them costs fewer files than flushing a few more often
-// (300k catch-up: 66.7k resources/s, median of seven runs, against 62.8k
-// flushing until a third of the budget was covered).
-func (c *Consumer) flushLargest() {
-	// Signals are sent under the lock: a worker still in the map has not
-	// been told to stop, so it reads its signal or, exiting, leaves the
-	// group.
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.forming != nil && c.forming.forming() {
-		// The last group's members are still sealing; their bytes are not
-		// in sealed yet. Another group now would split the event in two.
-		return
-	}
-	need := c.opts.MaxBufferedBytes - c.sealed.Load()
-	if need <= 0 {
-		return // enough is being flushed already; wait for it
-	}
-	type held struct {
-		w     *worker
-		bytes int64
-	}
-	hs := make([]held, 0, len(c.workers))
-	now := time.Now()
-	for _, w := range c.workers {
-		if !w.stuck(now) {
-			hs = append(hs, held{w, w.filling.Load()})
-		}
-	}
-	slices.SortFunc(hs, func(a, b held) int { return cmp.Compare(b.bytes, a.bytes) })
-	// The partitions signalled write their view files together. This
-	// function holds a member's place until every signal is sent, so the
-	// group cannot start with the first joiner alone.
-	g := newFlushGroup(c, "memory")
-	c.forming = g
-	g.expect()
-	defer g.leave()
-	signalled := 0
-	for _, h := range hs {
-		// A second partition joins even when the largest covers the need:
-		// its view files cost little once shared.
-		if h.bytes == 0 || (need <= 0 && signalled >= 2) {
-			break
-		}
-		need -= h.bytes
-		if g.signal(h.w) {
-			signalled++
-		}
-	}
-}
-
-// dueGroup makes a group of self, flushing by age or at the end of a
-// backlog, every partition waiting for the end of that backlog, and every
-// other partition whose buffer is due within a fifth of MaxAge
-// (MinAgeFraction): they flush a little early, and all write one file per
-// tenant and dataset instead of one each. Partitions filled at the same rate soon flush
-// in step this way, so at steady load a flush writes a view's rows of every
-// partition in one file.
-func (c *Consumer) dueGroup(self *worker, reason string) *flushGroup {
-	g := newFlushGroup(c, reason)
-	g.expect() // self, which joins when it seals
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := time.Now()
-	horizon := now.Add(c.opts.MaxAge / MinAgeFraction).UnixNano()
-	for _, w := range c.workers {
-		if w == self || w.filling.Load() == 0 || w.stuck(now) {
-			continue
-		}
-		if due := w.due.Load(); (due == 0 || due > horizon) && !w.waiting.Load() {
-			continue
-		}
-		g.signal(w)
-	}
-	return g
-}
-
-// peerBehind reports whether another partition is working through a
-// backlog it has not reached the end of.
-func (c *Consumer) peerBehind(self *worker) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, w := range c.workers {
-		if w != self && w.backlog.Load() && w.lagging.Load() {
-			return true
-		}
-	}
-	return false
-}
-
-// pollSize is how many records the next poll may take: as many as fit in
-// what is left of the memory budget at the average record size seen so
-// far, at least one, at most 10000; zero when the budget is exhausted.
-func (c *Consumer) pollSize() int {
-	left := c.opts.MaxBufferedBytes - c.InUse()
-	if left <= 0 {
-		return 0
-	}
-	avg := c.avgRecord.Load()
-	if avg <= 0 {
-		avg = 4 << 10
-	}
-	return int(min(max(left/avg, 1), 10_000))
-}
-
-// observeRecordSize keeps a moving average of record sizes.
-func (c *Consumer) observeRecordSize(bytes int64, n int) {
-	if n == 0 {
-		return
-	}
-	avg := c.avgRecord.Load()
-	cur := max(bytes/int64(n), 1)
-	if avg == 0 {
-		c.avgRecord.Store(cur)
-		return
-	}
-	c.avgRecord.Store((avg*7 + cur) / 8)
-}
-
 func (c *Consumer) assignedPartitions() map[string][]int32 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -490,7 +351,7 @@ func (c *Consumer) shutdown() {
 		delete(c.workers, k)
 	}
 	c.mu.Unlock()
-	c.stopWorkers(ws, stopFlush, c.opts.ShutdownTimeout, "shutdown")
+	c.stopWorkers(ws, stopRequest{mode: stopFlush, reason: reasonShutdown}, c.opts.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.cl.LeaveGroupContext(ctx); err != nil {
@@ -516,11 +377,11 @@ func (c *Consumer) assigned(ctx context.Context, _ *kgo.Client, assigned map[str
 }
 
 func (c *Consumer) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	c.stopWorkers(c.take(revoked), stopFlush, c.opts.RevokeTimeout, "revoke")
+	c.stopWorkers(c.take(revoked), stopRequest{mode: stopFlush, reason: reasonRevoke}, c.opts.RevokeTimeout)
 }
 
 func (c *Consumer) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
-	c.stopWorkers(c.take(lost), stopDrop, 0, "lost")
+	c.stopWorkers(c.take(lost), stopRequest{mode: stopDrop}, 0)
 }
 
 func (c *Consumer) take(parts map[string][]int32) []*worker {
@@ -539,13 +400,15 @@ func (c *Consumer) take(parts map[string][]int32) []*worker {
 	return ws
 }
 
-// stopWorkers stops workers concurrently and waits for all of them.
-func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duration, reason string) {
+// stopWorkers sends req to workers, which stop concurrently, and waits for
+// all of them; past timeout (0: none) it cancels them, so that they return
+// without committing.
+func (c *Consumer) stopWorkers(ws []*worker, req stopRequest, timeout time.Duration) {
 	for _, w := range ws {
-		if mode == stopDrop {
+		if req.mode == stopDrop {
 			w.cancel() // abandon any flush in progress: nothing may be committed
 		}
-		w.stop <- stopRequest{mode: mode, reason: reason}
+		w.stop <- req
 	}
 	var timer <-chan time.Time
 	if timeout > 0 {
@@ -557,7 +420,7 @@ func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duratio
 		select {
 		case <-w.done:
 		case <-timer:
-			c.log.Warn("flush did not finish in time; releasing partitions without commit", "reason", reason, "timeout", timeout)
+			c.log.Warn("flush did not finish in time; releasing partitions without commit", "reason", req.reason, "timeout", timeout)
 			for _, w := range ws {
 				w.cancel()
 			}
@@ -568,27 +431,3 @@ func (c *Consumer) stopWorkers(ws []*worker, mode stopMode, timeout time.Duratio
 		}
 	}
 }
-
-// releaseSealed takes n record bytes of sealed batches, whose records were
-// just released, off Consumer.sealed and wakes the poll loop.
-func (c *Consumer) releaseSealed(n int64) {
-	c.sealed.Add(-n)
-	select {
-	case c.freed <- struct{}{}:
-	default:
-	}
-}
-
-// release returns the bytes of n polled records, decoded or dropped, to
-// the budget.
-func (c *Consumer) release(n int64) {
-	if n == 0 {
-		return
-	}
-	c.buffered.Add(-n)
-}
-
-// InUse returns the bytes counted against the memory budget now: polled
-// records not yet decoded, and the Arrow memory of filling and sealed
-// buffers.
-func (c *Consumer) InUse() int64 { return c.buffered.Load() + c.mem.InUse() }

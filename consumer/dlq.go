@@ -4,10 +4,47 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
+
+// Dead-letter header names.
+const (
+	HeaderErrorClass        = "fhirlake-error-class"
+	HeaderErrorReason       = "fhirlake-error-reason"
+	HeaderOriginalTopic     = "fhirlake-original-topic"
+	HeaderOriginalPartition = "fhirlake-original-partition"
+	HeaderOriginalOffset    = "fhirlake-original-offset"
+	HeaderTenant            = "fhirlake-tenant"
+)
+
+// deadLetter produces the original key and value with the reason in
+// headers. The original headers are not copied: channel headers may carry
+// credentials. The filling buffer's tracker follows the produce, so that
+// the buffer's offsets are committed only once it is acknowledged.
+func (w *worker) deadLetter(r *kgo.Record, class, reason, tenant string) {
+	c := w.c
+	c.m.deadLetters.WithLabelValues(class).Inc()
+	c.log.Warn("dead letter", "class", class, "reason", reason, "tenant", tenant, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
+	dl := &kgo.Record{
+		Topic: c.opts.DeadLetterTopic,
+		Key:   r.Key,
+		Value: r.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderErrorClass, Value: []byte(class)},
+			{Key: HeaderErrorReason, Value: []byte(reason)},
+			{Key: HeaderOriginalTopic, Value: []byte(r.Topic)},
+			{Key: HeaderOriginalPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+			{Key: HeaderOriginalOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		},
+	}
+	if tenant != "" {
+		dl.Headers = append(dl.Headers, kgo.RecordHeader{Key: HeaderTenant, Value: []byte(tenant)})
+	}
+	w.filling.dlq.produce(w.ctx, c.cl, dl)
+}
 
 // dlqTracker follows the dead letters produced for one batch, so its
 // flush can wait until every one of them is acknowledged, and produce again
@@ -39,7 +76,10 @@ func (d *dlqTracker) send(ctx context.Context, cl *kgo.Client, r *kgo.Record) {
 }
 
 // wait returns once every dead letter is acknowledged, with the failures if
-// any; the flush then fails and retry produces them again.
+// any; the flush then fails and retry produces them again. Its helper
+// goroutine returns once every produce has called back (the client calls
+// back every record, also when it closes), whether or not wait is still
+// there.
 func (d *dlqTracker) wait(ctx context.Context) error {
 	if d.n == 0 {
 		return nil

@@ -81,13 +81,13 @@ func TestRouterTenantOutlivesRecord(t *testing.T) {
 // its record; the per-worker counter map and the metric keep copies.
 func TestEventLabelsOutliveRecord(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	w := &worker{c: &Consumer{m: newMetrics(reg)}, mEvents: map[eventLabels]prometheus.Counter{}}
+	w := &worker{c: &Consumer{m: newMetrics(reg)}, dec: decoding{events: map[eventLabels]prometheus.Counter{}}}
 	n, overwrite := decodeIBMPatient(t)
 	ev := n.Events[0]
 	w.eventCounter(n.Format, ev.ResourceType, ev.Operation).Inc()
 	overwrite()
-	if _, ok := w.mEvents[eventLabels{n.Format, "Patient", ev.Operation}]; !ok {
-		t.Errorf("counter map keys changed with the record's bytes: %v", w.mEvents)
+	if _, ok := w.dec.events[eventLabels{n.Format, "Patient", ev.Operation}]; !ok {
+		t.Errorf("counter map keys changed with the record's bytes: %v", w.dec.events)
 	}
 	for _, m := range series(t, reg, "fhirlake_consumer_events_total") {
 		for _, l := range m.GetLabel() {

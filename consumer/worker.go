@@ -2,103 +2,95 @@ package consumer
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"maps"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"fhirlake/lake"
-	"fhirlake/notification"
 	"fhirlake/rows"
-	"fhirlake/sink"
 )
 
-type stopMode int
-
-const (
-	stopFlush stopMode = iota // flush and commit, then exit
-	stopDrop                  // drop the buffer and exit without a commit
-)
-
-type stopRequest struct {
-	mode   stopMode
-	reason string
-}
-
-// worker owns one partition. Its goroutine decodes records into the
-// filling buffer; when a limit is reached it seals the buffer into a batch
-// and hands it to the partition's flusher, which makes the files durable and
-// commits their offsets, in order, while the worker goes on filling the next
-// buffer. At most one batch is being flushed and one filled per partition:
-// a worker that seals while its flusher is still busy waits, its records
-// queue up, and the poll loop pauses the partition.
+// worker owns one assigned partition. Its goroutine (run) decodes the
+// records the poll loop dispatches into the filling buffer and, after
+// every event, asks the partition's flushPolicy whether to flush; when the
+// policy says so, it seals the buffer into a batch and hands it to the
+// partition's flusher goroutine, which makes the batch's files durable and
+// commits its offsets, in order, while the worker fills the next buffer.
+// At most one batch is being flushed and one filled per partition: a
+// worker that seals while its flusher is still busy waits, its records
+// queue up in in, and the poll loop pauses the partition
+// (Consumer.dispatch).
+//
+// Goroutines: run is started by Consumer.assigned and returns on a stop
+// request (Consumer.stopWorkers) or once the worker is cancelled while
+// sealing; then it closes done. run starts the flusher and, on its way
+// out, closes flushes and waits for the flusher to return.
 type worker struct {
 	c         *Consumer
 	topic     string
 	partition int32
-	in        chan delivery
-	stop      chan stopRequest
-	// headers is the decoder's view of the record being processed, reused.
-	headers []notification.Header
-	// flushNow says the memory budget is exhausted: flush what is held, as
-	// a member of the group.
+
+	// ctx is cancelled once nothing more may be committed: the partition
+	// was lost, a stop timed out, or a batch could not be built. A flush
+	// in progress is then abandoned, and its records replay on the
+	// partition's next owner. done is closed when run has returned.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// The worker goroutine's inbox: records from the poll loop, a stop
+	// from the rebalance callbacks or shutdown, and a flush group to join
+	// (a memory event, or a peer flushing by age or at the end of a
+	// backlog). in holds a few deliveries, so that the poll loop gets ahead
+	// of a worker busy decoding; stop and flushNow hold one, so that their
+	// senders never block (a partition signalled twice flushes once).
+	in       chan delivery
+	stop     chan stopRequest
 	flushNow chan *flushGroup
-	done     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	// phase shortens this partition's age limit a little, so that
-	// partitions filled at the same rate do not all flush at the same moment.
-	phase time.Duration
 
-	flushes     chan *batch // to the flusher, which owns sealed batches
+	// Owned by the worker goroutine.
+	policy  flushPolicy
+	timer   *time.Timer // set to policy.untilNext after every event
+	filling filling
+	dec     decoding
+
+	// The flusher goroutine takes sealed batches from flushes, one at a
+	// time; flusherDone is closed when it has returned.
+	flushes     chan *batch
 	flusherDone chan struct{}
-	// flushingSince is when the flusher took its current batch (Unix
-	// nanoseconds; 0 when idle).
-	flushingSince atomic.Int64
 
-	buf       *rows.Buffer
-	have      bool // records are pending in the filling buffer
-	first     int64
-	last      int64
-	lastEpoch int32
-	firstTime time.Time // Kafka timestamp of the first record: the date partition
-	// backlogged is true when the partition is working through a backlog:
-	// the filling buffer's deadline was pushed to the minimum hold because
-	// its first record was already old, or that record was older than half
-	// of MaxAge when it arrived. Reaching the high watermark then ends the
-	// backlog.
-	backlogged bool
-	// due is when the filling buffer must be flushed by age (Unix
-	// nanoseconds; 0 when empty), for Consumer.dueGroup.
-	due atomic.Int64
-	// behind is true when a delivery since the last caught-up one stopped
-	// short of the partition's high watermark.
-	behind bool
-	// backlogged and behind, for other partitions' goroutines
-	// (Consumer.peerBehind).
-	backlog, lagging atomic.Bool
-	// waiting is set while the buffer waits, at the end of a backlog, for
-	// the partitions still behind (Consumer.dueGroup takes it along).
-	waiting atomic.Bool
-	bytes   int64 // record bytes decoded into the filling buffer (flush.max_bytes)
-	dlq     *dlqTracker
-	// Counters of this partition's topic, and of events by label values,
-	// looked up once rather than per record.
-	mRecords, mBytes prometheus.Counter
-	mEvents          map[eventLabels]prometheus.Counter
+	// shared is what the partition publishes for other goroutines'
+	// decisions about it.
+	shared shared
+}
 
-	// filling is bytes, readable by the poll loop choosing which buffers
-	// to flush when the memory budget runs out.
-	filling atomic.Int64
+// filling is the buffer being filled: its rows, the offsets they come from
+// and the dead letters produced for them. Whether it holds any records is
+// the policy's to say (flushPolicy.empty).
+type filling struct {
+	buf         *rows.Buffer
+	first, last int64
+	epoch       int32     // leader epoch of the last record, committed with last+1
+	produced    time.Time // Kafka timestamp of the first record: the date partition and the age clock
+	bytes       int64     // record bytes decoded into the buffer
+	dlq         *dlqTracker
+}
+
+// shared is what a partition publishes for the decisions other goroutines
+// make about it (peer): the poll loop choosing whom a memory event
+// flushes, and other partitions' workers forming a flush group or asking
+// whether a peer is still catching up. The worker goroutine writes it
+// (publish), except flushingSince, which the flusher writes; anyone reads
+// it.
+type shared struct {
+	filling       atomic.Int64 // filling.bytes
+	due           atomic.Int64 // policy.due in Unix nanoseconds; 0 when the buffer is empty
+	catchingUp    atomic.Bool  // policy.catchingUp()
+	waiting       atomic.Bool  // policy.waiting()
+	flushingSince atomic.Int64 // when the flusher took its current batch, Unix nanoseconds; 0 when idle
 }
 
 // delivery is one poll's records of the partition. caughtUp is true when
@@ -109,257 +101,217 @@ type delivery struct {
 	caughtUp bool
 }
 
-type eventLabels struct {
-	format    notification.Format
-	typ       string
-	operation notification.Operation
-}
+type stopMode int
 
-func (w *worker) eventCounter(f notification.Format, typ string, op notification.Operation) prometheus.Counter {
-	k := eventLabels{f, typ, op}
-	m, ok := w.mEvents[k]
-	if !ok {
-		// typ points into a record (DecodeRecord): the map and the metric
-		// keep a copy.
-		k.typ = strings.Clone(typ)
-		m = w.c.m.events.WithLabelValues(string(f), k.typ, string(op))
-		w.mEvents[k] = m
-	}
-	return m
-}
+const (
+	stopFlush stopMode = iota // flush and commit, then exit
+	stopDrop                  // drop the buffer and exit without a commit
+)
 
-// batch is a sealed buffer: the files of one offset range of the partition
-// and what must be done before and after its commit.
-type batch struct {
-	files       []sink.File
-	nfiles      int
-	enc         *sink.Encoded // the files, once encoded locally
-	newest      map[string]time.Time
-	first, last int64
-	epoch       int32
-	bytes       int64     // record bytes, counted in Consumer.sealed until released
-	date        time.Time // the date partition of the batch's files
-	produced    time.Time // Kafka timestamp of the first (oldest) record
-	reason      string
-	dlq         *dlqTracker
-	// member, when set, is the batch's place in a flush group, which
-	// writes its files with other partitions' and owns its records and
-	// bytes.
-	member *groupMember
-}
-
-func (b *batch) release() {
-	for _, f := range b.files {
-		f.Release()
-	}
-	b.files = nil
-}
-
-// finished releases the batch's records, its share of Consumer.sealed and
-// its local files.
-func (w *worker) finished(b *batch) {
-	b.release()
-	w.c.releaseSealed(b.bytes)
-	b.bytes = 0
-	b.enc.Remove()
-	b.enc = nil
+type stopRequest struct {
+	mode   stopMode
+	reason flushReason // of the last flush, with stopFlush
 }
 
 func newWorker(c *Consumer, topic string, partition int32) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{
 		c: c, topic: topic, partition: partition,
-		in:          make(chan delivery, 4),
-		stop:        make(chan stopRequest, 1),
-		flushNow:    make(chan *flushGroup, 1),
-		done:        make(chan struct{}),
-		ctx:         ctx,
-		cancel:      cancel,
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		in:       make(chan delivery, 4),
+		stop:     make(chan stopRequest, 1),
+		flushNow: make(chan *flushGroup, 1),
+		policy:   newFlushPolicy(&c.opts, partition),
+		timer:    time.NewTimer(time.Hour),
+		dec: decoding{
+			records: c.m.records.WithLabelValues(topic),
+			bytes:   c.m.recordBytes.WithLabelValues(topic),
+			events:  map[eventLabels]prometheus.Counter{},
+		},
 		flushes:     make(chan *batch),
 		flusherDone: make(chan struct{}),
-		phase:       agePhase(c.opts.MaxAge, partition),
-		dlq:         &dlqTracker{},
-		mRecords:    c.m.records.WithLabelValues(topic),
-		mBytes:      c.m.recordBytes.WithLabelValues(topic),
-		mEvents:     map[eventLabels]prometheus.Counter{},
 	}
-	w.buf = rows.NewBuffer(c.mem, c.opts.Views, w.viewError)
+	w.timer.Stop()
+	w.filling.buf = rows.NewBuffer(c.mem, c.opts.Views, w.viewError)
+	w.filling.dlq = &dlqTracker{}
 	return w
 }
 
-// agePhase spreads partitions' age limits over the last fifth of MaxAge.
-func agePhase(maxAge time.Duration, partition int32) time.Duration {
-	const slots = 8
-	return maxAge / 5 * time.Duration(int(uint32(partition)%slots)) / slots
-}
-
-// MinAgeFraction: a buffer whose first record was produced long ago (the
-// consumer is catching up) is still held for this fraction of MaxAge, so
-// that a backlog is written in files of a reasonable size.
-const MinAgeFraction = 5
-
-// deadline is when a buffer opened now by a record produced at produced
-// must be flushed: MaxAge after the record was produced (less the
-// partition's phase), so that the time to durability is bounded from
-// production rather than from arrival, but never sooner than MaxAge/5 from
-// now and never later than MaxAge from now (producer clocks may be wrong).
-// held reports that the minimum hold applied: the record was already old.
-func (w *worker) deadline(now, produced time.Time) (at time.Time, held bool) {
-	maxAge := w.c.opts.MaxAge
-	latest := now.Add(maxAge - w.phase)
-	if produced.IsZero() {
-		return latest, false
-	}
-	d := produced.Add(maxAge - w.phase)
-	if d.After(latest) {
-		return latest, false
-	}
-	if earliest := now.Add(maxAge / MinAgeFraction); d.Before(earliest) {
-		return earliest, true
-	}
-	return d, false
-}
-
-// backlogDone reports whether the delivery just taken ends a backlog: it
-// reaches the high watermark after earlier ones did not, and the filling
-// buffer is only being held for the minimum hold because its records are
-// already old. Holding it longer would only wait for records that are not
-// there, so it is flushed at once. In steady state neither holds: fetches
-// reach the high watermark and records are fresh.
-func (w *worker) backlogDone(d delivery) bool {
-	wasBehind := w.behind
-	w.behind = !d.caughtUp
-	w.lagging.Store(w.behind)
-	return d.caughtUp && wasBehind && w.have && w.backlogged
-}
-
+// run is the worker goroutine: one event at a time, each handled by one
+// method, then the partition's state is published and the timer set for
+// the policy's next decision.
 func (w *worker) run() {
 	defer close(w.done)
 	defer w.cancel()
 	go w.flusher()
-	defer func() {
-		close(w.flushes)
-		<-w.flusherDone
-		w.release()
-		// A group signalled after the last look must not wait for us.
-		for {
-			select {
-			case g := <-w.flushNow:
-				g.leave()
-				continue
-			default:
-			}
-			break
-		}
-	}()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	// recheck looks again, while the buffer is waiting, whether the
-	// partitions it waits for are still behind.
-	recheck := time.NewTimer(time.Hour)
-	recheck.Stop()
-	const recheckEvery = 50 * time.Millisecond
+	defer w.exit()
 	for {
+		var ok bool
 		select {
 		case d := <-w.in:
-			wasEmpty := !w.have
-			w.take(d.recs)
-			if wasEmpty && w.have {
-				now := time.Now()
-				at, held := w.deadline(now, w.firstTime)
-				stale := !w.firstTime.IsZero() && now.Sub(w.firstTime) > w.c.opts.MaxAge/2
-				w.backlogged = held || stale
-				w.backlog.Store(w.backlogged)
-				w.due.Store(at.UnixNano())
-				timer.Reset(at.Sub(now))
-			}
-			caughtUp := w.backlogDone(d)
-			reason := w.full()
-			if reason == "" && caughtUp {
-				if w.c.peerBehind(w) {
-					// Others are still working through the backlog: the last
-					// of them to reach its end takes this buffer along.
-					w.waiting.Store(true)
-					recheck.Reset(recheckEvery)
-				} else {
-					reason = "caught-up"
-				}
-			}
-			if reason != "" {
-				timer.Stop()
-				recheck.Stop()
-				var g *flushGroup
-				if reason == "caught-up" {
-					g = w.c.dueGroup(w, reason)
-				}
-				if !w.seal(reason, g) {
-					return
-				}
-			}
-		case <-timer.C:
-			recheck.Stop()
-			if w.have && !w.seal("age", w.c.dueGroup(w, "age")) {
-				return
-			}
-		case <-recheck.C:
-			switch {
-			case !w.have || !w.waiting.Load():
-			case w.c.peerBehind(w):
-				recheck.Reset(recheckEvery)
-			default:
-				timer.Stop()
-				if !w.seal("caught-up", w.c.dueGroup(w, "caught-up")) {
-					return
-				}
-			}
+			ok = w.deliver(d)
+		case <-w.timer.C:
+			ok = w.flushFor(w.policy.tick(time.Now(), w.peersCatchingUp))
 		case g := <-w.flushNow:
-			if !w.have {
-				g.leave()
-				continue
-			}
-			timer.Stop()
-			recheck.Stop()
-			if !w.seal(g.reason, g) {
-				return
-			}
+			ok = w.joinGroup(g)
 		case req := <-w.stop:
-			if req.mode == stopDrop {
-				return
-			}
-			// Records dispatched before the rebalance are still queued.
-			for {
-				select {
-				case d := <-w.in:
-					w.take(d.recs)
-					continue
-				default:
-				}
-				break
-			}
-			if w.have {
-				w.seal(req.reason, nil)
-			}
+			w.stopping(req)
+			return
+		}
+		if !ok {
+			return // cancelled while sealing: nothing more may be committed
+		}
+		w.publish()
+		w.arm()
+	}
+}
+
+// deliver decodes a delivery into the filling buffer and flushes it if the
+// policy says so.
+func (w *worker) deliver(d delivery) bool {
+	w.take(d.recs)
+	h := held{rows: w.filling.buf.Rows(), bytes: w.filling.bytes}
+	return w.flushFor(w.policy.add(time.Now(), h, d.caughtUp, w.peersCatchingUp))
+}
+
+// flushFor carries out a decision of the policy: nothing when it gave no
+// reason, otherwise seal the buffer, taking the partitions due by then
+// along when the reason does (Consumer.dueGroup). It returns false when
+// the worker was cancelled meanwhile.
+func (w *worker) flushFor(r flushReason) bool {
+	if r == "" {
+		return true
+	}
+	var g *flushGroup
+	if r.takesAlongDue() {
+		g = w.c.dueGroup(w, r)
+	}
+	return w.seal(r, g)
+}
+
+// joinGroup flushes the buffer as a member of g, or leaves g when there is
+// nothing to flush.
+func (w *worker) joinGroup(g *flushGroup) bool {
+	if w.policy.empty() {
+		g.leave()
+		return true
+	}
+	return w.seal(g.reason, g)
+}
+
+// stopping carries out a stop request: drop the buffer, or take the records
+// still queued and flush them alone (the other partitions go on).
+func (w *worker) stopping(req stopRequest) {
+	if req.mode == stopDrop {
+		return
+	}
+	// Records dispatched before the rebalance are still queued.
+	for queued := true; queued; {
+		select {
+		case d := <-w.in:
+			w.take(d.recs)
+		default:
+			queued = false
+		}
+	}
+	if !w.policy.empty() {
+		w.seal(req.reason, nil)
+	}
+}
+
+// exit runs as run returns: the flusher finishes what it was handed, the
+// filling buffer is freed, and a group that signalled after the last look
+// is left, so that it does not wait for this partition.
+func (w *worker) exit() {
+	close(w.flushes)
+	<-w.flusherDone
+	w.release()
+	for {
+		select {
+		case g := <-w.flushNow:
+			g.leave()
+		default:
 			return
 		}
 	}
 }
 
-func (w *worker) full() string {
-	switch {
-	case w.buf.Rows() >= w.c.opts.MaxRows:
-		return "rows"
-	case w.bytes >= w.c.opts.MaxBytes:
-		return "bytes"
+// arm sets the timer for the policy's next decision, or stops it.
+func (w *worker) arm() {
+	if d, ok := w.policy.untilNext(time.Now()); ok {
+		w.timer.Reset(d)
+	} else {
+		w.timer.Stop()
 	}
-	return ""
 }
 
-// stuck reports whether the partition's flusher has been on one batch for
-// longer than a group waits for its members: its store is refusing or
-// down, and a group should not wait for it.
-func (w *worker) stuck(now time.Time) bool {
-	since := w.flushingSince.Load()
-	return since != 0 && now.UnixNano()-since > int64(JoinWait)
+// publish copies the filling buffer's and the policy's state to shared. It
+// runs after every event, after a seal, and before the worker asks its
+// peers, so that they never decide on this partition's past.
+func (w *worker) publish() {
+	var due int64
+	if !w.policy.empty() {
+		due = w.policy.due.UnixNano()
+	}
+	w.shared.filling.Store(w.filling.bytes)
+	w.shared.due.Store(due)
+	w.shared.catchingUp.Store(w.policy.catchingUp())
+	w.shared.waiting.Store(w.policy.waiting())
+}
+
+// peer is the partition as other goroutines see it at now.
+func (w *worker) peer(now time.Time) peer {
+	p := peer{filling: w.shared.filling.Load(), waiting: w.shared.waiting.Load()}
+	if due := w.shared.due.Load(); due != 0 {
+		p.due = time.Unix(0, due)
+	}
+	since := w.shared.flushingSince.Load()
+	p.stuck = since != 0 && now.UnixNano()-since > int64(JoinWait)
+	return p
+}
+
+// peersCatchingUp reports whether another partition is still working
+// through a backlog. It publishes this partition's state first: two
+// partitions reaching the ends of their backlogs at once then cannot both
+// see the other still catching up.
+func (w *worker) peersCatchingUp() bool {
+	w.publish()
+	return w.c.peersCatchingUp(w)
+}
+
+// take decodes dispatched records into the filling buffer, opening it when
+// they are its first; their bytes leave the budget, which counts the
+// buffer's Arrow memory instead.
+func (w *worker) take(recs []*kgo.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	f := &w.filling
+	opening := w.policy.empty()
+	if opening {
+		f.first, f.produced = recs[0].Offset, recs[0].Timestamp
+	}
+	for _, r := range recs {
+		w.process(r)
+	}
+	last := recs[len(recs)-1]
+	f.last, f.epoch = last.Offset, last.LeaderEpoch
+	n := recordBytes(recs)
+	f.bytes += n
+	w.c.release(n)
+	if opening {
+		w.policy.open(time.Now(), f.produced)
+	}
+}
+
+func recordBytes(recs []*kgo.Record) int64 {
+	var n int64
+	for _, r := range recs {
+		n += int64(len(r.Value))
+	}
+	return n
 }
 
 // seal turns the filling buffer into a batch and hands it to the flusher,
@@ -367,7 +319,7 @@ func (w *worker) stuck(now time.Time) bool {
 // the batch's files are written with the group's (flushGroup). It returns
 // false when the worker was cancelled meanwhile (nothing more may be
 // committed).
-func (w *worker) seal(reason string, g *flushGroup) bool {
+func (w *worker) seal(reason flushReason, g *flushGroup) bool {
 	b, err := w.batch(reason)
 	if g != nil {
 		if err != nil {
@@ -396,279 +348,36 @@ func (w *worker) seal(reason string, g *flushGroup) bool {
 	}
 }
 
-// process decodes one record into the buffer, or dead-letters it.
-func (w *worker) process(r *kgo.Record) {
-	c := w.c
-	w.mRecords.Inc()
-	w.mBytes.Add(float64(len(r.Value)))
-	if !w.have {
-		w.have = true
-		w.first = r.Offset
-		w.firstTime = r.Timestamp
-	}
-	w.last = r.Offset
-	w.lastEpoch = r.LeaderEpoch
-	w.bytes += int64(len(r.Value))
-
-	w.headers = decodeHeaders(w.headers[:0], r.Headers)
-	n, err := notification.DecodeRecord(r.Value, w.headers)
-	if err != nil {
-		class, reason := notification.ClassInvalid, err.Error()
-		if de, ok := notification.IsDecodeError(err); ok {
-			class, reason = de.Class, de.Reason
-		}
-		w.deadLetter(r, class, reason, c.router.Claimed(r))
-		return
-	}
-	tenant, err := c.router.Resolve(r, n)
-	if err != nil {
-		var re *RouteError
-		errors.As(err, &re)
-		w.deadLetter(r, re.Class, re.Reason, re.Claimed)
-		return
-	}
-	if n.NeedsFetch() {
-		if c.fetcher == nil {
-			w.deadLetter(r, notification.ClassIDOnly, "id-only payload and no FHIR server is configured for the tenant", tenant)
-			return
-		}
-		if err := c.fetcher.Resolve(w.ctx, tenant, n); err != nil {
-			var fe *notification.FetchError
-			if errors.As(err, &fe) {
-				w.deadLetter(r, fe.Class, fe.Reason, tenant)
-				return
-			}
-			// The worker is stopping: the record replays from the last commit.
-			c.log.Warn("fetch interrupted; record will replay", "tenant", tenant, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-			return
-		}
-	}
-	if n.Control() {
-		t := n.Type
-		if n.Empty > 0 {
-			t = "empty-event"
-		}
-		c.m.controls.WithLabelValues(strings.Clone(t)).Inc()
-		c.log.Debug("control message", "tenant", tenant, "type", n.Type, "status", n.Status, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
-		return
-	}
-	ingest := time.Now()
-	at := rows.Coordinates{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
-	for i := range n.Events {
-		ev := &n.Events[i]
-		w.buf.Add(tenant, ev, at, ingest)
-		w.eventCounter(n.Format, ev.ResourceType, ev.Operation).Inc()
-	}
-}
-
-// viewError counts and logs a resource a view could not evaluate. The raw
-// row is stored whatever happens, so nothing is lost: the batch layer can
-// re-derive the row.
-func (w *worker) viewError(tenant, view string, ev *notification.Event, at rows.Coordinates, err error) {
-	w.c.m.viewErrors.WithLabelValues(view).Inc()
-	w.c.log.Warn("resource not flattened", "tenant", tenant, "view", view, "resource", ev.ResourceType+"/"+ev.ID, "topic", at.Topic, "partition", at.Partition, "offset", at.Offset, "err", err)
-}
-
-// Dead-letter header names.
-const (
-	HeaderErrorClass        = "fhirlake-error-class"
-	HeaderErrorReason       = "fhirlake-error-reason"
-	HeaderOriginalTopic     = "fhirlake-original-topic"
-	HeaderOriginalPartition = "fhirlake-original-partition"
-	HeaderOriginalOffset    = "fhirlake-original-offset"
-	HeaderTenant            = "fhirlake-tenant"
-)
-
-// deadLetter produces the original key and value with the reason in
-// headers. The original headers are not copied: channel headers may carry
-// credentials.
-func (w *worker) deadLetter(r *kgo.Record, class, reason, tenant string) {
-	c := w.c
-	c.m.deadLetters.WithLabelValues(class).Inc()
-	c.log.Warn("dead letter", "class", class, "reason", reason, "tenant", tenant, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
-	dl := &kgo.Record{
-		Topic: c.opts.DeadLetterTopic,
-		Key:   r.Key,
-		Value: r.Value,
-		Headers: []kgo.RecordHeader{
-			{Key: HeaderErrorClass, Value: []byte(class)},
-			{Key: HeaderErrorReason, Value: []byte(reason)},
-			{Key: HeaderOriginalTopic, Value: []byte(r.Topic)},
-			{Key: HeaderOriginalPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-			{Key: HeaderOriginalOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		},
-	}
-	if tenant != "" {
-		dl.Headers = append(dl.Headers, kgo.RecordHeader{Key: HeaderTenant, Value: []byte(tenant)})
-	}
-	w.dlq.produce(w.ctx, c.cl, dl)
-}
-
-// flusher makes sealed batches durable and commits them, one at a time
-// and in offset order. Once the worker is cancelled it commits nothing more
-// and only releases what is still handed to it.
-func (w *worker) flusher() {
-	defer close(w.flusherDone)
-	for b := range w.flushes {
-		w.flushingSince.Store(time.Now().UnixNano())
-		if w.ctx.Err() == nil {
-			w.flush(b)
-		}
-		w.finished(b)
-		w.flushingSince.Store(0)
-	}
-}
-
-// flush makes a batch durable and commits its offsets, retrying until it
-// succeeds or the worker is cancelled (then nothing is committed and the
-// records replay from the last commit).
-func (w *worker) flush(b *batch) {
-	c := w.c
-	start := time.Now()
-	bo := flushBackoff()
-	for attempt := 1; ; attempt++ {
-		err := w.tryFlush(b)
-		if err == nil {
-			break
-		}
-		if w.ctx.Err() != nil {
-			c.log.Warn("flush abandoned; records will replay", "topic", w.topic, "partition", w.partition, "first", b.first, "last", b.last, "err", err)
-			return
-		}
-		wait := c.flushFailed(bo, err, "flush", "topic", w.topic, "partition", w.partition, "attempt", attempt)
-		select {
-		case <-time.After(wait):
-		case <-w.ctx.Done():
-			c.log.Warn("flush abandoned; records will replay", "topic", w.topic, "partition", w.partition, "first", b.first, "last", b.last)
-			return
-		}
-	}
-	c.m.flushSeconds.Observe(time.Since(start).Seconds())
-	c.m.flushes.WithLabelValues(b.reason).Inc()
-	commitStart := time.Now()
-	offsets := map[string]map[int32]kgo.EpochOffset{w.topic: {w.partition: {Epoch: b.epoch, Offset: b.last + 1}}}
-	if err := commit(w.ctx, c.cl, offsets); err != nil {
-		// The partition may have moved; its new owner replays the range and
-		// overwrites the same files.
-		c.log.Warn("commit failed; range will replay", "topic", w.topic, "partition", w.partition, "offset", b.last+1, "err", err)
-		return
-	}
-	c.m.commitSeconds.Observe(time.Since(commitStart).Seconds())
-	if !b.produced.IsZero() {
-		c.m.durableSeconds.Observe(max(time.Since(b.produced), 0).Seconds())
-	}
-	for tenant, ts := range b.newest {
-		if !ts.IsZero() {
-			c.m.freshness.WithLabelValues(tenant).Set(float64(ts.UnixMilli()) / 1000)
-			c.m.fresh.observe(tenant, ts)
-		}
-	}
-	c.log.Debug("committed", "topic", w.topic, "partition", w.partition, "offset", b.last+1, "files", b.nfiles, "reason", b.reason)
-}
-
-func (w *worker) tryFlush(b *batch) error {
-	if b.member != nil {
-		if err := b.member.wait(w.ctx); err != nil {
-			return err
-		}
-	}
-	if len(b.files) > 0 && b.enc == nil {
-		enc, err := w.c.writer.Encode(w.ctx, b.files)
-		if err != nil {
-			return err
-		}
-		// The local files are all a retry needs: the records' memory goes
-		// back to the budget now rather than once the uploads are done.
-		b.enc = enc
-		b.release()
-		w.c.releaseSealed(b.bytes)
-		b.bytes = 0
-	}
-	if b.enc != nil {
-		if _, err := w.c.writer.Upload(w.ctx, b.enc); err != nil {
-			return err
-		}
-	}
-	if err := b.dlq.wait(w.ctx); err != nil {
-		b.dlq.retry(w.ctx, w.c.cl)
-		return err
-	}
-	return nil
-}
-
-// flushBackoff is the retry schedule of a failed flush.
-func flushBackoff() *backoff.ExponentialBackOff {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 200 * time.Millisecond
-	bo.MaxInterval = 10 * time.Second
-	return bo
-}
-
-// flushFailed counts and logs a failed flush attempt of what ("flush" or
-// "group flush") and returns how long to wait before the next one.
-func (c *Consumer) flushFailed(bo *backoff.ExponentialBackOff, err error, what string, attrs ...any) time.Duration {
-	c.m.flushErrors.Inc()
-	wait := bo.NextBackOff()
-	msg := what + " failed; retrying"
-	if errors.Is(err, sink.ErrAccessDenied) {
-		msg = what + " refused by a tenant store (access denied); not committing, retrying"
-	}
-	c.log.Error(msg, append(attrs, "retry_in", wait, "err", err)...)
-	return wait
-}
-
-// commit commits offsets synchronously and reports request and
-// per-partition errors.
-func commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) error {
-	var out error
-	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			out = err
-			return
-		}
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
-					out = errors.Join(out, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr))
-				}
-			}
-		}
-	})
-	return out
-}
-
 // batch seals the filling buffer: one file per tenant and dataset (the
 // builders are emptied; the records hold the rows until released), the
 // offset range, and the dead letters produced for it. The worker starts
-// an empty buffer.
-func (w *worker) batch(reason string) (*batch, error) {
-	date := w.firstTime
+// an empty buffer, and publishes it before waiting for the flusher.
+func (w *worker) batch(reason flushReason) (*batch, error) {
+	f := &w.filling
+	date := f.produced
 	if date.IsZero() {
 		date = time.Now()
 	}
-	newest := maps.Clone(w.buf.Newest())
-	files, err := w.buf.Files(func(view string) string {
-		return lake.Key(view, date, w.topic, w.partition, w.first, w.last)
+	newest := maps.Clone(f.buf.Newest())
+	files, err := f.buf.Files(func(view string) string {
+		return lake.Key(view, date, w.topic, w.partition, f.first, f.last)
 	})
 	if err != nil {
 		return nil, err
 	}
-	b := &batch{files: files, nfiles: len(files), newest: newest, first: w.first, last: w.last, epoch: w.lastEpoch, bytes: w.bytes, date: date, produced: w.firstTime, reason: reason, dlq: w.dlq}
+	b := &batch{files: files, nfiles: len(files), newest: newest, first: f.first, last: f.last, epoch: f.epoch, bytes: f.bytes, date: date, produced: f.produced, reason: reason, dlq: f.dlq}
 	w.c.sealed.Add(b.bytes)
-	w.have, w.backlogged, w.bytes = false, false, 0
-	w.backlog.Store(false)
-	w.waiting.Store(false)
-	w.due.Store(0)
-	w.filling.Store(0)
-	w.dlq = &dlqTracker{}
+	f.bytes, f.dlq = 0, &dlqTracker{}
+	w.policy.flushed()
+	w.publish()
 	return b, nil
 }
 
 // release frees the filling buffer's builders when the worker exits, and
 // returns the budget of records dispatched to it and never decoded.
 func (w *worker) release() {
-	w.buf.Release()
-	w.bytes = 0
+	w.filling.buf.Release()
+	w.filling.bytes = 0
 	for {
 		select {
 		case d := <-w.in:
@@ -677,31 +386,4 @@ func (w *worker) release() {
 			return
 		}
 	}
-}
-
-func recordBytes(recs []*kgo.Record) int64 {
-	var n int64
-	for _, r := range recs {
-		n += int64(len(r.Value))
-	}
-	return n
-}
-
-// take decodes dispatched records into the filling buffer; their bytes
-// leave the budget, which counts the buffer's Arrow memory instead.
-func (w *worker) take(recs []*kgo.Record) {
-	for _, r := range recs {
-		w.process(r)
-	}
-	w.c.release(recordBytes(recs))
-	w.filling.Store(w.bytes)
-}
-
-// decodeHeaders appends a record's headers to dst as the decoder takes them;
-// keys and values are not copied.
-func decodeHeaders(dst []notification.Header, hs []kgo.RecordHeader) []notification.Header {
-	for _, h := range hs {
-		dst = append(dst, notification.Header{Key: h.Key, Value: h.Value})
-	}
-	return dst
 }

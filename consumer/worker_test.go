@@ -175,3 +175,51 @@ func rawRows(t *testing.T, root string) []string {
 	}
 	return out
 }
+
+// TestWorkerTake: the filling buffer's offset range, epoch and bytes come
+// from the deliveries taken since it opened, the first of them opens the
+// policy, the records' bytes leave the budget, and a seal starts over.
+func TestWorkerTake(t *testing.T) {
+	c := benchConsumer(t)
+	w := newWorker(c, testTopic, 0)
+	defer w.filling.buf.Release()
+	recs := benchRecords(t, 10)
+	for i, r := range recs {
+		r.Offset, r.LeaderEpoch = int64(100+i), int32(i/5)
+		r.Timestamp = t0.Add(time.Duration(i) * time.Second)
+	}
+	c.buffered.Add(recordBytes(recs))
+	w.take(recs[:4])
+	if w.policy.empty() {
+		t.Fatal("got an empty policy after the first delivery, want the buffer open")
+	}
+	w.take(recs[4:])
+	f := &w.filling
+	if f.first != 100 || f.last != 109 || f.epoch != 1 || !f.produced.Equal(t0) {
+		t.Errorf("got range %d–%d, epoch %d, produced %v; want 100–109, epoch 1, produced %v", f.first, f.last, f.epoch, f.produced, t0)
+	}
+	if got, want := f.bytes, recordBytes(recs); got != want {
+		t.Errorf("got %d record bytes in the buffer, want %d", got, want)
+	}
+	if got := c.buffered.Load(); got != 0 {
+		t.Errorf("got %d polled bytes still counted, want 0", got)
+	}
+	w.publish()
+	if got := w.peer(time.Now()); got.filling != f.bytes || got.due.IsZero() {
+		t.Errorf("got published filling %d, due %v; want %d and a deadline", got.filling, got.due, f.bytes)
+	}
+	b, err := w.batch(reasonRows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.finished(b)
+	if b.first != 100 || b.last != 109 || b.epoch != 1 || b.nfiles == 0 {
+		t.Errorf("got batch %d–%d, epoch %d, %d files; want 100–109, epoch 1, some files", b.first, b.last, b.epoch, b.nfiles)
+	}
+	if !w.policy.empty() || f.bytes != 0 {
+		t.Errorf("after the seal: got empty %v, %d bytes; want empty, 0", w.policy.empty(), f.bytes)
+	}
+	if got := w.peer(time.Now()); got.filling != 0 || !got.due.IsZero() {
+		t.Errorf("after the seal: got published filling %d, due %v; want 0, none", got.filling, got.due)
+	}
+}

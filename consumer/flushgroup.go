@@ -13,13 +13,14 @@ import (
 
 // flushGroup makes the batches of partitions flushed together (by a
 // memory event, by age in step, at the end of a catch-up) durable together.
-// A file costs the encoder about 2.5 ms whatever its rows (registering the
-// Arrow stream, binding the COPY, a writer and statistics per column), and
-// every partition's batch holds a file per tenant and dataset, so the group
-// writes one file per tenant, dataset and date for all its batches: half
-// the files when two partitions flush, a sixth when six do. A file holding
-// several partitions' rows is named after all their ranges (MergedKey);
-// readers find partitions and offsets in the lineage columns, not in names.
+// A file has a fixed cost in the encoder whatever its rows (registering
+// the Arrow stream, binding the COPY, a writer and statistics per column),
+// and every partition's batch holds a file per tenant and dataset, so the
+// group writes one file per tenant, dataset and date for all its batches:
+// half the files when two partitions flush, a sixth when six do. A file
+// holding several partitions' rows is named after all their ranges
+// (MergedKey); readers find partitions and offsets in the lineage columns,
+// not in names.
 //
 // Each member joins with its batch when it seals, or leaves when it holds
 // nothing or stops first. Once every member has, or JoinWait has passed
@@ -35,14 +36,24 @@ import (
 // drop them as they drop any replayed copy (the lineage columns name the
 // resource version and row). The group gives up once every member still
 // waiting is gone.
+//
+// Goroutines and callbacks: run is started by the last join or leave, or
+// by the JoinWait timer (closeJoins, a time.AfterFunc), and returns once
+// the files are durable or no member waits for them; then done is closed.
+// Each joined member registers a context.AfterFunc on its worker's context
+// (memberGone), which run unregisters on its way out.
 type flushGroup struct {
 	c      *Consumer
-	reason string // the flush reason of every member
+	reason flushReason // the flush reason of every member
 
+	// mu guards pending, members, started and each member's state and err.
+	// Lock order: Consumer.mu, then mu (Consumer.dueGroup and
+	// flushLargest signal members under Consumer.mu); code holding mu never
+	// takes another lock, calls into the Consumer or blocks.
 	mu      sync.Mutex
 	pending int // members that have neither joined nor left
 	members []*groupMember
-	started bool
+	started bool // joins are closed: run is writing, or the group was empty
 	timer   *time.Timer
 
 	ctx    context.Context // the group's work; cancelled once no member waits for it
@@ -59,17 +70,29 @@ type groupMember struct {
 	bytes int64
 	held  []int // the group's files holding the member's rows
 
-	done     chan struct{} // closed once they are durable, or the group gave up
-	err      error         // set before done is closed when they are not durable
-	finished bool          // done is closed (under the group's lock)
-	gone     bool          // the member's worker is cancelled (under the group's lock)
+	done  chan struct{} // closed once they are durable, or the group gave up
+	err   error         // set before done is closed when they are not durable
+	state memberState   // under the group's lock
 }
 
+// memberState is where a member stands. It moves only forward: waiting to
+// gone to settled, or waiting to settled.
+type memberState int
+
+const (
+	memberWaiting memberState = iota // its flusher waits for the files holding its rows
+	memberGone                       // its worker was cancelled: its partition is no longer ours to commit
+	memberSettled                    // done is closed
+)
+
 // JoinWait is how long a group waits for its members to seal before it
-// starts without the late ones.
+// starts without the late ones, and how long a flusher may stay on one
+// batch before groups stop waiting for its partition (peer.stuck). Sealing
+// takes milliseconds unless the member waits for its flusher to finish
+// the previous batch; a second bounds what such a member costs the others.
 const JoinWait = time.Second
 
-func newFlushGroup(c *Consumer, reason string) *flushGroup {
+func newFlushGroup(c *Consumer, reason flushReason) *flushGroup {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &flushGroup{c: c, reason: reason, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	g.timer = time.AfterFunc(JoinWait, g.closeJoins)
@@ -114,7 +137,8 @@ func (g *flushGroup) leave() {
 }
 
 // signal asks w to flush as a member; a signal already waiting means w
-// flushes anyway, and it is not counted.
+// flushes anyway, and it is not counted. The caller holds Consumer.mu (see
+// there).
 func (g *flushGroup) signal(w *worker) bool {
 	g.expect()
 	select {
@@ -166,7 +190,9 @@ func (g *flushGroup) maybeStart() {
 // partition is no longer ours to commit.
 func (g *flushGroup) memberGone(m *groupMember) {
 	g.mu.Lock()
-	m.gone = true
+	if m.state == memberWaiting {
+		m.state = memberGone
+	}
 	g.mu.Unlock()
 	g.checkWaiting()
 }
@@ -179,7 +205,7 @@ func (g *flushGroup) checkWaiting() {
 		return
 	}
 	for _, m := range g.members {
-		if !m.finished && !m.gone {
+		if m.state == memberWaiting {
 			return
 		}
 	}
@@ -190,10 +216,10 @@ func (g *flushGroup) checkWaiting() {
 func (g *flushGroup) finish(m *groupMember, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if m.finished {
+	if m.state == memberSettled {
 		return
 	}
-	m.err, m.finished = err, true
+	m.err, m.state = err, memberSettled
 	close(m.done)
 }
 
@@ -208,14 +234,13 @@ func (m *groupMember) wait(ctx context.Context) error {
 	}
 }
 
+// run is the group's goroutine: it encodes the members' files merged, then
+// uploads them, retrying until they are durable or no member waits for
+// them.
 func (g *flushGroup) run() {
 	defer close(g.done)
 	defer g.cancel()
-	defer func() {
-		for _, m := range g.members {
-			m.stop()
-		}
-	}()
+	defer g.unregister()
 	c := g.c
 	files, bytes := g.files()
 	for _, m := range g.members {
@@ -245,25 +270,13 @@ func (g *flushGroup) run() {
 			}
 		}
 		if enc != nil && err == nil {
-			// A member goes on once the files holding its rows are
-			// durable, whatever the group's other files do.
-			settle := func(int) {
-				for _, m := range g.members {
-					if !slices.ContainsFunc(m.held, func(i int) bool { return !enc.Durable(i) }) {
-						g.finish(m, nil)
-					}
-				}
-			}
-			_, err = c.writer.UploadNotify(g.ctx, enc, settle)
+			_, err = c.writer.UploadNotify(g.ctx, enc, func(int) { g.settle(enc) })
 		}
 		if err == nil {
 			return
 		}
 		if g.ctx.Err() != nil {
-			for _, m := range g.members {
-				g.finish(m, err)
-			}
-			c.log.Warn("group flush abandoned: every partition waiting for it is gone; their records will replay", "err", err)
+			g.abandon(err)
 			return
 		}
 		wait := c.flushFailed(bo, err, "group flush", "partitions", len(g.members), "attempt", attempt)
@@ -271,6 +284,34 @@ func (g *flushGroup) run() {
 		case <-time.After(wait):
 		case <-g.ctx.Done():
 		}
+	}
+}
+
+// settle finishes every member whose files are all durable: a member goes
+// on once the files holding its rows are, whatever the group's other files
+// do.
+func (g *flushGroup) settle(enc *sink.Encoded) {
+	for _, m := range g.members {
+		if !slices.ContainsFunc(m.held, func(i int) bool { return !enc.Durable(i) }) {
+			g.finish(m, nil)
+		}
+	}
+}
+
+// abandon finishes every member with err: no member waits for the group
+// any more.
+func (g *flushGroup) abandon(err error) {
+	for _, m := range g.members {
+		g.finish(m, err)
+	}
+	g.c.log.Warn("group flush abandoned: every partition waiting for it is gone; their records will replay", "err", err)
+}
+
+// unregister removes the members' cancellation callbacks (memberGone) once
+// the group's work is over.
+func (g *flushGroup) unregister() {
+	for _, m := range g.members {
+		m.stop()
 	}
 }
 
@@ -323,4 +364,34 @@ func (g *flushGroup) files() ([]sink.File, int64) {
 		out[i] = mf.file
 	}
 	return out, bytes
+}
+
+// dueGroup makes the group of self, flushing by age or at the end of a
+// backlog, and of every other partition joinsDue takes along, which it
+// signals.
+func (c *Consumer) dueGroup(self *worker, reason flushReason) *flushGroup {
+	g := newFlushGroup(c, reason)
+	g.expect() // self, which joins when it seals
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	for _, w := range c.workers {
+		if w != self && joinsDue(now, c.opts.MaxAge, w.peer(now)) {
+			g.signal(w)
+		}
+	}
+	return g
+}
+
+// peersCatchingUp reports whether a partition other than self is working
+// through a backlog it has not reached the end of.
+func (c *Consumer) peersCatchingUp(self *worker) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.workers {
+		if w != self && w.shared.catchingUp.Load() {
+			return true
+		}
+	}
+	return false
 }

@@ -121,6 +121,7 @@ func testGroupFlush(t *testing.T, tune func(*Options)) {
 func groupWorker(t *testing.T, c *Consumer, gen *synth.Generator, p int32, n int) (*worker, *batch) {
 	t.Helper()
 	w := newWorker(c, testTopic, p)
+	recs := make([]*kgo.Record, 0, n)
 	for i := 0; i < n; i++ {
 		r, ok := gen.Next()
 		if !ok {
@@ -130,9 +131,11 @@ func groupWorker(t *testing.T, c *Consumer, gen *synth.Generator, p int32, n int
 		for _, hd := range r.Headers {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: hd.Key, Value: hd.Value})
 		}
-		w.process(rec)
+		recs = append(recs, rec)
 	}
-	b, err := w.batch("memory")
+	c.buffered.Add(recordBytes(recs)) // as the poll loop does
+	w.take(recs)
+	b, err := w.batch(reasonMemory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +206,7 @@ func TestFlushGroupMembers(t *testing.T) {
 		t.Error("members of an abandoned group report no error")
 	}
 	for _, w := range []*worker{w0, w1, w2, w3} {
-		w.buf.Release()
+		w.filling.buf.Release()
 	}
 	if s := c.sealed.Load(); s != 0 {
 		t.Errorf("sealed bytes after the group gave up: %d, want 0", s)
@@ -264,7 +267,7 @@ func TestFlushGroupIsolation(t *testing.T) {
 	} else {
 		wx.cancel()
 		wx.finished(bx) // as its flusher would, after flushing it alone
-		wx.buf.Release()
+		wx.filling.buf.Release()
 	}
 	close(refusing.release)
 	if err := bg.member.wait(ctx); err != nil {
@@ -272,7 +275,7 @@ func TestFlushGroupIsolation(t *testing.T) {
 	}
 	<-g.done
 	for _, w := range []*worker{wa, wg} {
-		w.buf.Release()
+		w.filling.buf.Release()
 	}
 	if s := c.sealed.Load(); s != 0 {
 		t.Errorf("sealed bytes: %d, want 0", s)

@@ -1,0 +1,329 @@
+package bulk
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"fhirlake/flatten"
+	"fhirlake/notification"
+)
+
+// DefaultMaxBytes bounds a line of NDJSON and a JSON document when
+// Reader.MaxBytes is 0: a whole Bundle may be one line.
+const DefaultMaxBytes = 1 << 30
+
+// Kind says what an Item is.
+type Kind uint8
+
+const (
+	// KindResource is a resource the file holds as such — an NDJSON line, a
+	// Bundle entry, the whole file — and so an upsert of itself.
+	// Item.Resource and Item.Raw are set.
+	KindResource Kind = iota + 1
+	// KindEvent is a change the file describes: an event of a subscription
+	// notification, or a Bundle entry that deletes a resource. Item.Event is
+	// set; Event.Resource holds the resource when the notification carries
+	// it, and Event.Fetch is set when it only names it (id-only).
+	KindEvent
+	// KindCarried is a resource a subscription notification carries: its
+	// status, an event's resource, additional context. Item.Resource and
+	// Item.Raw are set. It is not a change by itself: the notification's
+	// KindEvent items are.
+	KindCarried
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindResource:
+		return "resource"
+	case KindEvent:
+		return "event"
+	case KindCarried:
+		return "carried"
+	}
+	return fmt.Sprintf("Kind(%d)", k)
+}
+
+// Item is what the Reader found at one place of a file. It and everything
+// it points to are valid only during the callback: the Reader reuses them.
+type Item struct {
+	Kind Kind
+	At   Location
+	// Resource is the parsed resource of a KindResource or KindCarried
+	// item, ready for flatten.Batch.Append; Raw is its JSON.
+	Resource *flatten.Resource
+	Raw      []byte
+	// Event is the change of a KindEvent item.
+	Event *notification.Event
+}
+
+// Location names a place in a file: a line of NDJSON and the index of the
+// entry in each enclosing Bundle.
+type Location struct {
+	File string
+	// Line is the line of NDJSON, from 1; 0 when the file is one JSON
+	// document.
+	Line int
+	// Entries are the entry indexes, from 0, in each enclosing Bundle,
+	// outermost first. The Reader reuses the slice: Clone a Location to
+	// keep it beyond the callback.
+	Entries []int
+}
+
+// String is "file:line entry i entry j", leaving out what does not apply.
+func (l Location) String() string {
+	var b strings.Builder
+	b.WriteString(l.File)
+	if l.Line > 0 {
+		fmt.Fprintf(&b, ":%d", l.Line)
+	}
+	for _, e := range l.Entries {
+		fmt.Fprintf(&b, " entry %d", e)
+	}
+	return b.String()
+}
+
+// Clone returns a copy that does not share the Reader's memory.
+func (l Location) Clone() Location {
+	l.Entries = append([]int(nil), l.Entries...)
+	return l
+}
+
+// Offset numbers the location within its file for the lake's lineage
+// columns and object names: the line of NDJSON, else 1 + the index of the
+// outermost entry, else 1. It grows with the position in the file; the
+// changes of one line or one top-level entry (a notification's events, a
+// nested Bundle's entries) share it, as the events of one Kafka record
+// share its offset.
+func (l Location) Offset() int64 {
+	switch {
+	case l.Line > 0:
+		return int64(l.Line)
+	case len(l.Entries) > 0:
+		return int64(l.Entries[0]) + 1
+	}
+	return 1
+}
+
+// Reader reads FHIR files. Its zero value is ready to use. A Reader belongs
+// to one goroutine; reuse it for the next file, as its buffers stay warm.
+type Reader struct {
+	// MaxBytes bounds a line of NDJSON and a JSON document; a longer line
+	// is reported and skipped, a larger document is reported. Default:
+	// DefaultMaxBytes.
+	MaxBytes int
+	// Progress, if set, is called with the number of bytes read from the
+	// file (before decompression) each time some are read.
+	Progress func(n int)
+	// Bad, if set, is called with every file, line or entry that cannot be
+	// read, and why; reading goes on after it.
+	Bad func(at Location, err error)
+
+	res      flatten.Resource // reused: parsing allocates nothing once warm
+	item     Item
+	raw, unz *bufio.Reader
+	line     []byte // a line longer than the read buffer
+	first    []byte // the first line, kept while the second decides the format
+	docBuf   []byte // the last document, when small enough to keep
+	requests *flatten.View
+	seen     int // items yielded, to look at ctx now and then
+}
+
+// readBuffer is the size of the read buffers.
+const readBuffer = 1 << 20
+
+// Read reads the file at path, calling fn with each item in file order.
+// Problems with the file's content, and a file that cannot be opened, go
+// to Bad; Read returns only ctx's error or fn's, which stops it.
+func (r *Reader) Read(ctx context.Context, path string, fn func(*Item) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		r.bad(Location{File: path}, err)
+		return nil
+	}
+	defer f.Close()
+	return r.ReadStream(ctx, path, f, fn)
+}
+
+// ReadStream is Read for content that is not a file; name stands for the
+// file in locations.
+func (r *Reader) ReadStream(ctx context.Context, name string, in io.Reader, fn func(*Item) error) error {
+	at := Location{File: name}
+	if r.Progress != nil {
+		in = &progressReader{r: in, progress: r.Progress}
+	}
+	br := reset(&r.raw, in)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			r.bad(at, fmt.Errorf("gunzip: %w", err))
+			return nil
+		}
+		defer gz.Close()
+		br = reset(&r.unz, gz)
+	}
+	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
+		br.Discard(3)
+	}
+	return r.split(ctx, at, br, fn)
+}
+
+func reset(b **bufio.Reader, in io.Reader) *bufio.Reader {
+	if *b == nil {
+		*b = bufio.NewReaderSize(in, readBuffer)
+	} else {
+		(*b).Reset(in)
+	}
+	return *b
+}
+
+// split tells NDJSON from a JSON document and reads it. The first line
+// with content decides: a whole JSON object followed by another line with
+// content is NDJSON; anything else starts a document. A file of one line
+// is the same either way, and is read as a document, so that its Bundle
+// entries keep offsets of their own.
+func (r *Reader) split(ctx context.Context, at Location, in *bufio.Reader, fn func(*Item) error) error {
+	lines := &lineReader{in: in, max: r.maxBytes(), buf: r.line}
+	defer func() { r.line = lines.buf[:0] }()
+	first, ok := r.nextLine(lines, at)
+	if !ok {
+		return r.readErr(lines, at)
+	}
+	if !wholeObject(first) {
+		return r.document(ctx, at, first, lines, fn)
+	}
+	r.first = append(r.first[:0], first...)
+	firstLine := lines.n
+	next, ok := r.nextLine(lines, at)
+	if !ok && lines.err == io.EOF {
+		return r.doc(ctx, r.first, at, false, fn)
+	}
+	at.Line = firstLine
+	if err := r.doc(ctx, r.first, at, false, fn); err != nil {
+		return err
+	}
+	for ; ok; next, ok = r.nextLine(lines, at) {
+		at.Line = lines.n
+		if err := r.doc(ctx, next, at, false, fn); err != nil {
+			return err
+		}
+	}
+	return r.readErr(lines, at)
+}
+
+// nextLine returns the next line with content, trimmed, reporting the lines
+// too long to read.
+func (r *Reader) nextLine(lines *lineReader, at Location) ([]byte, bool) {
+	for {
+		line, tooLong, ok := lines.next()
+		if !ok {
+			return nil, false
+		}
+		if tooLong {
+			at.Line = lines.n
+			r.bad(at, fmt.Errorf("line longer than %d bytes", lines.max))
+			continue
+		}
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			return line, true
+		}
+	}
+}
+
+// readErr reports a read error that ended the lines early.
+func (r *Reader) readErr(lines *lineReader, at Location) error {
+	if lines.err == nil || lines.err == io.EOF {
+		return nil
+	}
+	at.Line = lines.n + 1
+	r.bad(at, fmt.Errorf("read: %w", lines.err))
+	return nil
+}
+
+// document reads the rest of a file that is one JSON document, first
+// being its first line.
+func (r *Reader) document(ctx context.Context, at Location, first []byte, lines *lineReader, fn func(*Item) error) error {
+	buf := bytes.NewBuffer(append(append(r.docBuf[:0], first...), '\n'))
+	_, err := buf.ReadFrom(io.LimitReader(lines.in, int64(lines.max-buf.Len()+1)))
+	data := buf.Bytes()
+	if cap(data) <= keepDocBuffer {
+		r.docBuf = data[:0]
+	}
+	switch {
+	case err != nil:
+		r.bad(at, fmt.Errorf("read: %w", err))
+		return nil
+	case len(data) > lines.max:
+		r.bad(at, fmt.Errorf("document larger than %d bytes", lines.max))
+		return nil
+	}
+	return r.doc(ctx, data, at, false, fn)
+}
+
+// keepDocBuffer bounds the document buffer a Reader keeps for the next
+// file.
+const keepDocBuffer = 64 << 20
+
+func (r *Reader) maxBytes() int {
+	if r.MaxBytes > 0 {
+		return r.MaxBytes
+	}
+	return DefaultMaxBytes
+}
+
+func (r *Reader) bad(at Location, err error) {
+	if r.Bad != nil {
+		r.Bad(at, err)
+	}
+}
+
+// emit hands the item to fn, looking at ctx every 1024 items.
+func (r *Reader) emit(ctx context.Context, fn func(*Item) error) error {
+	if r.seen++; r.seen%1024 == 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return fn(&r.item)
+}
+
+// Size is the total size of the files at paths, for a progress bar. A
+// directory is refused: it is not a FHIR file.
+func Size(paths []string) (int64, error) {
+	var total int64
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return 0, err
+		}
+		if st.IsDir() {
+			return 0, fmt.Errorf("%s is a directory, not a FHIR file", p)
+		}
+		total += st.Size()
+	}
+	return total, nil
+}
+
+// progressReader reports the bytes read from a file.
+type progressReader struct {
+	r        io.Reader
+	progress func(int)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.progress(n)
+	}
+	return n, err
+}
+
+// errStop ends a walk early; it never leaves the package.
+var errStop = errors.New("stop")

@@ -49,6 +49,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzEvaluate$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzBundleEntries$$' -fuzztime $(FUZZTIME) ./flatten/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./bulk/
 
 bench-parquet:
 	$(GO) test -tags $(TAGS) -run XXX -bench Parquet -benchtime 10x ./sink/

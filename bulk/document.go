@@ -102,12 +102,10 @@ func isStatus(resourceType string) bool {
 // before it count.
 func (r *Reader) entries(ctx context.Context, data []byte, at Location, carried bool, fn func(*Item) error) error {
 	var reqs []entryRequest
-	if !carried && mayDelete(data) {
-		var err error
-		if reqs, err = r.entryRequests(data); err != nil {
-			r.bad(at, err)
-			return nil
-		}
+	if !carried && !r.SkipDeletes && mayDelete(data) {
+		// A Bundle that does not parse has its syntax error reported by
+		// BundleEntries below; its DELETE entries are lost with it.
+		reqs, _ = r.entryRequests(data)
 	}
 	entry := at
 	entry.Entries = append(slices.Clip(at.Entries), 0)

@@ -125,10 +125,17 @@ type Reader struct {
 	// Bad, if set, is called with every file, line or entry that cannot be
 	// read, and why; reading goes on after it.
 	Bad func(at Location, err error)
+	// SkipDeletes leaves out the DELETE entries of Bundles, for readers of
+	// resources only: a Bundle that holds some is then not parsed whole
+	// for its requests, and a delete that names no resource (a
+	// conditional one) is not reported. A notification's deletes are
+	// events all the same.
+	SkipDeletes bool
 
 	res      flatten.Resource // reused: parsing allocates nothing once warm
 	item     Item
 	raw, unz *bufio.Reader
+	gz       *gzip.Reader
 	line     []byte // a line longer than the read buffer
 	first    []byte // the first line, kept while the second decides the format
 	docBuf   []byte // the last document, when small enough to keep
@@ -161,18 +168,27 @@ func (r *Reader) ReadStream(ctx context.Context, name string, in io.Reader, fn f
 	}
 	br := reset(&r.raw, in)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		gz, err := gzip.NewReader(br)
-		if err != nil {
+		if err := r.gunzip(br); err != nil {
 			r.bad(at, fmt.Errorf("gunzip: %w", err))
 			return nil
 		}
-		defer gz.Close()
-		br = reset(&r.unz, gz)
+		defer r.gz.Close()
+		br = reset(&r.unz, r.gz)
 	}
 	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
 		br.Discard(3)
 	}
 	return r.split(ctx, at, br, fn)
+}
+
+// gunzip points r.gz at in, reusing its window and tables.
+func (r *Reader) gunzip(in io.Reader) error {
+	if r.gz == nil {
+		gz, err := gzip.NewReader(in)
+		r.gz = gz
+		return err
+	}
+	return r.gz.Reset(in)
 }
 
 func reset(b **bufio.Reader, in io.Reader) *bufio.Reader {
@@ -192,7 +208,10 @@ func reset(b **bufio.Reader, in io.Reader) *bufio.Reader {
 func (r *Reader) split(ctx context.Context, at Location, in *bufio.Reader, fn func(*Item) error) error {
 	lines := &lineReader{in: in, max: r.maxBytes(), buf: r.line}
 	defer func() { r.line = lines.buf[:0] }()
-	first, ok := r.nextLine(lines, at)
+	first, long, ok := r.nextLine(lines)
+	for ; ok && long; first, long, ok = r.nextLine(lines) {
+		r.tooLong(lines, at)
+	}
 	if !ok {
 		return r.readErr(lines, at)
 	}
@@ -201,7 +220,7 @@ func (r *Reader) split(ctx context.Context, at Location, in *bufio.Reader, fn fu
 	}
 	r.first = append(r.first[:0], first...)
 	firstLine := lines.n
-	next, ok := r.nextLine(lines, at)
+	next, long, ok := r.nextLine(lines)
 	if !ok && lines.err == io.EOF {
 		return r.doc(ctx, r.first, at, false, fn)
 	}
@@ -209,7 +228,11 @@ func (r *Reader) split(ctx context.Context, at Location, in *bufio.Reader, fn fu
 	if err := r.doc(ctx, r.first, at, false, fn); err != nil {
 		return err
 	}
-	for ; ok; next, ok = r.nextLine(lines, at) {
+	for ; ok; next, long, ok = r.nextLine(lines) {
+		if long {
+			r.tooLong(lines, at)
+			continue
+		}
 		at.Line = lines.n
 		if err := r.doc(ctx, next, at, false, fn); err != nil {
 			return err
@@ -218,23 +241,23 @@ func (r *Reader) split(ctx context.Context, at Location, in *bufio.Reader, fn fu
 	return r.readErr(lines, at)
 }
 
-// nextLine returns the next line with content, trimmed, reporting the lines
-// too long to read.
-func (r *Reader) nextLine(lines *lineReader, at Location) ([]byte, bool) {
+// nextLine returns the next line with content, trimmed, or one too long to
+// read (long).
+func (r *Reader) nextLine(lines *lineReader) (line []byte, long, ok bool) {
 	for {
-		line, tooLong, ok := lines.next()
-		if !ok {
-			return nil, false
-		}
-		if tooLong {
-			at.Line = lines.n
-			r.bad(at, fmt.Errorf("line longer than %d bytes", lines.max))
-			continue
+		line, long, ok = lines.next()
+		if !ok || long {
+			return nil, long, ok
 		}
 		if line = bytes.TrimSpace(line); len(line) > 0 {
-			return line, true
+			return line, false, true
 		}
 	}
+}
+
+func (r *Reader) tooLong(lines *lineReader, at Location) {
+	at.Line = lines.n
+	r.bad(at, fmt.Errorf("line longer than %d bytes", lines.max))
 }
 
 // readErr reports a read error that ended the lines early.

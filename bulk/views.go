@@ -149,6 +149,7 @@ type flattener struct {
 func newFlattener(out string, views []*flatten.View, batchRows int) (*flattener, error) {
 	fl := &flattener{byType: map[string][]*viewOutput{}, batchRows: batchRows}
 	fl.reader.Bad = fl.fail
+	fl.reader.SkipDeletes = true // a delete has no rows
 	for _, v := range views {
 		stage, err := os.MkdirTemp(out, "."+v.Name()+"-")
 		if err != nil {

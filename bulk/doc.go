@@ -11,7 +11,8 @@
 //     JSON document (pretty-printed or not). The name plays no part;
 //   - a Bundle of any type is split into its entries by flatten.BundleEntries
 //     without being parsed whole; a Bundle inside an entry is opened too;
-//     a DELETE entry is a delete;
+//     a DELETE entry is a delete (read, when the Bundle spells DELETE at
+//     all, by a SQL-on-FHIR view over the Bundle: flatten's parser again);
 //   - a Bundle whose first entry is a subscription status (or a MessageHeader
 //     around a notification), a bare status, and the vendor envelopes that
 //     package notification recognises are subscription notifications: their

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 
 	"fhirlake/flatten"
@@ -71,6 +72,9 @@ func (r *Reader) bundle(ctx context.Context, data []byte, at Location, carried b
 	}
 	return r.entries(ctx, data, at, carried, fn)
 }
+
+// errStop ends a walk of the entries early; it never leaves the package.
+var errStop = errors.New("stop")
 
 // startsNotification reports whether the first entry of the Bundle in data
 // holds a subscription status, or the MessageHeader of a message Bundle,

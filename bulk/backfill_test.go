@@ -95,20 +95,8 @@ func TestBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(fmt.Sprintf(`SELECT resource_type || '/' || id || ' ' || operation || ' @' || "offset"
-		FROM read_parquet('%s/speed/resources/*/*.parquet') ORDER BY topic, "offset", id`, lake))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var got []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, s)
-	}
+	got := queryStrings(t, db, fmt.Sprintf(`SELECT resource_type || '/' || id || ' ' || operation || ' @' || "offset"
+		FROM read_parquet('%s/speed/resources/*/*.parquet')`, lake))
 	slices.Sort(got)
 	wantRows := []string{
 		// export: lines 1 and 4.

@@ -30,18 +30,27 @@ func defaultViews(t *testing.T, names ...string) []*flatten.View {
 // ids reads the id column of a view's dataset, sorted.
 func ids(t *testing.T, db *sql.DB, glob string) []string {
 	t.Helper()
-	rows, err := db.Query(fmt.Sprintf("SELECT coalesce(id, '') FROM read_parquet('%s') ORDER BY 1", glob))
+	return queryStrings(t, db, fmt.Sprintf("SELECT coalesce(id, '') FROM read_parquet('%s') ORDER BY 1", glob))
+}
+
+// queryStrings returns the first column of every row of q.
+func queryStrings(t *testing.T, db *sql.DB, q string) []string {
+	t.Helper()
+	rows, err := db.Query(q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	var got []string
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var s string
+		if err := rows.Scan(&s); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, id)
+		got = append(got, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return got
 }

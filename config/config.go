@@ -324,133 +324,197 @@ var tenantName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // Validate reports every problem at once, each naming the key at fault.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if len(c.Kafka.Brokers) == 0 {
-		bad("kafka.brokers: at least one broker is required")
-	}
-	if len(c.Kafka.Topics) == 0 {
-		bad("kafka.topics: at least one topic is required")
-	}
-	if c.Kafka.Group == "" {
-		bad("kafka.group: required")
-	}
-	if c.Kafka.DeadLetterTopic == "" {
-		bad("kafka.dead_letter_topic: required (records that cannot be stored go there)")
-	}
-	for _, t := range c.Kafka.Topics {
-		if t == c.Kafka.DeadLetterTopic {
-			bad("kafka.dead_letter_topic: %q is also consumed; it would loop", t)
-		}
-	}
-	if c.Kafka.Partitions < 1 {
-		bad("kafka.partitions: must be at least 1, got %d", c.Kafka.Partitions)
-	}
-	if c.Kafka.SessionTimeout < time.Second {
-		bad("kafka.session_timeout: must be at least 1s, got %s", c.Kafka.SessionTimeout)
-	}
-	if c.Kafka.RebalanceTimeout < c.Kafka.SessionTimeout/2 {
-		bad("kafka.rebalance_timeout (%s) is too short next to session_timeout (%s)", c.Kafka.RebalanceTimeout, c.Kafka.SessionTimeout)
-	}
+	var top problems
 	if c.ShutdownTimeout <= 0 {
-		bad("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
-	}
-	if c.Kafka.ReplicationFactor < 1 {
-		bad("kafka.replication_factor: must be at least 1, got %d", c.Kafka.ReplicationFactor)
-	}
-	if c.Routing.Header == "" && len(c.Routing.Topics) == 0 && !c.Routing.PayloadFields && c.Routing.BaseURLPattern == "" && c.Routing.TagSystem == "" {
-		bad("routing: configure at least one source (header, topics, payload_fields, base_url_pattern, tag_system), or no record can be routed")
-	}
-	if c.Routing.BaseURLPattern != "" {
-		re, err := regexp.Compile(c.Routing.BaseURLPattern)
-		switch {
-		case err != nil:
-			bad("routing.base_url_pattern: %v", err)
-		case re.SubexpIndex("tenant") < 0:
-			bad("routing.base_url_pattern: needs a named group (?P<tenant>…)")
-		}
-	}
-	if c.Fetch.Concurrency < 1 || c.Fetch.RatePerSecond <= 0 || c.Fetch.Timeout <= 0 || c.Fetch.MaxRetries < 0 {
-		bad("fetch: concurrency, rate_per_second and timeout must be positive and max_retries not negative")
-	}
-	if c.Flush.MaxRows < 1 {
-		bad("flush.max_rows: must be positive, got %d", c.Flush.MaxRows)
-	}
-	if c.Flush.MaxBytes < 1<<10 {
-		bad("flush.max_bytes: must be at least 1KiB, got %s", c.Flush.MaxBytes)
-	}
-	if c.Flush.MaxAge < 10*time.Millisecond {
-		bad("flush.max_age: must be at least 10ms, got %s", c.Flush.MaxAge)
-	}
-	if c.Memory.Limit != 0 && c.Memory.Limit < MinMemoryLimit {
-		bad("memory.limit: must be 0 (not managed) or at least %s, got %s", ByteSize(MinMemoryLimit), c.Memory.Limit)
-	}
-	if b := c.Memory.Budget(); b < c.Flush.MaxBytes {
-		if b < c.Memory.MaxBufferedBytes {
-			bad("memory.limit (%s) leaves a buffer budget of %s (1/4 of it), less than flush.max_bytes (%s)", c.Memory.Limit, b, c.Flush.MaxBytes)
-		} else {
-			bad("memory.max_buffered_bytes (%s) must be at least flush.max_bytes (%s)", c.Memory.MaxBufferedBytes, c.Flush.MaxBytes)
-		}
+		top.add("shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
 	}
 	if c.WorkDir == "" {
-		bad("work_dir: required")
+		top.add("work_dir: required")
 	}
-	if err := c.Compact.Validate(); err != nil {
-		errs = append(errs, err)
+	tenants, tenantErrs := validateTenants(c.Tenants)
+	return errors.Join(
+		c.Kafka.validate(),
+		top.err(),
+		c.Routing.validate(),
+		c.Fetch.validate(),
+		c.Flush.validate(),
+		c.Memory.validate(c.Flush),
+		c.Compact.Validate(),
+		tenantErrs,
+		c.Routing.validateTopics(tenants),
+	)
+}
+
+// problems gathers the failures of one section, each naming its key.
+type problems []error
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
+
+func (p problems) err() error { return errors.Join(p...) }
+
+func (k Kafka) validate() error {
+	var p problems
+	if len(k.Brokers) == 0 {
+		p.add("kafka.brokers: at least one broker is required")
 	}
+	if len(k.Topics) == 0 {
+		p.add("kafka.topics: at least one topic is required")
+	}
+	if k.Group == "" {
+		p.add("kafka.group: required")
+	}
+	if k.DeadLetterTopic == "" {
+		p.add("kafka.dead_letter_topic: required (records that cannot be stored go there)")
+	}
+	for _, t := range k.Topics {
+		if t == k.DeadLetterTopic {
+			p.add("kafka.dead_letter_topic: %q is also consumed; it would loop", t)
+		}
+	}
+	if k.Partitions < 1 {
+		p.add("kafka.partitions: must be at least 1, got %d", k.Partitions)
+	}
+	if k.SessionTimeout < time.Second {
+		p.add("kafka.session_timeout: must be at least 1s, got %s", k.SessionTimeout)
+	}
+	if k.RebalanceTimeout < k.SessionTimeout/2 {
+		p.add("kafka.rebalance_timeout (%s) is too short next to session_timeout (%s)", k.RebalanceTimeout, k.SessionTimeout)
+	}
+	if k.ReplicationFactor < 1 {
+		p.add("kafka.replication_factor: must be at least 1, got %d", k.ReplicationFactor)
+	}
+	return p.err()
+}
+
+// validate checks the sources of the chain; validateTopics checks the
+// topic map against the tenants.
+func (r Routing) validate() error {
+	var p problems
+	if r.Header == "" && len(r.Topics) == 0 && !r.PayloadFields && r.BaseURLPattern == "" && r.TagSystem == "" {
+		p.add("routing: configure at least one source (header, topics, payload_fields, base_url_pattern, tag_system), or no record can be routed")
+	}
+	if r.BaseURLPattern != "" {
+		re, err := regexp.Compile(r.BaseURLPattern)
+		switch {
+		case err != nil:
+			p.add("routing.base_url_pattern: %v", err)
+		case re.SubexpIndex("tenant") < 0:
+			p.add("routing.base_url_pattern: needs a named group (?P<tenant>…)")
+		}
+	}
+	return p.err()
+}
+
+func (r Routing) validateTopics(tenants map[string]bool) error {
+	var p problems
+	for topic, tenant := range r.Topics {
+		if !tenants[tenant] {
+			p.add("routing.topics[%s]: tenant %q is not in tenants", topic, tenant)
+		}
+	}
+	return p.err()
+}
+
+func (f Fetch) validate() error {
+	if f.Concurrency < 1 || f.RatePerSecond <= 0 || f.Timeout <= 0 || f.MaxRetries < 0 {
+		return errors.New("fetch: concurrency, rate_per_second and timeout must be positive and max_retries not negative")
+	}
+	return nil
+}
+
+func (f Flush) validate() error {
+	var p problems
+	if f.MaxRows < 1 {
+		p.add("flush.max_rows: must be positive, got %d", f.MaxRows)
+	}
+	if f.MaxBytes < 1<<10 {
+		p.add("flush.max_bytes: must be at least 1KiB, got %s", f.MaxBytes)
+	}
+	if f.MaxAge < 10*time.Millisecond {
+		p.add("flush.max_age: must be at least 10ms, got %s", f.MaxAge)
+	}
+	return p.err()
+}
+
+// validate checks the limit and that the budget holds at least one full
+// buffer.
+func (m Memory) validate(flush Flush) error {
+	var p problems
+	if m.Limit != 0 && m.Limit < MinMemoryLimit {
+		p.add("memory.limit: must be 0 (not managed) or at least %s, got %s", ByteSize(MinMemoryLimit), m.Limit)
+	}
+	if b := m.Budget(); b < flush.MaxBytes {
+		if b < m.MaxBufferedBytes {
+			p.add("memory.limit (%s) leaves a buffer budget of %s (1/4 of it), less than flush.max_bytes (%s)", m.Limit, b, flush.MaxBytes)
+		} else {
+			p.add("memory.max_buffered_bytes (%s) must be at least flush.max_bytes (%s)", m.MaxBufferedBytes, flush.MaxBytes)
+		}
+	}
+	return p.err()
+}
+
+// validateTenants checks every tenant and that no two share a name or a
+// store; it returns the names seen.
+func validateTenants(tenants []Tenant) (map[string]bool, error) {
+	var p problems
 	seen := map[string]bool{}
-	buckets := map[string]string{}
-	for i, t := range c.Tenants {
+	owners := map[string]string{} // store → the tenant that has it
+	for i, t := range tenants {
 		at := fmt.Sprintf("tenants[%d]", i)
 		if !tenantName.MatchString(t.Name) {
-			bad("%s.name: %q must be lowercase letters, digits and dashes", at, t.Name)
+			p.add("%s.name: %q must be lowercase letters, digits and dashes", at, t.Name)
 		}
 		if seen[t.Name] {
-			bad("%s.name: %q appears twice", at, t.Name)
+			p.add("%s.name: %q appears twice", at, t.Name)
 		}
 		seen[t.Name] = true
-		at += " (" + t.Name + ").store"
-		switch t.Store.Type {
-		case "local":
-			if t.Store.Path == "" {
-				bad("%s.path: required for a local store", at)
-			}
-			if other, ok := buckets["local:"+t.Store.Path]; ok {
-				bad("%s.path: %q is also the store of tenant %s; tenants never share a store", at, t.Store.Path, other)
-			}
-			buckets["local:"+t.Store.Path] = t.Name
-		case "s3":
-			if t.Store.Bucket == "" {
-				bad("%s.bucket: required for an s3 store", at)
-			}
-			if other, ok := buckets["s3:"+t.Store.Endpoint+"/"+t.Store.Bucket]; ok {
-				bad("%s.bucket: %q is also the bucket of tenant %s; tenants never share a bucket", at, t.Store.Bucket, other)
-			}
-			buckets["s3:"+t.Store.Endpoint+"/"+t.Store.Bucket] = t.Name
-			if (t.Store.AccessKeyEnv == "") != (t.Store.SecretKeyEnv == "") {
-				bad("%s: set both access_key_env and secret_key_env, or neither", at)
-			}
-			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv} {
-				if name != "" && os.Getenv(name) == "" {
-					bad("%s: environment variable %s is not set", at, name)
-				}
-			}
-		default:
-			bad("%s.type: %q must be local or s3", at, t.Store.Type)
-		}
-		if t.FHIR.BaseURL != "" && !strings.HasPrefix(t.FHIR.BaseURL, "https://") && !strings.HasPrefix(t.FHIR.BaseURL, "http://") {
-			bad("tenants[%d] (%s).fhir.base_url: %q must be an http(s) URL", i, t.Name, t.FHIR.BaseURL)
-		}
-		if t.FHIR.TokenEnv != "" && os.Getenv(t.FHIR.TokenEnv) == "" {
-			bad("tenants[%d] (%s).fhir.token_env: environment variable %s is not set", i, t.Name, t.FHIR.TokenEnv)
-		}
+		at += " (" + t.Name + ")"
+		t.Store.validate(&p, at+".store", t.Name, owners)
+		t.FHIR.validate(&p, at+".fhir")
 	}
-	for topic, tenant := range c.Routing.Topics {
-		if !seen[tenant] {
-			bad("routing.topics[%s]: tenant %q is not in tenants", topic, tenant)
+	return seen, p.err()
+}
+
+// validate checks one tenant's store, at being its key; owners maps each
+// store seen so far to its tenant, so that no two tenants share one.
+func (s Store) validate(p *problems, at, tenant string, owners map[string]string) {
+	switch s.Type {
+	case "local":
+		if s.Path == "" {
+			p.add("%s.path: required for a local store", at)
 		}
+		if other, ok := owners["local:"+s.Path]; ok {
+			p.add("%s.path: %q is also the store of tenant %s; tenants never share a store", at, s.Path, other)
+		}
+		owners["local:"+s.Path] = tenant
+	case "s3":
+		if s.Bucket == "" {
+			p.add("%s.bucket: required for an s3 store", at)
+		}
+		if other, ok := owners["s3:"+s.Endpoint+"/"+s.Bucket]; ok {
+			p.add("%s.bucket: %q is also the bucket of tenant %s; tenants never share a bucket", at, s.Bucket, other)
+		}
+		owners["s3:"+s.Endpoint+"/"+s.Bucket] = tenant
+		if (s.AccessKeyEnv == "") != (s.SecretKeyEnv == "") {
+			p.add("%s: set both access_key_env and secret_key_env, or neither", at)
+		}
+		for _, name := range []string{s.AccessKeyEnv, s.SecretKeyEnv} {
+			if name != "" && os.Getenv(name) == "" {
+				p.add("%s: environment variable %s is not set", at, name)
+			}
+		}
+	default:
+		p.add("%s.type: %q must be local or s3", at, s.Type)
 	}
-	return errors.Join(errs...)
+}
+
+func (f FHIRServer) validate(p *problems, at string) {
+	if f.BaseURL != "" && !strings.HasPrefix(f.BaseURL, "https://") && !strings.HasPrefix(f.BaseURL, "http://") {
+		p.add("%s.base_url: %q must be an http(s) URL", at, f.BaseURL)
+	}
+	if f.TokenEnv != "" && os.Getenv(f.TokenEnv) == "" {
+		p.add("%s.token_env: environment variable %s is not set", at, f.TokenEnv)
+	}
 }
 
 // Tenant returns the named tenant's configuration.

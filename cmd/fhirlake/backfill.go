@@ -3,13 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"fhirlake/consumer"
+	"fhirlake/bulk"
 	"fhirlake/flatten"
 	"fhirlake/sink"
 )
@@ -21,12 +20,13 @@ func newBackfillCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backfill --tenant T FILES…",
 		Short: "Load bulk-export NDJSON or Bundles into one tenant's lake",
-		Long: `backfill loads FHIR bulk-export NDJSON (one resource per line) or Bundles, plain or
-.gz, into the tenant's lake through the same flattening and storage path as the consumer:
-the raw-resource dataset and every view. Object names come from each file's content hash
-and line numbers, so loading a file again overwrites its own objects: it is idempotent per
-file. Resources that cannot be read are listed and make the command exit non-zero; the
-others are stored.`,
+		Long: `backfill loads FHIR bulk-export NDJSON (one resource per line), Bundles of any type
+(DELETE entries delete) or subscription notifications, plain or gzipped (told apart by
+content, as views run does), into the tenant's lake through the same flattening and storage
+path as the consumer: the raw-resource dataset and every view. Object names come from each
+file's content hash and line or entry numbers, so loading a file again overwrites its own
+objects: it is idempotent per file. Resources that cannot be read are listed and make the
+command exit non-zero; the others are stored.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
 			cfg, err := g.load()
@@ -51,26 +51,17 @@ others are stored.`,
 				return err
 			}
 			defer w.Close()
-			var total int64
-			for _, f := range files {
-				info, err := os.Stat(f)
-				if err != nil {
-					return err
-				}
-				total += info.Size()
+			total, err := bulk.Size(files)
+			if err != nil {
+				return err
 			}
 			bar := newBar(int(total), "backfilling", quiet)
-			var done int64
 			var failed []string
 			for _, f := range files {
-				base := done
-				res, err := consumer.Backfill(ctx, w, t.Name, f, consumer.BackfillOptions{
+				res, err := bulk.Backfill(ctx, w, t.Name, f, bulk.BackfillOptions{
 					Views: views, ChunkRows: chunk,
-					Progress: func(n int64) { bar.Set64(base + n) },
+					Progress: func(n int) { bar.Add(n) },
 				})
-				if info, serr := os.Stat(f); serr == nil {
-					done += info.Size()
-				}
 				if err != nil {
 					bar.Finish()
 					return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -163,7 +164,7 @@ func newFetcher(cfg config.Config) (*notification.Fetcher, error) {
 	}, targets)
 }
 
-type readiness struct{ ok atomicBool }
+type readiness struct{ ok atomic.Bool }
 
 func (r *readiness) set(v bool) { r.ok.Store(v) }
 

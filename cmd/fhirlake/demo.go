@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -55,65 +56,115 @@ func runDemo(ctx context.Context, g *globals, f *generateFlags, lake string, out
 	if err != nil {
 		return err
 	}
-	cfg := config.Default()
-	cfg.Flush.MaxAge = time.Second
-	cfg.Metrics.Listen = ""
-	cfg.WorkDir = filepath.Join(".fhirlake", "work")
-	for _, t := range f.tenants {
-		cfg.Tenants = append(cfg.Tenants, config.Tenant{Name: t, Store: config.Store{Type: "local", Path: filepath.Join(lake, t)}})
-	}
-	if err := cfg.Validate(); err != nil {
+	cfg, err := demoConfig(f.tenants, lake)
+	if err != nil {
 		return err
 	}
-	for _, t := range f.tenants {
-		// A fresh lake each run, so the counts below are this run's.
-		if err := os.RemoveAll(filepath.Join(lake, t)); err != nil {
-			return err
-		}
-	}
-
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(cfg.Kafka.Partitions, append(cfg.Kafka.Topics, cfg.Kafka.DeadLetterTopic)...))
 	if err != nil {
 		return fmt.Errorf("start in-process kafka: %w", err)
 	}
 	defer cluster.Close()
-	kcfg := cfg
-	kcfg.Kafka.Brokers = cluster.ListenAddrs()
-	fmt.Fprintf(out, "in-process Kafka at %s; lake in ./%s\n", strings.Join(kcfg.Kafka.Brokers, ","), lake)
+	cfg.Kafka.Brokers = cluster.ListenAddrs()
+	fmt.Fprintf(out, "in-process Kafka at %s; lake in ./%s\n", strings.Join(cfg.Kafka.Brokers, ","), lake)
 
-	bar := newBar(gen.Total(), "producing", f.quiet)
-	err = produceRecords(ctx, gen, kcfg.Kafka.Brokers, kcfg.Kafka.Topics[0], bar)
-	bar.Finish()
+	records, err := demoProduce(ctx, out, gen, cfg, f.quiet)
 	if err != nil {
 		return err
 	}
-	counts := gen.Counts()
-	fmt.Fprintf(out, "produced %d notifications: %d events (%d upserts, %d deletes), %d control, %d malformed, %d unroutable\n",
-		counts.Records(), counts.Events, counts.Upserts, counts.Deletes, counts.Controls, counts.Malformed, counts.Unroutable)
-
-	reg := prometheus.NewRegistry()
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- runConsumer(cctx, kcfg, reg, log, nil) }()
-	err = waitCaughtUp(ctx, kcfg, done, int64(counts.Records()), f.quiet)
-	cancel()
-	if cerr := <-done; err == nil {
-		err = cerr
-	}
+	reg, err := demoConsume(ctx, cfg, log, records, f.quiet)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "consumed in %s\n\n", time.Since(start).Round(100*time.Millisecond))
+	if err := printReconciliation(out, reg); err != nil {
+		return err
+	}
+	mismatch, err := checkTenants(ctx, out, cfg.Tenants, expectedCounts(gen))
+	if err != nil {
+		return err
+	}
+	if err := compactDemo(ctx, out, lake, cfg, f.tenants, log); err != nil {
+		return err
+	}
+	if err := writeDemoConfig(cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\ndone in %s. Try: fhirlake query --tenant %s \"SELECT count(*) FROM observation\"\n", time.Since(start).Round(100*time.Millisecond), cfg.Tenants[0].Name)
+	if mismatch {
+		return errors.New("the lake does not match the expected state")
+	}
+	return nil
+}
 
+// demoConfig is the demo's configuration: the defaults, flushed every
+// second, with a local lake per tenant under lake, emptied so that the
+// counts checked afterwards are this run's.
+func demoConfig(tenants []string, lake string) (config.Config, error) {
+	cfg := config.Default()
+	cfg.Flush.MaxAge = time.Second
+	cfg.Metrics.Listen = ""
+	cfg.WorkDir = filepath.Join(".fhirlake", "work")
+	for _, t := range tenants {
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{Name: t, Store: config.Store{Type: "local", Path: filepath.Join(lake, t)}})
+	}
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, err
+	}
+	for _, t := range tenants {
+		if err := os.RemoveAll(filepath.Join(lake, t)); err != nil {
+			return config.Config{}, err
+		}
+	}
+	return cfg, nil
+}
+
+// demoProduce sends the generated stream to the first topic and returns
+// the number of records.
+func demoProduce(ctx context.Context, out io.Writer, gen *synth.Generator, cfg config.Config, quiet bool) (int, error) {
+	bar := newBar(gen.Total(), "producing", quiet)
+	err := produceRecords(ctx, gen, cfg.Kafka.Brokers, cfg.Kafka.Topics[0], bar)
+	bar.Finish()
+	if err != nil {
+		return 0, err
+	}
+	counts := gen.Counts()
+	fmt.Fprintf(out, "produced %d notifications: %d events (%d upserts, %d deletes), %d control, %d malformed, %d unroutable\n",
+		counts.Records(), counts.Events, counts.Upserts, counts.Deletes, counts.Controls, counts.Malformed, counts.Unroutable)
+	return counts.Records(), nil
+}
+
+// demoConsume runs the consumer until the group has committed all records,
+// and returns the registry holding its metrics.
+func demoConsume(ctx context.Context, cfg config.Config, log *slog.Logger, records int, quiet bool) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runConsumer(cctx, cfg, reg, log, nil) }()
+	err := waitCaughtUp(ctx, cfg, done, int64(records), quiet)
+	cancel()
+	if cerr := <-done; err == nil {
+		err = cerr
+	}
+	return reg, err
+}
+
+// printReconciliation accounts for every record from the consumer's and
+// the sink's metrics.
+func printReconciliation(out io.Writer, reg *prometheus.Registry) error {
 	m, err := gatherSums(reg)
 	if err != nil {
 		return err
 	}
-	rows := m["fhirlake_sink_rows_written_total"]
+	records, control, dead := m["fhirlake_consumer_records_total"], m["fhirlake_consumer_control_messages_total"], m["fhirlake_consumer_dead_letters_total"]
 	fmt.Fprintf(out, "reconciliation: %0.f records = %0.f with changes + %0.f control + %0.f dead letters; %0.f rows written in %0.f files\n",
-		m["fhirlake_consumer_records_total"], m["fhirlake_consumer_records_total"]-m["fhirlake_consumer_control_messages_total"]-m["fhirlake_consumer_dead_letters_total"],
-		m["fhirlake_consumer_control_messages_total"], m["fhirlake_consumer_dead_letters_total"], rows, m["fhirlake_sink_files_written_total"])
+		records, records-control-dead, control, dead, m["fhirlake_sink_rows_written_total"], m["fhirlake_sink_files_written_total"])
+	return nil
+}
 
+// expectedCounts is, per tenant and resource type, the number of resources
+// the generator left undeleted.
+func expectedCounts(gen *synth.Generator) map[string]map[string]int {
 	want := map[string]map[string]int{}
 	for _, e := range gen.Expected() {
 		if e.Deleted {
@@ -124,51 +175,71 @@ func runDemo(ctx context.Context, g *globals, f *generateFlags, lake string, out
 		}
 		want[e.Tenant][e.ResourceType]++
 	}
-	mismatch := false
-	for _, t := range cfg.Tenants {
-		s, err := query.Open(ctx, t.Name, t.Store.Path, query.Options{})
+	return want
+}
+
+// checkTenants prints each tenant's resource counts against want, and runs
+// the sample query on the first tenant; mismatch is true when a count
+// differs.
+func checkTenants(ctx context.Context, out io.Writer, tenants []config.Tenant, want map[string]map[string]int) (mismatch bool, err error) {
+	for i, t := range tenants {
+		differs, err := checkTenant(ctx, out, t, want[t.Name], i == 0)
 		if err != nil {
-			return err
+			return false, err
 		}
-		got, err := countByType(ctx, s)
-		if err != nil {
-			s.Close()
-			return err
-		}
-		fmt.Fprintf(out, "\ntenant %s (current resources, deletes removed):\n", t.Name)
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "resource type\tviews row count\texpected\t")
-		types := keys(got, want[t.Name])
-		for _, typ := range types {
-			mark := ""
-			if got[typ] != want[t.Name][typ] {
-				mark, mismatch = "  MISMATCH", true
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d%s\t\n", typ, got[typ], want[t.Name][typ], mark)
-		}
-		tw.Flush()
-		if err := printViewRows(ctx, out, s); err != nil {
-			s.Close()
-			return err
-		}
-		if t.Name == cfg.Tenants[0].Name {
-			fmt.Fprintf(out, "\nsample query for %s: %s\n", t.Name, demoQuery)
-			rows, err := s.Query(ctx, demoQuery)
-			if err != nil {
-				s.Close()
-				return err
-			}
-			_, err = query.Write(out, rows, "table")
-			rows.Close()
-			if err != nil {
-				s.Close()
-				return err
-			}
-		}
-		s.Close()
+		mismatch = mismatch || differs
 	}
+	return mismatch, nil
+}
+
+func checkTenant(ctx context.Context, out io.Writer, t config.Tenant, want map[string]int, sample bool) (mismatch bool, err error) {
+	s, err := query.Open(ctx, t.Name, t.Store.Path, query.Options{})
+	if err != nil {
+		return false, err
+	}
+	defer s.Close()
+	got, err := countByType(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	fmt.Fprintf(out, "\ntenant %s (current resources, deletes removed):\n", t.Name)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "resource type\tviews row count\texpected\t")
+	for _, typ := range keys(got, want) {
+		mark := ""
+		if got[typ] != want[typ] {
+			mark, mismatch = "  MISMATCH", true
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d%s\t\n", typ, got[typ], want[typ], mark)
+	}
+	tw.Flush()
+	if err := printViewRows(ctx, out, s); err != nil {
+		return false, err
+	}
+	if sample {
+		if err := runSampleQuery(ctx, out, t.Name, s); err != nil {
+			return false, err
+		}
+	}
+	return mismatch, nil
+}
+
+func runSampleQuery(ctx context.Context, out io.Writer, tenant string, s *query.Session) error {
+	fmt.Fprintf(out, "\nsample query for %s: %s\n", tenant, demoQuery)
+	rows, err := s.Query(ctx, demoQuery)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	_, err = query.Write(out, rows, "table")
+	return err
+}
+
+// compactDemo builds the batch layer with dbt, or says why it was skipped
+// when dbt is not installed.
+func compactDemo(ctx context.Context, out io.Writer, lake string, cfg config.Config, tenants []string, log *slog.Logger) error {
 	fmt.Fprintln(out, "\ncompacting the batch layer (dbt)…")
-	table, _, err := compactor.CompactLocalLake(ctx, lake, filepath.Join(cfg.WorkDir, "compact"), f.tenants, log)
+	table, _, err := compactor.CompactLocalLake(ctx, lake, filepath.Join(cfg.WorkDir, "compact"), tenants, log)
 	switch {
 	case errors.Is(err, compactor.ErrNoDBT):
 		fmt.Fprintln(out, "batch layer skipped:", err)
@@ -176,13 +247,6 @@ func runDemo(ctx context.Context, g *globals, f *generateFlags, lake string, out
 		return err
 	default:
 		table.Write(out)
-	}
-	if err := writeDemoConfig(cfg); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "\ndone in %s. Try: fhirlake query --tenant %s \"SELECT count(*) FROM observation\"\n", time.Since(start).Round(100*time.Millisecond), cfg.Tenants[0].Name)
-	if mismatch {
-		return errors.New("the lake does not match the expected state")
 	}
 	return nil
 }

@@ -1,5 +1,0 @@
-package main
-
-import "sync/atomic"
-
-type atomicBool = atomic.Bool

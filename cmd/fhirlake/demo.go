@@ -36,7 +36,7 @@ func newDemoCmd(g *globals) *cobra.Command {
 		Use:   "demo",
 		Short: "Run the whole pipeline on embedded defaults: no services needed",
 		Long: `demo starts an in-process Kafka cluster, generates notifications for the tenants,
-consumes them into ./lake/<tenant>/ (a local-directory lake), prints per-tenant row counts
+consumes them into ./demo-lake/<tenant>/ (a local-directory lake), prints per-tenant row counts
 checked against the generator's expected state, and runs a sample query. It leaves
 ./fhirlake.yaml so that ` + "`fhirlake query --tenant acme \"SQL\"`" + ` works afterwards.`,
 		Args: cobra.NoArgs,
@@ -45,7 +45,7 @@ checked against the generator's expected state, and runs a sample query. It leav
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().StringVar(&lake, "lake", "lake", "directory of the local lake (one subdirectory per tenant)")
+	cmd.Flags().StringVar(&lake, "lake", "demo-lake", "directory of the local lake (one subdirectory per tenant)")
 	return cmd
 }
 

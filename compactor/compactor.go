@@ -518,13 +518,12 @@ func writePlan(path string, files []lake.SpeedFile) error {
 	if err != nil {
 		return err
 	}
-	w := csv.NewWriter(f)
-	w.Write([]string{"dataset", "date", "file"})
+	records := make([][]string, 0, 1+len(files))
+	records = append(records, []string{"dataset", "date", "file"})
 	for _, sf := range files {
-		w.Write([]string{sf.Dataset, sf.Date, sf.Name})
+		records = append(records, []string{sf.Dataset, sf.Date, sf.Name})
 	}
-	w.Flush()
-	if err := w.Error(); err != nil {
+	if err := csv.NewWriter(f).WriteAll(records); err != nil {
 		f.Close()
 		return err
 	}

@@ -70,7 +70,7 @@ func NewDBT(d DBT) (*DBT, error) {
 		return nil, ErrNoDBT
 	}
 	if _, err := exec.LookPath(d.Path); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoDBT, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoDBT, err)
 	}
 	var fsys fs.FS = dbtproject.Project
 	if d.ProjectDir != "" {
@@ -251,7 +251,9 @@ func tail(path string, n int) string {
 	}
 	defer f.Close()
 	if info, err := f.Stat(); err == nil && info.Size() > 64<<10 {
-		f.Seek(-64<<10, io.SeekEnd)
+		// If it fails, the offset stays at the start and the whole file is
+		// read, whose last lines are the same.
+		_, _ = f.Seek(-64<<10, io.SeekEnd)
 	}
 	b, _ := io.ReadAll(f)
 	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))

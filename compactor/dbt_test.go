@@ -134,8 +134,13 @@ func TestNewDBT(t *testing.T) {
 		t.Errorf("fingerprints differ: embedded %s, written copy %s", a.Project(), b.Project())
 	}
 	f := filepath.Join(dir, "models", "marts", "patients.sql")
-	body, _ := os.ReadFile(f)
-	os.WriteFile(f, append(body, "\n-- changed\n"...), 0o644)
+	body, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, append(body, "\n-- changed\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	c, err := NewDBT(DBT{Path: a.Path, ProjectDir: dir})
 	if err != nil {
 		t.Fatal(err)

@@ -197,10 +197,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer func() { stopObs(); <-obsDone }()
 	paused := false
 	var runErr error
-	for {
-		if ctx.Err() != nil {
-			break
-		}
+	for ctx.Err() == nil {
 		select {
 		case err := <-c.fatal:
 			runErr = err

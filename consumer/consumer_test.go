@@ -387,7 +387,7 @@ func TestConsumerBackpressure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	limit := int64(budget + FetchMaxBytes(budget))
+	limit := budget + FetchMaxBytes(budget)
 	var peak int64
 	pausedSeen := false
 	for i := 0; i < 40; i++ {

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"errors"
 	"regexp"
 	"testing"
 
@@ -47,8 +48,8 @@ func TestRouter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := r.Resolve(&tc.rec, tc.n)
 			if tc.wantErr != "" {
-				re, ok := err.(*RouteError)
-				if !ok || re.Class != tc.wantErr {
+				var re *RouteError
+				if !errors.As(err, &re) || re.Class != tc.wantErr {
 					t.Fatalf("got %q, %v; want error class %s", got, err, tc.wantErr)
 				}
 				return

@@ -69,7 +69,9 @@ func publishSnapshot(t *testing.T, root, id string, watermark time.Time, parts i
 	t.Helper()
 	dir := filepath.Join(root, "batch", id)
 	for _, m := range []string{"int_resources__latest", "int_patient__latest", "patients"} {
-		os.MkdirAll(filepath.Join(dir, m), 0o755)
+		if err := os.MkdirAll(filepath.Join(dir, m), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c, err := duckdb.NewConnector("", nil)
 	if err != nil {
@@ -111,12 +113,15 @@ func publishSnapshot(t *testing.T, root, id string, watermark time.Time, parts i
 	if _, err := db.Exec(fmt.Sprintf("COPY (SELECT 'mart' AS kind, count(*) AS n FROM %s) TO '%s/patients/data_0.parquet'", pat, dir)); err != nil {
 		t.Fatal(err)
 	}
-	filepath.WalkDir(filepath.Join(root, "speed"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			os.Chtimes(p, watermark.Add(-2*time.Hour), watermark.Add(-2*time.Hour))
+	old := watermark.Add(-2 * time.Hour)
+	if err := filepath.WalkDir(filepath.Join(root, "speed"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
-		return nil
-	})
+		return os.Chtimes(p, old, old)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	models := map[string]any{}
 	for m, keys := range files {
 		models[m] = map[string]any{"files": keys}
@@ -127,7 +132,9 @@ func publishSnapshot(t *testing.T, root, id string, watermark time.Time, parts i
 		"models":    models,
 	}
 	b, _ := json.Marshal(man)
-	os.MkdirAll(filepath.Join(root, "_manifest"), 0o755)
+	if err := os.MkdirAll(filepath.Join(root, "_manifest"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(root, "_manifest", "batch.json"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}

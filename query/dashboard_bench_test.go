@@ -60,7 +60,9 @@ func TestDashboardBenchmark(t *testing.T) {
 	defer s.Close()
 	cat := s.Catalog()
 	var obs int
-	s.Run(ctx, "SELECT count(*) FROM observation", func(r *sql.Rows) error { r.Next(); return r.Scan(&obs) })
+	if err := s.Run(ctx, "SELECT count(*) FROM observation", func(r *sql.Rows) error { r.Next(); return r.Scan(&obs) }); err != nil {
+		t.Fatal(err)
+	}
 	snap := "none"
 	if cat.Snapshot != nil {
 		snap = cat.Snapshot.SnapshotID
@@ -160,8 +162,10 @@ func rebuilds(t *testing.T, s *Session) {
 		times = append(times, time.Since(start))
 	}
 	var mb float64
-	s.Run(ctx, "SELECT coalesce(sum(memory_usage_bytes), 0) / 1e6 FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'",
-		func(r *sql.Rows) error { r.Next(); return r.Scan(&mb) })
+	if err := s.Run(ctx, "SELECT coalesce(sum(memory_usage_bytes), 0) / 1e6 FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'",
+		func(r *sql.Rows) error { r.Next(); return r.Scan(&mb) }); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("views rebuilt after a change of the lake: p50 %s p95 %s (%d changed resources; tables of changes %.0f MB)",
 		ms(pct(times, 50)), ms(pct(times, 95)), s.Catalog().Changed, mb)
 }
@@ -194,20 +198,25 @@ func buildBenchLake(t *testing.T, ctx context.Context, lake string, patients int
 	// 10 minutes, the last one a day ago.
 	var files []string
 	ranges := map[string]int{}
-	filepath.WalkDir(filepath.Join(root, "speed"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			files = append(files, p)
-			ranges[rangeOf(d.Name())] = 0
+	if err := filepath.WalkDir(filepath.Join(root, "speed"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
+		files = append(files, p)
+		ranges[rangeOf(d.Name())] = 0
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	names := sortedKeys(ranges)
 	sort.Slice(names, func(i, j int) bool { return firstOffset(names[i]) < firstOffset(names[j]) })
 	old := time.Now().Add(-24 * time.Hour)
 	for _, p := range files {
 		i := indexOf(names, rangeOf(filepath.Base(p)))
 		at := old.Add(-time.Duration(len(names)-1-i) * 10 * time.Minute)
-		os.Chtimes(p, at, at)
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
 	}
 	start = time.Now()
 	if _, _, err := compactor.CompactLocalLake(ctx, lake, filepath.Join(lake, ".compact"), []string{"acme"}, slog.New(slog.DiscardHandler)); err != nil {
@@ -309,7 +318,9 @@ func upload(t *testing.T, ctx context.Context, store sink.Store, root string) {
 	}
 	patched := strings.Replace(string(b), m.Watermark.Modified.Format(time.RFC3339Nano), newest.UTC().Format(time.RFC3339Nano), 1)
 	tmp := filepath.Join(t.TempDir(), "batch.json")
-	os.WriteFile(tmp, []byte(patched), 0o644)
+	if err := os.WriteFile(tmp, []byte(patched), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := store.Put(ctx, lake.ManifestKey, tmp); err != nil {
 		t.Fatal(err)
 	}

@@ -227,13 +227,19 @@ func download(ctx context.Context, store sink.Store, dir string, o sink.Object) 
 }
 
 // prune removes the files under root that keep does not name, and the
-// directories left empty; it returns how many files it removed.
+// directories left empty; it returns how many files it removed. It is best
+// effort: what it cannot read or remove now is left for the next
+// synchronisation.
 func prune(root string, keep map[string]bool) int {
 	n := 0
 	var dirs []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+	// The callback returns no error of its own, so neither does WalkDir.
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
-			return nil
+			// WalkDir reports only a directory it cannot read: root when it
+			// does not exist (batch/ before the first snapshot), or one that
+			// is unreadable now. Nothing in it is pruned this time.
+			return filepath.SkipDir
 		}
 		if d.IsDir() {
 			dirs = append(dirs, p)
@@ -254,9 +260,11 @@ func prune(root string, keep map[string]bool) int {
 	return n
 }
 
-// keepTree adds every file under root to keep.
+// keepTree adds every file under root to keep. A directory it cannot read
+// keeps nothing, but prune cannot read it either and so removes nothing there.
 func keepTree(root string, keep map[string]bool) {
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+	// The callback returns no error, so neither does WalkDir.
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			keep[p] = true
 		}

@@ -118,12 +118,17 @@ func TestMirrorRefusesKeysOutsideTheLake(t *testing.T) {
 		t.Fatalf("downloaded %d objects with hostile keys", st.Downloaded)
 	}
 	var found []string
-	filepath.Walk(base, func(p string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
+	if err := filepath.Walk(base, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if !info.IsDir() {
 			found = append(found, p)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if len(found) != 0 {
 		t.Fatalf("files written: %v", found)
 	}

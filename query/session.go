@@ -210,7 +210,7 @@ func validViewName(n string) bool {
 		return false
 	}
 	for _, r := range n {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
 			return false
 		}
 	}
@@ -222,7 +222,7 @@ func validType(t string) bool {
 		return false
 	}
 	for _, r := range t {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
 			return false
 		}
 	}
@@ -375,7 +375,7 @@ var ErrNoLake = errors.New("no lake")
 // Exists reports whether root looks like a tenant lake.
 func Exists(root string) error {
 	if _, err := os.Stat(root); err != nil {
-		return fmt.Errorf("%w at %s: %v", ErrNoLake, root, err)
+		return fmt.Errorf("%w at %s: %w", ErrNoLake, root, err)
 	}
 	return nil
 }

@@ -63,13 +63,17 @@ func TestLocalStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(src, []byte("hello"), 0o644)
+	if err := os.WriteFile(src, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	key := lake.Key(lake.RawDataset, time.Date(2026, 3, 4, 23, 0, 0, 0, time.UTC), "fhir.notifications", 3, 10, 20)
 	if err := s.Put(ctx, key, src); err != nil {
 		t.Fatal(err)
 	}
 	// A redelivery overwrites the same key.
-	os.WriteFile(src, []byte("hello again"), 0o644)
+	if err := os.WriteFile(src, []byte("hello again"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Put(ctx, key, src); err != nil {
 		t.Fatal(err)
 	}

@@ -242,7 +242,9 @@ func (w *Writer) UploadNotify(ctx context.Context, enc *Encoded, durable func(i 
 			return nil
 		})
 	}
-	g.Wait()
+	// Every upload returns nil: its error goes into errs, where all of them
+	// are counted, instead of Wait keeping only the first.
+	_ = g.Wait()
 	switch len(errs) {
 	case 0:
 	case 1:

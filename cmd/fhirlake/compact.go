@@ -238,15 +238,22 @@ func runCompactDaemon(ctx context.Context, cfg config.Config, spec string, reg *
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }
+		// A failed write means the client went away; there is no one to tell.
+		ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") }
 		mux.HandleFunc("/healthz", ok)
 		mux.HandleFunc("/readyz", ok)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			srv.Shutdown(sctx)
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("metrics server shutdown", "err", err)
+			}
 		}()
 		log.Info("serving metrics", "addr", ln.Addr().String())
 	}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -119,7 +120,8 @@ func (r *run) compact(t *testing.T, args ...string) (string, int) {
 	defer cancel()
 	out, err := r.cmd(ctx, append([]string{"compact", "--log-format", "json"}, args...)...).CombinedOutput()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("fhirlake compact: %v\n%s", err, out)
@@ -493,7 +495,8 @@ func TestIntegrationCompactFailingTestBlocksTenant(t *testing.T) {
 			break
 		}
 	}
-	d.Process.Signal(syscall.SIGTERM)
+	// It fails only when the daemon has already exited; Wait then reports how it ended.
+	_ = d.Process.Signal(syscall.SIGTERM)
 	if err := d.Wait(); err != nil {
 		t.Errorf("daemon exit after SIGTERM: %v\n%s", err, lastLines(logs.String(), 20))
 	}
@@ -533,12 +536,16 @@ func injectBadObservation(t *testing.T, store sink.Store) {
 		}
 		date = f.Date
 		p := filepath.Join(dir, f.Dataset, f.Name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		var buf bytes.Buffer
 		if err := store.Get(ctx, o.Key, &buf); err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(p, buf.Bytes(), 0o644)
+		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	db, err := sql.Open("duckdb", "")
 	if err != nil {
@@ -650,14 +657,16 @@ func TestIntegrationCompactKilled(t *testing.T) {
 		}
 	}
 	if building == "" {
-		c.Process.Kill()
-		c.Wait()
+		// The test fails either way; this only stops the process, whose exit
+		// status then says only that it was killed.
+		_ = c.Process.Kill()
+		_ = c.Wait()
 		t.Fatalf("dbt never started building:\n%s", logs.String())
 	}
 	if err := c.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	c.Wait()
+	_ = c.Wait() // killed: its exit status says only that
 	t.Logf("killed fhirlake compact while dbt built %s", filepath.Base(building))
 	// dbt dies with it: no process still works in the run's directory.
 	for end := time.Now().Add(15 * time.Second); ; {
@@ -783,7 +792,9 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 		if out, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("fhirlake demo: %v\n%s", err, lastLines(string(out), 30))
 		}
-		os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644)
+		if err := os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		t.Logf("made the lake with fhirlake demo in %s", time.Since(start).Round(time.Second))
 	}
 	config := filepath.Join(dir, "compact.yaml")
@@ -837,7 +848,9 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 		t.Fatal("no patient speed file")
 	}
 	now := time.Now()
-	os.Chtimes(matches[0], now, now)
+	if err := os.Chtimes(matches[0], now, now); err != nil {
+		t.Fatal(err)
+	}
 	took2, m2 := compact()
 	t.Logf("incremental run: %d speed file(s) on snapshot %s → %d resources in %s (dbt %.1fs)",
 		m2.SpeedFiles, m.SnapshotID, m2.Models["int_resources__latest"].Rows, took2.Round(100*time.Millisecond), m2.DBT.ElapsedSeconds)

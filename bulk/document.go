@@ -81,7 +81,9 @@ var errStop = errors.New("stop")
 // which may wrap a notification.
 func (r *Reader) startsNotification(data []byte) bool {
 	first := false
-	flatten.BundleEntries(data, func(i int, res []byte) error {
+	// errStop ends the walk after the first entry; a Bundle that does not
+	// parse that far is no notification, which first already says.
+	_ = flatten.BundleEntries(data, func(i int, res []byte) error {
 		if i == 0 && r.res.Parse(res) == nil {
 			rt := r.res.ResourceType()
 			first = isStatus(rt) || rt == "MessageHeader"

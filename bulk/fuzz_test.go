@@ -43,8 +43,12 @@ func FuzzRead(f *testing.F) {
 		got := readChecked(t, r, data)
 		zipped.Reset()
 		zw.Reset(&zipped)
-		zw.Write(data)
-		zw.Close()
+		if _, err := zw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if gz := readChecked(t, r, zipped.Bytes()); !slices.Equal(gz, got) {
 			t.Fatalf("gzipped: got\n%q\nwant the same as plain\n%q", gz, got)
 		}

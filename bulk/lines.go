@@ -2,6 +2,7 @@ package bulk
 
 import (
 	"bufio"
+	"errors"
 	"io"
 )
 
@@ -28,7 +29,7 @@ func (l *lineReader) next() (line []byte, tooLong, ok bool) {
 	for {
 		chunk, err := l.in.ReadSlice('\n')
 		size += len(chunk)
-		if err == bufio.ErrBufferFull {
+		if errors.Is(err, bufio.ErrBufferFull) {
 			if size <= l.max {
 				l.buf = append(l.buf, chunk...)
 			}

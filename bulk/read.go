@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -80,7 +81,7 @@ func (r *Reader) ReadStream(ctx context.Context, name string, in io.Reader, fn f
 		br = reset(&r.unz, r.gz)
 	}
 	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
-		br.Discard(3)
+		_, _ = br.Discard(3) // the three bytes Peek has just buffered
 	}
 	return r.split(ctx, at, br, fn)
 }
@@ -125,7 +126,7 @@ func (r *Reader) split(ctx context.Context, at Location, in *bufio.Reader, fn fu
 	r.first = append(r.first[:0], first...)
 	firstLine := lines.n
 	next, long, ok := r.nextLine(lines)
-	if !ok && lines.err == io.EOF {
+	if !ok && errors.Is(lines.err, io.EOF) {
 		return r.doc(ctx, r.first, at, false, fn)
 	}
 	at.Line = firstLine
@@ -169,7 +170,7 @@ func (r *Reader) tooLong(lines *lineReader, at Location) {
 
 // readErr reports a read error that ended the lines early.
 func (r *Reader) readErr(lines *lineReader, at Location) error {
-	if lines.err == nil || lines.err == io.EOF {
+	if lines.err == nil || errors.Is(lines.err, io.EOF) {
 		return nil
 	}
 	at.Line = lines.n + 1

@@ -74,7 +74,9 @@ func gzipped(t testing.TB, data string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
-	zw.Write([]byte(data))
+	if _, err := zw.Write([]byte(data)); err != nil {
+		t.Fatal(err)
+	}
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +263,7 @@ func TestReadFiles(t *testing.T) {
 	stop := errors.New("enough")
 	calls := 0
 	err := r.Read(context.Background(), good, func(*Item) error { calls++; return stop })
-	if err != stop || calls != 1 {
+	if !errors.Is(err, stop) || calls != 1 {
 		t.Errorf("callback error: got %v after %d calls, want %v after 1", err, calls, stop)
 	}
 	// So does cancellation, looked at every 1024 items.

@@ -76,7 +76,9 @@ func TestEnvOverrides(t *testing.T) {
 	cleanEnv(t)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.yaml")
-	os.WriteFile(p, []byte("kafka:\n  brokers: [a:1]\nflush:\n  max_age: 3s\n"), 0o644)
+	if err := os.WriteFile(p, []byte("kafka:\n  brokers: [a:1]\nflush:\n  max_age: 3s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("FHIRLAKE_KAFKA_BROKERS", "x:1,y:2")
 	t.Setenv("FHIRLAKE_FLUSH_MAX_BYTES", "8MiB")
 	cfg, err := Load(p)
@@ -130,7 +132,9 @@ func TestValidate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "c.yaml")
-			os.WriteFile(p, []byte(tc.yaml), 0o644)
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			_, err := Load(p)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)

@@ -60,16 +60,16 @@ command exit non-zero; the others are stored.`,
 			for _, f := range files {
 				res, err := bulk.Backfill(ctx, w, t.Name, f, bulk.BackfillOptions{
 					Views: views, ChunkRows: chunk,
-					Progress: func(n int) { bar.Add(n) },
+					Progress: func(n int) { _ = bar.Add(n) }, // a progress bar that cannot draw changes nothing
 				})
 				if err != nil {
-					bar.Finish()
+					_ = bar.Finish()
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d resources, %d deletes, %d files written\n", f, res.Resources, res.Deletes, res.Files)
 				failed = append(failed, res.Errors...)
 			}
-			bar.Finish()
+			_ = bar.Finish()
 			for _, e := range failed {
 				fmt.Fprintln(cmd.ErrOrStderr(), "error:", e)
 			}

@@ -27,7 +27,9 @@ func TestBackfill(t *testing.T) {
 	dir := t.TempDir()
 	lake := filepath.Join(dir, "lake", "acme")
 	cfgPath := filepath.Join(dir, "fhirlake.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf("work_dir: %s\ntenants:\n  - name: acme\n    store: {type: local, path: %s}\n", filepath.Join(dir, "work"), lake)), 0o644)
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("work_dir: %s\ntenants:\n  - name: acme\n    store: {type: local, path: %s}\n", filepath.Join(dir, "work"), lake)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	patients := filepath.Join(small, "Patient.ndjson")
 	conditions := filepath.Join(small, "Condition.ndjson")
@@ -39,9 +41,13 @@ func TestBackfill(t *testing.T) {
 	}
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
-	zw.Write(obs)
+	if _, err := zw.Write(obs); err != nil {
+		t.Fatal(err)
+	}
 	zw.Close()
-	os.WriteFile(gz, b.Bytes(), 0o644)
+	if err := os.WriteFile(gz, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	run := func(files ...string) (string, error) {
 		var out bytes.Buffer
@@ -80,7 +86,9 @@ func TestBackfill(t *testing.T) {
 	}
 
 	bad := filepath.Join(dir, "bad.ndjson")
-	os.WriteFile(bad, []byte("{\"resourceType\":\"Patient\",\"id\":\"ok\"}\n{not json\n{\"resourceType\":\"Patient\"}\n"), 0o644)
+	if err := os.WriteFile(bad, []byte("{\"resourceType\":\"Patient\",\"id\":\"ok\"}\n{not json\n{\"resourceType\":\"Patient\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, err := run(bad)
 	if err == nil || !strings.Contains(out, "line 2") || !strings.Contains(out, "line 3") {
 		t.Fatalf("bad file: got %v\n%s\nwant an error naming lines 2 and 3", err, out)
@@ -110,7 +118,9 @@ func TestBackfillAndViewsRunReadAlike(t *testing.T) {
 	gz := func(s string) string {
 		var b bytes.Buffer
 		zw := gzip.NewWriter(&b)
-		zw.Write([]byte(s))
+		if _, err := zw.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
 		zw.Close()
 		return b.String()
 	}
@@ -164,7 +174,9 @@ func TestBackfillAndViewsRunReadAlike(t *testing.T) {
 			}
 			lake := filepath.Join(dir, "lake")
 			cfg := filepath.Join(dir, "fhirlake.yaml")
-			os.WriteFile(cfg, []byte(fmt.Sprintf("work_dir: %s\ntenants:\n  - name: acme\n    store: {type: local, path: %s}\n", filepath.Join(dir, "work"), lake)), 0o644)
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf("work_dir: %s\ntenants:\n  - name: acme\n    store: {type: local, path: %s}\n", filepath.Join(dir, "work"), lake)), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			out := filepath.Join(dir, "flat")
 
 			_, backfillOut, backfillErr := runCLI(t, "--config", cfg, "backfill", "-q", "--tenant", "acme", file)

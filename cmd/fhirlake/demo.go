@@ -124,7 +124,7 @@ func demoConfig(tenants []string, lake string) (config.Config, error) {
 func demoProduce(ctx context.Context, out io.Writer, gen *synth.Generator, cfg config.Config, quiet bool) (int, error) {
 	bar := newBar(gen.Total(), "producing", quiet)
 	err := produceRecords(ctx, gen, cfg.Kafka.Brokers, cfg.Kafka.Topics[0], bar)
-	bar.Finish()
+	_ = bar.Finish() // only the terminal's progress bar
 	if err != nil {
 		return 0, err
 	}
@@ -246,7 +246,7 @@ func compactDemo(ctx context.Context, out io.Writer, lake string, cfg config.Con
 	case err != nil:
 		return err
 	default:
-		table.Write(out)
+		return table.Write(out)
 	}
 	return nil
 }
@@ -324,7 +324,7 @@ func waitCaughtUp(ctx context.Context, cfg config.Config, done <-chan error, tot
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	bar := newBar(int(total), "consuming", quiet)
-	defer bar.Finish()
+	defer func() { _ = bar.Finish() }()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -342,7 +342,7 @@ func waitCaughtUp(ctx context.Context, cfg config.Config, done <-chan error, tot
 		if err != nil {
 			continue
 		}
-		bar.Set64(total - lag.Total)
+		_ = bar.Set64(total - lag.Total)
 		if lag.Total == 0 {
 			return nil
 		}

@@ -279,7 +279,7 @@ func (t Tenant) dbtTarget() (target string, env []string, err error) {
 // run reads (Plan). With nothing new to read it marks the result up to date.
 func (c *Compactor) plan(ctx context.Context, r *run) error {
 	t, res := r.tenant, r.res
-	prev, err := ReadManifest(ctx, t.Store)
+	prev, err := sink.ReadManifest(ctx, t.Store)
 	if err != nil {
 		return err
 	}

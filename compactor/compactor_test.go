@@ -271,7 +271,7 @@ func TestCompactPublishesManifestLast(t *testing.T) {
 		}
 	}
 
-	m, err := ReadManifest(ctx, store)
+	m, err := sink.ReadManifest(ctx, store)
 	if err != nil || m == nil {
 		t.Fatalf("manifest: %v %v", m, err)
 	}
@@ -353,7 +353,7 @@ func TestCompactIncremental(t *testing.T) {
 	if got := r.lastPlan(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("plan: got %v, want %v", got, want)
 	}
-	m, _ := ReadManifest(ctx, store)
+	m, _ := sink.ReadManifest(ctx, store)
 	if m.Previous != first.SnapshotID || len(m.History) != 1 || m.History[0] != first.SnapshotID {
 		t.Errorf("manifest previous %q history %v, want %s", m.Previous, m.History, first.SnapshotID)
 	}
@@ -404,7 +404,7 @@ func TestCompactFailingTestKeepsPreviousSnapshot(t *testing.T) {
 	if puts := store.putKeys()[before:]; len(puts) != 0 {
 		t.Errorf("a failed run wrote %v", puts)
 	}
-	if m, _ := ReadManifest(ctx, store); m.SnapshotID != first.SnapshotID {
+	if m, _ := sink.ReadManifest(ctx, store); m.SnapshotID != first.SnapshotID {
 		t.Errorf("manifest: got %s, want %s", m.SnapshotID, first.SnapshotID)
 	}
 	if got := value(t, c.metrics.halted.WithLabelValues("acme")); got != 1 {
@@ -458,7 +458,7 @@ func TestCompactAllIsolatesTenants(t *testing.T) {
 		}
 	}
 	for i, res := range results {
-		m, _ := ReadManifest(ctx, stores[i])
+		m, _ := sink.ReadManifest(ctx, stores[i])
 		if ts[i].Name == "globex" {
 			if m != nil || res.Published {
 				t.Errorf("globex published %v", m)
@@ -496,7 +496,7 @@ func TestCompactCancelledKeepsPreviousSnapshot(t *testing.T) {
 	if _, err := c.Compact(ctx, ten); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want the cancellation", err)
 	}
-	if m, _ := ReadManifest(context.Background(), store); m.SnapshotID != first.SnapshotID {
+	if m, _ := sink.ReadManifest(context.Background(), store); m.SnapshotID != first.SnapshotID {
 		t.Errorf("manifest: got %s, want %s", m.SnapshotID, first.SnapshotID)
 	}
 }
@@ -522,7 +522,7 @@ func TestCompactUploadFailurePublishesNothing(t *testing.T) {
 	if !errors.Is(err, sink.ErrAccessDenied) {
 		t.Fatalf("got %v, want the upload's error", err)
 	}
-	if m, _ := ReadManifest(ctx, store); m.SnapshotID != first.SnapshotID {
+	if m, _ := sink.ReadManifest(ctx, store); m.SnapshotID != first.SnapshotID {
 		t.Errorf("manifest: got %s, want %s", m.SnapshotID, first.SnapshotID)
 	}
 }
@@ -567,7 +567,7 @@ func TestCompactExpiresAfterPublication(t *testing.T) {
 	if len(left) != 2 || !left[ids[3]] || !left[ids[2]] {
 		t.Errorf("snapshots left: %v, want the newest two of %v", left, ids)
 	}
-	m, _ := ReadManifest(ctx, store)
+	m, _ := sink.ReadManifest(ctx, store)
 	if m.SpeedExpiredBefore.IsZero() {
 		t.Error("the manifest does not record that speed files were expired")
 	}

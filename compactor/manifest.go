@@ -1,38 +1,13 @@
 package compactor
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 
 	"fhirlake/lake"
 	"fhirlake/sink"
 )
-
-// ReadManifest returns the tenant's current manifest (lake.ManifestKey), or nil when
-// no snapshot has been published yet.
-func ReadManifest(ctx context.Context, store sink.Store) (*lake.Manifest, error) {
-	objs, err := store.List(ctx, lake.ManifestKey)
-	if err != nil {
-		return nil, fmt.Errorf("read manifest: %w", err)
-	}
-	found := false
-	for _, o := range objs {
-		if o.Key == lake.ManifestKey {
-			found = true
-		}
-	}
-	if !found {
-		return nil, nil
-	}
-	var buf bytes.Buffer
-	if err := store.Get(ctx, lake.ManifestKey, &buf); err != nil {
-		return nil, fmt.Errorf("read manifest: %w", err)
-	}
-	return lake.DecodeManifest(buf.Bytes())
-}
 
 // putManifest stores m under key through a local file in dir.
 func putManifest(ctx context.Context, store sink.Store, dir, key string, m *lake.Manifest) error {

@@ -161,7 +161,7 @@ type snapshot struct {
 func currentSnapshot(t *testing.T, store sink.Store) snapshot {
 	t.Helper()
 	ctx := context.Background()
-	m, err := compactor.ReadManifest(ctx, store)
+	m, err := sink.ReadManifest(ctx, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +374,7 @@ func TestIntegrationCompact(t *testing.T) {
 	t.Logf("first compaction:\n%s", lastLines(out, 5))
 	first := map[string]*lake.Manifest{}
 	for _, tn := range itTenants {
-		m, err := compactor.ReadManifest(context.Background(), r.tenantStore(t, st, tn))
+		m, err := sink.ReadManifest(context.Background(), r.tenantStore(t, st, tn))
 		if err != nil || m == nil || !m.FullRefresh {
 			t.Fatalf("tenant %s: first snapshot %+v, %v", tn, m, err)
 		}
@@ -443,7 +443,7 @@ func TestIntegrationCompactFailingTestBlocksTenant(t *testing.T) {
 	r.mustCompact(t)
 	before := map[string]string{}
 	for _, tn := range itTenants {
-		m, _ := compactor.ReadManifest(context.Background(), r.tenantStore(t, st, tn))
+		m, _ := sink.ReadManifest(context.Background(), r.tenantStore(t, st, tn))
 		before[tn] = m.SnapshotID
 	}
 	s.produce(t, -1)
@@ -816,7 +816,7 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := compactor.ReadManifest(context.Background(), store)
+		m, err := sink.ReadManifest(context.Background(), store)
 		if err != nil || m == nil {
 			t.Fatalf("manifest: %v %v", m, err)
 		}

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 
 	"fhirlake/lake"
 	"fhirlake/query"
+	"fhirlake/sink"
 )
 
 // snapshot is what the status shows of a batch snapshot: the last
@@ -138,18 +138,7 @@ func (s *Server) manifest(ctx context.Context, tenant string) (*lake.Manifest, e
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		var objs []string
-		list, lerr := l.Store.List(ctx, lake.ManifestKey)
-		for _, o := range list {
-			objs = append(objs, o.Key)
-		}
-		err = lerr
-		if err == nil && len(objs) > 0 {
-			var buf bytes.Buffer
-			if err = l.Store.Get(ctx, lake.ManifestKey, &buf); err == nil {
-				m, err = lake.DecodeManifest(buf.Bytes())
-			}
-		}
+		m, err = sink.ReadManifest(ctx, l.Store)
 	}
 	s.snapMu.Lock()
 	s.snaps[tenant] = snapshotCache{at: time.Now(), m: m, err: err}

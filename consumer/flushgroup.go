@@ -253,7 +253,9 @@ func (g *flushGroup) run() {
 			f.Release()
 		}
 		files = nil
-		c.sealed.Add(-bytes)
+		if bytes > 0 {
+			c.releaseSealed(bytes) // and wake a poll loop paused for memory
+		}
 		bytes = 0
 	}
 	defer release()

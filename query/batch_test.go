@@ -212,6 +212,19 @@ func TestSnapshotPlusSpeed(t *testing.T) {
 	}
 }
 
+// lakeTables counts the tables of schema lake, through the package's own
+// queries: a caller's statement may not read DuckDB's catalog.
+func lakeTables(t *testing.T, s *Session) int {
+	t.Helper()
+	var n int
+	err := s.internalQuery(context.Background(), "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'lake'",
+		func(rows *sql.Rows) error { return rows.Scan(&n) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func dump(t *testing.T, s *Session, q string) string {
 	t.Helper()
 	var out strings.Builder

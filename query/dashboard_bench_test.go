@@ -162,8 +162,8 @@ func rebuilds(t *testing.T, s *Session) {
 		times = append(times, time.Since(start))
 	}
 	var mb float64
-	if err := s.Run(ctx, "SELECT coalesce(sum(memory_usage_bytes), 0) / 1e6 FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'",
-		func(r *sql.Rows) error { r.Next(); return r.Scan(&mb) }); err != nil {
+	if err := s.internalQuery(ctx, "SELECT coalesce(sum(memory_usage_bytes), 0) / 1e6 FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'",
+		func(r *sql.Rows) error { return r.Scan(&mb) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("views rebuilt after a change of the lake: p50 %s p95 %s (%d changed resources; tables of changes %.0f MB)",

@@ -47,7 +47,7 @@ Exits non-zero on any error.`,
 			defer s.Close()
 			var q string
 			if list {
-				q = "SELECT view_name AS view FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' ORDER BY 1"
+				q = viewsSQL(s.Catalog().Tables)
 			} else {
 				q = args[0]
 			}
@@ -96,4 +96,18 @@ func openSession(ctx context.Context, cfg config.Config, t config.Tenant) (*quer
 		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 	}
 	return query.Open(ctx, t.Name, root, query.Options{})
+}
+
+// viewsSQL lists the session's views as a one-column result, so that
+// --views prints in every format. It names them as values: a tenant's
+// statement may not read DuckDB's catalog.
+func viewsSQL(tables []query.Table) string {
+	if len(tables) == 0 {
+		return "SELECT NULL::VARCHAR AS view WHERE false"
+	}
+	rows := make([]string, len(tables))
+	for i, t := range tables {
+		rows[i] = "('" + strings.ReplaceAll(t.Name, "'", "''") + "')"
+	}
+	return "SELECT view FROM (VALUES " + strings.Join(rows, ", ") + ") v(view) ORDER BY 1"
 }

@@ -65,7 +65,7 @@ func snapshot(t *testing.T, root string, watermark time.Time) {
 // publishSnapshot is snapshot with a chosen id, each state model written
 // as parts files, the patient state model without the columns omit (as
 // the dbt staging models leave some out).
-func publishSnapshot(t *testing.T, root, id string, watermark time.Time, parts int, omit ...string) {
+func publishSnapshot(t testing.TB, root, id string, watermark time.Time, parts int, omit ...string) {
 	t.Helper()
 	dir := filepath.Join(root, "batch", id)
 	for _, m := range []string{"int_resources__latest", "int_patient__latest", "patients"} {

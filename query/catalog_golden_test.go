@@ -16,7 +16,7 @@ import (
 	"fhirlake/query/querytest"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/catalog")
+var update = flag.Bool("update", false, "rewrite the golden files under testdata")
 
 // observationChange is a change of a resource type the snapshots of these
 // tests hold no state model for.

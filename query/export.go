@@ -79,7 +79,7 @@ func (s *Session) Arrow(ctx context.Context, q string, fn func(array.RecordReade
 	}
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
-		if err := checkStatement(dc, q); err != nil {
+		if err := s.checkStatement(ctx, dc, q); err != nil {
 			return err
 		}
 		dconn, ok := dc.(driver.Conn)

@@ -186,6 +186,12 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		s.Close()
 		return nil, err
 	}
+	// The functions a statement may call are read once per process: the
+	// first session pays for it, not its first query.
+	if _, err := builtins(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+	}
 	return s, nil
 }
 
@@ -231,16 +237,21 @@ func validType(t string) bool {
 
 func sqlString(s string) string { return strings.ReplaceAll(s, "'", "''") }
 
-// ErrNotReadOnly refuses a statement that is not a query.
-var ErrNotReadOnly = errors.New("only SELECT statements are allowed")
+// ErrNotReadOnly refuses a statement that is not a query. It matches
+// ErrRefused.
+var ErrNotReadOnly error = &refusal{"only SELECT statements are allowed"}
 
-// ErrMultipleStatements refuses a text holding more than one statement.
-var ErrMultipleStatements = errors.New("send one statement at a time")
+// ErrMultipleStatements refuses a text holding more than one statement. It
+// matches ErrRefused.
+var ErrMultipleStatements error = &refusal{"send one statement at a time"}
 
 // Query runs one read-only statement (a SELECT) in the session. Anything
 // else — COPY, ATTACH, SET, INSTALL, CREATE, EXPLAIN ANALYZE, several
 // statements at once — is refused before anything runs, on top of the
-// sandbox settings. Options.QueryTimeout bounds it until the rows are read.
+// sandbox settings, and so is a SELECT that names a table, a table
+// function or a function that is not allowed (allow.go): the refusal
+// matches ErrRefused. Options.QueryTimeout bounds it until the rows are
+// read.
 func (s *Session) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	if err := s.checkReadOnly(ctx, q); err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
@@ -306,42 +317,40 @@ func (s *Session) checkReadOnly(ctx context.Context, q string) error {
 		return err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error { return checkStatement(dc, q) })
+	return conn.Raw(func(dc any) error { return s.checkStatement(ctx, dc, q) })
 }
 
-// checkStatement prepares q on the driver connection dc, without running
-// it, and accepts a single SELECT. The driver's PrepareContext would run
-// every statement but the last of a multi-statement text, so Prepare, which
-// refuses such a text, is used instead.
-func checkStatement(dc any, q string) error {
+// checkStatement refuses q, on the driver connection dc and without running
+// it, unless it is a single SELECT that uses only what allow.go allows.
+// DuckDB's parser decides what the text holds, as it does when the text
+// runs: one statement or several, a SELECT or another (EXPLAIN among them:
+// EXPLAIN ANALYZE runs its statement). The text is not prepared as well:
+// that binds its views, which costs more than the whole check
+// (BenchmarkCheckStatement), and the query binds them again when it runs.
+func (s *Session) checkStatement(ctx context.Context, dc any, q string) error {
 	c, ok := dc.(driver.Conn)
 	if !ok {
 		return errors.New("driver cannot prepare statements")
 	}
-	if strings.TrimSpace(q) == "" {
-		return errors.New("empty statement")
+	var tables []Table
+	if cat := s.Catalog(); cat != nil {
+		tables = cat.Tables
 	}
-	st, err := c.Prepare(q)
-	if err != nil {
-		if strings.Contains(err.Error(), "multi-statement") {
-			return ErrMultipleStatements
-		}
+	err := checkAllowed(ctx, c, q, tables)
+	var syntax *syntaxError
+	if !errors.As(err, &syntax) {
 		return err
 	}
-	defer st.Close()
-	ds, ok := st.(*duckdb.Stmt)
-	if !ok {
-		return errors.New("driver returned an unknown statement type")
+	// A syntax error is reported as DuckDB's parser words it, with the
+	// place. Preparing a text that does not parse runs nothing; the
+	// driver's PrepareContext would run every statement but the last of a
+	// text that does, so Prepare, which refuses such a text, is used.
+	st, perr := c.Prepare(q)
+	if perr != nil {
+		return perr
 	}
-	typ, err := ds.StatementType()
-	if err != nil {
-		return err
-	}
-	// EXPLAIN is refused too: EXPLAIN ANALYZE runs its statement.
-	if typ != duckdb.STATEMENT_TYPE_SELECT {
-		return ErrNotReadOnly
-	}
-	return nil
+	st.Close()
+	return err
 }
 
 // Close ends the session and removes its spill directory.

@@ -158,6 +158,35 @@ func TestSandbox(t *testing.T) {
 	}
 }
 
+// TestSandboxOnEveryConnection: every connection of a session's pool has
+// the sandbox's settings. A tenant's statement may not read settings, so
+// the package reads them itself, holding every connection at once.
+func TestSandboxOnEveryConnection(t *testing.T) {
+	const n = 3
+	s, err := Open(context.Background(), "acme", t.TempDir(), Options{Connections: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range n {
+		conn, err := s.db.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		var external, locked bool
+		var dirs string
+		err = conn.QueryRowContext(context.Background(), "SELECT current_setting('enable_external_access'), current_setting('lock_configuration'), current_setting('allowed_directories')::VARCHAR").
+			Scan(&external, &locked, &dirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if external || !locked || !strings.Contains(dirs, s.Root()) {
+			t.Errorf("connection %d: external access %v, locked %v, allowed directories %s", i, external, locked, dirs)
+		}
+	}
+}
+
 func TestQueryTimeout(t *testing.T) {
 	s, err := Open(context.Background(), "acme", t.TempDir(), Options{QueryTimeout: 200 * time.Millisecond})
 	if err != nil {

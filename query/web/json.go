@@ -16,7 +16,7 @@ import (
 //
 // An error before the first row is a JSON error response; one after it
 // ends the document with "error".
-func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.Session, q string) (int, error) {
+func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.Session, tenant, q string) int {
 	n := 0
 	started := false
 	var bw *bufio.Writer
@@ -79,24 +79,22 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 		_ = bw.WriteByte('\n')
 		return bw.Flush()
 	})
-	if err != nil {
-		if !started {
-			status, code := classify(err)
-			writeError(w, status, code, err.Error())
-			return 0, err
-		}
-		var e apiError
-		e.Error.Code, e.Error.Message = "query_failed", err.Error()
-		b, _ := json.Marshal(e.Error)
-		// The query's error is the one returned; if the tail that reports
-		// it cannot be written either, the client has gone and there is
-		// no one left to tell.
-		_, _ = bw.WriteString(`],"row_count":`)
-		_ = json.NewEncoder(bw).Encode(n)
-		_, _ = bw.WriteString(`,"error":`)
-		_, _ = bw.Write(b)
-		_, _ = bw.WriteString("}\n")
-		_ = bw.Flush()
+	if err == nil {
+		return n
 	}
-	return n, err
+	if !started {
+		s.queryFailed(w, r, tenant, q, err)
+		return 0
+	}
+	b, _ := json.Marshal(s.failedMidStream(r, tenant, q, n, err))
+	// The query's error is the one logged; if the tail that reports it
+	// cannot be written either, the client has gone and there is no one
+	// left to tell.
+	_, _ = bw.WriteString(`],"row_count":`)
+	_ = json.NewEncoder(bw).Encode(n)
+	_, _ = bw.WriteString(`,"error":`)
+	_, _ = bw.Write(b)
+	_, _ = bw.WriteString("}\n")
+	_ = bw.Flush()
+	return n
 }

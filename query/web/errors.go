@@ -76,7 +76,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 	h.Del("Trailer")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)                           // <lake>, not \u003clake\u003e: the body is JSON, never sniffed
+	// <lake>, not \u003clake\u003e: the body is JSON and never sniffed
+	// (nosniff), so HTML escaping only hurts reading.
+	enc.SetEscapeHTML(false)
 	_ = enc.Encode(apiError{errorBody{code, msg, id}}) // a failed write means the client has gone
 }
 

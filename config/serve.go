@@ -17,13 +17,20 @@ type Serve struct {
 	// Default: 127.0.0.1:8080.
 	Listen string `yaml:"listen" env:"LISTEN"`
 	// APIKeys open one tenant each. Only the SHA-256 of a key is stored:
-	// `fhirlake serve hash-key` prints it. A key opens its own tenant only.
+	// `fhirlake serve hash-key` prints it. A key opens its own tenant only:
+	// its queries, its tables and its status.
 	APIKeys []APIKey `yaml:"api_keys"`
+	// AdminKeys open the status of every tenant (/v1/status and each
+	// tenant's /v1/status/tenants/{tenant}: names, views, freshness,
+	// compactions, consumer lag), never a tenant's data. Without any,
+	// /v1/status is off. Default: none.
+	AdminKeys []AdminKey `yaml:"admin_keys"`
 	// MaxRequestBytes bounds the body of a query request; larger ones get 413.
 	// Default: 64KiB.
 	MaxRequestBytes ByteSize `yaml:"max_request_bytes" env:"MAX_REQUEST_BYTES"`
-	// QueryTimeout bounds one query; DuckDB is interrupted when it passes.
-	// Default: 30s.
+	// QueryTimeout bounds one request to a tenant from its arrival: waiting
+	// for one of the tenant's connections, parsing, planning, execution and
+	// the response; DuckDB is interrupted when it passes (504). Default: 30s.
 	QueryTimeout time.Duration `yaml:"query_timeout" env:"QUERY_TIMEOUT"`
 	// MaxResultRows cuts results beyond this many rows (the response says it
 	// was cut). Default: 1000000.
@@ -46,22 +53,39 @@ type Serve struct {
 	// Threads is each tenant's DuckDB thread count. Default: 2.
 	Threads int `yaml:"threads" env:"THREADS"`
 	// Connections bounds the queries of one tenant that run at once; the
-	// others wait. Default: 4.
+	// others wait, at most MaxQueued of them. Default: 4.
 	Connections int `yaml:"connections" env:"CONNECTIONS"`
+	// MaxQueued bounds the requests of one tenant that wait for one of its
+	// connections; beyond it a request gets 429 with Retry-After at once. A
+	// waiting request counts against its query timeout. Default: 16.
+	MaxQueued int `yaml:"max_queued" env:"MAX_QUEUED"`
 	// MirrorParallelism is how many objects an S3 tenant's mirror downloads
 	// at once. Default: 8.
 	MirrorParallelism int `yaml:"mirror_parallelism" env:"MIRROR_PARALLELISM"`
-	// DisableStatus turns off the status page at / and /v1/status, which
-	// show (without a key) the tenants' names, their views and freshness,
-	// the last compaction and the consumer lag — metadata, never rows.
+	// DisableStatus turns off the status page at /, /v1/status and
+	// /v1/status/tenants/{tenant}, which show, to an admin key or the
+	// tenant's own key, the tenants' names, their views and freshness, the
+	// last compaction and the consumer lag — metadata, never rows.
 	// Default: false.
 	DisableStatus bool `yaml:"disable_status" env:"DISABLE_STATUS"`
+	// MetricsTenantLabels labels the query server's metrics with tenant
+	// names. /metrics needs no key, so by default every tenant's series is
+	// labelled tenant="*". Default: false.
+	MetricsTenantLabels bool `yaml:"metrics_tenant_labels" env:"METRICS_TENANT_LABELS"`
 }
 
 // APIKey is one tenant's key, stored as its SHA-256.
 type APIKey struct {
 	// Tenant is the only tenant the key opens.
 	Tenant string `yaml:"tenant"`
+	// KeySHA256 is the lowercase hex SHA-256 of the key.
+	KeySHA256 string `yaml:"key_sha256"`
+	// Name labels the key in logs (never the key itself). Optional.
+	Name string `yaml:"name"`
+}
+
+// AdminKey opens the status of every tenant, stored as its SHA-256.
+type AdminKey struct {
 	// KeySHA256 is the lowercase hex SHA-256 of the key.
 	KeySHA256 string `yaml:"key_sha256"`
 	// Name labels the key in logs (never the key itself). Optional.
@@ -81,6 +105,7 @@ func DefaultServe() Serve {
 		MemoryLimit:       "1GB",
 		Threads:           2,
 		Connections:       4,
+		MaxQueued:         16,
 		MirrorParallelism: 8,
 	}
 }
@@ -117,6 +142,9 @@ func (s Serve) WithDefaults() Serve {
 	}
 	if s.Connections == 0 {
 		s.Connections = d.Connections
+	}
+	if s.MaxQueued == 0 {
+		s.MaxQueued = d.MaxQueued
 	}
 	if s.MirrorParallelism == 0 {
 		s.MirrorParallelism = d.MirrorParallelism
@@ -161,6 +189,9 @@ func (s Serve) Validate(tenants []Tenant) error {
 	if s.Threads < 1 || s.Connections < 1 || s.MirrorParallelism < 1 {
 		bad("threads, connections and mirror_parallelism: must be positive")
 	}
+	if s.MaxQueued < 1 {
+		bad("max_queued: must be positive, got %d", s.MaxQueued)
+	}
 	known := map[string]bool{}
 	for _, t := range tenants {
 		known[t.Name] = true
@@ -179,6 +210,14 @@ func (s Serve) Validate(tenants []Tenant) error {
 			bad("%s.key_sha256: the same key also opens tenant %s; a key opens one tenant", at, other)
 		}
 		owner[k.KeySHA256] = k.Tenant
+	}
+	for i, k := range s.AdminKeys {
+		at := fmt.Sprintf("admin_keys[%d].key_sha256", i)
+		if !sha256Hex.MatchString(k.KeySHA256) {
+			bad("%s: want 64 lowercase hex digits (the SHA-256 of the key; `fhirlake serve hash-key` prints it)", at)
+		} else if t, ok := owner[k.KeySHA256]; ok {
+			bad("%s: the same key opens tenant %s; an admin key must be a key of its own", at, t)
+		}
 	}
 	return errors.Join(errs...)
 }

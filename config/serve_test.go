@@ -7,7 +7,8 @@ import (
 
 func TestServeDefaultsAndValidate(t *testing.T) {
 	s := Serve{}.WithDefaults()
-	if d := DefaultServe(); s.Listen != d.Listen || s.QueryTimeout != d.QueryTimeout || s.MaxSessions != d.MaxSessions || s.RefreshInterval != d.RefreshInterval {
+	if d := DefaultServe(); s.Listen != d.Listen || s.QueryTimeout != d.QueryTimeout || s.MaxSessions != d.MaxSessions || s.RefreshInterval != d.RefreshInterval ||
+		s.MaxQueued != 16 || s.MetricsTenantLabels || len(s.AdminKeys) != 0 {
 		t.Fatalf("got %+v, want the defaults", s)
 	}
 	tenants := []Tenant{{Name: "acme"}, {Name: "globex"}}
@@ -20,14 +21,20 @@ func TestServeDefaultsAndValidate(t *testing.T) {
 		{Tenant: "globex", KeySHA256: "NOT-HEX"},
 		{Tenant: "globex", KeySHA256: HashAPIKey("a")},
 	}
+	s.AdminKeys = []AdminKey{{KeySHA256: HashAPIKey("ops")}, {KeySHA256: HashAPIKey("a")}, {KeySHA256: "nope"}}
 	s.MemoryLimit = "lots"
+	s.MaxQueued = -1
 	err := s.Validate(tenants)
 	if err == nil {
 		t.Fatal("want errors")
 	}
-	for _, want := range []string{"api_keys[1].tenant", "api_keys[2].key_sha256", "api_keys[3].key_sha256: the same key also opens tenant acme", "memory_limit"} {
+	for _, want := range []string{"api_keys[1].tenant", "api_keys[2].key_sha256", "api_keys[3].key_sha256: the same key also opens tenant acme", "memory_limit",
+		"admin_keys[1].key_sha256: the same key opens tenant", "admin_keys[2].key_sha256: want 64", "max_queued"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("errors lack %q:\n%v", want, err)
 		}
+	}
+	if strings.Contains(err.Error(), "admin_keys[0]") {
+		t.Errorf("a key of its own is a valid admin key:\n%v", err)
 	}
 }

@@ -43,13 +43,28 @@ type PoolOptions struct {
 	IdleAfter time.Duration
 	// Mirror tunes the synchronisation of S3 tenants.
 	Mirror MirrorOptions
+	// MaxQueued bounds the requests of one tenant that wait in Acquire for
+	// one of its Session.Connections (requests hold one from Acquire to
+	// release); beyond it Acquire fails at once with ErrQueueFull. A request
+	// waits, for a connection or for its session to open, only as long as
+	// its context allows. Default: 0, no bound.
+	MaxQueued int
+	// TenantLabels labels the metrics with tenant names. Without it every
+	// tenant's series is labelled tenant="*" (AllTenants), for a /metrics
+	// that anyone may read. Default: false.
+	TenantLabels bool
 }
+
+// AllTenants is the tenant label of every series when metrics carry no
+// tenant names (PoolOptions.TenantLabels is false). No tenant is named so.
+const AllTenants = "*"
 
 // Pool keeps one session per tenant, opened on first use, refreshed at
 // most every RefreshInterval, and bounded in number (least recently used
 // out). It is safe for concurrent use.
 type Pool struct {
 	lakes   map[string]Lake
+	queues  map[string]*queue // per tenant, fixed at NewPool
 	opts    PoolOptions
 	metrics *Metrics
 	log     *slog.Logger
@@ -69,7 +84,7 @@ type entry struct {
 	used    time.Time // last Acquire
 
 	// mu serialises opening and refreshing the tenant's session.
-	mu      sync.Mutex
+	mu      lock
 	s       *Session
 	checked time.Time
 	status  TenantStatus
@@ -110,9 +125,10 @@ func NewPool(lakes []Lake, o PoolOptions, reg prometheus.Registerer, log *slog.L
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Pool{lakes: map[string]Lake{}, opts: o, metrics: NewMetrics(reg), log: log, entries: map[string]*entry{}, lru: list.New()}
+	p := &Pool{lakes: map[string]Lake{}, queues: map[string]*queue{}, opts: o, metrics: NewMetrics(reg), log: log, entries: map[string]*entry{}, lru: list.New()}
 	for _, l := range lakes {
 		p.lakes[l.Tenant] = l
+		p.queues[l.Tenant] = newQueue(o.Session.withDefaults().Connections, o.MaxQueued)
 	}
 	return p
 }
@@ -138,15 +154,21 @@ func (p *Pool) Lake(tenant string) (Lake, bool) {
 
 // Acquire returns the tenant's session, opened or refreshed first when
 // RefreshInterval has passed since the last refresh. release must be
-// called once the session is no longer used.
+// called once the session is no longer used. Acquire first waits its turn
+// among the tenant's requests (see PoolOptions.MaxQueued), until ctx ends.
 func (p *Pool) Acquire(ctx context.Context, tenant string) (s *Session, release func(), err error) {
 	lake, ok := p.lakes[tenant]
 	if !ok {
 		return nil, nil, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
 	}
+	leave, err := p.queues[tenant].enter(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tenant %s: %w", tenant, err)
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		leave()
 		return nil, nil, errors.New("query pool is closed")
 	}
 	e := p.entries[tenant]
@@ -160,7 +182,7 @@ func (p *Pool) Acquire(ctx context.Context, tenant string) (s *Session, release 
 	e.refs++
 	e.used = time.Now()
 	p.mu.Unlock()
-	release = func() { p.release(e) }
+	release = func() { p.release(e); leave() }
 
 	s, err = p.refresh(ctx, e)
 	if err != nil {
@@ -186,8 +208,9 @@ func (p *Pool) refreshAfter(ctx context.Context, e *entry, interval time.Duratio
 		if !e.due(interval) || !e.mu.TryLock() {
 			return s, nil
 		}
-	} else {
-		e.mu.Lock()
+	} else if err := e.mu.LockContext(ctx); err != nil {
+		// Another request is opening the session; this one's time is up.
+		return nil, fmt.Errorf("wait for the session: %w", err)
 	}
 	defer e.mu.Unlock()
 	if e.s != nil && !e.due(interval) {
@@ -201,19 +224,19 @@ func (p *Pool) refreshAfter(ctx context.Context, e *entry, interval time.Duratio
 			if s, err = Open(ctx, tenant, e.lake.Root, p.opts.Session); err == nil {
 				e.s = s
 				e.cur.Store(s)
-				p.metrics.rebuilds.WithLabelValues(tenant).Inc()
+				p.metrics.rebuilds.WithLabelValues(p.label(tenant)).Inc()
 			}
 		} else {
 			var changed bool
 			if changed, err = e.s.Refresh(ctx); changed {
-				p.metrics.rebuilds.WithLabelValues(tenant).Inc()
+				p.metrics.rebuilds.WithLabelValues(p.label(tenant)).Inc()
 			}
 		}
 	}
 	e.checked = time.Now()
 	e.checkedAt.Store(e.checked.UnixNano())
 	if err != nil {
-		p.metrics.refreshErrors.WithLabelValues(tenant).Inc()
+		p.metrics.refreshErrors.WithLabelValues(p.label(tenant)).Inc()
 		e.status.Error = err.Error()
 		if e.s == nil {
 			return nil, err
@@ -234,15 +257,23 @@ func (p *Pool) sync(ctx context.Context, e *entry) error {
 		return err
 	}
 	st, err := SyncMirror(ctx, e.lake.Store, e.lake.Root, p.opts.Mirror)
-	tenant := e.lake.Tenant
-	p.metrics.mirrorSeconds.WithLabelValues(tenant).Observe(st.Duration.Seconds())
-	p.metrics.mirrorObjects.WithLabelValues(tenant).Add(float64(st.Downloaded))
-	p.metrics.mirrorBytes.WithLabelValues(tenant).Add(float64(st.Bytes))
+	label := p.label(e.lake.Tenant)
+	p.metrics.mirrorSeconds.WithLabelValues(label).Observe(st.Duration.Seconds())
+	p.metrics.mirrorObjects.WithLabelValues(label).Add(float64(st.Downloaded))
+	p.metrics.mirrorBytes.WithLabelValues(label).Add(float64(st.Bytes))
 	e.status.Mirror = &st
 	if err != nil {
 		return fmt.Errorf("refresh mirror: %w", err)
 	}
 	return nil
+}
+
+// label is the tenant label of the pool's metrics for tenant.
+func (p *Pool) label(tenant string) string {
+	if p.opts.TenantLabels {
+		return tenant
+	}
+	return AllTenants
 }
 
 func (p *Pool) release(e *entry) {

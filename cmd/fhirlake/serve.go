@@ -35,15 +35,19 @@ func newServeCmd(g *globals) *cobra.Command {
 		Long: `serve answers SQL over HTTP, one tenant per request, each tenant in a DuckDB session of
 its own that can read that tenant's lake only:
 
-  POST /v1/tenants/{tenant}/query   one SELECT; JSON, CSV, Arrow IPC or Parquet by Accept
-  GET  /v1/tenants/{tenant}/tables  the views, their columns and freshness
-  GET  /                            status page: tenants, freshness, last compaction, lag
-  GET  /openapi.json, /metrics, /healthz
+  POST /v1/tenants/{tenant}/query     one SELECT; JSON, CSV, Arrow IPC or Parquet by Accept
+  GET  /v1/tenants/{tenant}/tables    the views, their columns and freshness
+  GET  /v1/status/tenants/{tenant}    the tenant's views and freshness
+  GET  /v1/status                     every tenant, last compaction, lag (admin keys only)
+  GET  /                              status page, for a tenant's key or an admin key
+  GET  /v1/whoami, /openapi.json, /metrics, /healthz
 
 Every /v1/tenants request needs the tenant's API key (serve.api_keys holds only its SHA-256;
-"fhirlake serve hash-key" makes one). S3 tenants are read through a local mirror in
-work_dir/mirror/<tenant>, synchronised with the tenant's own credentials before a request at
-most every serve.refresh_interval.`,
+"fhirlake serve hash-key" makes one); the status routes take the tenant's key or an admin key
+(serve.admin_keys). A tenant's requests wait for one of its serve.connections, at most
+serve.max_queued of them (429 beyond), within serve.query_timeout. S3 tenants are read
+through a local mirror in work_dir/mirror/<tenant>, synchronised with the tenant's own
+credentials before a request at most every serve.refresh_interval.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -127,6 +131,8 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		MaxSessions:     sc.MaxSessions,
 		RefreshInterval: sc.RefreshInterval,
 		Mirror:          query.MirrorOptions{Parallelism: sc.MirrorParallelism},
+		MaxQueued:       sc.MaxQueued,
+		TenantLabels:    sc.MetricsTenantLabels,
 	}, reg, log)
 	defer pool.Close()
 	// Sessions in use are brought up to date in the background, so that a
@@ -139,14 +145,24 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	for i, k := range sc.APIKeys {
 		keys[i] = web.Key{Tenant: k.Tenant, SHA256: k.KeySHA256, Name: k.Name}
 	}
-	lag := newLagReporter(cfg.Kafka)
-	defer lag.close()
+	admins := make([]web.AdminKey, len(sc.AdminKeys))
+	for i, k := range sc.AdminKeys {
+		admins[i] = web.AdminKey{SHA256: k.KeySHA256, Name: k.Name}
+	}
+	var lagFunc web.LagFunc
+	if lag := newLagReporter(cfg.Kafka); lag.configured() {
+		defer lag.close()
+		lagFunc = lag.lag
+	}
 	srv := web.New(pool, web.Options{
 		Keys:            keys,
+		AdminKeys:       admins,
 		MaxRequestBytes: int64(sc.MaxRequestBytes),
 		MaxResultRows:   sc.MaxResultRows,
+		QueryTimeout:    sc.QueryTimeout,
 		DisableStatus:   sc.DisableStatus,
-		Lag:             lag.lag,
+		TenantLabels:    sc.MetricsTenantLabels,
+		Lag:             lagFunc,
 		Gatherer:        reg,
 	}, reg, log)
 	ln, err := net.Listen("tcp", sc.Listen)
@@ -166,7 +182,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "tenants", len(lakes), "keys", len(keys))
+	log.Info("serving", "addr", ln.Addr().String(), "tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))
 	select {
 	case err := <-done:
 		return fmt.Errorf("serve: %w", err)
@@ -195,10 +211,12 @@ type lagReporter struct {
 
 func newLagReporter(cfg config.Kafka) *lagReporter { return &lagReporter{cfg: cfg} }
 
+// configured says whether there is a consumer group to ask about.
+func (l *lagReporter) configured() bool {
+	return len(l.cfg.Brokers) > 0 && l.cfg.Group != "" && len(l.cfg.Topics) > 0
+}
+
 func (l *lagReporter) lag(ctx context.Context) (*web.Lag, error) {
-	if len(l.cfg.Brokers) == 0 || l.cfg.Group == "" || len(l.cfg.Topics) == 0 {
-		return nil, errors.New("kafka is not configured")
-	}
 	l.mu.Lock()
 	if l.adm == nil && l.fail == nil {
 		l.cl, l.fail = kgo.NewClient(kgo.SeedBrokers(l.cfg.Brokers...), kgo.ClientID(l.cfg.ClientID+"-serve"),

@@ -31,7 +31,7 @@ func TestIntegrationServeFreshness(t *testing.T) {
 	const maxAge = time.Second
 	addr := freeAddr(t)
 	keys := map[string]string{"acme": "it-acme-key", "globex": "it-globex-key"}
-	extra := fmt.Sprintf("serve:\n  listen: %q\n  refresh_interval: 250ms\n  api_keys:\n", addr)
+	extra := fmt.Sprintf("serve:\n  listen: %q\n  refresh_interval: 250ms\n  metrics_tenant_labels: true\n  api_keys:\n", addr)
 	for tn, k := range keys {
 		extra += fmt.Sprintf("    - {tenant: %s, key_sha256: %s}\n", tn, config.HashAPIKey(k))
 	}

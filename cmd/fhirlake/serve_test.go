@@ -41,7 +41,9 @@ func TestHashKey(t *testing.T) {
 	}
 }
 
-// TestServe runs the command's server over a local tenant and stops it.
+// TestServe runs the command's server over a local tenant and stops it: a
+// query with the tenant's key, the status with the admin key only, and
+// metrics without tenant names.
 func TestServe(t *testing.T) {
 	dir := t.TempDir()
 	lake := filepath.Join(dir, "lake", "acme")
@@ -57,9 +59,11 @@ work_dir: %s
 serve:
   listen: %s
   api_keys: [{tenant: acme, key_sha256: %s}]
+  admin_keys: [{name: ops, key_sha256: %s}]
+  max_queued: 2
 tenants:
   - {name: acme, store: {type: local, path: %s}}
-`, filepath.Join(dir, "work"), addr, config.HashAPIKey("k"), lake)
+`, filepath.Join(dir, "work"), addr, config.HashAPIKey("k"), config.HashAPIKey("admin"), lake)
 	path := filepath.Join(dir, "fhirlake.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -91,6 +95,43 @@ tenants:
 	}
 	if resp.StatusCode != 200 || body.String() != "n\n1\n" {
 		t.Fatalf("got %d %q", resp.StatusCode, body.String())
+	}
+	if resp.Header.Get("Fhirlake-Request-Id") == "" {
+		t.Error("the response has no request id")
+	}
+	get := func(path, key string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		if _, err := b.ReadFrom(resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b.String()
+	}
+	for _, tc := range []struct {
+		path, key string
+		want      int
+	}{
+		{"/v1/status", "", 401},
+		{"/v1/status", "k", 403},
+		{"/v1/status", "admin", 200},
+		{"/v1/status/tenants/acme", "", 401},
+		{"/v1/status/tenants/acme", "k", 200},
+	} {
+		if got, b := get(tc.path, tc.key); got != tc.want {
+			t.Errorf("%s with key %q: got %d %s, want %d", tc.path, tc.key, got, b, tc.want)
+		}
+	}
+	if code, m := get("/metrics", ""); code != 200 || strings.Contains(m, "acme") || !strings.Contains(m, `fhirlake_query_requests_total{route="query",status="200",tenant="*"} 1`) {
+		t.Errorf("metrics: got %d, want the query counted under tenant=\"*\" and no tenant name:\n%s", code, m)
 	}
 	cancel()
 	select {

@@ -5,18 +5,56 @@ import (
 	"database/sql"
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"fhirlake/query"
 )
+
+// column is one column of a JSON result. Name is its key in the rows;
+// SQLName, set only when the two differ, is the name the query gave it.
+type column struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	SQLName string `json:"sql_name,omitempty"`
+}
+
+// uniqueNames are the keys of a result's columns in its JSON rows: each
+// column's own name, except that a name an earlier column has already
+// taken gets the first suffix _2, _3, … that no column of the result is
+// named, so that no column is lost and the same query always gets the
+// same keys (SELECT 1 AS a, 2 AS a: a and a_2).
+func uniqueNames(names []string) []string {
+	taken := make(map[string]bool, len(names))
+	for _, n := range names {
+		taken[n] = true
+	}
+	used := make(map[string]bool, len(names))
+	out := make([]string, len(names))
+	for i, n := range names {
+		if !used[n] {
+			used[n], out[i] = true, n
+			continue
+		}
+		for k := 2; ; k++ {
+			c := n + "_" + strconv.Itoa(k)
+			if !taken[c] {
+				taken[c], out[i] = true, c
+				break
+			}
+		}
+	}
+	return out
+}
 
 // queryJSON streams the result as one JSON document:
 //
 //	{"columns": [{"name", "type"}…], "rows": [{column: value…}…],
 //	 "row_count": n, "truncated": false}
 //
-// An error before the first row is a JSON error response; one after it
-// ends the document with "error".
-func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.Session, q string) (int, error) {
+// Each row is an object whose keys are the columns' names (see
+// uniqueNames), in the columns' order. An error before the first row is a
+// JSON error response; one after it ends the document with "error".
+func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.Session, tenant, q string) int {
 	n := 0
 	started := false
 	var bw *bufio.Writer
@@ -25,11 +63,21 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 		if err != nil {
 			return err
 		}
-		cols := make([]map[string]string, len(types))
 		names := make([]string, len(types))
 		for i, t := range types {
 			names[i] = t.Name()
-			cols[i] = map[string]string{"name": t.Name(), "type": t.DatabaseTypeName()}
+		}
+		keys := uniqueNames(names)
+		cols := make([]column, len(types))
+		// keyJSON[i] is `"key":`, the start of column i in every row.
+		keyJSON := make([][]byte, len(types))
+		for i, t := range types {
+			cols[i] = column{Name: keys[i], Type: t.DatabaseTypeName()}
+			if keys[i] != names[i] {
+				cols[i].SQLName = names[i]
+			}
+			b, _ := json.Marshal(keys[i])
+			keyJSON[i] = append(b, ':')
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
@@ -48,6 +96,7 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 			ptrs[i] = &vals[i]
 		}
 		truncated := false
+		var row []byte
 		for rows.Next() {
 			if n >= s.opts.MaxResultRows {
 				truncated = true
@@ -56,18 +105,22 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 			if err := rows.Scan(ptrs...); err != nil {
 				return err
 			}
-			obj := make(map[string]any, len(names))
-			for i, c := range names {
-				obj[c] = query.JSONValue(vals[i])
+			row = append(row[:0], '{')
+			for i, v := range vals {
+				if i > 0 {
+					row = append(row, ',')
+				}
+				b, err := json.Marshal(query.JSONValue(v))
+				if err != nil {
+					return err
+				}
+				row = append(append(row, keyJSON[i]...), b...)
 			}
-			b, err := json.Marshal(obj)
-			if err != nil {
-				return err
-			}
+			row = append(row, '}')
 			if n > 0 {
 				_ = bw.WriteByte(',')
 			}
-			_, _ = bw.Write(b)
+			_, _ = bw.Write(row)
 			n++
 		}
 		if err := rows.Err(); err != nil {
@@ -79,24 +132,22 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 		_ = bw.WriteByte('\n')
 		return bw.Flush()
 	})
-	if err != nil {
-		if !started {
-			status, code := classify(err)
-			writeError(w, status, code, err.Error())
-			return 0, err
-		}
-		var e apiError
-		e.Error.Code, e.Error.Message = "query_failed", err.Error()
-		b, _ := json.Marshal(e.Error)
-		// The query's error is the one returned; if the tail that reports
-		// it cannot be written either, the client has gone and there is
-		// no one left to tell.
-		_, _ = bw.WriteString(`],"row_count":`)
-		_ = json.NewEncoder(bw).Encode(n)
-		_, _ = bw.WriteString(`,"error":`)
-		_, _ = bw.Write(b)
-		_, _ = bw.WriteString("}\n")
-		_ = bw.Flush()
+	if err == nil {
+		return n
 	}
-	return n, err
+	if !started {
+		s.queryFailed(w, r, tenant, q, err)
+		return 0
+	}
+	b, _ := json.Marshal(s.failedMidStream(r, tenant, q, n, err))
+	// The query's error is the one logged; if the tail that reports it
+	// cannot be written either, the client has gone and there is no one
+	// left to tell.
+	_, _ = bw.WriteString(`],"row_count":`)
+	_ = json.NewEncoder(bw).Encode(n)
+	_, _ = bw.WriteString(`,"error":`)
+	_, _ = bw.Write(b)
+	_, _ = bw.WriteString("}\n")
+	_ = bw.Flush()
+	return n
 }

@@ -5,9 +5,7 @@ package web
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,15 +29,6 @@ import (
 
 //go:embed assets openapi.json
 var files embed.FS
-
-// Key is one tenant's API key, as the SHA-256 of the key.
-type Key struct {
-	Tenant string
-	// SHA256 is the lowercase hex SHA-256 of the key.
-	SHA256 string
-	// Name labels the key in logs.
-	Name string
-}
 
 // LagFunc reports the consumer group's lag; an error means "unknown".
 type LagFunc func(ctx context.Context) (*Lag, error)
@@ -61,13 +51,27 @@ type PartitionLag struct {
 
 // Options configure a Server.
 type Options struct {
+	// Keys open one tenant each.
 	Keys []Key
+	// AdminKeys open the status of every tenant (/v1/status and each
+	// /v1/status/tenants/{tenant}), never a tenant's data. Without any,
+	// /v1/status is off; a tenant's status still opens to its own key.
+	AdminKeys []AdminKey
 	// MaxRequestBytes bounds a query request's body. Default: 64KiB.
 	MaxRequestBytes int64
 	// MaxResultRows cuts results beyond it. Default: 1000000.
 	MaxResultRows int
-	// DisableStatus turns off / and /v1/status.
+	// QueryTimeout bounds every request to a tenant's session from its
+	// arrival: waiting its turn and for the session to open, parsing,
+	// planning, execution and the response. Default: 30s.
+	QueryTimeout time.Duration
+	// DisableStatus turns off the status page, /v1/status and
+	// /v1/status/tenants/{tenant}.
 	DisableStatus bool
+	// TenantLabels labels the request metrics with tenant names. /metrics
+	// needs no key, so by default every request is counted under
+	// tenant="*" (query.AllTenants).
+	TenantLabels bool
 	// Lag reports the consumer lag on the status page; nil: unknown.
 	Lag LagFunc
 	// Gatherer serves /metrics; nil: no /metrics.
@@ -78,7 +82,9 @@ type Options struct {
 type Server struct {
 	pool    *query.Pool
 	opts    Options
-	keys    map[string]Key // SHA-256 hex → key
+	keys    map[string]Key            // SHA-256 hex → key
+	admins  map[string]AdminKey       // SHA-256 hex → key
+	roots   map[string]*regexp.Regexp // tenant → its lake root, see rootPattern
 	metrics *metrics
 	log     *slog.Logger
 	started time.Time
@@ -107,12 +113,23 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 	if o.MaxResultRows <= 0 {
 		o.MaxResultRows = 1_000_000
 	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 30 * time.Second
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{pool: pool, opts: o, keys: map[string]Key{}, metrics: newMetrics(reg), log: log, started: time.Now(), snaps: map[string]snapshotCache{}}
+	s := &Server{pool: pool, opts: o, keys: map[string]Key{}, admins: map[string]AdminKey{}, roots: map[string]*regexp.Regexp{},
+		metrics: newMetrics(reg), log: log, started: time.Now(), snaps: map[string]snapshotCache{}}
 	for _, k := range o.Keys {
 		s.keys[strings.ToLower(k.SHA256)] = k
+	}
+	for _, k := range o.AdminKeys {
+		s.admins[strings.ToLower(k.SHA256)] = k
+	}
+	for _, t := range pool.Tenants() {
+		l, _ := pool.Lake(t)
+		s.roots[t] = rootPattern(l.Root)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -120,8 +137,9 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 	if o.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("POST /v1/tenants/{tenant}/query", s.tenantRoute("query", s.query))
-	mux.HandleFunc("GET /v1/tenants/{tenant}/tables", s.tenantRoute("tables", s.tables))
+	mux.HandleFunc("GET /v1/whoami", s.whoami)
+	mux.HandleFunc("POST /v1/tenants/{tenant}/query", s.tenantRoute("query", false, s.query))
+	mux.HandleFunc("GET /v1/tenants/{tenant}/tables", s.tenantRoute("tables", false, s.tables))
 	if !o.DisableStatus {
 		assets, _ := fs.Sub(files, "assets")
 		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -129,13 +147,19 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 			http.ServeFileFS(w, r, assets, "index.html")
 		})
 		mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(assets)))
-		mux.HandleFunc("GET /v1/status", s.status)
-		mux.HandleFunc("GET /v1/status/tenants/{tenant}", s.tenantStatus)
+		if len(o.AdminKeys) > 0 {
+			mux.HandleFunc("GET /v1/status", s.adminRoute(s.status))
+		} else {
+			mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+				s.fail(w, r, http.StatusNotFound, "not_found", "the status of every tenant is off: the server has no admin keys", nil)
+			})
+		}
+		mux.HandleFunc("GET /v1/status/tenants/{tenant}", s.tenantRoute("status", true, s.tenantStatus))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s (see /openapi.json)", r.Method, r.URL.Path))
+		s.fail(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s (see /openapi.json)", r.Method, r.URL.Path), nil)
 	})
-	s.handler = securityHeaders(mux)
+	s.handler = securityHeaders(withRequestID(mux))
 	return s
 }
 
@@ -155,23 +179,6 @@ func (s *Server) openapi(w http.ResponseWriter, _ *http.Request) {
 	b, _ := files.ReadFile("openapi.json")
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b) // a failed write means the client has gone
-}
-
-// apiError is the body of every error response.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Del("Content-Disposition")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(e) // a failed write means the client has gone
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -202,83 +209,39 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Unwrap lets an http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
 }
 
-// tenantRoute authenticates a request for /v1/tenants/{tenant}/…: 401
-// without a known key, 403 when the key belongs to another tenant. Only
-// then does the tenant's name matter, so a caller cannot probe which
-// tenants exist.
-func (s *Server) tenantRoute(route string, h func(w http.ResponseWriter, r *http.Request, tenant string) int) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		tenant := r.PathValue("tenant")
-		label := "-"
-		if _, ok := s.pool.Lake(tenant); ok {
-			label = tenant
-		}
-		rows := 0
-		defer func() {
-			s.metrics.requests.WithLabelValues(label, route, strconv.Itoa(sw.status)).Inc()
-			if route == "query" {
-				s.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
-				s.metrics.rows.WithLabelValues(label).Add(float64(rows))
-			}
-		}()
-		key, ok := s.authenticate(r)
-		if !ok {
-			sw.Header().Set("WWW-Authenticate", `Bearer realm="fhirlake"`)
-			writeError(sw, http.StatusUnauthorized, "unauthorized", "send a tenant API key: Authorization: Bearer <key> (or X-API-Key)")
-			return
-		}
-		if key.Tenant != tenant {
-			s.log.Warn("key used for another tenant", "key", key.Name, "key_tenant", key.Tenant, "tenant", tenant, "remote", r.RemoteAddr)
-			writeError(sw, http.StatusForbidden, "forbidden", "this key does not open tenant "+strconv.Quote(tenant))
-			return
-		}
-		rows = h(sw, r, tenant)
-	}
-}
-
-func (s *Server) authenticate(r *http.Request) (Key, bool) {
-	var presented string
-	if v := r.Header.Get("Authorization"); v != "" {
-		scheme, token, ok := strings.Cut(v, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return Key{}, false
-		}
-		presented = strings.TrimSpace(token)
-	} else {
-		presented = strings.TrimSpace(r.Header.Get("X-API-Key"))
-	}
-	if presented == "" {
-		return Key{}, false
-	}
-	// The map is keyed by the digest, so lookup timing reveals nothing
-	// about the key itself.
-	sum := sha256.Sum256([]byte(presented))
-	k, ok := s.keys[hex.EncodeToString(sum[:])]
-	return k, ok
-}
-
-// acquire opens the tenant's session, answering 503 when the lake cannot
-// be read.
+// acquire waits for the tenant's session, answering 429 when too many of
+// the tenant's requests wait already, 504 when the query timeout passes
+// first, 503 when the lake cannot be read.
 func (s *Server) acquire(w http.ResponseWriter, r *http.Request, tenant string) (*query.Session, func(), bool) {
 	sess, release, err := s.pool.Acquire(r.Context(), tenant)
 	if err != nil {
-		if errors.Is(err, query.ErrUnknownTenant) {
-			writeError(w, http.StatusNotFound, "unknown_tenant", err.Error())
-			return nil, nil, false
-		}
-		s.log.Error("open tenant session", "tenant", tenant, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "lake_unavailable", fmt.Sprintf("tenant %s: the lake cannot be read now: %v", tenant, err))
+		s.sessionFailed(w, r, err)
 		return nil, nil, false
 	}
 	return sess, release, true
+}
+
+// describe lists the session's views, answering the failure itself.
+func (s *Server) describe(w http.ResponseWriter, r *http.Request, sess *query.Session) ([]query.TableInfo, bool) {
+	infos, err := sess.Describe(r.Context())
+	if err != nil {
+		if timedOut(r, err) {
+			s.fail(w, r, http.StatusGatewayTimeout, "query_timeout", s.timeoutMessage(), err)
+		} else {
+			s.fail(w, r, http.StatusInternalServerError, "describe_failed", "the views could not be listed; the server log has the cause under this request id", err)
+		}
+		return nil, false
+	}
+	return infos, true
 }
 
 func (s *Server) tables(w http.ResponseWriter, r *http.Request, tenant string) int {
@@ -287,9 +250,8 @@ func (s *Server) tables(w http.ResponseWriter, r *http.Request, tenant string) i
 		return 0
 	}
 	defer release()
-	infos, err := sess.Describe(r.Context())
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "describe_failed", err.Error())
+	infos, ok := s.describe(w, r, sess)
+	if !ok {
 		return 0
 	}
 	cat := sess.Catalog()
@@ -408,7 +370,7 @@ func (s *Server) readSQL(w http.ResponseWriter, r *http.Request) (string, int, s
 func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) int {
 	f, ok := negotiate(r)
 	if !ok {
-		writeError(w, http.StatusNotAcceptable, "not_acceptable", "accepted: application/json, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet (or ?format=json|csv|arrow|parquet)")
+		s.fail(w, r, http.StatusNotAcceptable, "not_acceptable", "accepted: application/json, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet (or ?format=json|csv|arrow|parquet)", nil)
 		return 0
 	}
 	q, status, msg := s.readSQL(w, r)
@@ -420,7 +382,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) in
 		case http.StatusUnsupportedMediaType:
 			code = "unsupported_media_type"
 		}
-		writeError(w, status, code, msg)
+		s.fail(w, r, status, code, msg, nil)
 		return 0
 	}
 	sess, release, ok := s.acquire(w, r, tenant)
@@ -437,18 +399,11 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) in
 		}
 	}
 	h.Set("Fhirlake-Row-Limit", strconv.Itoa(s.opts.MaxResultRows))
-	var n int
-	var err error
-	switch f.name {
-	case "json":
-		n, err = s.queryJSON(w, r, sess, q)
-	default:
-		n, err = s.queryExport(w, r, sess, q, f)
+	// Either answers a failure itself, logged under the request id.
+	if f.name == "json" {
+		return s.queryJSON(w, r, sess, tenant, q)
 	}
-	if err != nil {
-		s.log.Info("query failed", "tenant", tenant, "err", err)
-	}
-	return n
+	return s.queryExport(w, r, sess, tenant, q, f)
 }
 
 // lazyWriter sets the content type and status on the first write, so that
@@ -469,7 +424,7 @@ func (l *lazyWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query.Session, q string, f format) (int, error) {
+func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query.Session, tenant, q string, f format) int {
 	lw := &lazyWriter{w: w, mime: f.mime}
 	if f.name == "parquet" {
 		w.Header().Set("Content-Disposition", `attachment; filename="result.parquet"`)
@@ -477,12 +432,12 @@ func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query
 	res, err := sess.Export(r.Context(), lw, q, f.name, query.ExportOptions{MaxRows: s.opts.MaxResultRows})
 	if err != nil {
 		if !lw.started {
-			status, code := classify(err)
-			writeError(w, status, code, err.Error())
+			s.queryFailed(w, r, tenant, q, err)
 		} else {
-			w.Header().Set("Fhirlake-Error", oneLine(err.Error()))
+			e := s.failedMidStream(r, tenant, q, res.Rows, err)
+			w.Header().Set("Fhirlake-Error", e.Code+": "+oneLine(e.Message))
 		}
-		return res.Rows, err
+		return res.Rows
 	}
 	if !lw.started {
 		// An empty CSV still gets its header from Export; other formats
@@ -492,30 +447,7 @@ func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query
 	if res.Truncated {
 		w.Header().Set("Fhirlake-Truncated", "true")
 	}
-	return res.Rows, nil
+	return res.Rows
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// classify maps a query error to an HTTP status and an error code.
-func classify(err error) (int, string) {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, query.ErrQueryTimeout) || errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "query_timeout"
-	case errors.Is(err, query.ErrNotReadOnly), errors.Is(err, query.ErrMultipleStatements):
-		return http.StatusBadRequest, "statement_refused"
-	case strings.Contains(msg, "Permission Error"), strings.Contains(msg, "disabled by configuration"),
-		strings.Contains(msg, "configuration has been locked"):
-		return http.StatusForbidden, "permission_denied"
-	case errors.Is(err, context.Canceled):
-		return 499, "canceled"
-	case strings.Contains(msg, "Out of Memory Error"):
-		return http.StatusInsufficientStorage, "out_of_memory"
-	case strings.Contains(msg, "Parser Error"), strings.Contains(msg, "Binder Error"), strings.Contains(msg, "Catalog Error"),
-		strings.Contains(msg, "Conversion Error"), strings.Contains(msg, "Invalid Input Error"), strings.Contains(msg, "empty statement"),
-		strings.Contains(msg, "Not implemented Error"):
-		return http.StatusBadRequest, "query_error"
-	}
-	return http.StatusInternalServerError, "query_failed"
-}

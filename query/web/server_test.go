@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,19 +29,50 @@ import (
 const (
 	acmeKey   = "acme-secret-key"
 	globexKey = "globex-secret-key"
+	adminKey  = "ops-admin-key"
 )
+
+// admins opens the status of every tenant to adminKey.
+var admins = []AdminKey{{SHA256: config.HashAPIKey(adminKey), Name: "ops"}}
 
 type fixture struct {
 	base, acme, globex string
 	srv                *httptest.Server
 	reg                *prometheus.Registry
+	pool               *query.Pool
+	log                *lockedBuffer // the server's log, as JSON lines
+}
+
+// lockedBuffer is a bytes.Buffer that handlers may write concurrently.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // newFixture serves two tenants, acme and globex, each with a lake of its
 // own, next to a third directory acme2 that no tenant owns.
 func newFixture(t *testing.T, o Options, so query.Options) *fixture {
 	t.Helper()
-	f := &fixture{base: t.TempDir()}
+	return newPoolFixture(t, o, query.PoolOptions{Session: so})
+}
+
+// newPoolFixture is newFixture with the pool's options: its metrics go to
+// the same registry, and its tenant labels follow o's.
+func newPoolFixture(t *testing.T, o Options, po query.PoolOptions) *fixture {
+	t.Helper()
+	f := &fixture{base: t.TempDir(), log: &lockedBuffer{}}
 	f.acme = filepath.Join(f.base, "acme")
 	f.globex = filepath.Join(f.base, "globex")
 	querytest.WriteRaw(t, f.acme, "acme", "t-0-0-2", []querytest.Row{
@@ -57,13 +90,17 @@ func newFixture(t *testing.T, o Options, so query.Options) *fixture {
 	if err := os.Symlink(gfile, filepath.Join(f.acme, "globex.parquet")); err != nil {
 		t.Fatal(err)
 	}
-	pool := query.NewPool([]query.Lake{{Tenant: "acme", Root: f.acme}, {Tenant: "globex", Root: f.globex}},
-		query.PoolOptions{Session: so, RefreshInterval: time.Millisecond}, nil, nil)
-	t.Cleanup(func() { pool.Close() })
-	o.Keys = []Key{{Tenant: "acme", SHA256: config.HashAPIKey(acmeKey)}, {Tenant: "globex", SHA256: config.HashAPIKey(globexKey)}}
 	f.reg = prometheus.NewRegistry()
+	if po.RefreshInterval == 0 {
+		po.RefreshInterval = time.Millisecond
+	}
+	po.TenantLabels = o.TenantLabels
+	f.pool = query.NewPool([]query.Lake{{Tenant: "acme", Root: f.acme}, {Tenant: "globex", Root: f.globex}}, po, f.reg, nil)
+	t.Cleanup(func() { f.pool.Close() })
+	o.Keys = []Key{{Tenant: "acme", SHA256: config.HashAPIKey(acmeKey)}, {Tenant: "globex", SHA256: config.HashAPIKey(globexKey)}}
 	o.Gatherer = f.reg
-	s := New(pool, o, f.reg, nil)
+	log := slog.New(slog.NewJSONHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := New(f.pool, o, f.reg, log)
 	f.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(f.srv.Close)
 	return f
@@ -381,7 +418,7 @@ func TestLimits(t *testing.T) {
 }
 
 func TestTablesAndStatus(t *testing.T) {
-	f := newFixture(t, Options{Lag: func(context.Context) (*Lag, error) { return &Lag{Group: "g", Total: 7}, nil }}, query.Options{})
+	f := newFixture(t, Options{AdminKeys: admins, Lag: func(context.Context) (*Lag, error) { return &Lag{Group: "g", Total: 7}, nil }}, query.Options{})
 	resp, b := f.do(t, "GET", "/v1/tenants/acme/tables", acmeKey, nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
@@ -408,22 +445,24 @@ func TestTablesAndStatus(t *testing.T) {
 	if !found {
 		t.Fatalf("no patient view in %s", b)
 	}
-	resp, b = f.do(t, "GET", "/v1/status", "", nil)
+	resp, b = f.do(t, "GET", "/v1/status", adminKey, nil)
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"tenant": "acme"`) || !strings.Contains(string(b), `"total": 7`) {
 		t.Fatalf("status: %d %s", resp.StatusCode, b)
 	}
-	resp, b = f.do(t, "GET", "/v1/status/tenants/globex", "", nil)
-	if resp.StatusCode != 200 || !strings.Contains(string(b), `"name": "patient"`) || strings.Contains(string(b), "g-secret") {
-		t.Fatalf("tenant status: %d %s", resp.StatusCode, b)
+	for _, key := range []string{globexKey, adminKey} {
+		resp, b = f.do(t, "GET", "/v1/status/tenants/globex", key, nil)
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"name": "patient"`) || strings.Contains(string(b), "g-secret") {
+			t.Fatalf("tenant status: %d %s", resp.StatusCode, b)
+		}
 	}
-	resp, _ = f.do(t, "GET", "/v1/status/tenants/initech", "", nil)
+	resp, _ = f.do(t, "GET", "/v1/status/tenants/initech", adminKey, nil)
 	if resp.StatusCode != 404 {
 		t.Fatalf("unknown tenant status: got %d, want 404", resp.StatusCode)
 	}
 }
 
 func TestMetricsAndOpenAPI(t *testing.T) {
-	f := newFixture(t, Options{}, query.Options{})
+	f := newFixture(t, Options{TenantLabels: true}, query.Options{})
 	f.query(t, "acme", acmeKey, "SELECT * FROM patient")
 	f.query(t, "acme", "", "SELECT 1")
 	resp, b := f.do(t, "GET", "/metrics", "", nil)

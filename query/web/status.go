@@ -7,8 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"fhirlake/lake"
 	"fhirlake/query"
 	"fhirlake/sink"
@@ -48,29 +46,34 @@ type consumerJSON struct {
 	Error string `json:"error,omitempty"`
 }
 
-// status serves GET /v1/status: every tenant's session, last compaction and
-// the consumer lag. It shows names and times, never rows.
+// status serves GET /v1/status to admin keys: every tenant's session, last
+// compaction and the consumer lag. It shows names, counts and times, never
+// rows; nor errors, which quote paths, SQL and broker addresses: those are
+// in the server log.
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	var tenants []tenantJSON
 	for _, st := range s.pool.Status() {
 		t := tenantJSON{TenantStatus: st, Store: "local"}
+		if st.Error != "" {
+			t.Error = "the last refresh failed; the server log says why"
+		}
 		if l, ok := s.pool.Lake(st.Tenant); ok && l.Store != nil {
 			t.Store = "s3"
 		}
 		m, err := s.manifest(r.Context(), st.Tenant)
 		t.Compaction = snapshotJSON(m)
 		if err != nil {
-			t.CompactionError = err.Error()
+			t.CompactionError = "the manifest cannot be read; the server log says why"
 		}
 		tenants = append(tenants, t)
 	}
 	lag, err := s.lag(r.Context())
 	c := consumerJSON{State: "ok", Lag: lag}
-	if err != nil || lag == nil {
-		c.State = "unknown"
-		if err != nil {
-			c.Error = err.Error()
-		}
+	switch {
+	case s.opts.Lag == nil:
+		c.State, c.Error = "unknown", "kafka is not configured"
+	case err != nil || lag == nil:
+		c.State, c.Error = "unknown", "the lag cannot be read; the server log says why"
 	}
 	writeJSON(w, map[string]any{
 		"tenants":  tenants,
@@ -79,23 +82,18 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// tenantStatus serves GET /v1/status/tenants/{tenant}: the tenant's views
-// and their freshness (no columns, no rows).
-func (s *Server) tenantStatus(w http.ResponseWriter, r *http.Request) {
-	tenant := r.PathValue("tenant")
-	if _, ok := s.pool.Lake(tenant); !ok {
-		writeError(w, http.StatusNotFound, "unknown_tenant", "no tenant "+tenant)
-		return
-	}
+// tenantStatus serves GET /v1/status/tenants/{tenant} to the tenant's key
+// and admin keys: the tenant's views and their freshness (no columns, no
+// rows).
+func (s *Server) tenantStatus(w http.ResponseWriter, r *http.Request, tenant string) int {
 	sess, release, ok := s.acquire(w, r, tenant)
 	if !ok {
-		return
+		return 0
 	}
 	defer release()
-	infos, err := sess.Describe(r.Context())
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "describe_failed", err.Error())
-		return
+	infos, ok := s.describe(w, r, sess)
+	if !ok {
+		return 0
 	}
 	type view struct {
 		Name         string          `json:"name"`
@@ -119,6 +117,7 @@ func (s *Server) tenantStatus(w http.ResponseWriter, r *http.Request) {
 		"speed_files":     cat.SpeedFiles,
 		"views":           views,
 	})
+	return 0
 }
 
 // manifest returns a tenant's current batch manifest: from its open
@@ -140,6 +139,9 @@ func (s *Server) manifest(ctx context.Context, tenant string) (*lake.Manifest, e
 		defer cancel()
 		m, err = sink.ReadManifest(ctx, l.Store)
 	}
+	if err != nil {
+		s.log.Warn("read the batch manifest for the status", "tenant", tenant, "err", err)
+	}
 	s.snapMu.Lock()
 	s.snaps[tenant] = snapshotCache{at: time.Now(), m: m, err: err}
 	s.snapMu.Unlock()
@@ -160,33 +162,8 @@ func (s *Server) lag(ctx context.Context) (*Lag, error) {
 	defer cancel()
 	s.lagVal, s.lagErr = s.opts.Lag(ctx)
 	s.lagAt = time.Now()
+	if s.lagErr != nil {
+		s.log.Info("read the consumer lag for the status", "err", s.lagErr)
+	}
 	return s.lagVal, s.lagErr
-}
-
-type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	rows     *prometheus.CounterVec
-}
-
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fhirlake_query_requests_total",
-			Help: "API requests by tenant (\"-\" when the path names no configured tenant), route and HTTP status.",
-		}, []string{"tenant", "route", "status"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "fhirlake_query_duration_seconds",
-			Help:    "Time to answer a query request, refresh and response included.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"tenant"}),
-		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fhirlake_query_rows_total",
-			Help: "Rows returned by query requests.",
-		}, []string{"tenant"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.rows)
-	}
-	return m
 }

@@ -61,8 +61,10 @@ func runChromium(t *testing.T, bin string, args ...string) []byte {
 // freshness, and the screenshot must be a real, non-blank page.
 func TestStatusPageInChromium(t *testing.T) {
 	bin := chromium(t)
-	f := newFixture(t, Options{}, query.Options{})
-	url := f.srv.URL + "/?tenant=acme"
+	f := newFixture(t, Options{AdminKeys: admins}, query.Options{})
+	// The key is handed over in the fragment, which the browser keeps to
+	// itself; the page sends it as a bearer token.
+	url := f.srv.URL + "/?tenant=acme#key=" + adminKey
 
 	dom := string(runChromium(t, bin, "--virtual-time-budget=15000", "--dump-dom", url))
 	for _, want := range []string{
@@ -117,6 +119,21 @@ func TestStatusPageInChromium(t *testing.T) {
 	variance := sumSq/float64(n) - mean*mean
 	if variance < 100 || len(colours) < 8 {
 		t.Fatalf("screenshot looks blank: luminance variance %.1f, %d colours", variance, len(colours))
+	}
+	// A tenant's key shows its own views and no other tenant; no key shows
+	// nothing but the prompt for one.
+	dom = string(runChromium(t, bin, "--virtual-time-budget=15000", "--dump-dom", f.srv.URL+"/?tenant=globex#key="+acmeKey))
+	for _, want := range []string{`data-ready="true"`, "key of tenant acme", `data-view="patient"`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("page with acme's key lacks %s", want)
+		}
+	}
+	if strings.Contains(dom, `data-tenant=`) || strings.Contains(dom, "globex</") {
+		t.Errorf("page with acme's key shows other tenants")
+	}
+	dom = string(runChromium(t, bin, "--virtual-time-budget=15000", "--dump-dom", f.srv.URL+"/"))
+	if !strings.Contains(dom, `data-ready="true"`) || !strings.Contains(dom, "Paste an API key") || strings.Contains(dom, `data-view=`) {
+		t.Errorf("page without a key: want the prompt for one and no views")
 	}
 	if dir := os.Getenv("FHIRLAKE_SCREENSHOT_DIR"); dir != "" {
 		data, err := os.ReadFile(shot)

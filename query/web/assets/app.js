@@ -1,10 +1,13 @@
-// The status page: tenants, the selected tenant's views with their
-// freshness, the last compaction, the consumer lag, and a SQL box that
-// sends the tenant's API key (kept in this tab only).
+// The status page. Every request carries an API key, kept in this tab's
+// sessionStorage (or handed over once in the URL fragment, #key=…, which
+// browsers never send to the server): an admin key shows every tenant, the
+// consumer lag and any tenant's views; a tenant's key shows that tenant's
+// views and runs its SQL.
 "use strict";
 
 const params = new URLSearchParams(location.search);
 let selected = params.get("tenant") || "";
+const KEY = "fhirlake-key";
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -30,17 +33,43 @@ function age(iso, now) {
   return Math.round(s / 86400) + " d";
 }
 
-async function getJSON(url, opts) {
+// takeFragmentKey moves a key handed over as #key=… into this tab's
+// storage and out of the address bar and history.
+function takeFragmentKey() {
+  const k = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (k) {
+    sessionStorage.setItem(KEY, k);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+}
+
+function pageKey() { return sessionStorage.getItem(KEY) || ""; }
+
+async function getJSON(url, opts, key) {
+  opts = opts || {};
+  opts.headers = Object.assign({ "Authorization": "Bearer " + (key === undefined ? pageKey() : key) }, opts.headers || {});
   const r = await fetch(url, opts);
   const body = await r.json().catch(() => null);
-  if (!r.ok) throw new Error((body && body.error && body.error.message) || (r.status + " " + r.statusText));
+  if (!r.ok) {
+    const e = body && body.error;
+    const err = new Error(e ? e.message + (e.request_id ? ` (request ${e.request_id})` : "") : r.status + " " + r.statusText);
+    err.status = r.status;
+    throw err;
+  }
   return body;
+}
+
+function notice(text, cls) {
+  const p = document.getElementById("notice");
+  p.textContent = text;
+  p.className = cls || "muted";
 }
 
 async function loadStatus() {
   const st = await getJSON("/v1/status");
   const c = st.consumer || {};
   const pill = document.getElementById("consumer");
+  pill.hidden = false;
   pill.textContent = c.state === "ok" ? `consumer lag: ${c.total} (group ${c.group})` : "consumer lag: unknown";
   pill.dataset.state = c.state || "unknown";
   const body = document.querySelector("#tenants tbody");
@@ -104,15 +133,14 @@ async function runSQL(ev) {
   const key = document.getElementById("api-key").value.trim();
   const status = document.getElementById("sql-status");
   const out = document.getElementById("result");
-  sessionStorage.setItem("fhirlake-key-" + selected, key);
   status.textContent = "running…";
   const t0 = performance.now();
   try {
     const res = await getJSON("/v1/tenants/" + encodeURIComponent(selected) + "/query", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Accept": "application/json", "Authorization": "Bearer " + key },
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
       body: JSON.stringify({ sql: document.getElementById("sql").value }),
-    });
+    }, key);
     renderResult(res);
     status.textContent = `${res.row_count} rows${res.truncated ? " (cut)" : ""} in ${Math.round(performance.now() - t0)} ms`;
   } catch (e) {
@@ -121,21 +149,59 @@ async function runSQL(ev) {
   }
 }
 
-async function main() {
-  document.getElementById("sql-form").addEventListener("submit", runSQL);
-  try {
-    const st = await loadStatus();
-    const now = st.server && st.server.now ? new Date(st.server.now) : new Date();
-    if (selected) {
-      const k = sessionStorage.getItem("fhirlake-key-" + selected);
-      if (k) document.getElementById("api-key").value = k;
-    }
-    await loadTenant(now);
-  } catch (e) {
-    document.querySelector("#tenants tbody").replaceChildren(el("tr", {}, el("td", { colSpan: 6, class: "error" }, e.message)));
+// load shows what the page's key opens.
+async function load() {
+  if (!pageKey()) {
+    notice("Paste an API key to see the status.");
+    return null;
   }
+  let who;
+  try {
+    who = await getJSON("/v1/whoami");
+  } catch (e) {
+    notice(e.status === 401 ? "This key is not known to the server." : e.message, "error");
+    return null;
+  }
+  let now = new Date();
+  if (who.admin) {
+    notice(`admin key ${who.name || ""}: every tenant`);
+    document.getElementById("tenants-section").hidden = false;
+    try {
+      const st = await loadStatus();
+      if (st.server && st.server.now) now = new Date(st.server.now);
+    } catch (e) {
+      document.querySelector("#tenants tbody").replaceChildren(el("tr", {}, el("td", { colSpan: 6, class: "error" }, e.message)));
+    }
+  } else {
+    notice(`key of tenant ${who.tenant}`);
+    selected = who.tenant;
+    document.getElementById("api-key").value = pageKey();
+  }
+  await loadTenant(now);
+  return who;
+}
+
+async function main() {
+  takeFragmentKey();
+  document.getElementById("sql-form").addEventListener("submit", runSQL);
+  document.getElementById("key-form").addEventListener("submit", ev => {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY, document.getElementById("key").value.trim());
+    location.reload();
+  });
+  document.getElementById("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    location.reload();
+  });
+  const who = await load();
   document.body.dataset.ready = "true";
-  setInterval(() => { loadStatus().then(st => loadTenant(new Date(st.server.now))).catch(() => {}); }, 10000);
+  if (!who) return;
+  setInterval(async () => {
+    try {
+      const st = who.admin ? await loadStatus() : null;
+      await loadTenant(st && st.server ? new Date(st.server.now) : new Date());
+    } catch (e) { /* shown on the next successful refresh */ }
+  }, 10000);
 }
 
 main();

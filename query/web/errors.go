@@ -39,12 +39,16 @@ type requestIDKey struct{}
 
 // withRequestID gives every request an id: in its context, and in the
 // response's RequestIDHeader. The id is made here, never taken from the
-// client, so that it can be trusted in the log.
-func withRequestID(h http.Handler) http.Handler {
+// client, so that it can be trusted in the log — except behind a front
+// (trust), which made it.
+func withRequestID(h http.Handler, trust bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b := make([]byte, 8)
-		rand.Read(b) // never fails (crypto/rand.Read documents it)
-		id := hex.EncodeToString(b)
+		id := r.Header.Get(RequestIDHeader)
+		if !trust || id == "" {
+			b := make([]byte, 8)
+			rand.Read(b) // never fails (crypto/rand.Read documents it)
+			id = hex.EncodeToString(b)
+		}
 		w.Header().Set(RequestIDHeader, id)
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 	})

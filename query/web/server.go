@@ -76,6 +76,13 @@ type Options struct {
 	Lag LagFunc
 	// Gatherer serves /metrics; nil: no /metrics.
 	Gatherer prometheus.Gatherer
+	// Forward, when set, serves the query and tables routes once the key
+	// is checked: the front authenticates, a worker runs the SQL.
+	Forward Forwarder
+	// TrustRequestID takes a request's id from its RequestIDHeader, as a
+	// worker does from its front, instead of making one. Never set it on
+	// a server that clients reach.
+	TrustRequestID bool
 }
 
 // Server is the HTTP API over a query.Pool.
@@ -138,8 +145,13 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("GET /v1/whoami", s.whoami)
-	mux.HandleFunc("POST /v1/tenants/{tenant}/query", s.tenantRoute("query", false, s.query))
-	mux.HandleFunc("GET /v1/tenants/{tenant}/tables", s.tenantRoute("tables", false, s.tables))
+	if o.Forward != nil {
+		mux.HandleFunc("POST /v1/tenants/{tenant}/query", s.tenantRoute("query", false, s.forward))
+		mux.HandleFunc("GET /v1/tenants/{tenant}/tables", s.tenantRoute("tables", false, s.forward))
+	} else {
+		mux.HandleFunc("POST /v1/tenants/{tenant}/query", s.tenantRoute("query", false, s.query))
+		mux.HandleFunc("GET /v1/tenants/{tenant}/tables", s.tenantRoute("tables", false, s.tables))
+	}
 	if !o.DisableStatus {
 		assets, _ := fs.Sub(files, "assets")
 		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -159,7 +171,7 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s (see /openapi.json)", r.Method, r.URL.Path), nil)
 	})
-	s.handler = securityHeaders(withRequestID(mux))
+	s.handler = securityHeaders(withRequestID(mux, o.TrustRequestID))
 	return s
 }
 

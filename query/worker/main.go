@@ -1,0 +1,171 @@
+package worker
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"fhirlake/config"
+	"fhirlake/query"
+	"fhirlake/query/web"
+	"fhirlake/sandbox"
+	"fhirlake/sink"
+)
+
+// OpenStore opens an S3 tenant's store with the credentials of its Spec.
+type OpenStore func(ctx context.Context, t config.Tenant) (sink.Store, error)
+
+// Main is a worker: it reads its Spec from spec (the front writes it and
+// closes the pipe), confines itself, then serves its tenant on the Spec's
+// socket until ctx ends (SIGTERM), letting requests finish for the grace
+// period. It writes "ready" to ready once it listens.
+func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, log *slog.Logger) error {
+	var s Spec
+	if err := json.NewDecoder(spec).Decode(&s); err != nil {
+		return fmt.Errorf("worker: read spec: %w", err)
+	}
+	log = log.With("tenant", s.Tenant.Name, "pid", os.Getpid())
+	for k, v := range s.Env {
+		if err := os.Setenv(k, v); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+	}
+	if err := os.MkdirAll(s.TempDir, 0o700); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	l := query.Lake{Tenant: s.Tenant.Name, Root: s.Root}
+	paths := sandbox.Paths{ReadWrite: []string{s.TempDir}}
+	if s.Tenant.Store.Type == "s3" {
+		// The mirror is written here, with the tenant's own credentials.
+		if err := os.MkdirAll(s.Root, 0o700); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		paths.ReadWrite = append(paths.ReadWrite, s.Root)
+	} else {
+		paths.ReadOnly = append(paths.ReadOnly, s.Root)
+	}
+	// Listening makes the socket, which the sandbox would forbid.
+	_ = os.Remove(s.Socket)
+	ln, err := net.Listen("unix", s.Socket)
+	if err != nil {
+		return fmt.Errorf("worker: listen: %w", err)
+	}
+	defer ln.Close()
+	if !s.NoLandlock {
+		if err := sandbox.Restrict(paths); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+	}
+	if s.Tenant.Store.Type == "s3" {
+		store, err := open(ctx, s.Tenant)
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		l.Store = store
+	}
+	so := s.Session
+	so.TempDir = s.TempDir
+	pool := query.NewPool([]query.Lake{l}, query.PoolOptions{
+		Session:         so,
+		MaxSessions:     1,
+		RefreshInterval: s.RefreshInterval,
+		Mirror:          query.MirrorOptions{Parallelism: s.MirrorParallelism},
+		// The front queues; a request reaches the worker with a slot.
+		MaxQueued: so.Connections,
+	}, nil, log)
+	defer pool.Close()
+	freshCtx, stopFresh := context.WithCancel(ctx)
+	freshDone := make(chan struct{})
+	go func() { defer close(freshDone); pool.KeepFresh(freshCtx) }()
+	defer func() { stopFresh(); <-freshDone }()
+
+	srv := web.New(pool, web.Options{
+		Keys:            []web.Key{{Tenant: s.Tenant.Name, SHA256: config.HashAPIKey(s.Token), Name: "front"}},
+		MaxRequestBytes: s.MaxRequestBytes,
+		MaxResultRows:   s.MaxResultRows,
+		QueryTimeout:    so.QueryTimeout,
+		DisableStatus:   true,
+		TrustRequestID:  true,
+	}, nil, log)
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	if s.RawSQLForTests {
+		mux.HandleFunc("POST /test/raw-sql", rawSQL)
+	}
+	hs := &http.Server{Handler: watchdog(mux, s.Grace, log), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	if _, err := io.WriteString(ready, "ready\n"); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	log.Debug("worker serving", "socket", s.Socket)
+	select {
+	case err := <-done:
+		return fmt.Errorf("worker: %w", err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), s.Grace)
+	defer cancel()
+	if err := hs.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("worker: shutdown: %w", err)
+	}
+	return nil
+}
+
+// watchdog ends the process when a request is still running grace after
+// its context ended: DuckDB does not always heed an interrupt (constant
+// folding while planning does not), and only the process's end frees what
+// the query holds. The front then starts a new worker.
+func watchdog(h http.Handler, grace time.Duration, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done := make(chan struct{})
+		go func() {
+			select {
+			case <-done:
+				return
+			case <-r.Context().Done():
+			}
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			select {
+			case <-done:
+			case <-t.C:
+				log.Error("a request outlived its cancellation by the grace period; exiting", "grace", grace, "path", r.URL.Path)
+				os.Exit(3)
+			}
+		}()
+		defer close(done)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// rawSQL runs the body's SQL on a DuckDB of its own, with none of the
+// session's settings or checks: what it may read is what the sandbox lets
+// the process read.
+func rawSQL(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer db.Close()
+	var n int64
+	if err := db.QueryRowContext(r.Context(), string(b)).Scan(&n); err != nil {
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+		return
+	}
+	fmt.Fprintln(w, n)
+}

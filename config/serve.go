@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -72,6 +73,28 @@ type Serve struct {
 	// names. /metrics needs no key, so by default every tenant's series is
 	// labelled tenant="*". Default: false.
 	MetricsTenantLabels bool `yaml:"metrics_tenant_labels" env:"METRICS_TENANT_LABELS"`
+	// MaxWorkers bounds the tenant query workers running at once: each
+	// tenant's SQL runs in a process of its own, started on its first
+	// request. Starting one more stops the least recently used worker
+	// without a request in flight; when every worker has one, the request
+	// gets 503. Default: 16.
+	MaxWorkers int `yaml:"max_workers" env:"MAX_WORKERS"`
+	// WorkerMemoryLimit bounds each worker process (DuckDB, its planning,
+	// results being written, the Go runtime): a cgroup's memory.max (v2)
+	// or memory.limit_in_bytes (v1), or RLIMIT_AS on address space without
+	// a writable cgroup. A worker over it is killed, its requests get 503
+	// and the next one starts a new worker. It must exceed memory_limit,
+	// DuckDB's own bound, which constant folding and the runtime ignore.
+	// Default: 2GiB.
+	WorkerMemoryLimit ByteSize `yaml:"worker_memory_limit" env:"WORKER_MEMORY_LIMIT"`
+	// WorkerIdleTimeout stops a worker that has had no request for this
+	// long; the next request starts one again (about 100 ms plus building
+	// the tenant's views). Default: 5m.
+	WorkerIdleTimeout time.Duration `yaml:"worker_idle_timeout" env:"WORKER_IDLE_TIMEOUT"`
+	// WorkerGrace is how long a worker has to finish a request after the
+	// front gave up on it (query timeout, client gone) and to exit after
+	// SIGTERM; past it the worker is killed. Default: 5s.
+	WorkerGrace time.Duration `yaml:"worker_grace" env:"WORKER_GRACE"`
 }
 
 // APIKey is one tenant's key, stored as its SHA-256.
@@ -107,6 +130,10 @@ func DefaultServe() Serve {
 		Connections:       4,
 		MaxQueued:         16,
 		MirrorParallelism: 8,
+		MaxWorkers:        16,
+		WorkerMemoryLimit: 2 << 30,
+		WorkerIdleTimeout: 5 * time.Minute,
+		WorkerGrace:       5 * time.Second,
 	}
 }
 
@@ -149,6 +176,18 @@ func (s Serve) WithDefaults() Serve {
 	if s.MirrorParallelism == 0 {
 		s.MirrorParallelism = d.MirrorParallelism
 	}
+	if s.MaxWorkers == 0 {
+		s.MaxWorkers = d.MaxWorkers
+	}
+	if s.WorkerMemoryLimit == 0 {
+		s.WorkerMemoryLimit = d.WorkerMemoryLimit
+	}
+	if s.WorkerIdleTimeout == 0 {
+		s.WorkerIdleTimeout = d.WorkerIdleTimeout
+	}
+	if s.WorkerGrace == 0 {
+		s.WorkerGrace = d.WorkerGrace
+	}
 	return s
 }
 
@@ -183,8 +222,19 @@ func (s Serve) Validate(tenants []Tenant) error {
 	if s.SpeedOverlap < 0 {
 		bad("speed_overlap: must not be negative, got %s", s.SpeedOverlap)
 	}
-	if !memoryLimit.MatchString(strings.TrimSpace(s.MemoryLimit)) {
+	if n, ok := MemoryLimitBytes(s.MemoryLimit); !ok {
 		bad("memory_limit: %q: want a size such as 512MB or 2GB", s.MemoryLimit)
+	} else if int64(s.WorkerMemoryLimit) <= n {
+		bad("worker_memory_limit: %s must exceed memory_limit (%s): DuckDB's own bound sits below the worker's", s.WorkerMemoryLimit, s.MemoryLimit)
+	}
+	if s.MaxWorkers < 1 {
+		bad("max_workers: must be positive, got %d", s.MaxWorkers)
+	}
+	if s.WorkerIdleTimeout < time.Second {
+		bad("worker_idle_timeout: must be at least 1s, got %s", s.WorkerIdleTimeout)
+	}
+	if s.WorkerGrace < 100*time.Millisecond {
+		bad("worker_grace: must be at least 100ms, got %s", s.WorkerGrace)
 	}
 	if s.Threads < 1 || s.Connections < 1 || s.MirrorParallelism < 1 {
 		bad("threads, connections and mirror_parallelism: must be positive")
@@ -220,6 +270,23 @@ func (s Serve) Validate(tenants []Tenant) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// MemoryLimitBytes reads a memory_limit as DuckDB does: KB, MB, GB, TB
+// are powers of 1000, KiB… powers of 1024, no unit means bytes.
+func MemoryLimitBytes(v string) (int64, bool) {
+	m := memoryLimit.FindStringSubmatch(strings.TrimSpace(v))
+	if m == nil {
+		return 0, false
+	}
+	num := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), m[2]))
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return 0, false
+	}
+	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[m[2]]
+	return int64(f * mult), true
 }
 
 // HashAPIKey returns the value to store in key_sha256 for key.

@@ -34,6 +34,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	runWorkerIfAsked()
 	dir, err := os.MkdirTemp("", "fhirlake-it-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -35,6 +35,7 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(
+		newServeWorkerCmd(g),
 		newVersionCmd(),
 		newGenerateCmd(g),
 		newConsumeCmd(g),

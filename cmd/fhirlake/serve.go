@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ import (
 	"fhirlake/consumer"
 	"fhirlake/query"
 	"fhirlake/query/web"
+	"fhirlake/query/worker"
+	"fhirlake/sandbox"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -149,6 +152,11 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	for i, k := range sc.AdminKeys {
 		admins[i] = web.AdminKey{SHA256: k.KeySHA256, Name: k.Name}
 	}
+	sup, closeSup, err := newSupervisor(cfg, sc, reg, log)
+	if err != nil {
+		return err
+	}
+	defer closeSup()
 	var lagFunc web.LagFunc
 	if lag := newLagReporter(cfg.Kafka); lag.configured() {
 		defer lag.close()
@@ -164,6 +172,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		TenantLabels:    sc.MetricsTenantLabels,
 		Lag:             lagFunc,
 		Gatherer:        reg,
+		Forward:         sup,
 	}, reg, log)
 	ln, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
@@ -196,6 +205,114 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		return err
 	}
 	return nil
+}
+
+// newSupervisor runs each tenant's SQL in a worker process of its own:
+// the same binary's hidden serve-worker, given that tenant's configuration
+// and credentials only, confined by Landlock and bounded by a cgroup of its
+// own (or RLIMIT_AS).
+// The returned function stops the workers and removes what they used.
+func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer, log *slog.Logger) (*worker.Supervisor, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("serve: %w", err)
+	}
+	// Sockets live in a directory only this user can enter; Unix socket
+	// paths are short, so it is under the system's temp dir.
+	sandbox.SweepStale(os.TempDir(), "fhirlake-serve", true)
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("fhirlake-serve-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("serve: %w", err)
+	}
+	spill := filepath.Join(cfg.WorkDir, "query")
+	if err := os.MkdirAll(spill, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("serve: %w", err)
+	}
+	cg, cgErr := sandbox.NewCgroups("fhirlake-serve")
+	noLandlock := sandbox.LandlockABI() == 0
+	log.Info("query workers", "memory_bound", cg.Mechanism(), "memory", sc.WorkerMemoryLimit.String(),
+		"landlock_abi", sandbox.LandlockABI(), "max_workers", sc.MaxWorkers, "cgroup_err", cgErr)
+	if noLandlock {
+		log.Warn("this kernel has no Landlock: query workers run without file confinement")
+	}
+	limits := sandbox.Limits{Memory: int64(sc.WorkerMemoryLimit)}
+	if cg.Mechanism() == "rlimit" {
+		limits.Memory = rlimitAS(limits.Memory)
+	}
+	tenants := map[string]config.Tenant{}
+	for _, t := range cfg.Tenants {
+		tenants[t.Name] = t
+	}
+	env := []string{"PATH=/usr/bin:/bin"}
+	if tz, ok := os.LookupEnv("TZ"); ok {
+		env = append(env, "TZ="+tz)
+	}
+	sup := worker.New(worker.Options{
+		Command:     []string{exe, "serve-worker"},
+		Env:         env,
+		Dir:         dir,
+		TempDir:     spill,
+		MaxWorkers:  sc.MaxWorkers,
+		IdleTimeout: sc.WorkerIdleTimeout,
+		Grace:       sc.WorkerGrace,
+		Limits:      limits,
+		Cgroups:     cg,
+		Connections: sc.Connections,
+		MaxQueued:   sc.MaxQueued,
+		Spec: func(tenant string) (worker.Spec, bool) {
+			t, ok := tenants[tenant]
+			if !ok {
+				return worker.Spec{}, false
+			}
+			spec := worker.Spec{
+				Tenant: t,
+				Env:    map[string]string{},
+				Root:   t.Store.Path,
+				Session: query.Options{
+					MemoryLimit:  sc.MemoryLimit,
+					Threads:      sc.Threads,
+					Connections:  sc.Connections,
+					QueryTimeout: sc.QueryTimeout,
+					SpeedOverlap: sc.SpeedOverlap,
+				},
+				RefreshInterval:   sc.RefreshInterval,
+				MirrorParallelism: sc.MirrorParallelism,
+				MaxRequestBytes:   int64(sc.MaxRequestBytes),
+				MaxResultRows:     sc.MaxResultRows,
+				NoLandlock:        noLandlock,
+			}
+			if t.Store.Type == "s3" {
+				spec.Root = filepath.Join(cfg.WorkDir, "mirror", t.Name)
+			}
+			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv} {
+				if v, ok := os.LookupEnv(name); name != "" && ok {
+					spec.Env[name] = v
+				}
+			}
+			if t.Store.Type == "s3" && t.Store.AccessKeyEnv == "" {
+				// Without keys of its own the tenant's store uses the
+				// server's AWS identity (to assume its role_arn).
+				for _, kv := range os.Environ() {
+					if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "AWS_") {
+						spec.Env[k] = v
+					}
+				}
+			}
+			return spec, true
+		},
+	}, reg, log)
+	closeAll := func() {
+		if err := sup.Close(); err != nil {
+			log.Error("stop query workers", "err", err)
+		}
+		if err := cg.Close(); err != nil {
+			log.Warn("remove the workers' cgroups", "err", err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			log.Warn("remove the workers' directory", "err", err)
+		}
+	}
+	return sup, closeAll, nil
 }
 
 // lagReporter asks Kafka for the consumer group's lag, through one client
@@ -248,3 +365,9 @@ func (l *lagReporter) close() {
 		l.cl.Close()
 	}
 }
+
+// rlimitAS is the address-space bound that stands for a memory bound
+// without a cgroup: Go and DuckDB reserve far more address space than they
+// touch (a worker idles at about … of it), so it is the memory bound plus
+// a fixed allowance.
+func rlimitAS(memory int64) int64 { return memory + 4<<30 }

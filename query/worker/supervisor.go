@@ -296,7 +296,8 @@ func (s *Supervisor) startLocked(tenant string) (*proc, error) {
 	id := tenant + "-" + hex.EncodeToString(b)
 	tok := make([]byte, 32)
 	rand.Read(tok)
-	spec.Socket = filepath.Join(s.opts.Dir, id+".sock")
+	// A Unix socket's path is short: the id's random part names it.
+	spec.Socket = filepath.Join(s.opts.Dir, hex.EncodeToString(b)+".sock")
 	spec.TempDir = filepath.Join(s.opts.TempDir, id)
 	spec.Token = hex.EncodeToString(tok)
 	spec.Grace = s.opts.Grace

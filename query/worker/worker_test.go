@@ -63,10 +63,12 @@ func newFixture(t *testing.T, o Options, session query.Options, rawSQL bool) *fi
 	querytest.WriteRaw(t, f.acme, "acme", "t-0-0-0", []querytest.Row{{Type: "Patient", ID: "a1", Version: "1", Op: "upsert", Offset: 0}})
 	querytest.WriteRaw(t, f.globex, "globex", "t-0-0-0", []querytest.Row{{Type: "Patient", ID: "g-secret", Version: "1", Op: "upsert", Offset: 0}})
 	roots := map[string]string{"acme": f.acme, "globex": f.globex}
-	run := filepath.Join(f.base, "run")
-	if err := os.Mkdir(run, 0o700); err != nil {
+	// A Unix socket's path has at most 107 bytes: t.TempDir's can be longer.
+	run, err := os.MkdirTemp("", "flw")
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(run) })
 	if session.QueryTimeout == 0 {
 		session.QueryTimeout = 20 * time.Second
 	}
@@ -223,10 +225,11 @@ func TestMemoryCapKillsOnlyThatWorker(t *testing.T) {
 	old := f.pid("acme")
 	stop := f.watchGlobex(t, 2*time.Second)
 	// DuckDB folds the constant while planning, outside its memory_limit.
+	start := time.Now()
 	code, body := f.query(t, "acme", "SELECT len(range(200000000))")
 	stop()
-	if code < 500 {
-		t.Fatalf("acme's query over the cap: got %d %q, want 5xx", code, body)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "worker_restarting") {
+		t.Fatalf("acme's query over the cap: got %d %q after %s, want 503 worker_restarting", code, body, time.Since(start))
 	}
 	if got := testutil.ToFloat64(f.sup.metrics.exits.WithLabelValues("killed")); got != 1 {
 		t.Errorf("killed exits: got %v, want 1", got)
@@ -236,5 +239,127 @@ func TestMemoryCapKillsOnlyThatWorker(t *testing.T) {
 	}
 	if now := f.pid("acme"); now == old {
 		t.Fatalf("acme's worker: got the same pid %d, want a new one", now)
+	}
+}
+
+// rawSQL runs sql on a DuckDB of acme's worker without the session's
+// checks or settings (Spec.RawSQLForTests).
+func (f *fixture) rawSQL(t *testing.T, tenant, sql string) (int, string) {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/test/raw-sql", strings.NewReader(sql))
+	w := httptest.NewRecorder()
+	if err := f.sup.Forward(w, r, tenant); err != nil {
+		t.Fatal(err)
+	}
+	return w.Code, w.Body.String()
+}
+
+func TestLandlockConfinesAWorkerToItsLake(t *testing.T) {
+	if sandbox.LandlockABI() == 0 {
+		t.Skip("no Landlock in this kernel")
+	}
+	f := newFixture(t, Options{}, query.Options{}, true)
+	file := filepath.Join("speed", "resources", "date=2026-01-01", "t-0-0-0.parquet")
+	if code, body := f.rawSQL(t, "acme", fmt.Sprintf("SELECT count(*) FROM read_parquet('%s')", filepath.Join(f.acme, file))); code != http.StatusOK || strings.TrimSpace(body) != "1" {
+		t.Fatalf("acme reading its own lake: got %d %q, want 200 1", code, body)
+	}
+	code, body := f.rawSQL(t, "acme", fmt.Sprintf("SELECT count(*) FROM read_parquet('%s')", filepath.Join(f.globex, file)))
+	if code == http.StatusOK || !strings.Contains(body, "ermission denied") {
+		t.Errorf("acme reading globex's lake: got %d %q, want a permission error", code, body)
+	}
+	escape := filepath.Join(f.base, "escape.csv")
+	code, body = f.rawSQL(t, "acme", fmt.Sprintf("COPY (SELECT 1 AS x) TO '%s'", escape))
+	if code == http.StatusOK || !strings.Contains(body, "ermission denied") {
+		t.Errorf("acme writing outside its temp dir: got %d %q, want a permission error", code, body)
+	}
+	if _, err := os.Stat(escape); err == nil {
+		t.Errorf("%s exists: the worker wrote outside its temp dir", escape)
+	}
+	code, body = f.rawSQL(t, "acme", fmt.Sprintf("COPY (SELECT 1 AS x) TO '%s'", filepath.Join(f.acme, "planted.csv")))
+	if code == http.StatusOK {
+		t.Errorf("acme writing into its own lake: got %d %q, want it refused (read-only)", code, body)
+	}
+}
+
+func TestIdleWorkersStopAndMaxWorkersEvictsTheLeastRecentlyUsed(t *testing.T) {
+	t.Run("idle", func(t *testing.T) {
+		f := newFixture(t, Options{IdleTimeout: 300 * time.Millisecond}, query.Options{}, false)
+		if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK {
+			t.Fatalf("acme: got %d %s", code, body)
+		}
+		if f.pid("acme") == 0 {
+			t.Fatal("no acme worker after its request")
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for f.pid("acme") != 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if pid := f.pid("acme"); pid != 0 {
+			t.Fatalf("acme's worker %d still runs after its idle timeout", pid)
+		}
+		if got := testutil.ToFloat64(f.sup.metrics.idle); got != 1 {
+			t.Errorf("idle stops: got %v, want 1", got)
+		}
+	})
+	t.Run("max_workers", func(t *testing.T) {
+		f := newFixture(t, Options{MaxWorkers: 1}, query.Options{}, false)
+		for _, tenant := range []string{"acme", "globex"} {
+			if code, body := f.query(t, tenant, "SELECT id FROM patient"); code != http.StatusOK {
+				t.Fatalf("%s: got %d %s", tenant, code, body)
+			}
+		}
+		st := f.sup.Status()
+		if len(st) != 1 || st[0].Tenant != "globex" {
+			t.Fatalf("workers: got %+v, want globex's alone", st)
+		}
+		if got := testutil.ToFloat64(f.sup.metrics.evicted); got != 1 {
+			t.Errorf("evictions: got %v, want 1", got)
+		}
+	})
+	t.Run("busy workers are not evicted", func(t *testing.T) {
+		f := newFixture(t, Options{MaxWorkers: 1}, query.Options{}, false)
+		res := make(chan int, 1)
+		go func() {
+			code, _ := f.query(t, "acme", "SELECT count(*) FROM range(100000000000) a")
+			res <- code
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for (len(f.sup.Status()) == 0 || f.sup.Status()[0].InFlight == 0) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if code, body := f.query(t, "globex", "SELECT id FROM patient"); code != http.StatusServiceUnavailable {
+			t.Errorf("globex while acme's only worker is busy: got %d %s, want 503", code, body)
+		}
+		if st := f.sup.Status(); len(st) != 1 || st[0].Tenant != "acme" {
+			t.Errorf("workers: got %+v, want acme's still", st)
+		}
+		f.srv.CloseClientConnections()
+		<-res
+	})
+}
+
+func TestAWorkerThatIgnoresTheTimeoutIsReplaced(t *testing.T) {
+	f := newFixture(t, Options{Grace: 300 * time.Millisecond}, query.Options{QueryTimeout: time.Second}, false)
+	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK {
+		t.Fatalf("acme: got %d %s", code, body)
+	}
+	old := f.pid("acme")
+	stop := f.watchGlobex(t, 2*time.Second)
+	defer stop()
+	start := time.Now()
+	// DuckDB folds the constant while planning and heeds no interrupt.
+	code, body := f.query(t, "acme", "SELECT len(range(30000000))")
+	if code != http.StatusGatewayTimeout || time.Since(start) > 3*time.Second {
+		t.Fatalf("acme's endless planning: got %d %q after %s, want 504 after its 1s timeout", code, body, time.Since(start))
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for testutil.ToFloat64(f.sup.metrics.exits.WithLabelValues("crashed")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(f.sup.metrics.exits.WithLabelValues("crashed")); got != 1 {
+		t.Fatalf("the stuck worker's exits: got %v, want 1 within the grace period", got)
+	}
+	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK || f.pid("acme") == old {
+		t.Fatalf("acme after: got %d %q from pid %d (was %d), want 200 from a new worker", code, body, f.pid("acme"), old)
 	}
 }

@@ -245,3 +245,16 @@ func (c *Cgroups) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// LimitSelf bounds the calling process's address space by l.Memory
+// (RLIMIT_AS), for a process that has no cgroup of its own.
+func LimitSelf(l Limits) error {
+	if l.Memory <= 0 {
+		return nil
+	}
+	lim := unix.Rlimit{Cur: uint64(l.Memory), Max: uint64(l.Memory)}
+	if err := unix.Setrlimit(unix.RLIMIT_AS, &lim); err != nil {
+		return fmt.Errorf("sandbox: rlimit: %w", err)
+	}
+	return nil
+}

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -29,26 +32,32 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo reports a mismatch:\n%s", out.String())
 	}
 
-	out.Reset()
-	root = newRoot()
-	root.SetOut(&out)
-	root.SetArgs([]string{"query", "--tenant", "acme", "--format", "csv", "SELECT count(*) AS n FROM patient"})
-	if err := root.ExecuteContext(context.Background()); err != nil {
+	// fhirlake query confines its own process: it runs in a child.
+	got, err := runCommand("query", "--tenant", "acme", "--format", "csv", "SELECT count(*) AS n FROM patient")
+	if err != nil {
 		t.Fatalf("query after demo: %v", err)
 	}
-	if got := strings.TrimSpace(out.String()); got != "n\n10" {
+	if got := strings.TrimSpace(got); got != "n\n10" {
 		t.Errorf("query output: got %q, want %q", got, "n\n10")
 	}
-
-	root = newRoot()
-	root.SetOut(&out)
-	root.SetArgs([]string{"query", "--tenant", "acme", "SELECT * FROM no_such_view"})
-	if err := root.ExecuteContext(context.Background()); err == nil {
+	if _, err := runCommand("query", "--tenant", "acme", "SELECT * FROM no_such_view"); err == nil {
 		t.Error("a failing query returned no error")
 	}
-	root = newRoot()
-	root.SetArgs([]string{"query", "--tenant", "initech", "SELECT 1"})
-	if err := root.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "not configured") {
+	if _, err := runCommand("query", "--tenant", "initech", "SELECT 1"); err == nil || !strings.Contains(err.Error(), "not configured") {
 		t.Errorf("unknown tenant: got %v, want a not-configured error", err)
 	}
+}
+
+// runCommand runs fhirlake with args in a child process (the test binary,
+// see runWorkerIfAsked) and returns its stdout; its error includes its
+// stderr.
+func runCommand(args ...string) (string, error) {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FHIRLAKE_TEST_COMMAND=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return stdout.String(), nil
 }

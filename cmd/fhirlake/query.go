@@ -11,6 +11,7 @@ import (
 
 	"fhirlake/config"
 	"fhirlake/query"
+	"fhirlake/sandbox"
 )
 
 func newQueryCmd(g *globals) *cobra.Command {
@@ -40,7 +41,12 @@ Exits non-zero on any error.`,
 			if err != nil {
 				return err
 			}
-			s, err := openSession(ctx, cfg, t)
+			tmp, err := confineQuery(cfg, t)
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			s, err := openSession(ctx, cfg, t, tmp)
 			if err != nil {
 				return err
 			}
@@ -78,7 +84,7 @@ func pickTenant(cfg config.Config, name string) (config.Tenant, error) {
 // openSession opens the tenant's session: a local store directly, an S3
 // store through a local mirror refreshed from the bucket with the tenant's
 // own credentials.
-func openSession(ctx context.Context, cfg config.Config, t config.Tenant) (*query.Session, error) {
+func openSession(ctx context.Context, cfg config.Config, t config.Tenant, tmp string) (*query.Session, error) {
 	root := t.Store.Path
 	if t.Store.Type == "s3" {
 		store, err := openStore(ctx, t)
@@ -95,7 +101,39 @@ func openSession(ctx context.Context, cfg config.Config, t config.Tenant) (*quer
 	} else if err := query.Exists(root); err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 	}
-	return query.Open(ctx, t.Name, root, query.Options{})
+	return query.Open(ctx, t.Name, root, query.Options{TempDir: tmp})
+}
+
+// confineQuery confines this process as serve confines a tenant's worker:
+// Landlock lets it read the tenant's lake (write an S3 tenant's mirror)
+// and write a temp dir of its own, which it returns; RLIMIT_AS bounds its
+// address space by serve.worker_memory_limit. The configuration is read
+// already; the output is stdout, open already.
+func confineQuery(cfg config.Config, t config.Tenant) (string, error) {
+	tmp, err := os.MkdirTemp("", "fhirlake-query-")
+	if err != nil {
+		return "", err
+	}
+	paths := sandbox.Paths{ReadWrite: []string{tmp}}
+	if t.Store.Type == "s3" {
+		root := filepath.Join(cfg.WorkDir, "mirror", t.Name)
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return tmp, err
+		}
+		paths.ReadWrite = append(paths.ReadWrite, root)
+	} else {
+		if err := query.Exists(t.Store.Path); err != nil {
+			return tmp, fmt.Errorf("tenant %s: %w", t.Name, err)
+		}
+		paths.ReadOnly = append(paths.ReadOnly, t.Store.Path)
+	}
+	if sandbox.LandlockABI() > 0 {
+		if err := sandbox.Restrict(paths); err != nil {
+			return tmp, err
+		}
+	}
+	limit := rlimitAS(int64(cfg.Serve.WithDefaults().WorkerMemoryLimit))
+	return tmp, sandbox.LimitSelf(sandbox.Limits{Memory: limit})
 }
 
 // viewsSQL lists the session's views as a one-column result, so that

@@ -38,3 +38,47 @@ func TestServeDefaultsAndValidate(t *testing.T) {
 		t.Errorf("a key of its own is a valid admin key:\n%v", err)
 	}
 }
+
+func TestServeWorkerKeys(t *testing.T) {
+	s := Serve{}.WithDefaults()
+	if s.MaxWorkers != 16 || s.WorkerMemoryLimit != 2<<30 || s.WorkerIdleTimeout.Minutes() != 5 || s.WorkerGrace.Seconds() != 5 {
+		t.Fatalf("got %+v, want the worker defaults", s)
+	}
+	tests := []struct {
+		name string
+		edit func(*Serve)
+		want string // "" for valid
+	}{
+		{"defaults", func(*Serve) {}, ""},
+		{"cap above DuckDB's limit", func(s *Serve) { s.MemoryLimit, s.WorkerMemoryLimit = "1.5GB", 2<<30 }, ""},
+		{"cap at DuckDB's limit", func(s *Serve) { s.MemoryLimit, s.WorkerMemoryLimit = "2GiB", 2<<30 }, "worker_memory_limit"},
+		{"cap below DuckDB's limit", func(s *Serve) { s.MemoryLimit = "4GB" }, "worker_memory_limit"},
+		{"no workers", func(s *Serve) { s.MaxWorkers = -1 }, "max_workers"},
+		{"idle too short", func(s *Serve) { s.WorkerIdleTimeout = 1 }, "worker_idle_timeout"},
+		{"grace too short", func(s *Serve) { s.WorkerGrace = 1 }, "worker_grace"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Serve{}.WithDefaults()
+			tt.edit(&s)
+			err := s.Validate(nil)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("got %v, want valid", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("got %v, want an error about %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMemoryLimitBytes(t *testing.T) {
+	for in, want := range map[string]int64{"1GB": 1e9, "512MB": 512e6, "1.5GB": 1.5e9, "2GiB": 2 << 30, "100": 100, "1 GB": 1e9} {
+		if got, ok := MemoryLimitBytes(in); !ok || got != want {
+			t.Errorf("MemoryLimitBytes(%q): got %d %v, want %d", in, got, ok, want)
+		}
+	}
+	if _, ok := MemoryLimitBytes("lots"); ok {
+		t.Error(`MemoryLimitBytes("lots"): got ok`)
+	}
+}

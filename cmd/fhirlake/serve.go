@@ -50,7 +50,12 @@ Every /v1/tenants request needs the tenant's API key (serve.api_keys holds only 
 (serve.admin_keys). A tenant's requests wait for one of its serve.connections, at most
 serve.max_queued of them (429 beyond), within serve.query_timeout. S3 tenants are read
 through a local mirror in work_dir/mirror/<tenant>, synchronised with the tenant's own
-credentials before a request at most every serve.refresh_interval.`,
+credentials before a request at most every serve.refresh_interval.
+
+Each tenant's SQL runs in a worker process of its own, confined to its lake (Landlock) and
+bounded by serve.worker_memory_limit (a cgroup, else RLIMIT_AS); a worker that dies is
+replaced on the tenant's next request (503 worker_restarting meanwhile). At most
+serve.max_workers run; one idle for serve.worker_idle_timeout stops.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"fhirlake/config"
@@ -100,7 +101,15 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 	if s.RawSQLForTests {
 		mux.HandleFunc("POST /test/raw-sql", rawSQL)
 	}
-	hs := &http.Server{Handler: watchdog(mux, s.Grace, log), ReadHeaderTimeout: 5 * time.Second}
+	var abandoned atomic.Int64
+	mux.HandleFunc("GET /_worker/abandoned", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, abandoned.Load())
+	})
+	exit := func() { os.Exit(3) }
+	if s.NoWatchdogForTests {
+		exit = func() {}
+	}
+	hs := &http.Server{Handler: watchdog(mux, s.Grace, &abandoned, exit, log), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
 	if _, err := io.WriteString(ready, "ready\n"); err != nil {
@@ -123,8 +132,10 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 // watchdog ends the process when a request is still running grace after
 // its context ended: DuckDB does not always heed an interrupt (constant
 // folding while planning does not), and only the process's end frees what
-// the query holds. The front then starts a new worker.
-func watchdog(h http.Handler, grace time.Duration, log *slog.Logger) http.Handler {
+// the query holds. The front then starts a new worker. abandoned counts
+// the requests running on after their context ended, which the front
+// asks for at /_worker/abandoned.
+func watchdog(h http.Handler, grace time.Duration, abandoned *atomic.Int64, exit func(), log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := make(chan struct{})
 		go func() {
@@ -133,13 +144,16 @@ func watchdog(h http.Handler, grace time.Duration, log *slog.Logger) http.Handle
 				return
 			case <-r.Context().Done():
 			}
+			abandoned.Add(1)
+			defer abandoned.Add(-1)
 			t := time.NewTimer(grace)
 			defer t.Stop()
 			select {
 			case <-done:
 			case <-t.C:
 				log.Error("a request outlived its cancellation by the grace period; exiting", "grace", grace, "path", r.URL.Path)
-				os.Exit(3)
+				exit()
+				<-done
 			}
 		}()
 		defer close(done)

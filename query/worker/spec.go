@@ -46,4 +46,7 @@ type Spec struct {
 	// without the session's checks, to show what the sandbox alone
 	// stops. Only tests set it.
 	RawSQLForTests bool `json:"raw_sql_for_tests,omitempty"`
+	// NoWatchdogForTests keeps a worker running past the grace period,
+	// for the front to kill. Only tests set it.
+	NoWatchdogForTests bool `json:"no_watchdog_for_tests,omitempty"`
 }

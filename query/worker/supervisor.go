@@ -167,9 +167,14 @@ func (s *Supervisor) Forward(w http.ResponseWriter, r *http.Request, tenant stri
 	out.Header.Set(web.RequestIDHeader, w.Header().Get(web.RequestIDHeader))
 	p.proxy.ServeHTTP(w, out)
 	if proxyErr == nil {
+		if ctx.Err() != nil {
+			// Given up on mid-stream: the worker's DuckDB was interrupted.
+			s.checkAbandoned(p)
+		}
 		return nil
 	}
 	if ctx.Err() != nil {
+		s.checkAbandoned(p)
 		return fmt.Errorf("forward: %w", context.Cause(ctx))
 	}
 	select {
@@ -180,6 +185,56 @@ func (s *Supervisor) Forward(w http.ResponseWriter, r *http.Request, tenant stri
 }
 
 type proxyErrKey struct{}
+
+// checkAbandoned kills p if, a grace period (and a little) after the
+// front gave up on a request, the worker still runs a request whose
+// context ended, or does not say: its own watchdog should have ended it.
+func (s *Supervisor) checkAbandoned(p *proc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(s.opts.Grace + s.opts.Grace/2)
+		defer t.Stop()
+		select {
+		case <-p.exited:
+			return
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, err := p.abandoned(ctx)
+		if err == nil && n == 0 {
+			return
+		}
+		s.log.Warn("worker still runs a request given up on past the grace period; killing it", "tenant", p.tenant, "pid", p.cmd.Process.Pid, "abandoned", n, "err", err)
+		_ = p.cmd.Process.Kill()
+	}()
+}
+
+// abandoned asks the worker how many requests it runs whose context ended.
+func (p *proc) abandoned(ctx context.Context) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://worker/_worker/abandoned", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := p.proxy.Transport.RoundTrip(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var n int
+	if _, err := fmt.Fscan(resp.Body, &n); err != nil {
+		return 0, fmt.Errorf("read the worker's answer: %w", err)
+	}
+	return n, nil
+}
 
 func (s *Supervisor) queue(tenant string) (*queue, error) {
 	if _, ok := s.opts.Spec(tenant); !ok {

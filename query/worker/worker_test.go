@@ -55,7 +55,9 @@ type fixture struct {
 	reg                *prometheus.Registry
 }
 
-func newFixture(t *testing.T, o Options, session query.Options, rawSQL bool) *fixture {
+// newFixture serves acme and globex through a front whose supervisor runs
+// this test binary as their workers; edit, if not nil, changes each spec.
+func newFixture(t *testing.T, o Options, session query.Options, edit func(*Spec)) *fixture {
 	t.Helper()
 	f := &fixture{base: t.TempDir(), reg: prometheus.NewRegistry()}
 	f.acme = filepath.Join(f.base, "acme")
@@ -80,8 +82,12 @@ func newFixture(t *testing.T, o Options, session query.Options, rawSQL bool) *fi
 		if !ok {
 			return Spec{}, false
 		}
-		return Spec{Tenant: config.Tenant{Name: tenant, Store: config.Store{Type: "local", Path: root}}, Root: root,
-			Session: session, RefreshInterval: time.Second, MaxResultRows: 1000, MaxRequestBytes: 64 << 10, RawSQLForTests: rawSQL}, true
+		spec := Spec{Tenant: config.Tenant{Name: tenant, Store: config.Store{Type: "local", Path: root}}, Root: root,
+			Session: session, RefreshInterval: time.Second, MaxResultRows: 1000, MaxRequestBytes: 64 << 10}
+		if edit != nil {
+			edit(&spec)
+		}
+		return spec, true
 	}
 	f.sup = New(o, f.reg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	t.Cleanup(func() { f.sup.Close() })
@@ -152,7 +158,7 @@ func (f *fixture) watchGlobex(t *testing.T, slow time.Duration) (stop func()) {
 }
 
 func TestForwardAnswersEachTenantFromItsOwnWorker(t *testing.T) {
-	f := newFixture(t, Options{}, query.Options{}, false)
+	f := newFixture(t, Options{}, query.Options{}, nil)
 	for _, tenant := range []string{"acme", "globex"} {
 		code, body := f.query(t, tenant, "SELECT id FROM patient")
 		if code != http.StatusOK || strings.Contains(body, "g-secret") != (tenant == "globex") {
@@ -166,7 +172,7 @@ func TestForwardAnswersEachTenantFromItsOwnWorker(t *testing.T) {
 }
 
 func TestKilledWorkerFailsItsRequestAndRestarts(t *testing.T) {
-	f := newFixture(t, Options{}, query.Options{}, false)
+	f := newFixture(t, Options{}, query.Options{}, nil)
 	if code, body := f.query(t, "globex", "SELECT id FROM patient"); code != http.StatusOK {
 		t.Fatalf("globex: got %d %s", code, body)
 	}
@@ -215,7 +221,7 @@ func TestMemoryCapKillsOnlyThatWorker(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	f := newFixture(t, Options{Cgroups: cg, Limits: sandbox.Limits{Memory: 400 << 20}}, query.Options{MemoryLimit: "200MB"}, false)
+	f := newFixture(t, Options{Cgroups: cg, Limits: sandbox.Limits{Memory: 400 << 20}}, query.Options{MemoryLimit: "200MB"}, nil)
 	if code, body := f.query(t, "globex", "SELECT id FROM patient"); code != http.StatusOK {
 		t.Fatalf("globex: got %d %s", code, body)
 	}
@@ -258,7 +264,7 @@ func TestLandlockConfinesAWorkerToItsLake(t *testing.T) {
 	if sandbox.LandlockABI() == 0 {
 		t.Skip("no Landlock in this kernel")
 	}
-	f := newFixture(t, Options{}, query.Options{}, true)
+	f := newFixture(t, Options{}, query.Options{}, func(s *Spec) { s.RawSQLForTests = true })
 	file := filepath.Join("speed", "resources", "date=2026-01-01", "t-0-0-0.parquet")
 	if code, body := f.rawSQL(t, "acme", fmt.Sprintf("SELECT count(*) FROM read_parquet('%s')", filepath.Join(f.acme, file))); code != http.StatusOK || strings.TrimSpace(body) != "1" {
 		t.Fatalf("acme reading its own lake: got %d %q, want 200 1", code, body)
@@ -283,7 +289,7 @@ func TestLandlockConfinesAWorkerToItsLake(t *testing.T) {
 
 func TestIdleWorkersStopAndMaxWorkersEvictsTheLeastRecentlyUsed(t *testing.T) {
 	t.Run("idle", func(t *testing.T) {
-		f := newFixture(t, Options{IdleTimeout: 300 * time.Millisecond}, query.Options{}, false)
+		f := newFixture(t, Options{IdleTimeout: 300 * time.Millisecond}, query.Options{}, nil)
 		if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK {
 			t.Fatalf("acme: got %d %s", code, body)
 		}
@@ -302,7 +308,7 @@ func TestIdleWorkersStopAndMaxWorkersEvictsTheLeastRecentlyUsed(t *testing.T) {
 		}
 	})
 	t.Run("max_workers", func(t *testing.T) {
-		f := newFixture(t, Options{MaxWorkers: 1}, query.Options{}, false)
+		f := newFixture(t, Options{MaxWorkers: 1}, query.Options{}, nil)
 		for _, tenant := range []string{"acme", "globex"} {
 			if code, body := f.query(t, tenant, "SELECT id FROM patient"); code != http.StatusOK {
 				t.Fatalf("%s: got %d %s", tenant, code, body)
@@ -317,7 +323,7 @@ func TestIdleWorkersStopAndMaxWorkersEvictsTheLeastRecentlyUsed(t *testing.T) {
 		}
 	})
 	t.Run("busy workers are not evicted", func(t *testing.T) {
-		f := newFixture(t, Options{MaxWorkers: 1}, query.Options{}, false)
+		f := newFixture(t, Options{MaxWorkers: 1}, query.Options{}, nil)
 		res := make(chan int, 1)
 		go func() {
 			code, _ := f.query(t, "acme", "SELECT count(*) FROM range(100000000000) a")
@@ -339,7 +345,7 @@ func TestIdleWorkersStopAndMaxWorkersEvictsTheLeastRecentlyUsed(t *testing.T) {
 }
 
 func TestAWorkerThatIgnoresTheTimeoutIsReplaced(t *testing.T) {
-	f := newFixture(t, Options{Grace: 300 * time.Millisecond}, query.Options{QueryTimeout: time.Second}, false)
+	f := newFixture(t, Options{Grace: 300 * time.Millisecond}, query.Options{QueryTimeout: time.Second}, nil)
 	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK {
 		t.Fatalf("acme: got %d %s", code, body)
 	}
@@ -358,6 +364,27 @@ func TestAWorkerThatIgnoresTheTimeoutIsReplaced(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.sup.metrics.exits.WithLabelValues("crashed")); got != 1 {
 		t.Fatalf("the stuck worker's exits: got %v, want 1 within the grace period", got)
+	}
+	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK || f.pid("acme") == old {
+		t.Fatalf("acme after: got %d %q from pid %d (was %d), want 200 from a new worker", code, body, f.pid("acme"), old)
+	}
+}
+
+func TestTheFrontKillsAWorkerStuckPastTheGracePeriod(t *testing.T) {
+	f := newFixture(t, Options{Grace: 300 * time.Millisecond}, query.Options{QueryTimeout: time.Second}, func(s *Spec) { s.NoWatchdogForTests = true })
+	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK {
+		t.Fatalf("acme: got %d %s", code, body)
+	}
+	old := f.pid("acme")
+	if code, body := f.query(t, "acme", "SELECT len(range(30000000))"); code != http.StatusGatewayTimeout {
+		t.Fatalf("acme's endless planning: got %d %q, want 504", code, body)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for testutil.ToFloat64(f.sup.metrics.exits.WithLabelValues("killed")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(f.sup.metrics.exits.WithLabelValues("killed")); got != 1 {
+		t.Fatalf("the stuck worker's kills: got %v, want 1 soon after the grace period", got)
 	}
 	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK || f.pid("acme") == old {
 		t.Fatalf("acme after: got %d %q from pid %d (was %d), want 200 from a new worker", code, body, f.pid("acme"), old)

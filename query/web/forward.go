@@ -5,7 +5,7 @@ import (
 	"net/http"
 )
 
-// Forwarder serves a tenant's query and tables requests somewhere else —
+// Forwarder serves a tenant's query, tables and status requests somewhere else —
 // in a worker process of the tenant's own — once the front has
 // authenticated them.
 type Forwarder interface {

@@ -76,8 +76,9 @@ type Options struct {
 	Lag LagFunc
 	// Gatherer serves /metrics; nil: no /metrics.
 	Gatherer prometheus.Gatherer
-	// Forward, when set, serves the query and tables routes once the key
-	// is checked: the front authenticates, a worker runs the SQL.
+	// Forward, when set, serves the query, tables and tenant status routes
+	// once the key is checked: the front authenticates, a worker opens the
+	// tenant's DuckDB and runs the SQL; the front opens none.
 	Forward Forwarder
 	// TrustRequestID takes a request's id from its RequestIDHeader, as a
 	// worker does from its front, instead of making one. Never set it on
@@ -166,7 +167,11 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 				s.fail(w, r, http.StatusNotFound, "not_found", "the status of every tenant is off: the server has no admin keys", nil)
 			})
 		}
-		mux.HandleFunc("GET /v1/status/tenants/{tenant}", s.tenantRoute("status", true, s.tenantStatus))
+		if o.Forward != nil {
+			mux.HandleFunc("GET /v1/status/tenants/{tenant}", s.tenantRoute("status", true, s.forward))
+		} else {
+			mux.HandleFunc("GET /v1/status/tenants/{tenant}", s.tenantRoute("status", true, s.tenantStatus))
+		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s (see /openapi.json)", r.Method, r.URL.Path), nil)

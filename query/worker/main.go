@@ -93,7 +93,6 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 		MaxRequestBytes: s.MaxRequestBytes,
 		MaxResultRows:   s.MaxResultRows,
 		QueryTimeout:    so.QueryTimeout,
-		DisableStatus:   true,
 		TrustRequestID:  true,
 	}, nil, log)
 	mux := http.NewServeMux()

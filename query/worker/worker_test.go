@@ -53,6 +53,7 @@ type fixture struct {
 	sup                *Supervisor
 	srv                *httptest.Server
 	reg                *prometheus.Registry
+	front              *query.Pool // the front's, for the lakes and status
 }
 
 // newFixture serves acme and globex through a front whose supervisor runs
@@ -93,6 +94,7 @@ func newFixture(t *testing.T, o Options, session query.Options, edit func(*Spec)
 	t.Cleanup(func() { f.sup.Close() })
 	pool := query.NewPool([]query.Lake{{Tenant: "acme", Root: f.acme}, {Tenant: "globex", Root: f.globex}}, query.PoolOptions{}, nil, nil)
 	t.Cleanup(func() { pool.Close() })
+	f.front = pool
 	front := web.New(pool, web.Options{
 		Keys:         []web.Key{{Tenant: "acme", SHA256: config.HashAPIKey(acmeKey)}, {Tenant: "globex", SHA256: config.HashAPIKey(globexKey)}},
 		QueryTimeout: session.QueryTimeout,
@@ -388,5 +390,33 @@ func TestTheFrontKillsAWorkerStuckPastTheGracePeriod(t *testing.T) {
 	}
 	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK || f.pid("acme") == old {
 		t.Fatalf("acme after: got %d %q from pid %d (was %d), want 200 from a new worker", code, body, f.pid("acme"), old)
+	}
+}
+
+func TestTheFrontOpensNoTenantSession(t *testing.T) {
+	f := newFixture(t, Options{}, query.Options{}, nil)
+	for _, path := range []string{"/v1/tenants/acme/tables", "/v1/status/tenants/acme"} {
+		req, err := http.NewRequest(http.MethodGet, f.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+acmeKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "patient") {
+			t.Errorf("%s: got %d %s, want 200 with the views", path, resp.StatusCode, b)
+		}
+	}
+	for _, st := range f.front.Status() {
+		if st.Open {
+			t.Errorf("the front opened %s's session", st.Tenant)
+		}
+	}
+	if f.pid("acme") == 0 {
+		t.Error("no acme worker answered")
 	}
 }

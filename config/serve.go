@@ -36,8 +36,10 @@ type Serve struct {
 	// MaxResultRows cuts results beyond this many rows (the response says it
 	// was cut). Default: 1000000.
 	MaxResultRows int `yaml:"max_result_rows" env:"MAX_RESULT_ROWS"`
-	// MaxSessions bounds the tenant sessions kept open (one DuckDB each); the
-	// least recently used one is closed beyond it. Default: 16.
+	// MaxSessions bounds the tenant sessions kept open (one DuckDB each) by
+	// one pool; the least recently used one is closed beyond it. serve runs
+	// each tenant's session in a worker of its own, bounded by MaxWorkers
+	// instead. Default: 16.
 	MaxSessions int `yaml:"max_sessions" env:"MAX_SESSIONS"`
 	// RefreshInterval is how often, at most, a request first brings its
 	// tenant's session up to date: an S3 tenant's mirror is synchronised

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -62,6 +63,14 @@ type Serve struct {
 	// MirrorParallelism is how many objects an S3 tenant's mirror downloads
 	// at once. Default: 8.
 	MirrorParallelism int `yaml:"mirror_parallelism" env:"MIRROR_PARALLELISM"`
+	// HTTPFSExtension is the file of DuckDB's httpfs extension
+	// (httpfs.duckdb_extension from the pinned duckdb-extension-httpfs wheel,
+	// built for exactly the DuckDB in this binary), loaded by path, with its
+	// signature checked, into the sessions of tenants whose store is S3.
+	// DuckDB never downloads extensions. Lakes in a local directory need
+	// none. Default: $FHIRLAKE_HTTPFS_EXTENSION (the local stack and the
+	// image set it).
+	HTTPFSExtension string `yaml:"httpfs_extension" env:"HTTPFS_EXTENSION"`
 	// DisableStatus turns off the status page at /, /v1/status and
 	// /v1/status/tenants/{tenant}, which show, to an admin key or the
 	// tenant's own key, the tenants' names, their views and freshness, the
@@ -148,6 +157,9 @@ func (s Serve) WithDefaults() Serve {
 	}
 	if s.MirrorParallelism == 0 {
 		s.MirrorParallelism = d.MirrorParallelism
+	}
+	if s.HTTPFSExtension == "" {
+		s.HTTPFSExtension = os.Getenv("FHIRLAKE_HTTPFS_EXTENSION")
 	}
 	return s
 }

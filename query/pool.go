@@ -221,7 +221,11 @@ func (p *Pool) refreshAfter(ctx context.Context, e *entry, interval time.Duratio
 	if err == nil {
 		if e.s == nil {
 			var s *Session
-			if s, err = Open(ctx, tenant, e.lake.Root, p.opts.Session); err == nil {
+			o := p.opts.Session
+			if e.lake.Store == nil {
+				o.HTTPFSExtension = "" // a local directory needs no extension
+			}
+			if s, err = Open(ctx, tenant, e.lake.Root, o); err == nil {
 				e.s = s
 				e.cur.Store(s)
 				p.metrics.rebuilds.WithLabelValues(p.label(tenant)).Inc()

@@ -52,6 +52,12 @@ type Options struct {
 	// writes there when a query outgrows MemoryLimit), removed by Close.
 	// Default: os.TempDir().
 	TempDir string
+	// HTTPFSExtension is the file of DuckDB's httpfs extension
+	// (httpfs.duckdb_extension, built for exactly this DuckDB version), loaded
+	// by path before the configuration is locked. DuckDB checks its signature
+	// (unsigned extensions stay refused) and never downloads one. Only a
+	// lake on S3 needs it. Default: "", nothing is loaded.
+	HTTPFSExtension string
 }
 
 // DefaultSpeedOverlap is the default of Options.SpeedOverlap, the same as
@@ -139,7 +145,12 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		s.removeTemp()
 		return nil, fmt.Errorf("tenant %s: the spill directory %s must not overlap the lake %s", tenant, s.tempDir, abs)
 	}
-	setup := []string{
+	var setup []string
+	if o.HTTPFSExtension != "" {
+		// Before external access is switched off: LOAD reads a file.
+		setup = append(setup, loadExtension(o.HTTPFSExtension))
+	}
+	setup = append(setup,
 		fmt.Sprintf("SET memory_limit = '%s'", sqlString(o.MemoryLimit)),
 		fmt.Sprintf("SET threads = %d", o.Threads),
 		"SET autoinstall_known_extensions = false",
@@ -151,7 +162,7 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		fmt.Sprintf("SET temp_directory = '%s'", sqlString(s.tempDir)),
 		fmt.Sprintf("SET allowed_directories = ['%s/']", sqlString(abs)),
 		"SET enable_external_access = false",
-	}
+	)
 	// The settings are global to the database instance: the first
 	// connection applies them, later connections of the pool share them
 	// (and could not change them once the configuration is locked).
@@ -233,6 +244,13 @@ func validType(t string) bool {
 		}
 	}
 	return true
+}
+
+// loadExtension is the statement that loads the extension file at path.
+// allow_unsigned_extensions is never set, so DuckDB refuses a file whose
+// signature does not verify, and a file built for another DuckDB version.
+func loadExtension(path string) string {
+	return fmt.Sprintf("LOAD '%s'", sqlString(path))
 }
 
 func sqlString(s string) string { return strings.ReplaceAll(s, "'", "''") }

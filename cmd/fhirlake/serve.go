@@ -127,6 +127,8 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 			QueryTimeout: sc.QueryTimeout,
 			SpeedOverlap: sc.SpeedOverlap,
 			TempDir:      filepath.Join(cfg.WorkDir, "query"),
+			// Loaded into S3 tenants' sessions only.
+			HTTPFSExtension: sc.HTTPFSExtension,
 		},
 		MaxSessions:     sc.MaxSessions,
 		RefreshInterval: sc.RefreshInterval,

@@ -40,10 +40,10 @@ type Serve struct {
 	// least recently used one is closed beyond it. Default: 16.
 	MaxSessions int `yaml:"max_sessions" env:"MAX_SESSIONS"`
 	// RefreshInterval is how often, at most, a request first brings its
-	// tenant's session up to date: an S3 tenant's mirror is synchronised
-	// (one listing, then only new or changed objects) and the views are
-	// rebuilt if the lake changed. Lower is fresher and costs a listing per
-	// interval per tenant in use. Default: 2s.
+	// tenant's session up to date: the lake is listed (an S3 tenant's speed
+	// files and manifest, one listing each) and the views are rebuilt if it
+	// changed. Lower is fresher and costs a listing per interval per tenant
+	// in use. Default: 2s.
 	RefreshInterval time.Duration `yaml:"refresh_interval" env:"REFRESH_INTERVAL"`
 	// SpeedOverlap re-reads the speed files modified up to this long before a
 	// batch snapshot's watermark, like compact.overlap: keep it at least as
@@ -60,8 +60,12 @@ type Serve struct {
 	// connections; beyond it a request gets 429 with Retry-After at once. A
 	// waiting request counts against its query timeout. Default: 16.
 	MaxQueued int `yaml:"max_queued" env:"MAX_QUEUED"`
-	// MirrorParallelism is how many objects an S3 tenant's mirror downloads
-	// at once. Default: 8.
+	// MirrorParallelism was how many objects an S3 tenant's local mirror
+	// downloaded at once.
+	//
+	// Deprecated: ignored. S3 tenants are read directly through httpfs and
+	// there is no mirror left; the key is still accepted so that existing
+	// configurations load (unknown keys are refused).
 	MirrorParallelism int `yaml:"mirror_parallelism" env:"MIRROR_PARALLELISM"`
 	// HTTPFSExtension is the file of DuckDB's httpfs extension
 	// (httpfs.duckdb_extension from the pinned duckdb-extension-httpfs wheel,
@@ -104,18 +108,17 @@ type AdminKey struct {
 // DefaultServe returns the defaults documented on Serve.
 func DefaultServe() Serve {
 	return Serve{
-		Listen:            "127.0.0.1:8080",
-		MaxRequestBytes:   64 << 10,
-		QueryTimeout:      30 * time.Second,
-		MaxResultRows:     1_000_000,
-		MaxSessions:       16,
-		RefreshInterval:   2 * time.Second,
-		SpeedOverlap:      time.Hour,
-		MemoryLimit:       "1GB",
-		Threads:           2,
-		Connections:       4,
-		MaxQueued:         16,
-		MirrorParallelism: 8,
+		Listen:          "127.0.0.1:8080",
+		MaxRequestBytes: 64 << 10,
+		QueryTimeout:    30 * time.Second,
+		MaxResultRows:   1_000_000,
+		MaxSessions:     16,
+		RefreshInterval: 2 * time.Second,
+		SpeedOverlap:    time.Hour,
+		MemoryLimit:     "1GB",
+		Threads:         2,
+		Connections:     4,
+		MaxQueued:       16,
 	}
 }
 
@@ -154,9 +157,6 @@ func (s Serve) WithDefaults() Serve {
 	}
 	if s.MaxQueued == 0 {
 		s.MaxQueued = d.MaxQueued
-	}
-	if s.MirrorParallelism == 0 {
-		s.MirrorParallelism = d.MirrorParallelism
 	}
 	if s.HTTPFSExtension == "" {
 		s.HTTPFSExtension = os.Getenv("FHIRLAKE_HTTPFS_EXTENSION")
@@ -198,8 +198,8 @@ func (s Serve) Validate(tenants []Tenant) error {
 	if !memoryLimit.MatchString(strings.TrimSpace(s.MemoryLimit)) {
 		bad("memory_limit: %q: want a size such as 512MB or 2GB", s.MemoryLimit)
 	}
-	if s.Threads < 1 || s.Connections < 1 || s.MirrorParallelism < 1 {
-		bad("threads, connections and mirror_parallelism: must be positive")
+	if s.Threads < 1 || s.Connections < 1 {
+		bad("threads and connections: must be positive")
 	}
 	if s.MaxQueued < 1 {
 		bad("max_queued: must be positive, got %d", s.MaxQueued)

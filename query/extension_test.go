@@ -38,7 +38,8 @@ func TestHTTPFSExtensionLoadsByPath(t *testing.T) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "acme")
 	writeLake(t, root, "acme", "t-0-0-0", []row{{"Patient", "p1", "1", "upsert", 0}})
-	s, err := Open(ctx, "acme", root, Options{HTTPFSExtension: ext})
+	// open, not Open: a local lake does not load it.
+	s, err := open(ctx, "acme", dirSource{root: root}, Options{HTTPFSExtension: ext}, nil)
 	if err != nil {
 		t.Fatalf("open with %s: %v", ext, err)
 	}
@@ -79,7 +80,7 @@ func TestHTTPFSExtensionTamperedIsRefused(t *testing.T) {
 	}
 	root := filepath.Join(t.TempDir(), "acme")
 	writeLake(t, root, "acme", "t-0-0-0", []row{{"Patient", "p1", "1", "upsert", 0}})
-	s, err := Open(context.Background(), "acme", root, Options{HTTPFSExtension: tampered})
+	s, err := open(context.Background(), "acme", dirSource{root: root}, Options{HTTPFSExtension: tampered}, nil)
 	if err == nil {
 		s.Close()
 		t.Fatal("a tampered httpfs extension loaded")

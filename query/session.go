@@ -26,6 +26,8 @@ import (
 	"unicode"
 
 	"github.com/duckdb/duckdb-go/v2"
+
+	"fhirlake/sink"
 )
 
 // Options bound a session. The zero value is usable.
@@ -88,6 +90,7 @@ type Session struct {
 	db      *sql.DB
 	tenant  string
 	root    string
+	src     lakeSource
 	opts    Options
 	tempDir string
 
@@ -120,7 +123,6 @@ type Session struct {
 // loading are switched off, and the configuration is locked; then the
 // views are built from what the lake holds.
 func Open(ctx context.Context, tenant, root string, o Options) (*Session, error) {
-	o = o.withDefaults()
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s lake: %w", tenant, err)
@@ -128,8 +130,46 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	s := &Session{tenant: tenant, root: abs, opts: o, scanned: map[string]int64{}, snapshots: map[string]bool{},
+	o.HTTPFSExtension = "" // a local directory needs no extension
+	return open(ctx, tenant, dirSource{root: abs}, o, nil)
+}
+
+// OpenS3 starts a session over the tenant's lake in its bucket: store
+// lists it and reads its manifest, DuckDB reads its files at s3:// URLs
+// through httpfs (Options.HTTPFSExtension, required) with an S3 secret
+// that holds the tenant's key only and is scoped to the lake's prefix.
+// DuckDB may read nothing but that prefix (allowed_directories) and its
+// own spill directory, and keeps what it fetched in its caches (file
+// contents, Parquet metadata, object metadata) instead of a local copy.
+// The secret and the settings are in place before the configuration is
+// locked.
+func OpenS3(ctx context.Context, tenant string, store sink.Store, a S3Access, o Options) (*Session, error) {
+	if o.HTTPFSExtension == "" {
+		return nil, fmt.Errorf("tenant %s: an S3 lake is read through DuckDB's httpfs: set serve.httpfs_extension (or $FHIRLAKE_HTTPFS_EXTENSION) to its file", tenant)
+	}
+	secret, root, err := a.secret(tenant)
+	if err != nil {
+		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+	}
+	return open(ctx, tenant, &storeSource{store: store, root: root}, o, []string{
+		secret,
+		// DuckDB's own caches stand in for a copy of the lake: the
+		// contents of remote files, their Parquet footers and their HTTP
+		// metadata (size, date) are kept for the life of the session.
+		"SET enable_external_file_cache = true",
+		"SET parquet_metadata_cache = true",
+		"SET enable_http_metadata_cache = true",
+	})
+}
+
+// open starts a session over src; extra runs after the extension is
+// loaded and before the sandbox settings.
+func open(ctx context.Context, tenant string, src lakeSource, o Options, extra []string) (*Session, error) {
+	o = o.withDefaults()
+	abs := src.base()
+	s := &Session{tenant: tenant, root: abs, src: src, opts: o, scanned: map[string]int64{}, snapshots: map[string]bool{},
 		types: map[string]bool{}, datasetTypes: map[string]string{}}
+	var err error
 	if o.TempDir != "" {
 		if err := os.MkdirAll(o.TempDir, 0o755); err != nil {
 			return nil, fmt.Errorf("tenant %s: spill directory: %w", tenant, err)
@@ -150,6 +190,7 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		// Before external access is switched off: LOAD reads a file.
 		setup = append(setup, loadExtension(o.HTTPFSExtension))
 	}
+	setup = append(setup, extra...)
 	setup = append(setup,
 		fmt.Sprintf("SET memory_limit = '%s'", sqlString(o.MemoryLimit)),
 		fmt.Sprintf("SET threads = %d", o.Threads),
@@ -173,6 +214,9 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		}
 		for _, q := range setup {
 			if _, err := execer.ExecContext(ctx, q, nil); err != nil {
+				if strings.HasPrefix(q, "CREATE") {
+					q = "create the S3 secret" // never quote the key
+				}
 				return fmt.Errorf("%s: %w", q, err)
 			}
 		}
@@ -393,7 +437,8 @@ func (s *Session) removeTemp() {
 // Tenant is the tenant the session reads.
 func (s *Session) Tenant() string { return s.tenant }
 
-// Root is the directory the session may read.
+// Root is where the session may read: the lake's directory, or
+// s3://bucket/prefix.
 func (s *Session) Root() string { return s.root }
 
 // ErrNoLake is returned when a tenant's lake directory does not exist.

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -75,27 +73,29 @@ func pickTenant(cfg config.Config, name string) (config.Tenant, error) {
 	return t, nil
 }
 
-// openSession opens the tenant's session: a local store directly, an S3
-// store through a local mirror refreshed from the bucket with the tenant's
-// own credentials.
+// openSession opens the tenant's session: a local store in its directory,
+// an S3 store in its bucket, read directly through DuckDB's httpfs with the
+// tenant's own key (serve.httpfs_extension names the extension file).
 func openSession(ctx context.Context, cfg config.Config, t config.Tenant) (*query.Session, error) {
-	root := t.Store.Path
 	if t.Store.Type == "s3" {
 		store, err := openStore(ctx, t)
 		if err != nil {
 			return nil, err
 		}
-		root = filepath.Join(cfg.WorkDir, "mirror", t.Name)
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			return nil, err
-		}
-		if _, err := query.Mirror(ctx, store, root); err != nil {
-			return nil, fmt.Errorf("tenant %s: refresh mirror: %w", t.Name, err)
-		}
-	} else if err := query.Exists(root); err != nil {
+		return query.OpenS3(ctx, t.Name, store, s3Access(t), query.Options{HTTPFSExtension: cfg.Serve.WithDefaults().HTTPFSExtension})
+	}
+	if err := query.Exists(t.Store.Path); err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 	}
-	return query.Open(ctx, t.Name, root, query.Options{})
+	return query.Open(ctx, t.Name, t.Store.Path, query.Options{})
+}
+
+// s3Access is how a session's DuckDB reaches an S3 tenant's bucket.
+func s3Access(t config.Tenant) query.S3Access {
+	return query.S3Access{
+		Bucket: t.Store.Bucket, Prefix: t.Store.Prefix, Endpoint: t.Store.Endpoint, Region: t.Store.Region,
+		PathStyle: t.Store.PathStyle, AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv),
+	}
 }
 
 // viewsSQL lists the session's views as a one-column result, so that

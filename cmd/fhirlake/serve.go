@@ -46,8 +46,8 @@ Every /v1/tenants request needs the tenant's API key (serve.api_keys holds only 
 "fhirlake serve hash-key" makes one); the status routes take the tenant's key or an admin key
 (serve.admin_keys). A tenant's requests wait for one of its serve.connections, at most
 serve.max_queued of them (429 beyond), within serve.query_timeout. S3 tenants are read
-through a local mirror in work_dir/mirror/<tenant>, synchronised with the tenant's own
-credentials before a request at most every serve.refresh_interval.`,
+directly through DuckDB's httpfs (serve.httpfs_extension) with the tenant's own key; their
+lake is listed again before a request at most every serve.refresh_interval.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -113,7 +113,8 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 			if err != nil {
 				return fmt.Errorf("tenant %s: %w", t.Name, err)
 			}
-			l.Store, l.Root = store, filepath.Join(cfg.WorkDir, "mirror", t.Name)
+			a := s3Access(t)
+			l.Store, l.S3 = store, &a
 		}
 		lakes = append(lakes, l)
 	}
@@ -132,7 +133,6 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		},
 		MaxSessions:     sc.MaxSessions,
 		RefreshInterval: sc.RefreshInterval,
-		Mirror:          query.MirrorOptions{Parallelism: sc.MirrorParallelism},
 		MaxQueued:       sc.MaxQueued,
 		TenantLabels:    sc.MetricsTenantLabels,
 	}, reg, log)

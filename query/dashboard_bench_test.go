@@ -129,6 +129,7 @@ func TestDashboardBenchmark(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	rebuilds(t, ss)
 }
 
 func report(t *testing.T, label string, s *Session, iters int, before func()) {

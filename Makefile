@@ -39,7 +39,7 @@ unit: ## unit tests with -race (no services needed)
 
 # Needs a running stack: eval "$$(deploy/local/stack env)" first.
 integration: ## integration tests against a running local stack
-	$(GO) test -tags $(TAGS),integration -count=1 -timeout 30m -v ./cmd/fhirlake/ -run Integration
+	$(GO) test -tags $(TAGS),integration -count=1 -timeout 30m -v ./cmd/fhirlake/ ./query/ -run Integration
 
 vet: ## go vet, both build tag sets
 	$(GO) vet -tags $(TAGS) $(PKGS)
@@ -107,8 +107,8 @@ bench-compact: ## a full and an incremental compaction of a million resources
 # (84,000 synthetic patients): a batch snapshot built by the compactor (needs the
 # dbt virtualenv: deploy/local/stack install) plus a fresh speed-layer tail, read
 # from a local directory and, when the local stack's environment is set
-# (eval "$$(deploy/local/stack env)"), from S3 through the mirror, cold first
-# refresh measured apart. The lake is built once into .cache/bench-query/.
+# (eval "$$(deploy/local/stack env)"), from S3 directly through httpfs: cold (the
+# first query of a new session) and warm. The lake is built once into .cache/bench-query/.
 .PHONY: bench-query
 bench-query: ## five dashboard queries over 1M+ observations
 	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 60m -run '^TestDashboardBenchmark$$' -v ./query/

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,10 +43,10 @@ type Serve struct {
 	// instead. Default: 16.
 	MaxSessions int `yaml:"max_sessions" env:"MAX_SESSIONS"`
 	// RefreshInterval is how often, at most, a request first brings its
-	// tenant's session up to date: an S3 tenant's mirror is synchronised
-	// (one listing, then only new or changed objects) and the views are
-	// rebuilt if the lake changed. Lower is fresher and costs a listing per
-	// interval per tenant in use. Default: 2s.
+	// tenant's session up to date: the lake is listed (an S3 tenant's speed
+	// files and manifest, one listing each) and the views are rebuilt if it
+	// changed. Lower is fresher and costs a listing per interval per tenant
+	// in use. Default: 2s.
 	RefreshInterval time.Duration `yaml:"refresh_interval" env:"REFRESH_INTERVAL"`
 	// SpeedOverlap re-reads the speed files modified up to this long before a
 	// batch snapshot's watermark, like compact.overlap: keep it at least as
@@ -62,9 +63,21 @@ type Serve struct {
 	// connections; beyond it a request gets 429 with Retry-After at once. A
 	// waiting request counts against its query timeout. Default: 16.
 	MaxQueued int `yaml:"max_queued" env:"MAX_QUEUED"`
-	// MirrorParallelism is how many objects an S3 tenant's mirror downloads
-	// at once. Default: 8.
+	// MirrorParallelism was how many objects an S3 tenant's local mirror
+	// downloaded at once.
+	//
+	// Deprecated: ignored. S3 tenants are read directly through httpfs and
+	// there is no mirror left; the key is still accepted so that existing
+	// configurations load (unknown keys are refused).
 	MirrorParallelism int `yaml:"mirror_parallelism" env:"MIRROR_PARALLELISM"`
+	// HTTPFSExtension is the file of DuckDB's httpfs extension
+	// (httpfs.duckdb_extension from the pinned duckdb-extension-httpfs wheel,
+	// built for exactly the DuckDB in this binary), loaded by path, with its
+	// signature checked, into the sessions of tenants whose store is S3.
+	// DuckDB never downloads extensions. Lakes in a local directory need
+	// none. Default: $FHIRLAKE_HTTPFS_EXTENSION (the local stack and the
+	// image set it).
+	HTTPFSExtension string `yaml:"httpfs_extension" env:"HTTPFS_EXTENSION"`
 	// DisableStatus turns off the status page at /, /v1/status and
 	// /v1/status/tenants/{tenant}, which show, to an admin key or the
 	// tenant's own key, the tenants' names, their views and freshness, the
@@ -131,7 +144,6 @@ func DefaultServe() Serve {
 		Threads:           2,
 		Connections:       4,
 		MaxQueued:         16,
-		MirrorParallelism: 8,
 		MaxWorkers:        16,
 		WorkerMemoryLimit: 2 << 30,
 		WorkerIdleTimeout: 5 * time.Minute,
@@ -175,8 +187,8 @@ func (s Serve) WithDefaults() Serve {
 	if s.MaxQueued == 0 {
 		s.MaxQueued = d.MaxQueued
 	}
-	if s.MirrorParallelism == 0 {
-		s.MirrorParallelism = d.MirrorParallelism
+	if s.HTTPFSExtension == "" {
+		s.HTTPFSExtension = os.Getenv("FHIRLAKE_HTTPFS_EXTENSION")
 	}
 	if s.MaxWorkers == 0 {
 		s.MaxWorkers = d.MaxWorkers
@@ -238,8 +250,8 @@ func (s Serve) Validate(tenants []Tenant) error {
 	if s.WorkerGrace < 100*time.Millisecond {
 		bad("worker_grace: must be at least 100ms, got %s", s.WorkerGrace)
 	}
-	if s.Threads < 1 || s.Connections < 1 || s.MirrorParallelism < 1 {
-		bad("threads, connections and mirror_parallelism: must be positive")
+	if s.Threads < 1 || s.Connections < 1 {
+		bad("threads and connections: must be positive")
 	}
 	if s.MaxQueued < 1 {
 		bad("max_queued: must be positive, got %d", s.MaxQueued)

@@ -82,3 +82,29 @@ func TestMemoryLimitBytes(t *testing.T) {
 		t.Error(`MemoryLimitBytes("lots"): got ok`)
 	}
 }
+
+// A configuration written for the mirror still loads: serve.mirror_parallelism
+// is accepted and ignored.
+func TestServeMirrorParallelismStillAccepted(t *testing.T) {
+	var cfg Config
+	if err := Parse([]byte("serve:\n  mirror_parallelism: 4\n  httpfs_extension: /opt/duckdb/httpfs.duckdb_extension\n"), &cfg); err != nil {
+		t.Fatalf("got %v, want the old key accepted", err)
+	}
+	s := cfg.Serve.WithDefaults()
+	if err := s.Validate(nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.HTTPFSExtension != "/opt/duckdb/httpfs.duckdb_extension" {
+		t.Errorf("got httpfs_extension %q", s.HTTPFSExtension)
+	}
+}
+
+func TestServeHTTPFSExtensionFromEnvironment(t *testing.T) {
+	t.Setenv("FHIRLAKE_HTTPFS_EXTENSION", "/x/httpfs.duckdb_extension")
+	if got := (Serve{}).WithDefaults().HTTPFSExtension; got != "/x/httpfs.duckdb_extension" {
+		t.Errorf("got %q, want $FHIRLAKE_HTTPFS_EXTENSION", got)
+	}
+	if got := (Serve{HTTPFSExtension: "/y"}).WithDefaults().HTTPFSExtension; got != "/y" {
+		t.Errorf("got %q, want the configured file", got)
+	}
+}

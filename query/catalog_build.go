@@ -140,7 +140,7 @@ func (b *catalogBuild) rawView(name, q string) viewDef {
 func (b *catalogBuild) rawSpeedViews(ctx context.Context) error {
 	all := emptyRawSQL()
 	if len(b.plan.scan.datasets["resources"]) > 0 {
-		all = speedRowsSQL(speedGlob(b.plan.s.root, "resources"))
+		all = speedRowsSQL(speedGlob(b.plan.s.src.base(), "resources"))
 	}
 	return b.publish(ctx, b.rawView("resources_all", all), b.rawView("resources_latest", rankedRawSQL()))
 }
@@ -148,7 +148,7 @@ func (b *catalogBuild) rawSpeedViews(ctx context.Context) error {
 // rawBatchViews read the snapshot's raw state model, merged with the raw
 // speed files beside it when there are some.
 func (b *catalogBuild) rawBatchViews(ctx context.Context) error {
-	files, err := b.plan.scan.manifest.Files(b.plan.s.root, batchRawModel)
+	files, err := b.plan.s.modelFiles(b.plan.scan.manifest, batchRawModel)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ type viewPlan struct {
 
 // plan scans the lake and resolves what the views will read.
 func (s *Session) plan(ctx context.Context) (*viewPlan, error) {
-	scan, err := scanLake(s.root)
+	scan, err := s.scanLake(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func (p *viewPlan) typeSources() (sources []string, raw []speedFile, err error) 
 	s := p.s
 	m := p.scan.manifest
 	if m != nil && !s.snapshots[m.SnapshotID] {
-		files, err := m.Files(s.root, batchRawModel)
+		files, err := s.modelFiles(m, batchRawModel)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -46,7 +46,7 @@ func (b *catalogBuild) typedView(ctx context.Context, v, rt string) error {
 		view.Source = "batch+speed" // its versions are ranked against the snapshot's
 	}
 	return b.publish(ctx,
-		viewDef{hist, speedRowsSQL(speedGlob(p.s.root, v))},
+		viewDef{hist, speedRowsSQL(speedGlob(p.s.src.base(), v))},
 		viewDef{view, speedLatestSQL(v, rt)})
 }
 
@@ -55,7 +55,7 @@ func (b *catalogBuild) typedView(ctx context.Context, v, rt string) error {
 // ones, the rows of whichever version ranks first now.
 func (b *catalogBuild) batchedView(ctx context.Context, view, hist Table) error {
 	v := view.Name
-	files, err := b.plan.scan.manifest.Files(b.plan.s.root, batchStateModel(v))
+	files, err := b.plan.s.modelFiles(b.plan.scan.manifest, batchStateModel(v))
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func (b *catalogBuild) datasetType(ctx context.Context, v string) (string, error
 	if files := b.plan.scan.datasets[v]; len(files) > 0 {
 		src = fmt.Sprintf("SELECT _resource_type AS t FROM read_parquet('%s') LIMIT 1", sqlString(files[0].path))
 	} else if m := b.plan.scan.manifest; m != nil {
-		files, err := m.Files(s.root, batchStateModel(v))
+		files, err := s.modelFiles(m, batchStateModel(v))
 		if err != nil || len(files) == 0 {
 			return "", err
 		}
@@ -204,7 +204,7 @@ func (b *catalogBuild) martViews(ctx context.Context) error {
 		if strings.HasPrefix(name, "int_") || !lake.ValidModelName(name) || b.has(name) || strings.HasPrefix(name, "resources") {
 			continue
 		}
-		files, err := m.Files(b.plan.s.root, name)
+		files, err := b.plan.s.modelFiles(m, name)
 		if err != nil {
 			return err
 		}

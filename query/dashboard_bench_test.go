@@ -33,7 +33,8 @@ var dashboardQueries = []struct{ name, sql string }{
 // TestDashboardBenchmark measures the p50 and p95 latency of the dashboard
 // queries over a tenant of 1M+ observations: a batch snapshot built by the
 // compactor (dbt) plus a speed-layer tail written afterwards, read from a
-// local directory and from S3 through the mirror. `make bench-query` runs
+// local directory and from S3 directly (httpfs: cold, the first query of a
+// new session; warm, with DuckDB's caches filled). `make bench-query` runs
 // it; it is skipped otherwise. The lake is kept in
 // $FHIRLAKE_BENCH_QUERY_DIR (default .cache/bench-query under the
 // repository) and rebuilt only when missing.
@@ -85,35 +86,50 @@ func TestDashboardBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	upload(t, ctx, store, root)
-	mirror := filepath.Join(t.TempDir(), "mirror", "acme")
-	st, err := SyncMirror(ctx, store, mirror, MirrorOptions{Parallelism: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("S3 cold mirror: %d objects, %.0f MB in %s (%.0f MB/s)", st.Downloaded, float64(st.Bytes)/1e6, st.Duration.Round(time.Millisecond), float64(st.Bytes)/1e6/st.Duration.Seconds())
-	var warm []time.Duration
-	for range 10 {
-		st, err := SyncMirror(ctx, store, mirror, MirrorOptions{Parallelism: 8})
-		if err != nil || st.Downloaded != 0 {
-			t.Fatalf("warm sync: %+v %v", st, err)
-		}
-		warm = append(warm, st.Duration)
-	}
-	t.Logf("S3 warm refresh (listing only, %d objects): p50 %s p95 %s", st.Listed, pct(warm, 50), pct(warm, 95))
-	ms, err := Open(ctx, "acme", mirror, Options{Threads: 2, MemoryLimit: "2GB", SpeedOverlap: time.Nanosecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ms.Close()
-	report(t, "S3 via mirror", ms, iters, nil)
-	report(t, "S3 via mirror, refresh before each query", ms, iters, func() {
-		if _, err := SyncMirror(ctx, store, mirror, MirrorOptions{Parallelism: 8}); err != nil {
+	ext := httpfsExtension(t)
+	access := S3Access{Bucket: envOr("FHIRLAKE_TENANT_ACME_BUCKET", "fhirlake-acme"), Prefix: fmt.Sprintf("bench-query/p%d", patients),
+		Endpoint: endpoint, Region: envOr("FHIRLAKE_S3_REGION", "us-east-1"), PathStyle: true,
+		AccessKey: os.Getenv("FHIRLAKE_TENANT_ACME_ACCESS_KEY"), SecretKey: os.Getenv("FHIRLAKE_TENANT_ACME_SECRET_KEY")}
+	o := Options{Threads: 2, MemoryLimit: "2GB", SpeedOverlap: time.Nanosecond, HTTPFSExtension: ext}
+	// Cold: each query is the first of a new session, whose caches are
+	// empty: it reads every footer and every byte it needs from S3.
+	lines := []string{fmt.Sprintf("%-48s %8s %8s", "S3 direct, cold (new session)", "open", "query")}
+	for _, q := range dashboardQueries {
+		start := time.Now()
+		cs, err := OpenS3(ctx, "acme", store, access, o)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ms.Refresh(ctx); err != nil {
+		opened := time.Since(start)
+		start = time.Now()
+		if _, err := cs.Export(ctx, io.Discard, q.sql, "json", ExportOptions{}); err != nil {
+			t.Fatalf("%s: %v", q.name, err)
+		}
+		lines = append(lines, fmt.Sprintf("  %-46s %8s %8s", q.name, ms(opened), ms(time.Since(start))))
+		cs.Close()
+	}
+	t.Log("\n" + strings.Join(lines, "\n"))
+	ss, err := OpenS3(ctx, "acme", store, access, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	var warm []time.Duration
+	for range 10 {
+		start := time.Now()
+		if changed, err := ss.Refresh(ctx); err != nil || changed {
+			t.Fatalf("warm refresh: %v %v", changed, err)
+		}
+		warm = append(warm, time.Since(start))
+	}
+	t.Logf("S3 warm refresh (listing of speed/ and the manifest, %d speed files read): p50 %s p95 %s", ss.Catalog().SpeedFiles, pct(warm, 50), pct(warm, 95))
+	report(t, "S3 direct, warm", ss, iters, nil)
+	report(t, "S3 direct, warm, refresh before each query", ss, iters, func() {
+		if _, err := ss.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
 	})
+	rebuilds(t, ss)
 }
 
 func report(t *testing.T, label string, s *Session, iters int, before func()) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -20,11 +19,14 @@ import (
 // Lake is where a tenant's files are queried from.
 type Lake struct {
 	Tenant string
-	// Root is the local directory its session reads.
+	// Root is the local directory its session reads, when the lake is not
+	// on S3.
 	Root string
-	// Store, when set, is the tenant's object store, reached with its own
-	// credentials and mirrored into Root (SyncMirror) before each refresh.
+	// Store and S3, when set, are the tenant's bucket: Store lists it and
+	// reads its manifest with the tenant's credentials, DuckDB reads its
+	// files directly with the key in S3 (OpenS3). Root is then unused.
 	Store sink.Store
+	S3    *S3Access
 }
 
 // PoolOptions configure a Pool. Zero values mean the documented defaults.
@@ -35,14 +37,13 @@ type PoolOptions struct {
 	// recently used one is closed once its queries finish. Default: 16.
 	MaxSessions int
 	// RefreshInterval is how often, at most, Acquire first brings the
-	// tenant's session up to date (mirror, then views). Default: 2s.
+	// tenant's session up to date (a listing of the lake, then the views if
+	// it changed). Default: 2s.
 	RefreshInterval time.Duration
 	// IdleAfter: KeepFresh stops refreshing a session not used for this
 	// long (it is refreshed again by its next request). Default: ten
 	// RefreshIntervals, at least a minute.
 	IdleAfter time.Duration
-	// Mirror tunes the synchronisation of S3 tenants.
-	Mirror MirrorOptions
 	// MaxQueued bounds the requests of one tenant that wait in Acquire for
 	// one of its Session.Connections (requests hold one from Acquire to
 	// release); beyond it Acquire fails at once with ErrQueueFull. A request
@@ -105,9 +106,8 @@ type TenantStatus struct {
 	// Refreshed is when the session was last brought up to date; Error the
 	// last refresh's failure, "" when it succeeded. A session whose refresh
 	// failed keeps serving its previous views.
-	Refreshed time.Time    `json:"refreshed,omitzero"`
-	Error     string       `json:"error,omitempty"`
-	Mirror    *MirrorStats `json:"mirror,omitempty"`
+	Refreshed time.Time `json:"refreshed,omitzero"`
+	Error     string    `json:"error,omitempty"`
 }
 
 // NewPool returns a pool over the given lakes, with its metrics registered
@@ -217,20 +217,18 @@ func (p *Pool) refreshAfter(ctx context.Context, e *entry, interval time.Duratio
 		return e.s, nil
 	}
 	tenant := e.lake.Tenant
-	err := p.sync(ctx, e)
-	if err == nil {
-		if e.s == nil {
-			var s *Session
-			if s, err = Open(ctx, tenant, e.lake.Root, p.opts.Session); err == nil {
-				e.s = s
-				e.cur.Store(s)
-				p.metrics.rebuilds.WithLabelValues(p.label(tenant)).Inc()
-			}
-		} else {
-			var changed bool
-			if changed, err = e.s.Refresh(ctx); changed {
-				p.metrics.rebuilds.WithLabelValues(p.label(tenant)).Inc()
-			}
+	var err error
+	if e.s == nil {
+		var s *Session
+		if s, err = p.open(ctx, e.lake); err == nil {
+			e.s = s
+			e.cur.Store(s)
+			p.metrics.rebuilds.WithLabelValues(p.label(tenant)).Inc()
+		}
+	} else {
+		var changed bool
+		if changed, err = e.s.Refresh(ctx); changed {
+			p.metrics.rebuilds.WithLabelValues(p.label(tenant)).Inc()
 		}
 	}
 	e.checked = time.Now()
@@ -248,24 +246,16 @@ func (p *Pool) refreshAfter(ctx context.Context, e *entry, interval time.Duratio
 	return e.s, nil
 }
 
-// sync mirrors an S3 tenant's store into its root.
-func (p *Pool) sync(ctx context.Context, e *entry) error {
-	if e.lake.Store == nil {
-		return Exists(e.lake.Root)
+// open opens the session of a lake: on S3 through httpfs, else in its
+// directory.
+func (p *Pool) open(ctx context.Context, l Lake) (*Session, error) {
+	if l.S3 != nil {
+		return OpenS3(ctx, l.Tenant, l.Store, *l.S3, p.opts.Session)
 	}
-	if err := os.MkdirAll(e.lake.Root, 0o755); err != nil {
-		return err
+	if err := Exists(l.Root); err != nil {
+		return nil, err
 	}
-	st, err := SyncMirror(ctx, e.lake.Store, e.lake.Root, p.opts.Mirror)
-	label := p.label(e.lake.Tenant)
-	p.metrics.mirrorSeconds.WithLabelValues(label).Observe(st.Duration.Seconds())
-	p.metrics.mirrorObjects.WithLabelValues(label).Add(float64(st.Downloaded))
-	p.metrics.mirrorBytes.WithLabelValues(label).Add(float64(st.Bytes))
-	e.status.Mirror = &st
-	if err != nil {
-		return fmt.Errorf("refresh mirror: %w", err)
-	}
-	return nil
+	return Open(ctx, l.Tenant, l.Root, p.opts.Session)
 }
 
 // label is the tenant label of the pool's metrics for tenant.
@@ -320,8 +310,8 @@ func (p *Pool) closeEntry(e *entry) {
 
 // KeepFresh refreshes the open sessions used within IdleAfter whenever
 // half a RefreshInterval has passed since their last refresh, so that
-// requests seldom find one due and wait for a mirror sync or a rebuild of
-// the views: the next request after a change of the lake finds them built.
+// requests seldom find one due and wait for a listing of the lake or a
+// rebuild of the views: the next request after a change of the lake finds them built.
 // It returns when ctx is done; `fhirlake serve` runs it.
 func (p *Pool) KeepFresh(ctx context.Context) {
 	t := time.NewTicker(max(p.opts.RefreshInterval/4, time.Millisecond))
@@ -373,10 +363,6 @@ func (p *Pool) Status() []TenantStatus {
 		st := TenantStatus{Tenant: t}
 		if e := entries[t]; e != nil && e.mu.TryLock() {
 			st = e.status
-			if e.status.Mirror != nil {
-				m := *e.status.Mirror
-				st.Mirror = &m
-			}
 			st.Open = e.s != nil
 			e.mu.Unlock()
 		} else if e != nil {
@@ -410,9 +396,6 @@ func (p *Pool) Close() error {
 
 // Metrics are the query layer's Prometheus metrics.
 type Metrics struct {
-	mirrorSeconds *prometheus.HistogramVec
-	mirrorObjects *prometheus.CounterVec
-	mirrorBytes   *prometheus.CounterVec
 	rebuilds      *prometheus.CounterVec
 	refreshErrors *prometheus.CounterVec
 	sessions      prometheus.Gauge
@@ -421,26 +404,13 @@ type Metrics struct {
 // NewMetrics builds the metrics and registers them with reg (nil: nowhere).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		mirrorSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "fhirlake_query_mirror_refresh_seconds",
-			Help:    "Time to synchronise an S3 tenant's local mirror: one listing, then the new or changed objects.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}, []string{"tenant"}),
-		mirrorObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fhirlake_query_mirror_objects_downloaded_total",
-			Help: "Objects downloaded into tenants' mirrors.",
-		}, []string{"tenant"}),
-		mirrorBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fhirlake_query_mirror_bytes_downloaded_total",
-			Help: "Bytes downloaded into tenants' mirrors.",
-		}, []string{"tenant"}),
 		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fhirlake_query_view_builds_total",
 			Help: "Times a tenant's views were built because its lake changed.",
 		}, []string{"tenant"}),
 		refreshErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fhirlake_query_refresh_errors_total",
-			Help: "Failed refreshes of a tenant's mirror or views; the previous views kept serving.",
+			Help: "Failed refreshes of a tenant's views (a listing of its lake, then the build); the previous views kept serving.",
 		}, []string{"tenant"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fhirlake_query_sessions",
@@ -448,7 +418,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.mirrorSeconds, m.mirrorObjects, m.mirrorBytes, m.rebuilds, m.refreshErrors, m.sessions)
+		reg.MustRegister(m.rebuilds, m.refreshErrors, m.sessions)
 	}
 	return m
 }

@@ -26,6 +26,8 @@ import (
 	"unicode"
 
 	"github.com/duckdb/duckdb-go/v2"
+
+	"fhirlake/sink"
 )
 
 // Options bound a session. The zero value is usable.
@@ -52,6 +54,12 @@ type Options struct {
 	// writes there when a query outgrows MemoryLimit), removed by Close.
 	// Default: os.TempDir().
 	TempDir string
+	// HTTPFSExtension is the file of DuckDB's httpfs extension
+	// (httpfs.duckdb_extension, built for exactly this DuckDB version), loaded
+	// by path before the configuration is locked. DuckDB checks its signature
+	// (unsigned extensions stay refused) and never downloads one. Only a
+	// lake on S3 needs it. Default: "", nothing is loaded.
+	HTTPFSExtension string
 }
 
 // DefaultSpeedOverlap is the default of Options.SpeedOverlap, the same as
@@ -82,6 +90,7 @@ type Session struct {
 	db      *sql.DB
 	tenant  string
 	root    string
+	src     lakeSource
 	opts    Options
 	tempDir string
 
@@ -114,7 +123,6 @@ type Session struct {
 // loading are switched off, and the configuration is locked; then the
 // views are built from what the lake holds.
 func Open(ctx context.Context, tenant, root string, o Options) (*Session, error) {
-	o = o.withDefaults()
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s lake: %w", tenant, err)
@@ -122,8 +130,46 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	s := &Session{tenant: tenant, root: abs, opts: o, scanned: map[string]int64{}, snapshots: map[string]bool{},
+	o.HTTPFSExtension = "" // a local directory needs no extension
+	return open(ctx, tenant, dirSource{root: abs}, o, nil)
+}
+
+// OpenS3 starts a session over the tenant's lake in its bucket: store
+// lists it and reads its manifest, DuckDB reads its files at s3:// URLs
+// through httpfs (Options.HTTPFSExtension, required) with an S3 secret
+// that holds the tenant's key only and is scoped to the lake's prefix.
+// DuckDB may read nothing but that prefix (allowed_directories) and its
+// own spill directory, and keeps what it fetched in its caches (file
+// contents, Parquet metadata, object metadata) instead of a local copy.
+// The secret and the settings are in place before the configuration is
+// locked.
+func OpenS3(ctx context.Context, tenant string, store sink.Store, a S3Access, o Options) (*Session, error) {
+	if o.HTTPFSExtension == "" {
+		return nil, fmt.Errorf("tenant %s: an S3 lake is read through DuckDB's httpfs: set serve.httpfs_extension (or $FHIRLAKE_HTTPFS_EXTENSION) to its file", tenant)
+	}
+	secret, root, err := a.secret(tenant)
+	if err != nil {
+		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+	}
+	return open(ctx, tenant, &storeSource{store: store, root: root}, o, []string{
+		secret,
+		// DuckDB's own caches stand in for a copy of the lake: the
+		// contents of remote files, their Parquet footers and their HTTP
+		// metadata (size, date) are kept for the life of the session.
+		"SET enable_external_file_cache = true",
+		"SET parquet_metadata_cache = true",
+		"SET enable_http_metadata_cache = true",
+	})
+}
+
+// open starts a session over src; extra runs after the extension is
+// loaded and before the sandbox settings.
+func open(ctx context.Context, tenant string, src lakeSource, o Options, extra []string) (*Session, error) {
+	o = o.withDefaults()
+	abs := src.base()
+	s := &Session{tenant: tenant, root: abs, src: src, opts: o, scanned: map[string]int64{}, snapshots: map[string]bool{},
 		types: map[string]bool{}, datasetTypes: map[string]string{}}
+	var err error
 	if o.TempDir != "" {
 		if err := os.MkdirAll(o.TempDir, 0o755); err != nil {
 			return nil, fmt.Errorf("tenant %s: spill directory: %w", tenant, err)
@@ -139,7 +185,13 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		s.removeTemp()
 		return nil, fmt.Errorf("tenant %s: the spill directory %s must not overlap the lake %s", tenant, s.tempDir, abs)
 	}
-	setup := []string{
+	var setup []string
+	if o.HTTPFSExtension != "" {
+		// Before external access is switched off: LOAD reads a file.
+		setup = append(setup, loadExtension(o.HTTPFSExtension))
+	}
+	setup = append(setup, extra...)
+	setup = append(setup,
 		fmt.Sprintf("SET memory_limit = '%s'", sqlString(o.MemoryLimit)),
 		fmt.Sprintf("SET threads = %d", o.Threads),
 		"SET autoinstall_known_extensions = false",
@@ -151,7 +203,7 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		fmt.Sprintf("SET temp_directory = '%s'", sqlString(s.tempDir)),
 		fmt.Sprintf("SET allowed_directories = ['%s/']", sqlString(abs)),
 		"SET enable_external_access = false",
-	}
+	)
 	// The settings are global to the database instance: the first
 	// connection applies them, later connections of the pool share them
 	// (and could not change them once the configuration is locked).
@@ -162,6 +214,9 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 		}
 		for _, q := range setup {
 			if _, err := execer.ExecContext(ctx, q, nil); err != nil {
+				if strings.HasPrefix(q, "CREATE") {
+					q = "create the S3 secret" // never quote the key
+				}
 				return fmt.Errorf("%s: %w", q, err)
 			}
 		}
@@ -233,6 +288,13 @@ func validType(t string) bool {
 		}
 	}
 	return true
+}
+
+// loadExtension is the statement that loads the extension file at path.
+// allow_unsigned_extensions is never set, so DuckDB refuses a file whose
+// signature does not verify, and a file built for another DuckDB version.
+func loadExtension(path string) string {
+	return fmt.Sprintf("LOAD '%s'", sqlString(path))
 }
 
 func sqlString(s string) string { return strings.ReplaceAll(s, "'", "''") }
@@ -375,7 +437,8 @@ func (s *Session) removeTemp() {
 // Tenant is the tenant the session reads.
 func (s *Session) Tenant() string { return s.tenant }
 
-// Root is the directory the session may read.
+// Root is where the session may read: the lake's directory, or
+// s3://bucket/prefix.
 func (s *Session) Root() string { return s.root }
 
 // ErrNoLake is returned when a tenant's lake directory does not exist.

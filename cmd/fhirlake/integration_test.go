@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -79,6 +80,9 @@ type run struct {
 	id, topic, dlq, group, prefix string
 	dir, config                   string
 	metricsAddr                   string
+	// speedNames are the names of each tenant's raw speed files as
+	// tenantLake last listed them.
+	speedNames map[string][]string
 	// members are the consumer processes started with startMember.
 	members []*member
 }
@@ -270,22 +274,35 @@ func readExpect(t *testing.T, path string) expectation {
 	return e
 }
 
-// tenantLake reads one tenant's files back from its bucket with its own
-// credentials and opens a query session over them.
+// tenantLake opens a query session over one tenant's bucket, read
+// directly with its own key, and notes the names of its raw speed files
+// (r.speedNames).
 func (r *run) tenantLake(t *testing.T, st stack, tenant, bucket string) *query.Session {
 	t.Helper()
-	store, err := sink.NewS3(context.Background(), sink.S3Options{
+	ctx := context.Background()
+	access := query.S3Access{Bucket: bucket, Prefix: r.prefix, Endpoint: st.endpoint, Region: "us-east-1", PathStyle: true,
+		AccessKey: os.Getenv(envName(tenant, "ACCESS_KEY")), SecretKey: os.Getenv(envName(tenant, "SECRET_KEY"))}
+	store, err := sink.NewS3(ctx, sink.S3Options{
 		Bucket: bucket, Prefix: r.prefix, Endpoint: st.endpoint, PathStyle: true,
-		AccessKey: os.Getenv(envName(tenant, "ACCESS_KEY")), SecretKey: os.Getenv(envName(tenant, "SECRET_KEY")),
+		AccessKey: access.AccessKey, SecretKey: access.SecretKey,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(r.dir, "read", tenant)
-	if _, err := query.Mirror(context.Background(), store, dir); err != nil {
-		t.Fatalf("read %s's bucket: %v", tenant, err)
+	objs, err := store.List(ctx, "speed/resources/")
+	if err != nil {
+		t.Fatalf("list %s's bucket: %v", tenant, err)
 	}
-	s, err := query.Open(context.Background(), tenant, dir, query.Options{})
+	if r.speedNames == nil {
+		r.speedNames = map[string][]string{}
+	}
+	r.speedNames[tenant] = nil
+	for _, o := range objs {
+		if strings.HasSuffix(o.Key, ".parquet") {
+			r.speedNames[tenant] = append(r.speedNames[tenant], path.Base(o.Key))
+		}
+	}
+	s, err := query.OpenS3(ctx, tenant, store, access, query.Options{HTTPFSExtension: os.Getenv("FHIRLAKE_HTTPFS_EXTENSION")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"fhirlake/config"
 	"fhirlake/query"
+	"fhirlake/query/worker"
 	"fhirlake/sandbox"
 )
 
@@ -81,34 +81,29 @@ func pickTenant(cfg config.Config, name string) (config.Tenant, error) {
 	return t, nil
 }
 
-// openSession opens the tenant's session: a local store directly, an S3
-// store through a local mirror refreshed from the bucket with the tenant's
-// own credentials.
+// openSession opens the tenant's session: a local store in its directory,
+// an S3 store in its bucket, read directly through DuckDB's httpfs with the
+// tenant's own key (serve.httpfs_extension names the extension file). tmp
+// is the session's own temp dir.
 func openSession(ctx context.Context, cfg config.Config, t config.Tenant, tmp string) (*query.Session, error) {
-	root := t.Store.Path
 	if t.Store.Type == "s3" {
 		store, err := openStore(ctx, t)
 		if err != nil {
 			return nil, err
 		}
-		root = filepath.Join(cfg.WorkDir, "mirror", t.Name)
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			return nil, err
-		}
-		if _, err := query.Mirror(ctx, store, root); err != nil {
-			return nil, fmt.Errorf("tenant %s: refresh mirror: %w", t.Name, err)
-		}
-	} else if err := query.Exists(root); err != nil {
+		return query.OpenS3(ctx, t.Name, store, worker.S3Access(t), query.Options{TempDir: tmp, HTTPFSExtension: cfg.Serve.WithDefaults().HTTPFSExtension})
+	}
+	if err := query.Exists(t.Store.Path); err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 	}
-	return query.Open(ctx, t.Name, root, query.Options{TempDir: tmp})
+	return query.Open(ctx, t.Name, t.Store.Path, query.Options{TempDir: tmp})
 }
 
 // confineQuery confines this process as serve confines a tenant's worker:
-// Landlock lets it read the tenant's lake (write an S3 tenant's mirror)
-// and write a temp dir of its own, which it returns; RLIMIT_AS bounds its
-// address space by serve.worker_memory_limit. The configuration is read
-// already; the output is stdout, open already.
+// Landlock lets it read the tenant's local lake (or, for an S3 tenant, the
+// httpfs extension file) and write a temp dir of its own, which it returns;
+// RLIMIT_AS bounds its address space by serve.worker_memory_limit. The
+// configuration is read already; the output is stdout, open already.
 func confineQuery(cfg config.Config, t config.Tenant) (string, error) {
 	tmp, err := os.MkdirTemp("", "fhirlake-query-")
 	if err != nil {
@@ -116,11 +111,9 @@ func confineQuery(cfg config.Config, t config.Tenant) (string, error) {
 	}
 	paths := sandbox.Paths{ReadWrite: []string{tmp}}
 	if t.Store.Type == "s3" {
-		root := filepath.Join(cfg.WorkDir, "mirror", t.Name)
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			return tmp, err
+		if ext := cfg.Serve.WithDefaults().HTTPFSExtension; ext != "" {
+			paths.ReadOnly = append(paths.ReadOnly, ext)
 		}
-		paths.ReadWrite = append(paths.ReadWrite, root)
 	} else {
 		if err := query.Exists(t.Store.Path); err != nil {
 			return tmp, fmt.Errorf("tenant %s: %w", t.Name, err)

@@ -49,8 +49,8 @@ Every /v1/tenants request needs the tenant's API key (serve.api_keys holds only 
 "fhirlake serve hash-key" makes one); the status routes take the tenant's key or an admin key
 (serve.admin_keys). A tenant's requests wait for one of its serve.connections, at most
 serve.max_queued of them (429 beyond), within serve.query_timeout. S3 tenants are read
-through a local mirror in work_dir/mirror/<tenant>, synchronised with the tenant's own
-credentials before a request at most every serve.refresh_interval.
+directly through DuckDB's httpfs (serve.httpfs_extension) with the tenant's own key; their
+lake is listed again before a request at most every serve.refresh_interval.
 
 Each tenant's SQL runs in a worker process of its own, confined to its lake (Landlock) and
 bounded by serve.worker_memory_limit (a cgroup, else RLIMIT_AS); a worker that dies is
@@ -121,7 +121,8 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 			if err != nil {
 				return fmt.Errorf("tenant %s: %w", t.Name, err)
 			}
-			l.Store, l.Root = store, filepath.Join(cfg.WorkDir, "mirror", t.Name)
+			a := worker.S3Access(t)
+			l.Store, l.S3 = store, &a
 		}
 		lakes = append(lakes, l)
 	}
@@ -135,10 +136,11 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 			QueryTimeout: sc.QueryTimeout,
 			SpeedOverlap: sc.SpeedOverlap,
 			TempDir:      filepath.Join(cfg.WorkDir, "query"),
+			// Loaded into S3 tenants' sessions only.
+			HTTPFSExtension: sc.HTTPFSExtension,
 		},
 		MaxSessions:     sc.MaxSessions,
 		RefreshInterval: sc.RefreshInterval,
-		Mirror:          query.MirrorOptions{Parallelism: sc.MirrorParallelism},
 		MaxQueued:       sc.MaxQueued,
 		TenantLabels:    sc.MetricsTenantLabels,
 	}, reg, log)
@@ -279,15 +281,16 @@ func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer
 					Connections:  sc.Connections,
 					QueryTimeout: sc.QueryTimeout,
 					SpeedOverlap: sc.SpeedOverlap,
+					// Loaded into S3 tenants' sessions only.
+					HTTPFSExtension: sc.HTTPFSExtension,
 				},
-				RefreshInterval:   sc.RefreshInterval,
-				MirrorParallelism: sc.MirrorParallelism,
-				MaxRequestBytes:   int64(sc.MaxRequestBytes),
-				MaxResultRows:     sc.MaxResultRows,
-				NoLandlock:        noLandlock,
+				RefreshInterval: sc.RefreshInterval,
+				MaxRequestBytes: int64(sc.MaxRequestBytes),
+				MaxResultRows:   sc.MaxResultRows,
+				NoLandlock:      noLandlock,
 			}
 			if t.Store.Type == "s3" {
-				spec.Root = filepath.Join(cfg.WorkDir, "mirror", t.Name)
+				spec.Root = "" // read through the bucket, not a directory
 			}
 			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv} {
 				if v, ok := os.LookupEnv(name); name != "" && ok {

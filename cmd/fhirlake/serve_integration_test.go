@@ -22,7 +22,7 @@ import (
 )
 
 // TestIntegrationServeFreshness: a change produced to Kafka is visible
-// through `fhirlake serve` (S3 tenants, read through the mirror) within
+// through `fhirlake serve` (S3 tenants, read directly through httpfs) within
 // flush.max_age + 2 s (in one of three attempts per step); an update
 // replaces the row, a delete removes it, and nothing is counted twice. `fhirlake consume` and `fhirlake serve` run as
 // processes of their own on an isolated topic and key prefix.
@@ -144,7 +144,7 @@ func TestIntegrationServeFreshness(t *testing.T) {
 	}
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"fhirlake_query_mirror_refresh_seconds_count{tenant=\"acme\"}", "fhirlake_query_requests_total{route=\"query\",status=\"200\",tenant=\"acme\"}"} {
+	for _, want := range []string{"fhirlake_query_view_builds_total{tenant=\"acme\"}", "fhirlake_query_requests_total{route=\"query\",status=\"200\",tenant=\"acme\"}"} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -45,11 +45,11 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 	l := query.Lake{Tenant: s.Tenant.Name, Root: s.Root}
 	paths := sandbox.Paths{ReadWrite: []string{s.TempDir}}
 	if s.Tenant.Store.Type == "s3" {
-		// The mirror is written here, with the tenant's own credentials.
-		if err := os.MkdirAll(s.Root, 0o700); err != nil {
-			return fmt.Errorf("worker: %w", err)
+		// DuckDB reads the bucket over the network; of the file system it
+		// needs only the extension that lets it.
+		if ext := s.Session.HTTPFSExtension; ext != "" {
+			paths.ReadOnly = append(paths.ReadOnly, ext)
 		}
-		paths.ReadWrite = append(paths.ReadWrite, s.Root)
 	} else {
 		paths.ReadOnly = append(paths.ReadOnly, s.Root)
 	}
@@ -70,7 +70,8 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 		if err != nil {
 			return fmt.Errorf("worker: %w", err)
 		}
-		l.Store = store
+		a := S3Access(s.Tenant)
+		l.Store, l.S3 = store, &a
 	}
 	so := s.Session
 	so.TempDir = s.TempDir
@@ -78,7 +79,6 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 		Session:         so,
 		MaxSessions:     1,
 		RefreshInterval: s.RefreshInterval,
-		Mirror:          query.MirrorOptions{Parallelism: s.MirrorParallelism},
 		// The front queues; a request reaches the worker with a slot.
 		MaxQueued: so.Connections,
 	}, nil, log)
@@ -181,4 +181,21 @@ func rawSQL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, n)
+}
+
+// S3Access is how a session's DuckDB reaches an S3 tenant's bucket: its
+// location and the static key named by the tenant's configuration, read
+// from the environment.
+func S3Access(t config.Tenant) query.S3Access {
+	return query.S3Access{
+		Bucket: t.Store.Bucket, Prefix: t.Store.Prefix, Endpoint: t.Store.Endpoint, Region: t.Store.Region,
+		PathStyle: t.Store.PathStyle, AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv),
+	}
+}
+
+func envOf(name string) string {
+	if name == "" {
+		return ""
+	}
+	return os.Getenv(name)
 }

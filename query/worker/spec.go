@@ -25,18 +25,17 @@ type Spec struct {
 	Socket string `json:"socket"`
 	// Token is the key the front presents on every request.
 	Token string `json:"token"`
-	// Root is the lake DuckDB reads: the store's path, or an S3 tenant's
-	// mirror directory.
+	// Root is the local lake DuckDB reads; empty for an S3 tenant, whose
+	// bucket DuckDB reads directly (Session.HTTPFSExtension).
 	Root string `json:"root"`
 	// TempDir is the worker's own, for DuckDB's spill files; the only
-	// place besides an S3 tenant's mirror it may write.
+	// place it may write.
 	TempDir string `json:"temp_dir"`
 
-	Session           query.Options `json:"session"`
-	RefreshInterval   time.Duration `json:"refresh_interval"`
-	MirrorParallelism int           `json:"mirror_parallelism"`
-	MaxRequestBytes   int64         `json:"max_request_bytes"`
-	MaxResultRows     int           `json:"max_result_rows"`
+	Session         query.Options `json:"session"`
+	RefreshInterval time.Duration `json:"refresh_interval"`
+	MaxRequestBytes int64         `json:"max_request_bytes"`
+	MaxResultRows   int           `json:"max_result_rows"`
 	// Grace is how long a request may run on after its context ends (the
 	// front gave up on it) before the worker exits rather than go on.
 	Grace time.Duration `json:"grace"`

@@ -1,0 +1,81 @@
+package query
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// S3Access is how a session's DuckDB reaches a tenant's bucket: the
+// tenant's own static key, offered for the lake's prefix only.
+type S3Access struct {
+	Bucket string
+	// Prefix of the lake's keys in the bucket; may be empty.
+	Prefix string
+	// Endpoint such as http://127.0.0.1:17070; empty for AWS itself. An
+	// http:// endpoint turns TLS off.
+	Endpoint string
+	// Region; default us-east-1.
+	Region string
+	// PathStyle addresses the bucket as endpoint/bucket.
+	PathStyle bool
+	// AccessKey and SecretKey are the tenant's static key; DuckDB reads with
+	// nothing else.
+	AccessKey, SecretKey string
+}
+
+// secret returns the CREATE SECRET statement of the tenant's key, scoped to
+// the lake, and the lake's root URL (s3://bucket/prefix, no trailing slash).
+func (a S3Access) secret(tenant string) (stmt, root string, err error) {
+	if a.AccessKey == "" || a.SecretKey == "" {
+		return "", "", fmt.Errorf("an S3 lake is read through DuckDB's httpfs, which needs the tenant's static key (store access_key_env and secret_key_env)")
+	}
+	if a.Bucket == "" || strings.ContainsAny(a.Bucket, "/'\\") {
+		return "", "", fmt.Errorf("s3 bucket %q is not valid", a.Bucket)
+	}
+	root = "s3://" + a.Bucket
+	if p := strings.Trim(a.Prefix, "/"); p != "" {
+		for _, seg := range strings.Split(p, "/") {
+			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "*?[]{}'\\") {
+				return "", "", fmt.Errorf("s3 prefix %q is not a clean path", a.Prefix)
+			}
+		}
+		root += "/" + p
+	}
+	endpoint, ssl := "s3.amazonaws.com", true
+	if a.Endpoint != "" {
+		u, err := url.Parse(a.Endpoint)
+		if err != nil || u.Host == "" {
+			return "", "", fmt.Errorf("s3 endpoint %q: want a URL such as https://s3.example.org", a.Endpoint)
+		}
+		endpoint, ssl = u.Host, u.Scheme != "http"
+	}
+	region := a.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	style := "vhost"
+	if a.PathStyle {
+		style = "path"
+	}
+	// PROVIDER config: this key and nothing else, never a credential chain.
+	// The scope ends in a slash so that it does not cover another bucket
+	// or prefix that merely starts the same.
+	stmt = fmt.Sprintf("CREATE SECRET %s (TYPE s3, PROVIDER config, KEY_ID '%s', SECRET '%s', REGION '%s', ENDPOINT '%s', URL_STYLE '%s', USE_SSL %t, SCOPE '%s/')",
+		secretName(tenant), sqlString(a.AccessKey), sqlString(a.SecretKey), sqlString(region), sqlString(endpoint), style, ssl, sqlString(root))
+	return stmt, root, nil
+}
+
+// secretName is an identifier for the tenant's secret.
+func secretName(tenant string) string {
+	var b strings.Builder
+	b.WriteString("lake_")
+	for _, r := range tenant {
+		if (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}

@@ -56,7 +56,7 @@ func Key(dataset string, date time.Time, topic string, partition int32, first, l
 // Key's name with every range after the first appended as
 // _<partition>-<first>-<last>, in partition order. With one range it is Key. A
 // name that would pass MaxMergedName bytes (file systems refuse names over 255,
-// and the local lake and the query mirror keep speed files on disk) keeps the
+// and a local lake keeps speed files on disk) keeps the
 // first range and replaces the others by their count and a hash of all of them:
 // _<n>more-<hex>.
 func MergedKey(dataset string, date time.Time, topic string, ranges []Range) string {

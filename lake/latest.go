@@ -9,7 +9,7 @@ package lake
 //
 // It is SQL over RawSchema's column names, for the ORDER BY of
 // row_number() OVER (PARTITION BY resource_type, id ORDER BY …). The query layer
-// ranks with it (latestOrder in query/views.go). The dbt project mirrors it under
+// ranks with it (latestOrder in query/catalog_lake.go). The dbt project mirrors it under
 // its staging names:
 //
 //   - dbt/models/intermediate/int_resources__latest.sql ranks the batch layer's

@@ -23,9 +23,11 @@ type Paths struct {
 
 // runtimeReadOnly are what DuckDB and Go read at run time whatever the
 // tenant: the processor count and memory of /proc and /sys, time zones,
-// and the system's certificates and resolver (for an S3 tenant's
-// requests). Missing ones are skipped.
+// the system's certificates and resolver (for an S3 tenant's requests),
+// and the shared libraries the dynamic loader opens for a DuckDB extension
+// (httpfs needs libpthread and libc at LOAD). Missing ones are skipped.
 var runtimeReadOnly = []string{
+	"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache",
 	"/proc/self", "/proc/meminfo", "/proc/stat", "/proc/cpuinfo", "/sys/devices/system/cpu", "/sys/fs/cgroup",
 	"/usr/share/zoneinfo", "/etc/localtime",
 	"/etc/ssl", "/etc/pki", "/etc/ca-certificates", "/usr/share/ca-certificates",

@@ -143,7 +143,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		RefreshInterval: sc.RefreshInterval,
 		MaxQueued:       sc.MaxQueued,
 		TenantLabels:    sc.MetricsTenantLabels,
-	}, reg, log)
+	}, nil, log) // the workers hold the sessions: their metrics are gathered from them
 	defer pool.Close()
 	// Sessions in use are brought up to date in the background, so that a
 	// request seldom waits for a rebuild of the views.
@@ -178,7 +178,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		DisableStatus:   sc.DisableStatus,
 		TenantLabels:    sc.MetricsTenantLabels,
 		Lag:             lagFunc,
-		Gatherer:        reg,
+		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
 	}, reg, log)
 	ln, err := net.Listen("tcp", sc.Listen)
@@ -287,6 +287,7 @@ func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer
 				RefreshInterval: sc.RefreshInterval,
 				MaxRequestBytes: int64(sc.MaxRequestBytes),
 				MaxResultRows:   sc.MaxResultRows,
+				TenantLabels:    sc.MetricsTenantLabels,
 				NoLandlock:      noLandlock,
 			}
 			if t.Store.Type == "s3" {

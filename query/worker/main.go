@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"fhirlake/config"
 	"fhirlake/query"
 	"fhirlake/query/web"
@@ -75,13 +78,17 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 	}
 	so := s.Session
 	so.TempDir = s.TempDir
+	// The session's metrics (view builds, refresh errors, …) live here and
+	// reach the front's /metrics through GET /_worker/metrics.
+	reg := prometheus.NewRegistry()
 	pool := query.NewPool([]query.Lake{l}, query.PoolOptions{
 		Session:         so,
 		MaxSessions:     1,
 		RefreshInterval: s.RefreshInterval,
 		// The front queues; a request reaches the worker with a slot.
-		MaxQueued: so.Connections,
-	}, nil, log)
+		MaxQueued:    so.Connections,
+		TenantLabels: s.TenantLabels,
+	}, reg, log)
 	defer pool.Close()
 	freshCtx, stopFresh := context.WithCancel(ctx)
 	freshDone := make(chan struct{})
@@ -100,6 +107,7 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 	if s.RawSQLForTests {
 		mux.HandleFunc("POST /test/raw-sql", rawSQL)
 	}
+	mux.Handle("GET /_worker/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	var abandoned atomic.Int64
 	mux.HandleFunc("GET /_worker/abandoned", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, abandoned.Load())

@@ -36,6 +36,9 @@ type Spec struct {
 	RefreshInterval time.Duration `json:"refresh_interval"`
 	MaxRequestBytes int64         `json:"max_request_bytes"`
 	MaxResultRows   int           `json:"max_result_rows"`
+	// TenantLabels names the tenant in the worker's metrics
+	// (serve.metrics_tenant_labels).
+	TenantLabels bool `json:"tenant_labels,omitempty"`
 	// Grace is how long a request may run on after its context ends (the
 	// front gave up on it) before the worker exits rather than go on.
 	Grace time.Duration `json:"grace"`

@@ -65,7 +65,7 @@ const AllTenants = "*"
 // out). It is safe for concurrent use.
 type Pool struct {
 	lakes   map[string]Lake
-	queues  map[string]*queue // per tenant, fixed at NewPool
+	queues  map[string]*Queue // per tenant, fixed at NewPool
 	opts    PoolOptions
 	metrics *Metrics
 	log     *slog.Logger
@@ -125,10 +125,10 @@ func NewPool(lakes []Lake, o PoolOptions, reg prometheus.Registerer, log *slog.L
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Pool{lakes: map[string]Lake{}, queues: map[string]*queue{}, opts: o, metrics: NewMetrics(reg), log: log, entries: map[string]*entry{}, lru: list.New()}
+	p := &Pool{lakes: map[string]Lake{}, queues: map[string]*Queue{}, opts: o, metrics: NewMetrics(reg), log: log, entries: map[string]*entry{}, lru: list.New()}
 	for _, l := range lakes {
 		p.lakes[l.Tenant] = l
-		p.queues[l.Tenant] = newQueue(o.Session.withDefaults().Connections, o.MaxQueued)
+		p.queues[l.Tenant] = NewQueue(o.Session.withDefaults().Connections, o.MaxQueued)
 	}
 	return p
 }
@@ -161,7 +161,7 @@ func (p *Pool) Acquire(ctx context.Context, tenant string) (s *Session, release 
 	if !ok {
 		return nil, nil, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
 	}
-	leave, err := p.queues[tenant].enter(ctx)
+	leave, err := p.queues[tenant].Enter(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tenant %s: %w", tenant, err)
 	}

@@ -12,10 +12,10 @@ import (
 // connections: the caller should try again later.
 var ErrQueueFull = errors.New("too many queries of this tenant are waiting")
 
-// queue admits one tenant's requests: at most running at once, and at most
-// queued more waiting, in order of arrival; beyond that, enter refuses at
-// once. A request waits only as long as its context allows.
-type queue struct {
+// Queue admits one tenant's requests: at most running at once, and at most
+// queued more waiting, in order of arrival; beyond that, Enter refuses at
+// once (ErrQueueFull). A request waits only as long as its context allows.
+type Queue struct {
 	slots  chan struct{} // one token per running request
 	queued int           // 0: no bound
 
@@ -23,13 +23,15 @@ type queue struct {
 	waiting int
 }
 
-func newQueue(running, queued int) *queue {
-	return &queue{slots: make(chan struct{}, max(running, 1)), queued: queued}
+// NewQueue returns a queue of at most running requests at once and queued
+// more waiting (0: no bound on waiting).
+func NewQueue(running, queued int) *Queue {
+	return &Queue{slots: make(chan struct{}, max(running, 1)), queued: queued}
 }
 
-// enter waits for a slot; leave must be called once the request is done
+// Enter waits for a slot; leave must be called once the request is done
 // with the tenant's session.
-func (q *queue) enter(ctx context.Context) (leave func(), err error) {
+func (q *Queue) Enter(ctx context.Context) (leave func(), err error) {
 	leave = sync.OnceFunc(func() { <-q.slots })
 	// A send into a full buffered channel that has waiting senders never
 	// overtakes them: a slot that frees goes to the longest waiting one.

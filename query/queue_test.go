@@ -11,14 +11,14 @@ import (
 )
 
 func TestQueue(t *testing.T) {
-	q := newQueue(1, 1)
-	leave, err := q.enter(context.Background())
+	q := NewQueue(1, 1)
+	leave, err := q.Enter(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	admitted := make(chan func(), 1)
 	go func() {
-		l, err := q.enter(context.Background())
+		l, err := q.Enter(context.Background())
 		if err != nil {
 			t.Error(err)
 		}
@@ -27,7 +27,7 @@ func TestQueue(t *testing.T) {
 	for q.waitingNow() != 1 {
 		time.Sleep(time.Millisecond)
 	}
-	if _, err := q.enter(context.Background()); !errors.Is(err, ErrQueueFull) {
+	if _, err := q.Enter(context.Background()); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("with one running and one waiting: got %v, want ErrQueueFull", err)
 	}
 	leave()
@@ -37,11 +37,11 @@ func TestQueue(t *testing.T) {
 	ctx, cancel := context.WithTimeoutCause(context.Background(), 50*time.Millisecond, ErrQueryTimeout)
 	defer cancel()
 	start := time.Now()
-	if _, err := q.enter(ctx); !errors.Is(err, ErrQueryTimeout) || time.Since(start) > time.Second {
+	if _, err := q.Enter(ctx); !errors.Is(err, ErrQueryTimeout) || time.Since(start) > time.Second {
 		t.Fatalf("waiting past the deadline: got %v after %s, want ErrQueryTimeout at the deadline", err, time.Since(start))
 	}
 	second()
-	if l, err := q.enter(context.Background()); err != nil {
+	if l, err := q.Enter(context.Background()); err != nil {
 		t.Fatalf("after every leave: %v", err)
 	} else {
 		l()
@@ -84,7 +84,7 @@ func TestAcquireWaitsForOpeningWithinContext(t *testing.T) {
 	}
 }
 
-func (q *queue) waitingNow() int {
+func (q *Queue) waitingNow() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.waiting

@@ -74,7 +74,7 @@ type Supervisor struct {
 
 	mu      sync.Mutex
 	workers map[string]*proc
-	queues  map[string]*queue
+	queues  map[string]*query.Queue
 	closed  bool
 	wg      sync.WaitGroup // one per worker's wait goroutine, plus the janitor
 	stop    chan struct{}
@@ -135,7 +135,7 @@ func New(o Options, reg prometheus.Registerer, log *slog.Logger) *Supervisor {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Supervisor{opts: o, log: log, metrics: newMetrics(reg), workers: map[string]*proc{}, queues: map[string]*queue{}, stop: make(chan struct{})}
+	s := &Supervisor{opts: o, log: log, metrics: newMetrics(reg), workers: map[string]*proc{}, queues: map[string]*query.Queue{}, stop: make(chan struct{})}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.janitor() }()
 	return s
@@ -150,7 +150,7 @@ func (s *Supervisor) Forward(w http.ResponseWriter, r *http.Request, tenant stri
 	if err != nil {
 		return err
 	}
-	leave, err := q.enter(ctx)
+	leave, err := q.Enter(ctx)
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (p *proc) abandoned(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func (s *Supervisor) queue(tenant string) (*queue, error) {
+func (s *Supervisor) queue(tenant string) (*query.Queue, error) {
 	if _, ok := s.opts.Spec(tenant); !ok {
 		return nil, query.ErrUnknownTenant
 	}
@@ -244,7 +244,7 @@ func (s *Supervisor) queue(tenant string) (*queue, error) {
 	defer s.mu.Unlock()
 	q, ok := s.queues[tenant]
 	if !ok {
-		q = newQueue(s.opts.Connections, s.opts.MaxQueued)
+		q = query.NewQueue(s.opts.Connections, s.opts.MaxQueued)
 		s.queues[tenant] = q
 	}
 	return q, nil

@@ -1,7 +1,10 @@
 package web
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 )
 
@@ -21,7 +24,26 @@ type Forwarder interface {
 var ErrWorkerRestarting = errors.New("the tenant's worker stopped; it is restarting")
 
 // forward serves a tenant route through opts.Forward.
+//
+// The request's body is read here, whole and bounded, before the request
+// waits for a slot: a client that sends its statement slowly holds no
+// worker, and the body is never read by two goroutines at once (the
+// server discards what a handler left unread when the response begins,
+// while a proxy may still be sending it on).
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, tenant string) int {
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxRequestBytes))
+		if err != nil {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				s.fail(w, r, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes), nil)
+			} else {
+				s.fail(w, r, http.StatusBadRequest, "bad_request", "read request: "+err.Error(), nil)
+			}
+			return 0
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	}
 	if err := s.opts.Forward.Forward(w, r, tenant); err != nil {
 		if errors.Is(err, ErrWorkerRestarting) {
 			w.Header().Set("Retry-After", "1")

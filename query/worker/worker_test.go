@@ -1,10 +1,12 @@
 package worker
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -418,5 +420,37 @@ func TestTheFrontOpensNoTenantSession(t *testing.T) {
 	}
 	if f.pid("acme") == 0 {
 		t.Error("no acme worker answered")
+	}
+}
+
+// TestASlowRequestBodyHoldsNoSlot sends half a statement and stalls: with
+// one slot for acme, another acme query is still answered, and the slow
+// one is answered once its body is complete.
+func TestASlowRequestBodyHoldsNoSlot(t *testing.T) {
+	f := newFixture(t, Options{Connections: 1, MaxQueued: 1}, query.Options{}, nil)
+	sql := "SELECT id FROM patient"
+	conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/tenants/acme/query?format=csv HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", acmeKey, len(sql), sql[:7])
+	time.Sleep(300 * time.Millisecond) // the front has the headers and waits for the rest
+	for i := range 3 {
+		if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK || !strings.Contains(body, "a1") {
+			t.Fatalf("query %d beside a stalled body: %d %s", i, code, body)
+		}
+	}
+	if _, err := io.WriteString(conn, sql[7:]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "a1") {
+		t.Errorf("the slow request: %d %s", resp.StatusCode, b)
 	}
 }

@@ -37,6 +37,11 @@ type Serve struct {
 	// MaxResultRows cuts results beyond this many rows (the response says it
 	// was cut). Default: 1000000.
 	MaxResultRows int `yaml:"max_result_rows" env:"MAX_RESULT_ROWS"`
+	// MaxResultBytes cuts results beyond about this many bytes, checked
+	// between rows as they stream (JSON and CSV as sent, Arrow and Parquet
+	// by their Arrow batches' size); the response says it was cut. Default:
+	// 512MiB.
+	MaxResultBytes ByteSize `yaml:"max_result_bytes" env:"MAX_RESULT_BYTES"`
 	// MaxSessions bounds the tenant sessions kept open (one DuckDB each) by
 	// one pool; the least recently used one is closed beyond it. serve runs
 	// each tenant's session in a worker of its own, bounded by MaxWorkers
@@ -137,6 +142,7 @@ func DefaultServe() Serve {
 		MaxRequestBytes:   64 << 10,
 		QueryTimeout:      30 * time.Second,
 		MaxResultRows:     1_000_000,
+		MaxResultBytes:    512 << 20,
 		MaxSessions:       16,
 		RefreshInterval:   2 * time.Second,
 		SpeedOverlap:      time.Hour,
@@ -165,6 +171,9 @@ func (s Serve) WithDefaults() Serve {
 	}
 	if s.MaxResultRows == 0 {
 		s.MaxResultRows = d.MaxResultRows
+	}
+	if s.MaxResultBytes == 0 {
+		s.MaxResultBytes = d.MaxResultBytes
 	}
 	if s.MaxSessions == 0 {
 		s.MaxSessions = d.MaxSessions
@@ -226,6 +235,9 @@ func (s Serve) Validate(tenants []Tenant) error {
 	}
 	if s.MaxResultRows < 1 {
 		bad("max_result_rows: must be positive, got %d", s.MaxResultRows)
+	}
+	if s.MaxResultBytes < 1<<10 {
+		bad("max_result_bytes: must be at least 1KiB, got %s", s.MaxResultBytes)
 	}
 	if s.MaxSessions < 1 {
 		bad("max_sessions: must be positive, got %d", s.MaxSessions)

@@ -23,12 +23,17 @@ import (
 type ExportOptions struct {
 	// MaxRows cuts the result after this many rows; 0: no limit.
 	MaxRows int
+	// MaxBytes cuts the result once about this many bytes are out; 0: no
+	// limit. It is checked between rows: text formats count what they
+	// wrote (give or take one buffer), Arrow and Parquet the Arrow size of
+	// the batches passed on, the last one cut to fit.
+	MaxBytes int64
 }
 
 // ExportResult describes what Export wrote.
 type ExportResult struct {
 	Rows int
-	// Truncated is set when the result had more than MaxRows rows.
+	// Truncated is set when the result was cut by MaxRows or MaxBytes.
 	Truncated bool
 }
 
@@ -45,7 +50,7 @@ func (s *Session) Export(ctx context.Context, w io.Writer, q, format string, o E
 		}
 		var res ExportResult
 		err := s.Run(ctx, q, func(rows *sql.Rows) error {
-			n, truncated, err := write(w, rows, format, o.MaxRows)
+			n, truncated, err := write(w, rows, format, o)
 			res = ExportResult{Rows: n, Truncated: truncated}
 			return err
 		})
@@ -53,7 +58,7 @@ func (s *Session) Export(ctx context.Context, w io.Writer, q, format string, o E
 	}
 	var res ExportResult
 	err := s.Arrow(ctx, q, func(r array.RecordReader) error {
-		lr := &limitReader{RecordReader: r, max: int64(o.MaxRows)}
+		lr := &limitReader{RecordReader: r, max: int64(o.MaxRows), maxBytes: o.MaxBytes}
 		defer lr.done()
 		var err error
 		if format == "arrow" {
@@ -221,13 +226,14 @@ func (p *parquetWriter) Close() error {
 	return err
 }
 
-// limitReader passes on at most max rows (0: all) and counts them.
+// limitReader passes on at most max rows and about maxBytes bytes of
+// Arrow memory (0: no limit), and counts them.
 type limitReader struct {
 	array.RecordReader
-	max       int64
-	rows      int64
-	truncated bool
-	cur       arrow.RecordBatch
+	max, maxBytes int64
+	rows, bytes   int64
+	truncated     bool
+	cur           arrow.RecordBatch
 }
 
 func (l *limitReader) Next() bool {
@@ -235,7 +241,7 @@ func (l *limitReader) Next() bool {
 		l.cur.Release()
 		l.cur = nil
 	}
-	if l.max > 0 && l.rows >= l.max {
+	if (l.max > 0 && l.rows >= l.max) || (l.maxBytes > 0 && l.bytes >= l.maxBytes) {
 		if l.RecordReader.Next() && l.RecordReader.RecordBatch().NumRows() > 0 {
 			l.truncated = true
 		}
@@ -246,20 +252,55 @@ func (l *limitReader) Next() bool {
 	}
 	rec := l.RecordReader.RecordBatch()
 	n := rec.NumRows()
-	if l.max > 0 && l.rows+n > l.max {
-		n = l.max - l.rows
+	keep := n
+	if l.max > 0 && l.rows+keep > l.max {
+		keep = l.max - l.rows
+	}
+	size := batchBytes(rec)
+	if l.maxBytes > 0 && n > 0 && l.bytes+size > l.maxBytes {
+		// The rows that fit at this batch's mean row size, at least one.
+		keep = min(keep, max(1, (l.maxBytes-l.bytes)*n/size))
+	}
+	if keep < n {
 		l.truncated = true
-		l.cur = rec.NewSlice(0, n)
+		l.cur = rec.NewSlice(0, keep)
+		size = size * keep / n // a slice shares its batch's buffers
 	} else {
 		rec.Retain()
 		l.cur = rec
 	}
-	l.rows += n
+	l.rows += keep
+	l.bytes += size
 	return true
 }
 
 func (l *limitReader) RecordBatch() arrow.RecordBatch { return l.cur }
 func (l *limitReader) Record() arrow.RecordBatch      { return l.cur }
+
+// batchBytes is the size of the buffers rec's columns reference.
+func batchBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, c := range rec.Columns() {
+		n += dataBytes(c.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	if d.DataType().ID() == arrow.DICTIONARY {
+		n += dataBytes(d.Dictionary())
+	}
+	return n
+}
 
 // Retain and Release count references to the reader underneath, which an
 // exported Arrow stream holds while DuckDB scans it.

@@ -22,13 +22,13 @@ func validFormat(f string) bool { return f == "" || slices.Contains(Formats, f) 
 // Write renders rows as an aligned table, CSV with a header, or JSON lines
 // (one object per row). It returns the number of rows written.
 func Write(w io.Writer, rows *sql.Rows, format string) (int, error) {
-	n, _, err := write(w, rows, format, 0)
+	n, _, err := write(w, rows, format, ExportOptions{})
 	return n, err
 }
 
-// write renders at most max rows (0: all) and reports whether rows were
-// left out.
-func write(w io.Writer, rows *sql.Rows, format string, max int) (int, bool, error) {
+// write renders at most o.MaxRows rows and about o.MaxBytes bytes (0: no
+// limit) and reports whether rows were left out.
+func write(w io.Writer, rows *sql.Rows, format string, o ExportOptions) (int, bool, error) {
 	cols, err := rows.Columns()
 	if err != nil {
 		return 0, false, err
@@ -40,21 +40,27 @@ func write(w io.Writer, rows *sql.Rows, format string, max int) (int, bool, erro
 	}
 	var emit func([]any) error
 	var finish func() error
+	// sent counts the bytes written below the encoders, held is what the
+	// table's tabwriter keeps until it flushes.
+	sent := &countingWriter{w: w}
+	var held int64
 	switch format {
 	case "table", "":
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		tw := tabwriter.NewWriter(sent, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, strings.Join(cols, "\t"))
 		emit = func(v []any) error {
 			s := make([]string, len(v))
 			for i, x := range v {
 				s[i] = strings.ReplaceAll(text(x), "\t", " ")
 			}
-			_, err := fmt.Fprintln(tw, strings.Join(s, "\t"))
+			line := strings.Join(s, "\t")
+			held += int64(len(line)) + 1
+			_, err := fmt.Fprintln(tw, line)
 			return err
 		}
 		finish = tw.Flush
 	case "csv":
-		cw := csv.NewWriter(w)
+		cw := csv.NewWriter(sent)
 		if err := cw.Write(cols); err != nil {
 			return 0, false, err
 		}
@@ -67,7 +73,7 @@ func write(w io.Writer, rows *sql.Rows, format string, max int) (int, bool, erro
 		}
 		finish = func() error { cw.Flush(); return cw.Error() }
 	case "json":
-		enc := json.NewEncoder(w)
+		enc := json.NewEncoder(sent)
 		emit = func(v []any) error {
 			obj := make(map[string]any, len(cols))
 			for i, c := range cols {
@@ -84,7 +90,7 @@ func write(w io.Writer, rows *sql.Rows, format string, max int) (int, bool, erro
 	n := 0
 	truncated := false
 	for rows.Next() {
-		if max > 0 && n >= max {
+		if (o.MaxRows > 0 && n >= o.MaxRows) || (o.MaxBytes > 0 && sent.n+held >= o.MaxBytes) {
 			truncated = true
 			break
 		}
@@ -100,6 +106,18 @@ func write(w io.Writer, rows *sql.Rows, format string, max int) (int, bool, erro
 		return n, truncated, err
 	}
 	return n, truncated, finish()
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 func text(v any) string {

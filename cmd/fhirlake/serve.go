@@ -174,6 +174,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		AdminKeys:       admins,
 		MaxRequestBytes: int64(sc.MaxRequestBytes),
 		MaxResultRows:   sc.MaxResultRows,
+		MaxResultBytes:  int64(sc.MaxResultBytes),
 		QueryTimeout:    sc.QueryTimeout,
 		DisableStatus:   sc.DisableStatus,
 		TenantLabels:    sc.MetricsTenantLabels,
@@ -287,6 +288,7 @@ func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer
 				RefreshInterval: sc.RefreshInterval,
 				MaxRequestBytes: int64(sc.MaxRequestBytes),
 				MaxResultRows:   sc.MaxResultRows,
+				MaxResultBytes:  int64(sc.MaxResultBytes),
 				TenantLabels:    sc.MetricsTenantLabels,
 				NoLandlock:      noLandlock,
 			}

@@ -97,8 +97,9 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 		}
 		truncated := false
 		var row []byte
+		var sent int64
 		for rows.Next() {
-			if n >= s.opts.MaxResultRows {
+			if n >= s.opts.MaxResultRows || sent >= s.opts.MaxResultBytes {
 				truncated = true
 				break
 			}
@@ -121,6 +122,7 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 				_ = bw.WriteByte(',')
 			}
 			_, _ = bw.Write(row)
+			sent += int64(len(row)) + 1
 			n++
 		}
 		if err := rows.Err(); err != nil {

@@ -61,6 +61,9 @@ type Options struct {
 	MaxRequestBytes int64
 	// MaxResultRows cuts results beyond it. Default: 1000000.
 	MaxResultRows int
+	// MaxResultBytes cuts results beyond about this many bytes (checked
+	// between rows). Default: 512MiB.
+	MaxResultBytes int64
 	// QueryTimeout bounds every request to a tenant's session from its
 	// arrival: waiting its turn and for the session to open, parsing,
 	// planning, execution and the response. Default: 30s.
@@ -120,6 +123,9 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 	}
 	if o.MaxResultRows <= 0 {
 		o.MaxResultRows = 1_000_000
+	}
+	if o.MaxResultBytes <= 0 {
+		o.MaxResultBytes = 512 << 20
 	}
 	if o.QueryTimeout <= 0 {
 		o.QueryTimeout = 30 * time.Second
@@ -416,6 +422,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) in
 		}
 	}
 	h.Set("Fhirlake-Row-Limit", strconv.Itoa(s.opts.MaxResultRows))
+	h.Set("Fhirlake-Byte-Limit", strconv.FormatInt(s.opts.MaxResultBytes, 10))
 	// Either answers a failure itself, logged under the request id.
 	if f.name == "json" {
 		return s.queryJSON(w, r, sess, tenant, q)
@@ -446,7 +453,7 @@ func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query
 	if f.name == "parquet" {
 		w.Header().Set("Content-Disposition", `attachment; filename="result.parquet"`)
 	}
-	res, err := sess.Export(r.Context(), lw, q, f.name, query.ExportOptions{MaxRows: s.opts.MaxResultRows})
+	res, err := sess.Export(r.Context(), lw, q, f.name, query.ExportOptions{MaxRows: s.opts.MaxResultRows, MaxBytes: s.opts.MaxResultBytes})
 	if err != nil {
 		if !lw.started {
 			s.queryFailed(w, r, tenant, q, err)

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -365,6 +366,41 @@ func parquetRows(t *testing.T, b []byte) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestResultBytesCut: a result of 100 MB of text stops near the byte limit
+// in every format, and says so.
+func TestResultBytesCut(t *testing.T) {
+	const limit = 256 << 10
+	f := newFixture(t, Options{MaxResultBytes: limit}, query.Options{})
+	sql := "SELECT i, repeat('x', 1000) AS pad FROM range(100000) t(i)"
+	for _, accept := range []string{"application/json", "text/csv", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"} {
+		t.Run(accept, func(t *testing.T) {
+			resp, b := f.query(t, "acme", acmeKey, sql, "Accept", accept)
+			if resp.StatusCode != 200 {
+				t.Fatalf("got %d %s", resp.StatusCode, b)
+			}
+			if got := resp.Header.Get("Fhirlake-Byte-Limit"); got != strconv.Itoa(limit) {
+				t.Errorf("Fhirlake-Byte-Limit %q", got)
+			}
+			// One buffer or one batch's rows past the limit at most; the
+			// Parquet file compresses the padding.
+			if len(b) > 2*limit || len(b) < 1000 {
+				t.Errorf("%d bytes for a limit of %d", len(b), limit)
+			}
+			cut := resp.Trailer.Get("Fhirlake-Truncated") == "true"
+			if accept == "application/json" {
+				r := decode(t, b)
+				cut = r.Cut
+				if r.Count == 0 || r.Count >= 100000 {
+					t.Errorf("%d rows", r.Count)
+				}
+			}
+			if !cut {
+				t.Errorf("not marked truncated (trailer %v)", resp.Trailer)
+			}
+		})
+	}
 }
 
 func TestLimits(t *testing.T) {

@@ -99,6 +99,7 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 		Keys:            []web.Key{{Tenant: s.Tenant.Name, SHA256: config.HashAPIKey(s.Token), Name: "front"}},
 		MaxRequestBytes: s.MaxRequestBytes,
 		MaxResultRows:   s.MaxResultRows,
+		MaxResultBytes:  s.MaxResultBytes,
 		QueryTimeout:    so.QueryTimeout,
 		TrustRequestID:  true,
 	}, nil, log)

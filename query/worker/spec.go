@@ -36,6 +36,7 @@ type Spec struct {
 	RefreshInterval time.Duration `json:"refresh_interval"`
 	MaxRequestBytes int64         `json:"max_request_bytes"`
 	MaxResultRows   int           `json:"max_result_rows"`
+	MaxResultBytes  int64         `json:"max_result_bytes"`
 	// TenantLabels names the tenant in the worker's metrics
 	// (serve.metrics_tenant_labels).
 	TenantLabels bool `json:"tenant_labels,omitempty"`

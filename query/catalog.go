@@ -38,6 +38,9 @@ type Catalog struct {
 	// Changed counts the resources changed in the speed files read beside
 	// the snapshot: only these are ranked again, once per rebuild.
 	Changed int64
+	// Unreadable are the speed files the views leave out, because they
+	// could not be read as their dataset's (catalog_quarantine.go).
+	Unreadable []UnreadableFile
 
 	fingerprint string
 	// internal are the objects of schema lake the build made: name → VIEW
@@ -70,36 +73,58 @@ func (s *Session) Catalog() *Catalog { return s.cat.Load() }
 // when one of these changed, and reports whether it did. Speed files of a
 // lake without a snapshot are read through globs, so they show up in
 // queries even before a refresh. Safe for concurrent use with queries.
+//
+// When the views fail to build, the speed files are probed one by one and
+// those that cannot be read as their dataset's are left out
+// (Catalog.Unreadable); the views are built once more from the rest.
 func (s *Session) Refresh(ctx context.Context) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	changed, scan, err := s.refresh(ctx)
+	if err == nil || scan == nil {
+		return changed, err
+	}
+	if n, qerr := s.quarantine(ctx, scan); qerr != nil || n == 0 {
+		return false, err
+	}
+	changed, _, err = s.refresh(ctx)
+	return changed, err
+}
+
+// refresh is one attempt of Refresh; scan is what it found in the lake,
+// nil when the lake could not be listed.
+func (s *Session) refresh(ctx context.Context) (bool, *lakeScan, error) {
 	now := time.Now()
-	p, err := s.plan(ctx)
+	scan, err := s.scanLake(ctx)
 	if err != nil {
-		return false, fmt.Errorf("tenant %s: %w", s.tenant, err)
+		return false, nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
+	}
+	p, err := s.plan(ctx, scan)
+	if err != nil {
+		return false, scan, fmt.Errorf("tenant %s: %w", s.tenant, err)
 	}
 	old := s.cat.Load()
 	if old != nil && old.fingerprint == p.fingerprint() {
 		c := *old
 		c.Checked = now
 		s.cat.Store(&c)
-		return false, nil
+		return false, scan, nil
 	}
 	b, err := s.build(ctx, p, old)
 	if err != nil {
-		return false, fmt.Errorf("tenant %s: build views: %w", s.tenant, err)
+		return false, scan, fmt.Errorf("tenant %s: build views: %w", s.tenant, err)
 	}
 	c := &Catalog{
 		Snapshot: p.scan.manifest, Tables: b.tables, Types: p.types, Views: p.typed,
 		SpeedFiles: p.speedFiles, Changed: b.changed, Built: now, Checked: now, fingerprint: p.fingerprint(),
-		internal: b.internal,
+		Unreadable: s.unreadable(), internal: b.internal,
 	}
 	if old != nil {
 		c.Generation = old.Generation + 1
 	}
 	s.cat.Store(c)
 	s.Types, s.Views = c.Types, c.Views
-	return true, nil
+	return true, scan, nil
 }
 
 // build (re)creates the views in one transaction on one connection, so

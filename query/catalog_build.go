@@ -140,9 +140,18 @@ func (b *catalogBuild) rawView(name, q string) viewDef {
 func (b *catalogBuild) rawSpeedViews(ctx context.Context) error {
 	all := emptyRawSQL()
 	if len(b.plan.scan.datasets["resources"]) > 0 {
-		all = speedRowsSQL(speedGlob(b.plan.s.src.base(), "resources"))
+		all = b.speedAll("resources")
 	}
 	return b.publish(ctx, b.rawView("resources_all", all), b.rawView("resources_latest", rankedRawSQL()))
+}
+
+// speedAll reads every speed file of dataset ds: through a glob, which
+// finds new files at each query, unless a file of ds is set aside.
+func (b *catalogBuild) speedAll(ds string) string {
+	if b.plan.s.hasUnreadable(ds) {
+		return speedRowsSQL(readSpeed(b.plan.scan.datasets[ds]))
+	}
+	return speedRowsSQL(speedGlob(b.plan.s.src.base(), ds))
 }
 
 // rawBatchViews read the snapshot's raw state model, merged with the raw

@@ -138,7 +138,11 @@ func recast(t *testing.T, root, id, model, col, typ string) {
 func traceBuild(t *testing.T, s *Session) string {
 	t.Helper()
 	ctx := context.Background()
-	p, err := s.plan(ctx)
+	scan, err := s.scanLake(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.plan(ctx, scan)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -147,6 +147,7 @@ func (s *Session) scanLake(ctx context.Context) (*lakeScan, error) {
 	for _, files := range scan.datasets {
 		sort.Slice(files, func(i, j int) bool { return files[i].path < files[j].path })
 	}
+	s.setAside(scan, time.Now())
 	return scan, nil
 }
 

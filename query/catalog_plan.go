@@ -36,12 +36,8 @@ type viewPlan struct {
 	trace func(q string)
 }
 
-// plan scans the lake and resolves what the views will read.
-func (s *Session) plan(ctx context.Context) (*viewPlan, error) {
-	scan, err := s.scanLake(ctx)
-	if err != nil {
-		return nil, err
-	}
+// plan resolves what the views will read of scan.
+func (s *Session) plan(ctx context.Context, scan *lakeScan) (*viewPlan, error) {
 	p := &viewPlan{s: s, scan: scan}
 	if err := p.resolve(ctx); err != nil {
 		return nil, err
@@ -189,6 +185,15 @@ func (p *viewPlan) fingerprint() string {
 	}
 	for _, ds := range sortedKeys(p.scan.datasets) {
 		fmt.Fprintf(h, "dataset %s\n", ds)
+		if p.scan.manifest == nil && p.s.hasUnreadable(ds) {
+			// Listed file by file rather than through a glob.
+			for _, f := range p.scan.datasets[ds] {
+				fmt.Fprintf(h, "file %s %d\n", f.path, f.size)
+			}
+		}
+	}
+	for _, u := range p.s.unreadable() {
+		fmt.Fprintf(h, "unreadable %s %d\n", u.Key, u.size)
 	}
 	fmt.Fprintf(h, "typed %s\ntypes %s\n", strings.Join(p.typed, ","), strings.Join(p.types, ","))
 	return hex.EncodeToString(h.Sum(nil))

@@ -46,7 +46,7 @@ func (b *catalogBuild) typedView(ctx context.Context, v, rt string) error {
 		view.Source = "batch+speed" // its versions are ranked against the snapshot's
 	}
 	return b.publish(ctx,
-		viewDef{hist, speedRowsSQL(speedGlob(p.s.src.base(), v))},
+		viewDef{hist, b.speedAll(v)},
 		viewDef{view, speedLatestSQL(v, rt)})
 }
 

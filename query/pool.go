@@ -108,6 +108,9 @@ type TenantStatus struct {
 	// failed keeps serving its previous views.
 	Refreshed time.Time `json:"refreshed,omitzero"`
 	Error     string    `json:"error,omitempty"`
+	// Unreadable are the speed files the views leave out
+	// (Catalog.Unreadable).
+	Unreadable []UnreadableFile `json:"unreadable_files,omitempty"`
 }
 
 // NewPool returns a pool over the given lakes, with its metrics registered
@@ -243,7 +246,28 @@ func (p *Pool) refreshAfter(ctx context.Context, e *entry, interval time.Duratio
 		return e.s, nil
 	}
 	e.status.Error, e.status.Refreshed, e.status.Open = "", e.checked, true
+	p.noteUnreadable(e)
 	return e.s, nil
+}
+
+// noteUnreadable logs the files e's views newly leave out, with the error
+// that set each aside, and counts them.
+func (p *Pool) noteUnreadable(e *entry) {
+	cat := e.s.Catalog()
+	if cat == nil {
+		return
+	}
+	was := map[string]bool{}
+	for _, u := range e.status.Unreadable {
+		was[u.Key] = true
+	}
+	for _, u := range cat.Unreadable {
+		if !was[u.Key] {
+			p.log.Warn("a speed file cannot be read as its dataset's; the views leave it out", "tenant", e.lake.Tenant, "key", u.Key, "err", u.Err())
+		}
+	}
+	e.status.Unreadable = cat.Unreadable
+	p.metrics.unreadable.WithLabelValues(p.label(e.lake.Tenant)).Set(float64(len(cat.Unreadable)))
 }
 
 // open opens the session of a lake: on S3 through httpfs, else in its
@@ -398,6 +422,7 @@ func (p *Pool) Close() error {
 type Metrics struct {
 	rebuilds      *prometheus.CounterVec
 	refreshErrors *prometheus.CounterVec
+	unreadable    *prometheus.GaugeVec
 	sessions      prometheus.Gauge
 }
 
@@ -412,13 +437,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fhirlake_query_refresh_errors_total",
 			Help: "Failed refreshes of a tenant's views (a listing of its lake, then the build); the previous views kept serving.",
 		}, []string{"tenant"}),
+		unreadable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fhirlake_query_unreadable_files",
+			Help: "Speed files a tenant's views leave out because they cannot be read as their dataset's (listed on the tenant's status page).",
+		}, []string{"tenant"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fhirlake_query_sessions",
 			Help: "Tenant sessions open.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.rebuilds, m.refreshErrors, m.sessions)
+		reg.MustRegister(m.rebuilds, m.refreshErrors, m.unreadable, m.sessions)
 	}
 	return m
 }

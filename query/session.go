@@ -104,6 +104,10 @@ type Session struct {
 	snapshots    map[string]bool
 	types        map[string]bool
 	datasetTypes map[string]string
+	// The speed files probed and found good (→ size), and those the views
+	// leave out (catalog_quarantine.go).
+	good map[string]int64
+	bad  map[string]UnreadableFile
 
 	pqOnce sync.Once
 	pq     *parquetWriter
@@ -168,7 +172,7 @@ func open(ctx context.Context, tenant string, src lakeSource, o Options, extra [
 	o = o.withDefaults()
 	abs := src.base()
 	s := &Session{tenant: tenant, root: abs, src: src, opts: o, scanned: map[string]int64{}, snapshots: map[string]bool{},
-		types: map[string]bool{}, datasetTypes: map[string]string{}}
+		types: map[string]bool{}, datasetTypes: map[string]string{}, good: map[string]int64{}, bad: map[string]UnreadableFile{}}
 	var err error
 	if o.TempDir != "" {
 		if err := os.MkdirAll(o.TempDir, 0o755); err != nil {

@@ -116,6 +116,8 @@ func (s *Server) tenantStatus(w http.ResponseWriter, r *http.Request, tenant str
 		"last_compaction": snapshotJSON(cat.Snapshot),
 		"speed_files":     cat.SpeedFiles,
 		"views":           views,
+		// The files the views leave out, by key and reason.
+		"unreadable_files": cat.Unreadable,
 	})
 	return 0
 }

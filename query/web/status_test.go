@@ -115,9 +115,12 @@ func TestStatusNeedsKey(t *testing.T) {
 func TestStatusShowsNoInternals(t *testing.T) {
 	broker := errors.New("dial tcp 10.20.30.40:9092: connect: connection refused")
 	f := newFixture(t, Options{AdminKeys: admins, Lag: func(context.Context) (*Lag, error) { return nil, broker }}, query.Options{})
-	// A file that is not Parquet: globex's views cannot be built.
-	bad := filepath.Join(f.globex, "speed", "resources", "date=2026-01-01", "t-0-0-9.parquet")
-	if err := os.WriteFile(bad, []byte("not parquet"), 0o644); err != nil {
+	// A snapshot manifest that is not JSON: globex's views cannot be built.
+	bad := filepath.Join(f.globex, "_manifest", "batch.json")
+	if err := os.MkdirAll(filepath.Dir(bad), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("not json"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	resp, b := f.query(t, "globex", globexKey, "SELECT count(*) FROM patient")
@@ -144,14 +147,14 @@ func TestStatusShowsNoInternals(t *testing.T) {
 		t.Errorf("status: got %s, want globex's refresh marked failed", bodies["/v1/status"])
 	}
 	for what, b := range bodies {
-		for _, leak := range []string{f.base, "CREATE", "read_parquet", "10.20.30.40", "t-0-0-9.parquet"} {
+		for _, leak := range []string{f.base, "CREATE", "read_parquet", "10.20.30.40", "batch.json"} {
 			if strings.Contains(string(b), leak) {
 				t.Errorf("%s shows %q:\n%s", what, leak, b)
 			}
 		}
 	}
 	// The server's log has what the responses leave out.
-	if log := f.log.String(); !strings.Contains(log, bad) {
+	if log := f.log.String(); !strings.Contains(log, "globex") || !strings.Contains(log, "manifest") {
 		t.Errorf("the log lacks the failure's cause:\n%s", log)
 	}
 }
@@ -192,5 +195,24 @@ func TestMetricsTenantLabels(t *testing.T) {
 				t.Errorf("/metrics with tenant labels lacks %s", want)
 			}
 		}
+	}
+}
+
+// TestStatusListsUnreadableFiles: a file planted among acme's raw files is
+// left out of the views, acme still gets its rows, and its status page
+// names the file by key.
+func TestStatusListsUnreadableFiles(t *testing.T) {
+	f := newFixture(t, Options{}, query.Options{})
+	bad := filepath.Join(f.acme, "speed", "resources", "date=2026-01-01", "t-0-0-9.parquet")
+	if err := os.WriteFile(bad, []byte("not parquet"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp, b := f.query(t, "acme", acmeKey, "SELECT count(*) AS n FROM resources")
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"n":`) {
+		t.Fatalf("query beside a planted file: got %d %s, want 200", resp.StatusCode, b)
+	}
+	resp, b = f.do(t, "GET", "/v1/status/tenants/acme", acmeKey, nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"key": "speed/resources/date=2026-01-01/t-0-0-9.parquet"`) || strings.Contains(string(b), f.base) {
+		t.Errorf("status: got %d %s, want the planted file by key", resp.StatusCode, b)
 	}
 }

@@ -109,9 +109,13 @@ bench-compact: ## a full and an incremental compaction of a million resources
 # from a local directory and, when the local stack's environment is set
 # (eval "$$(deploy/local/stack env)"), from S3 directly through httpfs: cold (the
 # first query of a new session) and warm. The lake is built once into .cache/bench-query/.
+# Then `fhirlake serve` over that lake (acme) and a small one (globex), a worker per
+# tenant: the first answer of a new worker, and globex's p50/p99 alone and while acme
+# runs four expensive queries.
 .PHONY: bench-query
 bench-query: ## five dashboard queries over 1M+ observations
 	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 60m -run '^TestDashboardBenchmark$$' -v ./query/
+	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 30m -run '^TestServeBenchmark$$' -v ./cmd/fhirlake/
 
 # End-to-end ingestion on the local stack (started when down, and stopped
 # again afterwards): `fhirlake consume` over 300k pre-produced notifications

@@ -22,6 +22,8 @@ type S3Access struct {
 	// AccessKey and SecretKey are the tenant's static key; DuckDB reads with
 	// nothing else.
 	AccessKey, SecretKey string
+
+	unscoped bool
 }
 
 // secret returns the CREATE SECRET statement of the tenant's key, scoped to
@@ -61,9 +63,21 @@ func (a S3Access) secret(tenant string) (stmt, root string, err error) {
 	// PROVIDER config: this key and nothing else, never a credential chain.
 	// The scope ends in a slash so that it does not cover another bucket
 	// or prefix that merely starts the same.
-	stmt = fmt.Sprintf("CREATE SECRET %s (TYPE s3, PROVIDER config, KEY_ID '%s', SECRET '%s', REGION '%s', ENDPOINT '%s', URL_STYLE '%s', USE_SSL %t, SCOPE '%s/')",
-		secretName(tenant), sqlString(a.AccessKey), sqlString(a.SecretKey), sqlString(region), sqlString(endpoint), style, ssl, sqlString(root))
-	return stmt, root, nil
+	stmt = fmt.Sprintf("CREATE SECRET %s (TYPE s3, PROVIDER config, KEY_ID '%s', SECRET '%s', REGION '%s', ENDPOINT '%s', URL_STYLE '%s', USE_SSL %t",
+		secretName(tenant), sqlString(a.AccessKey), sqlString(a.SecretKey), sqlString(region), sqlString(endpoint), style, ssl)
+	if a.unscoped {
+		return stmt + ")", root, nil
+	}
+	return stmt + fmt.Sprintf(", SCOPE '%s/')", sqlString(root)), root, nil
+}
+
+// UnscopedSecretForTests is the CREATE SECRET statement of the tenant's
+// key offered for every URL, as no session makes it: for a test that
+// shows what the key alone can open.
+func (a S3Access) UnscopedSecretForTests(tenant string) (string, error) {
+	a.unscoped = true
+	stmt, _, err := a.secret(tenant)
+	return stmt, err
 }
 
 // secretName is an identifier for the tenant's secret.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,9 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 		}
 	}
 	if s.Tenant.Store.Type == "s3" {
+		if open == nil {
+			return errors.New("worker: no way to open an S3 store")
+		}
 		store, err := open(ctx, s.Tenant)
 		if err != nil {
 			return fmt.Errorf("worker: %w", err)
@@ -106,7 +110,7 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	if s.RawSQLForTests {
-		mux.HandleFunc("POST /test/raw-sql", rawSQL)
+		mux.HandleFunc("POST /test/raw-sql", rawSQL(s))
 	}
 	mux.Handle("GET /_worker/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	var abandoned atomic.Int64
@@ -171,25 +175,43 @@ func watchdog(h http.Handler, grace time.Duration, abandoned *atomic.Int64, exit
 
 // rawSQL runs the body's SQL on a DuckDB of its own, with none of the
 // session's settings or checks: what it may read is what the sandbox lets
-// the process read.
-func rawSQL(w http.ResponseWriter, r *http.Request) {
-	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+// the process read. For an S3 tenant, that DuckDB has httpfs and the
+// tenant's key offered for every URL: what it may read of a bucket is what
+// that key opens.
+func rawSQL(s Spec) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		db, err := sql.Open("duckdb", "")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer db.Close()
+		db.SetMaxOpenConns(1)
+		if s.Tenant.Store.Type == "s3" {
+			secret, err := S3Access(s.Tenant).UnscopedSecretForTests(s.Tenant.Name)
+			if err == nil {
+				_, err = db.ExecContext(r.Context(), "LOAD '"+strings.ReplaceAll(s.Session.HTTPFSExtension, "'", "''")+"'")
+			}
+			if err == nil {
+				_, err = db.ExecContext(r.Context(), secret)
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		var n int64
+		if err := db.QueryRowContext(r.Context(), string(b)).Scan(&n); err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		fmt.Fprintln(w, n)
 	}
-	db, err := sql.Open("duckdb", "")
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	defer db.Close()
-	var n int64
-	if err := db.QueryRowContext(r.Context(), string(b)).Scan(&n); err != nil {
-		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
-		return
-	}
-	fmt.Fprintln(w, n)
 }
 
 // S3Access is how a session's DuckDB reaches an S3 tenant's bucket: its

@@ -26,6 +26,7 @@ import (
 	"fhirlake/query/querytest"
 	"fhirlake/query/web"
 	"fhirlake/sandbox"
+	"fhirlake/sink"
 )
 
 // TestMain is also the worker: the supervisor under test starts this test
@@ -34,7 +35,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("FHIRLAKE_WORKER_TEST") == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		err := Main(ctx, os.Stdin, os.Stdout, nil, log)
+		err := Main(ctx, os.Stdin, os.Stdout, testOpenStore, log)
 		stop()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -43,6 +44,13 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// testOpenStore opens an S3 tenant's bucket with its static key, as serve
+// does.
+func testOpenStore(ctx context.Context, t config.Tenant) (sink.Store, error) {
+	return sink.NewS3(ctx, sink.S3Options{Bucket: t.Store.Bucket, Prefix: t.Store.Prefix, Endpoint: t.Store.Endpoint, Region: t.Store.Region,
+		PathStyle: t.Store.PathStyle, AccessKey: os.Getenv(t.Store.AccessKeyEnv), SecretKey: os.Getenv(t.Store.SecretKeyEnv)})
 }
 
 const (

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -113,16 +112,6 @@ func newRun(t *testing.T, st stack, tenants []string, bucketOf func(tenant strin
 		t.Fatal(err)
 	}
 	return r
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func (r *run) cmd(ctx context.Context, args ...string) *exec.Cmd {

@@ -88,7 +88,7 @@ serve:
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != 200 {
-			return 0, fmt.Errorf("%s: %d %s %v", tenant, resp.StatusCode, b, err)
+			return 0, fmt.Errorf("%s: %d %s %w", tenant, resp.StatusCode, b, err)
 		}
 		return time.Since(start), nil
 	}

@@ -125,6 +125,7 @@ func confineQuery(cfg config.Config, t config.Tenant) (string, error) {
 			return tmp, err
 		}
 	}
+	sandbox.FewerMallocArenas()
 	limit := rlimitAS(int64(cfg.Serve.WithDefaults().WorkerMemoryLimit))
 	return tmp, sandbox.LimitSelf(sandbox.Limits{Memory: limit})
 }

@@ -43,6 +43,7 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 			return fmt.Errorf("worker: %w", err)
 		}
 	}
+	sandbox.FewerMallocArenas()
 	if err := os.MkdirAll(s.TempDir, 0o700); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

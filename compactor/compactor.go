@@ -337,7 +337,8 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	}
 	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
 	defer cancel()
-	results, err := c.runner.Build(runCtx, BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env})
+	results, err := c.runner.Build(runCtx, BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env,
+		Datasets: stateDatasets(sel.Datasets, sel.Previous)})
 	if err != nil {
 		return nil, err
 	}

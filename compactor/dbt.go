@@ -42,6 +42,10 @@ type BuildRequest struct {
 	Target string
 	// Env is added to the environment of dbt: the tenant's S3 settings and key.
 	Env []string
+	// Datasets are the view datasets to keep state for: those without a model in the
+	// project get generated ones (models.go). A project of one's own (DBT.ProjectDir)
+	// must model them itself.
+	Datasets []string
 }
 
 // DBT runs the dbt executable.
@@ -167,6 +171,9 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 		project = filepath.Join(req.Dir, "project")
 		if err := writeProject(project); err != nil {
 			return nil, fmt.Errorf("write dbt project: %w", err)
+		}
+		if err := writeStateModels(project, req.Datasets); err != nil {
+			return nil, fmt.Errorf("generate state models: %w", err)
 		}
 	}
 	project, err := filepath.Abs(project)

@@ -22,7 +22,8 @@ type ExpireOptions struct {
 }
 
 // Expired returns the keys that the published manifest m makes obsolete, sorted:
-// speed files older than its watermark minus the retention; the files of the published
+// speed files older than its watermark minus the retention, of the datasets whose
+// state m holds (the rows of any other dataset live in its speed files alone); the files of the published
 // snapshots (m.History) beyond the KeepSnapshots newest; and the files of a snapshot
 // that was never published, once it is older than the orphan grace. Keys it cannot
 // place are never returned.
@@ -40,6 +41,9 @@ func Expired(listing []sink.Object, m *lake.Manifest, now time.Time, o ExpireOpt
 	var out []string
 	for _, obj := range listing {
 		if f, ok := lake.ParseSpeedKey(obj.Key); ok {
+			if _, kept := m.Models[lake.StateModel(f.Dataset)]; !kept {
+				continue
+			}
 			f.Modified = obj.Modified
 			if o.SpeedRetention > 0 && !m.Watermark.Modified.IsZero() && f.Modified.Before(speedBefore) {
 				out = append(out, obj.Key)

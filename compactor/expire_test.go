@@ -22,10 +22,15 @@ func TestExpired(t *testing.T) {
 		SnapshotID: current,
 		Watermark:  lake.Watermark{Modified: mustTime("2026-11-25T01:59:00Z")},
 		History:    []string{prev1, prev2, prev3},
+		// State of the raw dataset and of the view patient; none of organization.
+		Models: map[string]lake.Model{lake.StateModel("resources"): {}, lake.StateModel("patient"): {}},
 	}
 	listing := []sink.Object{
 		{Key: speedKey("resources", "2026-11-17", "old"), Modified: mustTime("2026-11-17T23:00:00Z")},
 		{Key: speedKey("patient", "2026-11-18", "edge"), Modified: mustTime("2026-11-18T01:59:00Z")},
+		{Key: speedKey("patient", "2026-11-17", "old"), Modified: mustTime("2026-11-17T23:00:00Z")},
+		// Its rows live nowhere else: never expired.
+		{Key: speedKey("organization", "2026-11-17", "old"), Modified: mustTime("2026-11-17T23:00:00Z")},
 		{Key: speedKey("resources", "2026-11-25", "new"), Modified: mustTime("2026-11-25T01:00:00Z")},
 		{Key: "speed/resources/date=2026-11-17/.put-1", Modified: mustTime("2026-11-17T23:00:00Z")},
 		{Key: "batch/" + current + "/patients/data_0.parquet"},
@@ -51,6 +56,7 @@ func TestExpired(t *testing.T) {
 				"batch/" + prev3 + "/patients/data_0.parquet",
 				"batch/" + orphan + "/patients/data_0.parquet",
 				speedKey("resources", "2026-11-17", "old"),
+				speedKey("patient", "2026-11-17", "old"),
 			},
 		},
 		{

@@ -43,7 +43,8 @@ var batchDropped = map[string]bool{"version_number": true}
 // view's column. TestBatchRenamesMatchDBT checks it against the staging
 // models.
 var batchRenames = map[string]map[string]string{
-	"allergy_intolerance":   {"onset_at": "onset", "recorded_at": "recorded_date"},
+	"allergy_intolerance":   {"allergy_type": "type", "onset_at": "onset", "recorded_at": "recorded_date"},
+	"encounter":             {"period_start": "start", "period_end": "end"},
 	"condition":             {"onset_at": "onset", "abatement_at": "abatement", "recorded_at": "recorded_date"},
 	"immunization":          {"occurred_at": "occurrence"},
 	"medication_request":    {"authored_at": "authored_on"},

@@ -24,7 +24,7 @@ import (
 // TestBatchRenamesMatchDBT: every column a staging model renames is mapped
 // back, so a view keeps its columns across a compaction.
 func TestBatchRenamesMatchDBT(t *testing.T) {
-	rename := regexp.MustCompile(`(?m)^\s+([a-z_]+) as ([a-z_]+),?\s*$`)
+	rename := regexp.MustCompile(`(?m)^\s+"?([a-z_]+)"? as ([a-z_]+),?\s*$`)
 	files, err := fs.Glob(dbtproject.Project, "models/staging/stg_fhir__*.sql")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no staging models: %v", err)

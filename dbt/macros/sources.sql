@@ -12,26 +12,20 @@
     (var speed_partitions) are the only directories listed, and their files are matched
     by name against the plan (var plan_file). -#}
 {% macro speed_source(dataset, columns) -%}
-    {%- set relation = source('speed', dataset) -%}
-    {%- set partitions = fhir_speed_partitions(dataset) -%}
-    {%- if partitions -%}
-        {#- The plan's partitions only: a glob of every partition would list, and read the
-            footer of, every file the speed layer still holds. -#}
-        {%- set globs = [] -%}
-        {%- for date in partitions -%}
-            {%- do globs.append("'" ~ (fhir_lake() | replace("'", "''")) ~ "/speed/" ~ dataset ~ "/date=" ~ date ~ "/*.parquet'") -%}
-        {%- endfor -%}
-        {%- set relation = "read_parquet([" ~ (globs | join(", ")) ~ "], hive_partitioning = true, union_by_name = true, filename = true)" -%}
-    {%- endif -%}
+    {%- set relation = fhir_speed_relation(dataset) -%}
     {%- set cols = {} -%}
     {%- if dataset != 'resources' -%}
         {%- do cols.update(fhir_view_lineage_columns()) -%}
     {%- endif -%}
     {%- do cols.update(columns) -%}
+    {%- set extra = fhir_extra_columns(dataset, columns) -%}
     (
         select
         {%- for name, type in cols.items() %}
-            try_cast({{ adapter.quote(name) }} as {{ type }}) as {{ adapter.quote(name) }}{{ "," if not loop.last }}
+            try_cast({{ adapter.quote(name) }} as {{ type }}) as {{ adapter.quote(name) }}{{ "," if not loop.last or extra }}
+        {%- endfor %}
+        {%- for name in extra %}
+            {{ adapter.quote(name) }}{{ "," if not loop.last }}
         {%- endfor %}
         from (
             select
@@ -55,6 +49,52 @@
             {%- endif %}
         )
     )
+{%- endmacro %}
+
+
+{#- The files of a speed dataset this run reads, as a relation: the plan's date
+    partitions only (a glob of every partition would list, and read the footer of,
+    every file the speed layer still holds), or, for a run by hand, the source. -#}
+{% macro fhir_speed_relation(dataset) -%}
+    {%- set relation = source('speed', dataset) -%}
+    {%- set partitions = fhir_speed_partitions(dataset) -%}
+    {%- if partitions -%}
+        {%- set globs = [] -%}
+        {%- for date in partitions -%}
+            {%- do globs.append("'" ~ (fhir_lake() | replace("'", "''")) ~ "/speed/" ~ dataset ~ "/date=" ~ date ~ "/*.parquet'") -%}
+        {%- endfor -%}
+        {%- set relation = "read_parquet([" ~ (globs | join(", ")) ~ "], hive_partitioning = true, union_by_name = true, filename = true)" -%}
+    {%- endif -%}
+    {{ return(relation) }}
+{%- endmacro %}
+
+
+{#- The columns the files of a view dataset hold beyond the lineage and `columns`, in
+    the files' order: a typed staging model passes them on as stored
+    (stg_view_rest), so that the state keeps every column of the view, not only those
+    the marts read. None for the raw dataset, or without files. -#}
+{% macro fhir_extra_columns(dataset, columns) -%}
+    {%- if not execute or dataset == 'resources' or not fhir_speed_present(dataset) -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set described = run_query("select column_name from (describe select * from " ~ fhir_speed_relation(dataset) ~ ")") -%}
+    {%- set known = (fhir_view_lineage_columns().keys() | list) + (columns.keys() | list) + ['filename', 'date'] -%}
+    {%- set out = [] -%}
+    {%- for name in described.columns[0].values() -%}
+        {%- if name not in known -%}
+            {%- do out.append(name) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(out) }}
+{%- endmacro %}
+
+
+{#- The rest of a typed staging model's select list: the columns fhir_extra_columns
+    finds, each after a comma; nothing when there are none. -#}
+{% macro stg_view_rest(dataset, columns) -%}
+    {%- for name in fhir_extra_columns(dataset, columns) -%}
+        , {{ adapter.quote(name) }}
+    {%- endfor -%}
 {%- endmacro %}
 
 
@@ -92,15 +132,18 @@
 {%- endmacro %}
 
 
-{#- The previous snapshot's rows of one state model, in the columns (and order) of
-    `like`, the staging model of the same data. No previous snapshot, or one without
-    this model: no rows, same columns. -#}
-{% macro snapshot_source(model_name, like) -%}
+{#- The previous snapshot's rows of one state model, stacked by name onto the columns
+    of `like`, the staging model of the same data. A view's state keeps every column it
+    holds (one this run's files lack, such as a view column no mart reads, stays);
+    with only_like, the rows are cut to the columns of `like` (the raw dataset, whose
+    state adds is_deleted). No previous snapshot, or one without this model: no rows,
+    the columns of `like`. -#}
+{% macro snapshot_source(model_name, like, only_like=false) -%}
     {%- if not execute -%}
         {%- set _ = source('batch', model_name) -%}
     {%- endif -%}
     {%- set present = execute and var('previous_snapshot') and model_name in var('previous_models') -%}
-    {%- set cols = adapter.get_columns_in_relation(like) if execute else [] -%}
+    {%- set cols = adapter.get_columns_in_relation(like) if execute and only_like else [] -%}
     select
     {%- for c in cols %}
         {{ adapter.quote(c.name) }}{{ "," if not loop.last }}
@@ -112,6 +155,67 @@
         {%- if present %}
         union all by name
         select * from {{ source('batch', model_name) }}
+        {%- endif %}
+    )
+{%- endmacro %}
+
+
+{#- The rows of a view dataset the project has no typed staging model for (a default view
+    no mart reads, a custom view from views_dir), as stored: its lineage columns renamed as
+    stg_view_lineage does, every other column as the files hold it. The compactor
+    generates one stg_fhir__<dataset> per such dataset (compactor/models.go). Without
+    files in the plan: the lineage columns alone, no rows. -#}
+{% macro stg_view_rows(dataset) -%}
+    {%- set lineage = fhir_view_lineage_columns() -%}
+    {%- set partitions = fhir_speed_partitions(dataset) -%}
+    {%- set present = fhir_speed_present(dataset) -%}
+    {%- set globs = [] -%}
+    {%- if partitions is none -%}
+        {%- do globs.append("'" ~ (fhir_lake() | replace("'", "''")) ~ "/speed/" ~ dataset ~ "/*/*.parquet'") -%}
+    {%- else -%}
+        {%- for date in partitions -%}
+            {%- do globs.append("'" ~ (fhir_lake() | replace("'", "''")) ~ "/speed/" ~ dataset ~ "/date=" ~ date ~ "/*.parquet'") -%}
+        {%- endfor -%}
+    {%- endif %}
+with source as (
+    select
+    {%- for name, type in lineage.items() %}
+        cast(null as {{ type }}) as {{ adapter.quote(name) }}{{ "," if not loop.last }}
+    {%- endfor %}
+    where false
+    {%- if present and globs %}
+    union all by name
+    select s.* exclude (filename, date)
+    from read_parquet([{{ globs | join(", ") }}], hive_partitioning = true, union_by_name = true, filename = true) as s
+    {%- if var('plan_file') %}
+    where exists (
+        select 1
+        from {{ source('compaction', 'plan') }} as p
+        where p.dataset = '{{ dataset }}'
+          and p.date = cast(s.date as varchar)
+          and p.file = parse_filename(s.filename)
+    )
+    {%- endif %}
+    {%- endif %}
+)
+
+select
+    {{ stg_view_lineage() }},
+    * exclude ({% for name in lineage %}{{ adapter.quote(name) }}{{ ", " if not loop.last }}{% endfor %})
+from source
+{%- endmacro %}
+
+
+{#- The previous snapshot's rows of a generated state model, every column it holds,
+    stacked by name onto the columns of `like`. No previous snapshot, or one without this
+    model: no rows. -#}
+{% macro snapshot_rows(model_name, like) -%}
+    {%- set present = execute and var('previous_snapshot') and model_name in var('previous_models') -%}
+    select * from (
+        select * from {{ like }} where false
+        {%- if present %}
+        union all by name
+        select * from read_parquet('{{ (var('previous_snapshot') ~ '/' ~ model_name ~ '/*.parquet') | replace("'", "''") }}', union_by_name = true)
         {%- endif %}
     )
 {%- endmacro %}

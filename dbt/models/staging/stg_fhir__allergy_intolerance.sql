@@ -1,19 +1,21 @@
 -- Rows of the view `allergy_intolerance` in this run's plan, renamed and cast.
+{% set columns = {
+    'clinical_status': 'varchar',
+    'verification_status': 'varchar',
+    'type': 'varchar',
+    'category': 'varchar',
+    'criticality': 'varchar',
+    'patient_id': 'varchar',
+    'encounter_id': 'varchar',
+    'onset': 'timestamptz',
+    'recorded_date': 'timestamptz',
+    'code': 'varchar',
+    'code_system': 'varchar',
+    'code_display': 'varchar',
+} %}
+
 with source as (
-    {{ speed_source('allergy_intolerance', {
-        'clinical_status': 'varchar',
-        'verification_status': 'varchar',
-        'type': 'varchar',
-        'category': 'varchar',
-        'criticality': 'varchar',
-        'patient_id': 'varchar',
-        'encounter_id': 'varchar',
-        'onset': 'timestamptz',
-        'recorded_date': 'timestamptz',
-        'code': 'varchar',
-        'code_system': 'varchar',
-        'code_display': 'varchar',
-    }) }}
+    {{ speed_source('allergy_intolerance', columns) }}
 )
 
 select
@@ -30,4 +32,5 @@ select
     code,
     code_system,
     code_display
+    {{ stg_view_rest('allergy_intolerance', columns) }}
 from source

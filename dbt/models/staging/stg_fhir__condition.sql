@@ -1,18 +1,20 @@
 -- Rows of the view `condition` in this run's plan, renamed and cast.
+{% set columns = {
+    'clinical_status': 'varchar',
+    'verification_status': 'varchar',
+    'category': 'varchar',
+    'patient_id': 'varchar',
+    'encounter_id': 'varchar',
+    'onset': 'timestamptz',
+    'abatement': 'timestamptz',
+    'recorded_date': 'timestamptz',
+    'code': 'varchar',
+    'code_system': 'varchar',
+    'code_display': 'varchar',
+} %}
+
 with source as (
-    {{ speed_source('condition', {
-        'clinical_status': 'varchar',
-        'verification_status': 'varchar',
-        'category': 'varchar',
-        'patient_id': 'varchar',
-        'encounter_id': 'varchar',
-        'onset': 'timestamptz',
-        'abatement': 'timestamptz',
-        'recorded_date': 'timestamptz',
-        'code': 'varchar',
-        'code_system': 'varchar',
-        'code_display': 'varchar',
-    }) }}
+    {{ speed_source('condition', columns) }}
 )
 
 select
@@ -28,4 +30,5 @@ select
     code,
     code_system,
     code_display
+    {{ stg_view_rest('condition', columns) }}
 from source

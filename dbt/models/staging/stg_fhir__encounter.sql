@@ -1,23 +1,25 @@
 -- Rows of the view `encounter` in this run's plan, renamed and cast.
+{% set columns = {
+    'status': 'varchar',
+    'class_code': 'varchar',
+    'class_system': 'varchar',
+    'patient_id': 'varchar',
+    'start': 'timestamptz',
+    'end': 'timestamptz',
+    'practitioner_id': 'varchar',
+    'location_id': 'varchar',
+    'service_provider_id': 'varchar',
+    'discharge_disposition': 'varchar',
+    'type_code': 'varchar',
+    'type_system': 'varchar',
+    'type_display': 'varchar',
+    'reason_code': 'varchar',
+    'reason_system': 'varchar',
+    'reason_display': 'varchar',
+} %}
+
 with source as (
-    {{ speed_source('encounter', {
-        'status': 'varchar',
-        'class_code': 'varchar',
-        'class_system': 'varchar',
-        'patient_id': 'varchar',
-        'start': 'timestamptz',
-        'end': 'timestamptz',
-        'practitioner_id': 'varchar',
-        'location_id': 'varchar',
-        'service_provider_id': 'varchar',
-        'discharge_disposition': 'varchar',
-        'type_code': 'varchar',
-        'type_system': 'varchar',
-        'type_display': 'varchar',
-        'reason_code': 'varchar',
-        'reason_system': 'varchar',
-        'reason_display': 'varchar',
-    }) }}
+    {{ speed_source('encounter', columns) }}
 )
 
 select
@@ -38,4 +40,5 @@ select
     reason_code,
     reason_system,
     reason_display
+    {{ stg_view_rest('encounter', columns) }}
 from source

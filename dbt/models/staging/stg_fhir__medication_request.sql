@@ -1,24 +1,26 @@
 -- Rows of the view `medication_request` in this run's plan, renamed and cast.
+{% set columns = {
+    'status': 'varchar',
+    'intent': 'varchar',
+    'medication_id': 'varchar',
+    'medication_text': 'varchar',
+    'patient_id': 'varchar',
+    'encounter_id': 'varchar',
+    'authored_on': 'timestamptz',
+    'requester_id': 'varchar',
+    'reason_condition_id': 'varchar',
+    'dosage_text': 'varchar',
+    'as_needed': 'boolean',
+    'medication_code': 'varchar',
+    'medication_system': 'varchar',
+    'medication_display': 'varchar',
+    'reason_code': 'varchar',
+    'reason_system': 'varchar',
+    'reason_display': 'varchar',
+} %}
+
 with source as (
-    {{ speed_source('medication_request', {
-        'status': 'varchar',
-        'intent': 'varchar',
-        'medication_id': 'varchar',
-        'medication_text': 'varchar',
-        'patient_id': 'varchar',
-        'encounter_id': 'varchar',
-        'authored_on': 'timestamptz',
-        'requester_id': 'varchar',
-        'reason_condition_id': 'varchar',
-        'dosage_text': 'varchar',
-        'as_needed': 'boolean',
-        'medication_code': 'varchar',
-        'medication_system': 'varchar',
-        'medication_display': 'varchar',
-        'reason_code': 'varchar',
-        'reason_system': 'varchar',
-        'reason_display': 'varchar',
-    }) }}
+    {{ speed_source('medication_request', columns) }}
 )
 
 select
@@ -40,4 +42,5 @@ select
     reason_code,
     reason_system,
     reason_display
+    {{ stg_view_rest('medication_request', columns) }}
 from source

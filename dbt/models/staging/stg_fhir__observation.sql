@@ -1,27 +1,29 @@
 -- Rows of the view `observation` in this run's plan, renamed and cast.
+{% set columns = {
+    'status': 'varchar',
+    'category': 'varchar',
+    'patient_id': 'varchar',
+    'encounter_id': 'varchar',
+    'effective': 'timestamptz',
+    'issued': 'timestamptz',
+    'value_quantity': 'double',
+    'value_unit': 'varchar',
+    'value_unit_code': 'varchar',
+    'value_string': 'varchar',
+    'value_boolean': 'boolean',
+    'value_integer': 'bigint',
+    'value_date_time': 'timestamptz',
+    'component_count': 'integer',
+    'code': 'varchar',
+    'code_system': 'varchar',
+    'code_display': 'varchar',
+    'value_code': 'varchar',
+    'value_system': 'varchar',
+    'value_display': 'varchar',
+} %}
+
 with source as (
-    {{ speed_source('observation', {
-        'status': 'varchar',
-        'category': 'varchar',
-        'patient_id': 'varchar',
-        'encounter_id': 'varchar',
-        'effective': 'timestamptz',
-        'issued': 'timestamptz',
-        'value_quantity': 'double',
-        'value_unit': 'varchar',
-        'value_unit_code': 'varchar',
-        'value_string': 'varchar',
-        'value_boolean': 'boolean',
-        'value_integer': 'bigint',
-        'value_date_time': 'timestamptz',
-        'component_count': 'integer',
-        'code': 'varchar',
-        'code_system': 'varchar',
-        'code_display': 'varchar',
-        'value_code': 'varchar',
-        'value_system': 'varchar',
-        'value_display': 'varchar',
-    }) }}
+    {{ speed_source('observation', columns) }}
 )
 
 select
@@ -46,4 +48,5 @@ select
     value_code,
     value_system,
     value_display
+    {{ stg_view_rest('observation', columns) }}
 from source

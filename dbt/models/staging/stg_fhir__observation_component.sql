@@ -1,26 +1,28 @@
 -- Rows of the view `observation_component` in this run's plan (one per component),
 -- renamed and cast.
+{% set columns = {
+    'patient_id': 'varchar',
+    'encounter_id': 'varchar',
+    'effective': 'timestamptz',
+    'observation_code': 'varchar',
+    'component_index': 'integer',
+    'value_quantity': 'double',
+    'value_unit': 'varchar',
+    'value_unit_code': 'varchar',
+    'value_string': 'varchar',
+    'value_boolean': 'boolean',
+    'value_integer': 'bigint',
+    'value_date_time': 'timestamptz',
+    'code': 'varchar',
+    'code_system': 'varchar',
+    'code_display': 'varchar',
+    'value_code': 'varchar',
+    'value_system': 'varchar',
+    'value_display': 'varchar',
+} %}
+
 with source as (
-    {{ speed_source('observation_component', {
-        'patient_id': 'varchar',
-        'encounter_id': 'varchar',
-        'effective': 'timestamptz',
-        'observation_code': 'varchar',
-        'component_index': 'integer',
-        'value_quantity': 'double',
-        'value_unit': 'varchar',
-        'value_unit_code': 'varchar',
-        'value_string': 'varchar',
-        'value_boolean': 'boolean',
-        'value_integer': 'bigint',
-        'value_date_time': 'timestamptz',
-        'code': 'varchar',
-        'code_system': 'varchar',
-        'code_display': 'varchar',
-        'value_code': 'varchar',
-        'value_system': 'varchar',
-        'value_display': 'varchar',
-    }) }}
+    {{ speed_source('observation_component', columns) }}
 )
 
 select
@@ -43,4 +45,5 @@ select
     value_code,
     value_system,
     value_display
+    {{ stg_view_rest('observation_component', columns) }}
 from source

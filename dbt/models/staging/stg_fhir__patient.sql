@@ -1,29 +1,31 @@
 -- Rows of the view `patient` in this run's plan, renamed and cast.
+{% set columns = {
+    'active': 'boolean',
+    'gender': 'varchar',
+    'birth_date': 'date',
+    'deceased': 'boolean',
+    'deceased_date_time': 'timestamptz',
+    'family_name': 'varchar',
+    'given_names': 'varchar',
+    'name_prefix': 'varchar',
+    'marital_status': 'varchar',
+    'race_code': 'varchar',
+    'race_display': 'varchar',
+    'race_text': 'varchar',
+    'ethnicity_code': 'varchar',
+    'ethnicity_display': 'varchar',
+    'ethnicity_text': 'varchar',
+    'birth_sex': 'varchar',
+    'language': 'varchar',
+    'address_city': 'varchar',
+    'address_state': 'varchar',
+    'address_postal_code': 'varchar',
+    'address_country': 'varchar',
+    'managing_organization_id': 'varchar',
+} %}
+
 with source as (
-    {{ speed_source('patient', {
-        'active': 'boolean',
-        'gender': 'varchar',
-        'birth_date': 'date',
-        'deceased': 'boolean',
-        'deceased_date_time': 'timestamptz',
-        'family_name': 'varchar',
-        'given_names': 'varchar',
-        'name_prefix': 'varchar',
-        'marital_status': 'varchar',
-        'race_code': 'varchar',
-        'race_display': 'varchar',
-        'race_text': 'varchar',
-        'ethnicity_code': 'varchar',
-        'ethnicity_display': 'varchar',
-        'ethnicity_text': 'varchar',
-        'birth_sex': 'varchar',
-        'language': 'varchar',
-        'address_city': 'varchar',
-        'address_state': 'varchar',
-        'address_postal_code': 'varchar',
-        'address_country': 'varchar',
-        'managing_organization_id': 'varchar',
-    }) }}
+    {{ speed_source('patient', columns) }}
 )
 
 select
@@ -50,4 +52,5 @@ select
     address_postal_code,
     address_country,
     managing_organization_id
+    {{ stg_view_rest('patient', columns) }}
 from source

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,49 @@ func TestServeCredentialsRefusesLongRequests(t *testing.T) {
 	err := serveCredentials(context.Background(), &sessions{life: time.Hour}, strings.NewReader(strings.Repeat("x", 1<<20)), &out)
 	if err == nil || out.Len() != 0 {
 		t.Errorf("a request line of 1 MiB: %v, answered %q", err, out.String())
+	}
+}
+
+// viaTenantTarget runs the real dbt project with the S3 target, its plugin and the
+// credentials hand-over, over a local lake: DuckDB reads local paths whatever its S3
+// secret holds.
+type viaTenantTarget struct {
+	*DBT
+	creds aws.CredentialsProvider
+}
+
+func (v viaTenantTarget) Build(ctx context.Context, req BuildRequest) (*RunResults, error) {
+	req.Target, req.Credentials = "tenant", v.creds
+	req.Env = append(req.Env, "FHIRLAKE_DBT_S3_ENDPOINT=127.0.0.1:1", "FHIRLAKE_DBT_S3_USE_SSL=false",
+		"FHIRLAKE_DBT_S3_URL_STYLE=path", "FHIRLAKE_DBT_S3_SCOPE=s3://fhirlake-none/")
+	return v.DBT.Build(ctx, req)
+}
+
+// A run asks for the tenant's credentials before every node, so that it is never
+// left with expired ones, and DuckDB takes each new session (token included).
+func TestDBTAsksForCredentialsBeforeEveryNode(t *testing.T) {
+	runner := needDBTRunner(t)
+	if runner.ExtensionDir = os.Getenv("FHIRLAKE_DUCKDB_EXTENSION_DIR"); runner.ExtensionDir == "" {
+		t.Skip("FHIRLAKE_DUCKDB_EXTENSION_DIR is not set: the S3 target loads httpfs")
+	}
+	ten, store := newTenant(t, "t1")
+	w := newLakeWriter(t, store)
+	w.resources("n-0-0-1", change{"Patient", "p1", "1", "upsert", 0, 0, patientJSON("p1", "1", "female", false)},
+		change{"Patient", "p2", "1", "upsert", 0, 1, patientJSON("p2", "1", "male", false)})
+	renewed := &sessions{life: sink.CredentialsExpiryWindow - time.Minute}
+	asked := aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) { return renewed.Retrieve(ctx) })
+	c := newTestCompactorWith(t, viaTenantTarget{DBT: runner, creds: asked})
+	res, err := c.Compact(context.Background(), ten)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Published {
+		t.Fatalf("nothing published: %+v", res)
+	}
+	// dbt asks once per connection, that is per model and per test; each answer is a
+	// new session here, which DuckDB's secret takes.
+	t.Logf("%d requests for %d models", renewed.n, len(res.Models))
+	if m, n := renewed.n, len(res.Models); m < n {
+		t.Errorf("dbt asked for credentials %d times for %d models (and their tests): want one request per node at least", m, n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"fhirlake/lake"
@@ -71,14 +72,17 @@ type S3Access struct {
 	Endpoint  string
 	Region    string
 	PathStyle bool
-	// AccessKey and SecretKey are the tenant's own key; httpfs reads with nothing else.
-	AccessKey, SecretKey string
+	// Credentials are the tenant's own, as its store has them (sink.S3.Credentials):
+	// a static key, the default chain's, or its role's temporary ones. dbt asks for
+	// them as it opens connections, so a run outlives any one set (see serveCredentials).
+	Credentials aws.CredentialsProvider
 }
 
-// env is the dbt environment for this access, the key offered for scope only.
+// env is the dbt environment for this access, the credentials offered for scope
+// only. It holds no credentials: dbt gets those through BuildRequest.Credentials.
 func (a *S3Access) env(scope string) ([]string, error) {
-	if a.AccessKey == "" || a.SecretKey == "" {
-		return nil, errors.New("the batch layer reads s3:// through DuckDB's httpfs, which needs the tenant's static key (store access_key_env and secret_key_env)")
+	if a.Credentials == nil {
+		return nil, errors.New("the batch layer reads s3:// through DuckDB's httpfs, which needs the tenant's credentials")
 	}
 	endpoint, ssl := "s3.amazonaws.com", true
 	if a.Endpoint != "" {
@@ -97,8 +101,6 @@ func (a *S3Access) env(scope string) ([]string, error) {
 		style = "path"
 	}
 	return []string{
-		"FHIRLAKE_DBT_S3_ACCESS_KEY=" + a.AccessKey,
-		"FHIRLAKE_DBT_S3_SECRET_KEY=" + a.SecretKey,
 		"FHIRLAKE_DBT_S3_REGION=" + region,
 		"FHIRLAKE_DBT_S3_ENDPOINT=" + endpoint,
 		"FHIRLAKE_DBT_S3_URL_STYLE=" + style,
@@ -216,6 +218,13 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	if err != nil {
 		return res, err
 	}
+	if t.S3 != nil {
+		// A role that cannot be assumed fails here, with its own error, rather than as
+		// the first listing's.
+		if _, err := t.S3.Credentials.Retrieve(ctx); err != nil {
+			return res, fmt.Errorf("s3 credentials: %w", err)
+		}
+	}
 	if err := c.plan(ctx, r); err != nil || res.UpToDate {
 		return res, err
 	}
@@ -258,7 +267,7 @@ func (r *run) exportDir() string { return filepath.Join(r.dir, "export") }
 
 // dbtTarget is the dbt profile target that reads the tenant's lake, and the
 // environment it needs: "local" for a directory, "tenant" for s3:// (DuckDB's httpfs
-// with the tenant's key).
+// with the tenant's credentials).
 func (t Tenant) dbtTarget() (target string, env []string, err error) {
 	if t.Store == nil || t.Lake == "" {
 		return "", nil, errors.New("tenant has no store or lake location")
@@ -337,8 +346,12 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	}
 	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
 	defer cancel()
-	results, err := c.runner.Build(runCtx, BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env,
-		Datasets: stateDatasets(sel.Datasets, sel.Previous)})
+	req := BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env,
+		Datasets: stateDatasets(sel.Datasets, sel.Previous)}
+	if t.S3 != nil {
+		req.Credentials = t.S3.Credentials
+	}
+	results, err := c.runner.Build(runCtx, req)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	dbtproject "fhirlake/dbt"
 )
 
@@ -40,12 +42,15 @@ type BuildRequest struct {
 	Vars map[string]any
 	// Target is the profile target: "local" or "tenant" (S3 through httpfs).
 	Target string
-	// Env is added to the environment of dbt: the tenant's S3 settings and key.
+	// Env is added to the environment of dbt: the tenant's S3 settings.
 	Env []string
 	// Datasets are the view datasets to keep state for: those without a model in the
 	// project get generated ones (models.go). A project of one's own (DBT.ProjectDir)
 	// must model them itself.
 	Datasets []string
+	// Credentials are the tenant's S3 credentials, handed to dbt as it asks for
+	// them (credentials.go); nil for a local lake.
+	Credentials aws.CredentialsProvider
 }
 
 // DBT runs the dbt executable.
@@ -120,7 +125,7 @@ func fingerprint(fsys fs.FS) (string, error) {
 		}
 		switch {
 		case p == "dbt_project.yml", p == "profiles.yml",
-			strings.HasSuffix(p, ".sql") || strings.HasSuffix(p, ".yml") || strings.HasSuffix(p, ".csv"):
+			strings.HasSuffix(p, ".sql") || strings.HasSuffix(p, ".yml") || strings.HasSuffix(p, ".csv") || strings.HasSuffix(p, ".py"):
 			files = append(files, p)
 		}
 		return nil
@@ -201,12 +206,13 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 	cmd.Dir = project
 	cmd.Env = append(d.baseEnv(req.Dir), req.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(cmd.Env, "PYTHONPATH="+filepath.Join(project, "plugins"), "PYTHONDONTWRITEBYTECODE=1")
 	// dbt runs in a process group of its own, stopped with it when the run is
 	// cancelled and killed with this process if it dies (see proc_*.go).
 	setProcessGroup(cmd)
 	cmd.Cancel = func() error { return terminate(cmd) }
 	cmd.WaitDelay = d.StopGrace
-	runErr := cmd.Run()
+	runErr := d.run(ctx, cmd, req.Credentials)
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("dbt build: %w", context.Cause(ctx))
 	}
@@ -224,6 +230,31 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 		return nil, &BuildError{Output: tail(filepath.Join(req.Dir, "dbt.out"), 40), Err: runErr}
 	}
 	return res, nil
+}
+
+// run runs cmd, answering its requests for credentials while it runs.
+func (d *DBT) run(ctx context.Context, cmd *exec.Cmd, creds aws.CredentialsProvider) error {
+	if creds == nil {
+		return cmd.Run()
+	}
+	pipes, err := attachCredentials(cmd)
+	if err != nil {
+		return fmt.Errorf("credentials pipes: %w", err)
+	}
+	defer pipes.close()
+	err = cmd.Start()
+	pipes.started()
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- pipes.serve(ctx, creds) }()
+	err = cmd.Wait()
+	pipes.close()
+	if serr := <-served; serr != nil && err == nil {
+		err = fmt.Errorf("answer dbt's requests for credentials: %w", serr)
+	}
+	return err
 }
 
 // baseEnv is the whole environment of a dbt run besides the tenant's: what Python and

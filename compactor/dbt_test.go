@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
 	dbtproject "fhirlake/dbt"
 )
 
@@ -30,20 +32,26 @@ cat > "$target/run_results.json" <<'JSON'
 {"metadata": {"dbt_version": "1.12.0"}, "elapsed_time": 1, "results": [{"unique_id": "model.fhirlake.patients", "status": "success"}]}
 JSON`
 
-func TestDBTBuildEnvironmentHoldsOnlyTheTenantsKey(t *testing.T) {
+// askCredentials is a fake dbt's request for credentials, as the plugin makes it
+// (dbt/plugins/fhirlake_s3.py): its answer goes to <database>.creds.
+const askCredentials = `answers=${FHIRLAKE_DBT_CREDENTIALS_FDS%,*}; requests=${FHIRLAKE_DBT_CREDENTIALS_FDS#*,}
+echo s3 >&"$requests"; read -r line <&"$answers"; printf '%s\n' "$line" > "$FHIRLAKE_DBT_DATABASE.creds"`
+
+func TestDBTBuildGetsOnlyTheTenantsCredentialsAndNotInItsEnvironment(t *testing.T) {
 	t.Setenv("FHIRLAKE_TENANT_GLOBEX_SECRET_KEY", "globex-secret")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "ambient-secret")
-	d, err := NewDBT(DBT{Path: fakeDBT(t, writeResults), Threads: 3, MemoryLimit: "1GB", ExtensionDir: "/ext"})
+	d, err := NewDBT(DBT{Path: fakeDBT(t, askCredentials+"\n"+writeResults), Threads: 3, MemoryLimit: "1GB", ExtensionDir: "/ext"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	acme := &S3Access{Endpoint: "http://127.0.0.1:17070", PathStyle: true, AccessKey: "acme-key", SecretKey: "acme-secret"}
+	acme := &S3Access{Endpoint: "http://127.0.0.1:17070", PathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider("acme-key", "acme-secret", "acme-token")}
 	env, err := acme.env("s3://fhirlake-acme/runs/1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := d.Build(context.Background(), BuildRequest{Tenant: "acme", Dir: dir, Target: "tenant", Env: env,
+	res, err := d.Build(context.Background(), BuildRequest{Tenant: "acme", Dir: dir, Target: "tenant", Env: env, Credentials: acme.Credentials,
 		Vars: map[string]any{"lake": "s3://fhirlake-acme/runs/1", "speed_partitions": map[string][]string{"resources": {"2026-11-25"}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -55,13 +63,19 @@ func TestDBTBuildEnvironmentHoldsOnlyTheTenantsKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []string{"globex-secret", "ambient-secret"} {
+	for _, bad := range []string{"globex-secret", "ambient-secret", "acme-key", "acme-secret", "acme-token"} {
 		if strings.Contains(string(got), bad) {
 			t.Errorf("dbt's environment holds %s:\n%s", bad, got)
 		}
 	}
+	creds, err := os.ReadFile(filepath.Join(dir, "batch.duckdb.creds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"key_id":"acme-key","secret":"acme-secret","session_token":"acme-token"}` + "\n"; string(creds) != want {
+		t.Errorf("dbt was handed %s, want %s", creds, want)
+	}
 	for _, want := range []string{
-		"FHIRLAKE_DBT_S3_ACCESS_KEY=acme-key", "FHIRLAKE_DBT_S3_SECRET_KEY=acme-secret",
 		"FHIRLAKE_DBT_S3_ENDPOINT=127.0.0.1:17070", "FHIRLAKE_DBT_S3_USE_SSL=false", "FHIRLAKE_DBT_S3_URL_STYLE=path",
 		"FHIRLAKE_DBT_S3_SCOPE=s3://fhirlake-acme/runs/1", "FHIRLAKE_DBT_DUCKDB_THREADS=3", "FHIRLAKE_DBT_MEMORY_LIMIT=1GB",
 		"FHIRLAKE_DUCKDB_EXTENSION_DIR=/ext", "DO_NOT_TRACK=1",
@@ -155,9 +169,9 @@ func TestNewDBT(t *testing.T) {
 
 func TestS3AccessEnv(t *testing.T) {
 	if _, err := (&S3Access{}).env("s3://b"); err == nil {
-		t.Error("no key: want an error")
+		t.Error("no credentials: want an error")
 	}
-	env, err := (&S3Access{AccessKey: "k", SecretKey: "s"}).env("s3://b")
+	env, err := (&S3Access{Credentials: credentials.NewStaticCredentialsProvider("k", "s", "")}).env("s3://b")
 	if err != nil {
 		t.Fatal(err)
 	}

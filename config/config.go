@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
 	"runtime/debug"
@@ -237,6 +238,10 @@ type Store struct {
 	RoleARN string `yaml:"role_arn"`
 	// ExternalID is sent with the AssumeRole call when set.
 	ExternalID string `yaml:"external_id"`
+	// STSEndpoint is the STS endpoint URL role_arn is assumed through: a
+	// private (VPC) endpoint, or an STS-compatible server. Default: AWS's
+	// regional STS, or $AWS_ENDPOINT_URL_STS.
+	STSEndpoint string `yaml:"sts_endpoint"`
 }
 
 // Default returns the configuration used when no file is given: a local
@@ -501,6 +506,14 @@ func (s Store) validate(p *problems, at, tenant string, owners map[string]string
 		for _, name := range []string{s.AccessKeyEnv, s.SecretKeyEnv} {
 			if name != "" && os.Getenv(name) == "" {
 				p.add("%s: environment variable %s is not set", at, name)
+			}
+		}
+		if s.STSEndpoint != "" {
+			if s.RoleARN == "" {
+				p.add("%s.sts_endpoint: only used to assume role_arn, which is not set", at)
+			}
+			if u, err := url.Parse(s.STSEndpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				p.add("%s.sts_endpoint: %q must be an http(s) URL", at, s.STSEndpoint)
 			}
 		}
 	default:

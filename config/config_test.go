@@ -127,6 +127,8 @@ func TestValidate(t *testing.T) {
 		{"shared directory", "tenants:\n  - name: a\n    store: {type: local, path: /tmp/x}\n  - name: b\n    store: {type: local, path: /tmp/x}\n", "is also the store of tenant a"},
 		{"s3 without bucket", "tenants:\n  - name: a\n    store: {type: s3}\n", "tenants[0] (a).store.bucket: required"},
 		{"half the keys", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, access_key_env: HOME}\n", "set both access_key_env and secret_key_env"},
+		{"sts endpoint without a role", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, sts_endpoint: \"http://127.0.0.1:1\"}\n", "sts_endpoint: only used to assume role_arn"},
+		{"sts endpoint not a URL", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, role_arn: \"arn:aws:iam::1:role/r\", sts_endpoint: sts.local}\n", `sts_endpoint: "sts.local" must be an http(s) URL`},
 		{"fhir not http", "tenants:\n  - name: a\n    store: {type: local, path: /tmp/a}\n    fhir: {base_url: ftp://x}\n", "tenants[0] (a).fhir.base_url"},
 		{"fhir token unset", "tenants:\n  - name: a\n    store: {type: local, path: /tmp/a}\n    fhir: {base_url: https://x, token_env: NOPE_T}\n", "tenants[0] (a).fhir.token_env: environment variable NOPE_T is not set"},
 	} {

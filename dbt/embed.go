@@ -6,7 +6,8 @@ package dbt
 
 import "embed"
 
-// Project is the dbt project: dbt_project.yml, profiles.yml, models, macros and tests.
+// Project is the dbt project: dbt_project.yml, profiles.yml, models, macros, tests,
+// and the dbt-duckdb plugin that gives DuckDB the tenant's S3 credentials.
 //
-//go:embed dbt_project.yml profiles.yml all:models all:macros all:tests
+//go:embed dbt_project.yml profiles.yml all:models all:macros all:tests plugins/*.py
 var Project embed.FS

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -38,32 +39,43 @@ type S3Options struct {
 	ExternalID string
 	// SessionName names the assumed-role session. Default: fhirlake.
 	SessionName string
+	// STSEndpoint is the STS endpoint URL the role is assumed through: a
+	// private endpoint, or a local STS in tests. Empty: the SDK's own (AWS's
+	// regional STS, or $AWS_ENDPOINT_URL_STS with the default chain).
+	STSEndpoint string
 }
 
-// S3 is a store in one S3 bucket, reached with one tenant's credentials.
-type S3 struct {
-	client *s3.Client
-	bucket string
-	prefix string
-}
+// RoleSessionDuration is how long an assumed role's credentials last: an hour,
+// the longest that every role allows, including a role assumed from another
+// role's credentials (role chaining, as from a pod's IRSA role).
+const RoleSessionDuration = time.Hour
 
-// NewS3 builds a client from the tenant's own credentials only; it never
-// falls back to another identity.
-func NewS3(ctx context.Context, o S3Options) (*S3, error) {
-	if o.Bucket == "" {
-		return nil, errors.New("s3 store: bucket is required")
-	}
+// CredentialsExpiryWindow is how long before they expire credentials are
+// renewed: whoever gets credentials from Credentials has at least this long to
+// use them. The batch layer hands them to DuckDB, which signs with them until
+// it is handed new ones (S3.Credentials).
+const CredentialsExpiryWindow = 15 * time.Minute
+
+// awsConfig is the SDK configuration of a tenant: its region, an HTTP client of
+// its own, and its credentials: the tenant's static key when set, else the
+// default AWS chain; then, when RoleARN is set, the role assumed through STS
+// from those. They are cached and renewed (CredentialsExpiryWindow), and never
+// fall back to another identity.
+func awsConfig(ctx context.Context, o S3Options) (aws.Config, error) {
 	region := o.Region
 	if region == "" {
 		region = "us-east-1"
 	}
+	cache := func(p aws.CredentialsProvider) aws.CredentialsProvider {
+		return aws.NewCredentialsCache(p, func(co *aws.CredentialsCacheOptions) { co.ExpiryWindow = CredentialsExpiryWindow })
+	}
 	cfg := aws.Config{Region: region, HTTPClient: &http.Client{}}
 	if o.AccessKey != "" {
-		cfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, ""))
+		cfg.Credentials = cache(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, ""))
 	} else {
 		loaded, err := loadDefaultConfig(ctx, region)
 		if err != nil {
-			return nil, fmt.Errorf("s3 store %s: credentials: %w", o.Bucket, err)
+			return aws.Config{}, fmt.Errorf("credentials: %w", err)
 		}
 		cfg = loaded
 	}
@@ -72,13 +84,53 @@ func NewS3(ctx context.Context, o S3Options) (*S3, error) {
 		if name == "" {
 			name = "fhirlake"
 		}
-		provider := stscreds.NewAssumeRoleProvider(sts.NewFromConfig(cfg), o.RoleARN, func(ao *stscreds.AssumeRoleOptions) {
+		client := sts.NewFromConfig(cfg, func(so *sts.Options) {
+			if o.STSEndpoint != "" {
+				so.BaseEndpoint = aws.String(o.STSEndpoint)
+			}
+		})
+		cfg.Credentials = cache(&assumeRole{arn: o.RoleARN, provider: stscreds.NewAssumeRoleProvider(client, o.RoleARN, func(ao *stscreds.AssumeRoleOptions) {
 			ao.RoleSessionName = name
+			ao.Duration = RoleSessionDuration
 			if o.ExternalID != "" {
 				ao.ExternalID = aws.String(o.ExternalID)
 			}
-		})
-		cfg.Credentials = aws.NewCredentialsCache(provider)
+		})})
+	}
+	return cfg, nil
+}
+
+// assumeRole names the role in its errors: the SDK's say only "AssumeRole".
+type assumeRole struct {
+	arn      string
+	provider aws.CredentialsProvider
+}
+
+func (a *assumeRole) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := a.provider.Retrieve(ctx)
+	if err != nil {
+		return c, fmt.Errorf("assume role %s: %w", a.arn, err)
+	}
+	return c, nil
+}
+
+// S3 is a store in one S3 bucket, reached with one tenant's credentials.
+type S3 struct {
+	client *s3.Client
+	bucket string
+	prefix string
+	creds  aws.CredentialsProvider
+}
+
+// NewS3 builds a client from the tenant's own credentials only; it never
+// falls back to another identity.
+func NewS3(ctx context.Context, o S3Options) (*S3, error) {
+	if o.Bucket == "" {
+		return nil, errors.New("s3 store: bucket is required")
+	}
+	cfg, err := awsConfig(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("s3 store %s: %w", o.Bucket, err)
 	}
 	client := s3.NewFromConfig(cfg, func(opts *s3.Options) {
 		if o.Endpoint != "" {
@@ -95,8 +147,13 @@ func NewS3(ctx context.Context, o S3Options) (*S3, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	return &S3{client: client, bucket: o.Bucket, prefix: prefix}, nil
+	return &S3{client: client, bucket: o.Bucket, prefix: prefix, creds: cfg.Credentials}, nil
 }
+
+// Credentials are the store's credentials, renewed CredentialsExpiryWindow
+// before they expire. The batch layer hands DuckDB these, from the same cache,
+// so that dbt reads with exactly the identity the store writes with.
+func (s *S3) Credentials() aws.CredentialsProvider { return s.creds }
 
 func (s *S3) URL() string { return "s3://" + s.bucket + "/" + s.prefix }
 

@@ -22,6 +22,7 @@ import (
 
 	"fhirlake/compactor"
 	"fhirlake/config"
+	"fhirlake/sink"
 )
 
 func newCompactCmd(g *globals) *cobra.Command {
@@ -160,26 +161,27 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 }
 
 // compactTenant describes a tenant's lake to the compactor: its store, and the same
-// root as DuckDB reads it, with the tenant's own key for S3.
+// root as DuckDB reads it, with the store's own credentials for S3 (the tenant's key,
+// the default chain, or its role).
 func compactTenant(ctx context.Context, t config.Tenant) (compactor.Tenant, error) {
 	store, err := openStore(ctx, t)
 	if err != nil {
 		return compactor.Tenant{}, err
 	}
 	ct := compactor.Tenant{Name: t.Name, Store: store}
-	switch t.Store.Type {
-	case "local":
+	switch s := store.(type) {
+	case *sink.Local:
 		if ct.Lake, err = filepath.Abs(t.Store.Path); err != nil {
 			return compactor.Tenant{}, err
 		}
-	case "s3":
+	case *sink.S3:
 		ct.Lake = "s3://" + t.Store.Bucket
 		if p := strings.Trim(t.Store.Prefix, "/"); p != "" {
 			ct.Lake += "/" + p
 		}
 		ct.S3 = &compactor.S3Access{
 			Endpoint: t.Store.Endpoint, Region: t.Store.Region, PathStyle: t.Store.PathStyle,
-			AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv),
+			Credentials: s.Credentials(),
 		}
 	}
 	return ct, nil

@@ -35,6 +35,7 @@ func runDBT(t *testing.T, st stack, r *run, tenant string) string {
 	cmd.Env = append(os.Environ(),
 		"FHIRLAKE_SPEED_RESOURCES=s3://"+bucket(tenant)+"/"+r.prefix+"/speed/resources/*/*.parquet",
 		"FHIRLAKE_DBT_DATABASE="+db,
+		"PYTHONPATH=plugins", "PYTHONDONTWRITEBYTECODE=1",
 		"FHIRLAKE_DBT_S3_ACCESS_KEY="+os.Getenv(envName(tenant, "ACCESS_KEY")),
 		"FHIRLAKE_DBT_S3_SECRET_KEY="+os.Getenv(envName(tenant, "SECRET_KEY")),
 		"FHIRLAKE_DBT_S3_ENDPOINT="+strings.TrimPrefix(st.endpoint, "http://"),

@@ -26,6 +26,7 @@ func openStore(ctx context.Context, t config.Tenant) (sink.Store, error) {
 			SecretKey:   envOf(t.Store.SecretKeyEnv),
 			RoleARN:     t.Store.RoleARN,
 			ExternalID:  t.Store.ExternalID,
+			STSEndpoint: t.Store.STSEndpoint,
 			SessionName: "fhirlake-" + t.Name,
 		})
 	}

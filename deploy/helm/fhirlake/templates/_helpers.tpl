@@ -135,6 +135,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- with .roleArn }}{{ $_ := set $store "role_arn" . }}{{ end -}}
 {{- with .externalId }}{{ $_ := set $store "external_id" . }}{{ end -}}
+{{- with .stsEndpoint }}{{ $_ := set $store "sts_endpoint" . }}{{ end -}}
 {{- $t := dict "name" .name "store" $store -}}
 {{- if and .fhir .fhir.baseUrl -}}
 {{- $fhir := dict "base_url" .fhir.baseUrl -}}

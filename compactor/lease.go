@@ -312,7 +312,7 @@ func (l *lease) explain(err error) error {
 	if err == nil || lost == nil || errors.Is(err, ErrLeaseLost) {
 		return err
 	}
-	return fmt.Errorf("%w (the run stopped at: %v)", lost, err)
+	return fmt.Errorf("%w (the run stopped at: %w)", lost, err)
 }
 
 // release stops renewing and deletes the lease, if it is still this holder's.

@@ -39,6 +39,8 @@ type Options struct {
 	Expire ExpireOptions
 	// Vars are extra dbt vars for every run (relationship_severity, …).
 	Vars map[string]string
+	// Lease makes a run the only one on its tenant; see LeaseOptions.
+	Lease LeaseOptions
 }
 
 // DefaultOptions are the defaults of config.Compact.
@@ -50,6 +52,7 @@ func DefaultOptions() Options {
 		Overlap:          time.Hour,
 		ConsistencyDelay: time.Minute,
 		Expire:           ExpireOptions{SpeedRetention: 7 * 24 * time.Hour, KeepSnapshots: 3, OrphanGrace: 6 * time.Hour},
+		Lease:            LeaseOptions{TTL: 2 * time.Minute},
 	}
 }
 
@@ -124,6 +127,9 @@ type Result struct {
 	SpeedFiles  int
 	Watermark   lake.Watermark
 	Models      map[string]lake.Model
+	// Held is the lease of the compactor that held the tenant when this run gave
+	// up waiting for it; the run did nothing.
+	Held *lake.Lease
 	// Failed are the dbt nodes that did not pass.
 	Failed   []NodeResult
 	Duration time.Duration
@@ -158,7 +164,10 @@ func New(runner Runner, o Options, reg prometheus.Registerer, log *slog.Logger) 
 	if o.Expire.KeepSnapshots <= 0 {
 		o.Expire.KeepSnapshots = d.Expire.KeepSnapshots
 	}
-	if o.Overlap < 0 || o.ConsistencyDelay < 0 || o.Expire.SpeedRetention < 0 || o.Expire.OrphanGrace < 0 {
+	if o.Lease.TTL <= 0 {
+		o.Lease.TTL = d.Lease.TTL
+	}
+	if o.Overlap < 0 || o.ConsistencyDelay < 0 || o.Expire.SpeedRetention < 0 || o.Expire.OrphanGrace < 0 || o.Lease.Wait < 0 {
 		return nil, errors.New("compactor: durations must not be negative")
 	}
 	if log == nil {
@@ -193,16 +202,26 @@ func (c *Compactor) CompactAll(ctx context.Context, tenants []Tenant) ([]*Result
 	return results, errors.Join(errs...)
 }
 
-// Compact runs one tenant's compaction, in four steps: plan which speed files are new
-// since the current snapshot; build the next snapshot's tables with dbt; publish
-// them, only if every model and test passed, tables first and the manifest last; then
-// expire what the new snapshot supersedes. On any error the previous snapshot stays
-// current.
+// Compact runs one tenant's compaction, in four steps, under the tenant's lease
+// (lease.go): plan which speed files are new since the current snapshot; build the
+// next snapshot's tables with dbt; publish them, only if every model and test passed,
+// tables first and the manifest last; then expire what the new snapshot supersedes.
+// On any error the previous snapshot stays current. While another compactor holds
+// the lease, the run waits up to Options.Lease.Wait, then returns a *LeaseHeldError
+// and does nothing.
 func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err error) {
 	start := c.now()
 	r := &run{tenant: t, res: &Result{Tenant: t.Name}, log: c.log.With("tenant", t.Name)}
 	res = r.res
 	defer func() {
+		if held := (*LeaseHeldError)(nil); errors.As(err, &held) {
+			res.Held = &held.Lease
+			err = fmt.Errorf("tenant %s: %w", t.Name, err)
+			return
+		}
+		if r.lease != nil {
+			err = r.lease.explain(err)
+		}
 		res.Duration = c.now().Sub(start)
 		c.metrics.duration.WithLabelValues(t.Name).Observe(res.Duration.Seconds())
 		if err != nil {
@@ -225,6 +244,11 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 			return res, fmt.Errorf("s3 credentials: %w", err)
 		}
 	}
+	if r.lease, err = c.takeLease(ctx, t, r.log); err != nil {
+		return res, err
+	}
+	defer r.lease.release()
+	ctx = r.lease.ctx
 	if err := c.plan(ctx, r); err != nil || res.UpToDate {
 		return res, err
 	}
@@ -236,7 +260,11 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	if err != nil {
 		return res, err
 	}
-	res.Expired, res.ExpireErr = c.expire(ctx, t, m, r.now)
+	if _, err := r.lease.confirm(ctx); err != nil {
+		res.ExpireErr = err
+	} else {
+		res.Expired, res.ExpireErr = c.expire(ctx, t, m, r.now)
+	}
 	if res.ExpireErr != nil {
 		r.log.Warn("expiry incomplete; it is retried after the next publication", "err", res.ExpireErr)
 	}
@@ -251,6 +279,8 @@ type run struct {
 	tenant Tenant
 	res    *Result
 	log    *slog.Logger
+	// lease is the tenant's, held while the run lasts.
+	lease *lease
 	// now is when the run planned; the new snapshot is dated by it.
 	now time.Time
 	// prev is the current manifest, nil before the first publication; sel what the
@@ -434,7 +464,14 @@ func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*
 	if err := putManifest(ctx, t.Store, r.dir, lake.SnapshotManifestKey(r.id), m); err != nil {
 		return nil, fmt.Errorf("write snapshot manifest: %w", err)
 	}
-	if err := putManifest(ctx, t.Store, r.dir, lake.ManifestKey, m); err != nil {
+	// Published only under the lease, renewed just before, and within its term.
+	expires, err := r.lease.confirm(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", lake.ManifestKey, err)
+	}
+	pctx, cancel := context.WithDeadline(ctx, expires)
+	defer cancel()
+	if err := putManifest(pctx, t.Store, r.dir, lake.ManifestKey, m); err != nil {
 		return nil, fmt.Errorf("publish %s: %w", lake.ManifestKey, err)
 	}
 	res.SnapshotID, res.Published, res.Models = r.id, true, m.Models

@@ -9,9 +9,11 @@
 //	_manifest/batch.json                         written last: the commit point
 //
 // A reader follows _manifest/batch.json, so a run that fails or dies at any step
-// leaves the previous snapshot current. After a publication, speed files older than
-// the watermark minus a retention window and snapshots beyond the newest few are
-// deleted.
+// leaves the previous snapshot current. A run holds the tenant's lease
+// (_lease/compactor.json, docs/format/lease.md) from before it plans until it ends,
+// so one compactor at a time works on a tenant; it publishes only after renewing it.
+// After a publication, speed files older than the watermark minus a retention window
+// and snapshots beyond the newest few are deleted.
 //
 // Plan and Expired are pure functions over a listing and a manifest; Compactor does the
 // effects through the tenant's sink.Store and a Runner (the dbt executable).

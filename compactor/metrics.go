@@ -12,6 +12,8 @@ type Metrics struct {
 	failedTests *prometheus.GaugeVec
 	lastSuccess *prometheus.GaugeVec
 	halted      *prometheus.GaugeVec
+	// The tenant's lease (lease.go).
+	leaseHeld, leaseLost, leaseTakeovers *prometheus.CounterVec
 }
 
 // NewMetrics registers the compactor's series with reg; nil registers nowhere.
@@ -38,6 +40,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		halted: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fhirlake_compactor_halted",
 			Help: "1 after a failed run of the tenant until the next success: its previous snapshot stays current.",
+		}, []string{"tenant"}),
+		leaseHeld: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_compactor_lease_held_total",
+			Help: "Runs of the tenant that did not start because another compactor held its lease.",
+		}, []string{"tenant"}),
+		leaseLost: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_compactor_lease_lost_total",
+			Help: "Runs of the tenant stopped before publishing because their lease lapsed or was taken over.",
+		}, []string{"tenant"}),
+		leaseTakeovers: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fhirlake_compactor_lease_takeovers_total",
+			Help: "Expired leases of the tenant taken over: a compactor died or stalled while holding it.",
 		}, []string{"tenant"}),
 	}
 }

@@ -62,6 +62,12 @@ type Compact struct {
 	// killed or failed during upload) must be before they are deleted; a younger one
 	// may belong to a run in progress. Default: 6h.
 	OrphanGrace time.Duration `yaml:"orphan_grace" env:"ORPHAN_GRACE"`
+	// LeaseTTL is how long a compactor's lease of a tenant (_lease/compactor.json in
+	// its store) lasts unless renewed; the holder renews it every third of it. A
+	// compactor that dies keeps the others from the tenant this long; one that cannot
+	// renew it in time stops without publishing. The hosts' clocks must agree to well
+	// within it. Default: 2m.
+	LeaseTTL time.Duration `yaml:"lease_ttl" env:"LEASE_TTL"`
 }
 
 // DefaultCompact returns the defaults documented on Compact.
@@ -78,6 +84,7 @@ func DefaultCompact() Compact {
 		KeepSnapshots:        3,
 		OrphanGrace:          6 * time.Hour,
 		RelationshipSeverity: "error",
+		LeaseTTL:             2 * time.Minute,
 	}
 }
 
@@ -113,6 +120,9 @@ func (c Compact) WithDefaults() Compact {
 	if c.RelationshipSeverity == "" {
 		c.RelationshipSeverity = d.RelationshipSeverity
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = d.LeaseTTL
+	}
 	return c
 }
 
@@ -140,6 +150,9 @@ func (c Compact) Validate() error {
 	}
 	if c.SpeedRetention > 0 && c.SpeedRetention < c.Overlap {
 		bad("speed_retention (%s) must be at least overlap (%s): a run re-reads the files of the overlap", c.SpeedRetention, c.Overlap)
+	}
+	if c.LeaseTTL < time.Second {
+		bad("lease_ttl: must be at least 1s, got %s", c.LeaseTTL)
 	}
 	if c.KeepSnapshots < 1 {
 		bad("keep_snapshots: must be at least 1 (the current snapshot), got %d", c.KeepSnapshots)

@@ -36,6 +36,7 @@ func TestCompactValidate(t *testing.T) {
 		{"schedule", func(c *Compact) { c.Schedule = " " }, "compact.schedule"},
 		{"project dir", func(c *Compact) { c.ProjectDir = t.TempDir() }, "compact.project_dir"},
 		{"severity", func(c *Compact) { c.RelationshipSeverity = "fatal" }, "compact.relationship_severity"},
+		{"lease ttl", func(c *Compact) { c.LeaseTTL = 100 * time.Millisecond }, "compact.lease_ttl: must be at least 1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

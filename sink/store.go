@@ -30,6 +30,23 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// URL is where the store lives: a directory path or s3://bucket/prefix.
 	URL() string
+
+	// Conditional reads and writes of small objects (conditional.go), for a
+	// document that two processes may race to change, such as the compactor's
+	// lease. A tag identifies the object's content as last written (an S3 ETag).
+
+	// GetTagged copies the object at key into w and returns its tag; a missing
+	// object is an error wrapping fs.ErrNotExist.
+	GetTagged(ctx context.Context, key string, w io.Writer) (tag string, err error)
+	// PutIfAbsent stores body under key only if no object is there, and returns
+	// the new object's tag; ErrPreconditionFailed if one is.
+	PutIfAbsent(ctx context.Context, key string, body []byte) (tag string, err error)
+	// PutIfMatch replaces the object at key by body only if its tag is still tag,
+	// and returns the new tag; ErrPreconditionFailed if it changed or is gone.
+	PutIfMatch(ctx context.Context, key string, body []byte, tag string) (newTag string, err error)
+	// DeleteIfMatch removes the object at key only if its tag is still tag;
+	// ErrPreconditionFailed if it changed. A missing object is not an error.
+	DeleteIfMatch(ctx context.Context, key, tag string) error
 }
 
 // Object is one stored file.
@@ -79,8 +96,7 @@ func (l *Local) Put(ctx context.Context, key, localPath string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	src, err := os.Open(localPath)
@@ -88,6 +104,13 @@ func (l *Local) Put(ctx context.Context, key, localPath string) error {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	defer src.Close()
+	return install(key, dst, src)
+}
+
+// install writes src next to dst, fsyncs it, renames it into place and fsyncs the
+// directory, which exists.
+func install(key, dst string, src io.Reader) error {
+	dir := filepath.Dir(dst)
 	tmp, err := os.CreateTemp(dir, ".put-*")
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
@@ -150,7 +173,7 @@ func (l *Local) List(ctx context.Context, prefix string) ([]Object, error) {
 			}
 			return err
 		}
-		if d.IsDir() || strings.HasPrefix(d.Name(), ".put-") {
+		if d.IsDir() || strings.HasPrefix(d.Name(), ".") {
 			return nil
 		}
 		rel, err := filepath.Rel(l.Root, p)

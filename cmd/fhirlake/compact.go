@@ -32,9 +32,10 @@ func newCompactCmd(g *globals) *cobra.Command {
 		daemon      bool
 		fullRefresh bool
 		pushURL     string
+		waitLease   time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "compact [--tenant T]... [--full-refresh] [--daemon | --schedule CRON]",
+		Use:   "compact [--tenant T]... [--full-refresh] [--wait-lease D] [--daemon | --schedule CRON]",
 		Short: "Build each tenant's batch snapshot with dbt and publish it atomically",
 		Long: `compact runs the batch layer: for each tenant, the dbt project (staging → intermediate →
 marts) over the speed files newer than the tenant's watermark and its previous snapshot.
@@ -49,7 +50,15 @@ status is non-zero when any tenant failed, and the failing models and tests are 
 --daemon runs on compact.schedule (default "0 2 * * *", nightly) and --schedule CRON on
 the given cron expression, serving /metrics on metrics.listen until SIGTERM. A single run
 (a Kubernetes CronJob) has no endpoint to scrape: --push-gateway URL pushes its metrics to
-a Prometheus Pushgateway when it ends, under job="fhirlake_compactor".`,
+a Prometheus Pushgateway when it ends, under job="fhirlake_compactor".
+
+One compactor works on a tenant at a time: a run takes the tenant's lease
+(_lease/compactor.json in its store) and renews it while it lasts. A run that finds
+the lease held by another compactor names it (host, pid, since) and gives up on that
+tenant, which makes the exit status non-zero while the other tenants proceed; with
+--wait-lease D it waits up to D for the lease instead. The daemon skips such a tenant
+until its next activation. The lease of a compactor that died lapses after
+compact.lease_ttl (2m).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -66,7 +75,10 @@ a Prometheus Pushgateway when it ends, under job="fhirlake_compactor".`,
 			log := g.logger()
 			ctx := contextOf(cmd)
 			reg := prometheus.NewRegistry()
-			c, ts, err := buildCompactor(ctx, cfg, cc, tenants, fullRefresh, reg, log)
+			if waitLease < 0 {
+				return fmt.Errorf("--wait-lease: must not be negative, got %s", waitLease)
+			}
+			c, ts, err := buildCompactor(ctx, cfg, cc, tenants, fullRefresh, waitLease, reg, log)
 			if err != nil {
 				return err
 			}
@@ -79,16 +91,23 @@ a Prometheus Pushgateway when it ends, under job="fhirlake_compactor".`,
 						err = errors.Join(err, perr)
 					}
 				}
+				if errors.As(err, new(*compactor.LeaseHeldError)) && waitLease == 0 {
+					err = errors.Join(err, errors.New("(compact --wait-lease DURATION waits for a held lease instead of giving up)"))
+				}
 				return err
 			}
 			return runCompactDaemon(ctx, cfg, schedule, reg, log, func(ctx context.Context) {
 				results, err := c.CompactAll(ctx, ts)
 				for _, r := range results {
-					if r != nil && err == nil {
+					if r != nil && r.Held != nil {
+						h := r.Held.Holder
+						log.Warn("tenant skipped: another compactor holds its lease", "tenant", r.Tenant,
+							"holder_host", h.Host, "holder_pid", h.PID, "holder_run", h.RunID, "since", r.Held.Acquired)
+					} else if r != nil && err == nil {
 						log.Info("tenant compacted", "tenant", r.Tenant, "snapshot", r.SnapshotID, "published", r.Published, "duration", r.Duration.Round(time.Millisecond))
 					}
 				}
-				if err != nil {
+				if err = withoutHeld(err); err != nil {
 					log.Error("compaction run finished with failures", "err", err)
 				}
 			})
@@ -98,12 +117,13 @@ a Prometheus Pushgateway when it ends, under job="fhirlake_compactor".`,
 	cmd.Flags().BoolVar(&fullRefresh, "full-refresh", false, "rebuild from every speed file instead of the previous snapshot and the files after its watermark")
 	cmd.Flags().BoolVar(&daemon, "daemon", false, "run on compact.schedule (nightly by default) until SIGTERM, serving metrics")
 	cmd.Flags().StringVar(&pushURL, "push-gateway", "", "after a single run, push its metrics to this Prometheus Pushgateway (job fhirlake_compactor)")
+	cmd.Flags().DurationVar(&waitLease, "wait-lease", 0, "wait up to this long for a tenant's lease another compactor holds; default: give up on that tenant at once")
 	cmd.Flags().StringVar(&schedule, "schedule", "", `run on this cron schedule until SIGTERM, e.g. "0 2 * * *" (implies --daemon)`)
 	return cmd
 }
 
 // buildCompactor wires the configuration into a compactor and the tenants it runs.
-func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, only []string, fullRefresh bool,
+func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, only []string, fullRefresh bool, waitLease time.Duration,
 	reg prometheus.Registerer, log *slog.Logger) (*compactor.Compactor, []compactor.Tenant, error) {
 	selected := cfg.Tenants
 	if len(only) > 0 {
@@ -153,6 +173,7 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 		Expire: compactor.ExpireOptions{
 			SpeedRetention: cc.SpeedRetention, KeepSnapshots: cc.KeepSnapshots, OrphanGrace: cc.OrphanGrace,
 		},
+		Lease: compactor.LeaseOptions{TTL: cc.LeaseTTL, Wait: waitLease},
 	}, reg, log)
 	if err != nil {
 		return nil, nil, err
@@ -198,6 +219,8 @@ func printCompactResults(w io.Writer, ts []compactor.Tenant, results []*compacto
 		}
 		status := "published"
 		switch {
+		case r.Held != nil:
+			status = fmt.Sprintf("skipped: lease held by %s pid %d", r.Held.Holder.Host, r.Held.Holder.PID)
 		case r.UpToDate:
 			status = "up to date"
 		case !r.Published:
@@ -216,6 +239,25 @@ func printCompactResults(w io.Writer, ts []compactor.Tenant, results []*compacto
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, status, snapshot, r.SpeedFiles, resources, r.Duration.Round(100*time.Millisecond))
 	}
 	tw.Flush()
+}
+
+// withoutHeld is err without the tenants skipped because another compactor held
+// their lease: the daemon reports those apart, as skipped rather than failed.
+func withoutHeld(err error) error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		if errors.As(err, new(*compactor.LeaseHeldError)) {
+			return nil
+		}
+		return err
+	}
+	var rest []error
+	for _, e := range joined.Unwrap() {
+		if !errors.As(e, new(*compactor.LeaseHeldError)) {
+			rest = append(rest, e)
+		}
+	}
+	return errors.Join(rest...)
 }
 
 // pushMetrics replaces the metrics of job fhirlake_compactor on the Pushgateway

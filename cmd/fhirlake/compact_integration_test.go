@@ -611,7 +611,8 @@ func compactMetrics(addr string) map[string]float64 {
 
 // TestIntegrationCompactKilled: a tenant on the local store. `fhirlake compact` is
 // SIGKILLed while dbt runs: dbt dies with it, the previous snapshot stays current and
-// readable, and the next run publishes. dbt's standalone build and `dbt docs generate`
+// readable, its lease stays until it expires, and the next run (waiting for the lease)
+// publishes. dbt's standalone build and `dbt docs generate`
 // work on the same lake.
 func TestIntegrationCompactKilled(t *testing.T) {
 	st := needStack(t)
@@ -621,7 +622,7 @@ func TestIntegrationCompactKilled(t *testing.T) {
 	r.config = filepath.Join(r.dir, "local.yaml")
 	conf := fmt.Sprintf("kafka:\n  brokers: [%q]\n  topics: [%q]\n  group: %q\n  dead_letter_topic: %q\n  partitions: 6\n"+
 		"flush:\n  max_age: 1s\nmetrics:\n  listen: %q\nwork_dir: %q\n%stenants:\n  - name: acme\n    store:\n      type: local\n      path: %q\n",
-		strings.Join(st.brokers, ","), r.topic, r.group, r.dlq, r.metricsAddr, filepath.Join(r.dir, "work"), compactSettings, lake)
+		strings.Join(st.brokers, ","), r.topic, r.group, r.dlq, r.metricsAddr, filepath.Join(r.dir, "work"), compactSettings+"  lease_ttl: 5s\n", lake)
 	if err := os.WriteFile(r.config, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -692,7 +693,13 @@ func TestIntegrationCompactKilled(t *testing.T) {
 		t.Errorf("the killed run left files under batch/: %v", err)
 	}
 
-	r.mustCompact(t)
+	if l := readLeaseOf(t, store); l == nil || l.Holder.PID != c.Process.Pid {
+		t.Errorf("the killed run's lease: %+v, want it left, naming pid %d", l, c.Process.Pid)
+	}
+	r.mustCompact(t, "--wait-lease", "5m")
+	if l := readLeaseOf(t, store); l != nil {
+		t.Errorf("the lease after the next run: %+v, want it released", l)
+	}
 	next := currentSnapshot(t, store)
 	if next.m.SnapshotID == first.m.SnapshotID || next.m.Previous != first.m.SnapshotID {
 		t.Errorf("after the kill: snapshot %s on %s, want a new one on %s", next.m.SnapshotID, next.m.Previous, first.m.SnapshotID)

@@ -28,8 +28,10 @@ func normalSQL(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(strings.ToLower(s), `"`, "")), " ")
 }
 
-// TestLatestOrderMatchesDBT: int_resources__latest ranks with LatestOrder, once its
-// staging names are replaced by what stg_fhir__resources computes them from.
+// TestLatestOrderMatchesDBT: the dbt project's macros fhir_latest_order and
+// fhir_versioned are LatestOrder and VersionedSQL, once their staging names are
+// replaced by what stg_fhir__resources computes them from; int_resources__latest ranks
+// with them.
 func TestLatestOrderMatchesDBT(t *testing.T) {
 	staging := readDBT(t, "models/staging/stg_fhir__resources.sql")
 	_, list, ok := strings.Cut(staging, "\nselect\n")
@@ -43,25 +45,36 @@ func TestLatestOrderMatchesDBT(t *testing.T) {
 	if len(source) == 0 {
 		t.Fatal("stg_fhir__resources: no renamed column")
 	}
-	model := readDBT(t, "models/intermediate/int_resources__latest.sql")
-	m := regexp.MustCompile(`(?s)order by\s+(.*?)\s*\)\s*=\s*1`).FindStringSubmatch(model)
-	if m == nil {
-		t.Fatal("int_resources__latest: no ranking")
+	ident := regexp.MustCompile(`[a-z_]+`)
+	toRaw := func(sql string) string {
+		return normalSQL(ident.ReplaceAllStringFunc(strings.ToLower(sql), func(w string) string {
+			if expr, ok := source[w]; ok {
+				return expr
+			}
+			return w
+		}))
 	}
-	var got []string
-	for _, term := range strings.Split(m[1], ",") {
-		f := strings.Fields(term)
-		if expr, ok := source[f[0]]; ok {
-			f[0] = expr
+	macros := readDBT(t, "macros/latest.sql")
+	body := func(name string) string {
+		m := regexp.MustCompile(`(?s)\{% macro ` + name + `\(\) -%\}(.*?)\{%- endmacro %\}`).FindStringSubmatch(macros)
+		if m == nil {
+			t.Fatalf("macros/latest.sql: no macro %s", name)
 		}
-		got = append(got, normalSQL(strings.Join(f, " ")))
+		return m[1]
 	}
-	var want []string
-	for _, term := range strings.Split(LatestOrder, ",") {
-		want = append(want, normalSQL(term))
+	for _, c := range []struct{ macro, want string }{
+		{"fhir_latest_order", LatestOrder},
+		{"fhir_versioned", VersionedSQL},
+	} {
+		if got, want := toRaw(body(c.macro)), normalSQL(c.want); got != want {
+			t.Errorf("%s:\n  %s\nthe lake's:\n  %s", c.macro, got, want)
+		}
 	}
-	if strings.Join(got, ", ") != strings.Join(want, ", ") {
-		t.Errorf("int_resources__latest ranks by\n  %s\nLatestOrder by\n  %s", strings.Join(got, ", "), strings.Join(want, ", "))
+	model := readDBT(t, "models/intermediate/int_resources__latest.sql")
+	for _, use := range []string{"{{ fhir_versioned() }} as " + Versioned, "order by {{ fhir_latest_order() }}"} {
+		if !strings.Contains(model, use) {
+			t.Errorf("int_resources__latest does not use %q", use)
+		}
 	}
 }
 

@@ -83,7 +83,7 @@ func publishSnapshot(t testing.TB, root, id string, watermark time.Time, parts i
 	pat := fmt.Sprintf("read_parquet('%s/speed/patient/*/*.parquet')", root)
 	latest := `SELECT tenant, resource_type, id AS resource_id, version_id, TRY_CAST(version_id AS BIGINT) AS version_number, last_updated, operation,
 		topic AS kafka_topic, "partition" AS kafka_partition, "offset" AS kafka_offset, ingest_time, resource, operation = 'delete' AS is_deleted
-		FROM ` + raw + ` QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY ` + lake.LatestOrder + `) = 1`
+		FROM (` + lake.LatestSQL(raw, "") + `)`
 	omitted := ""
 	for _, c := range omit {
 		omitted += ", " + c

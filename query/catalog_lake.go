@@ -1,9 +1,9 @@
 package query
 
 // The lake's format as the catalog reads it: the speed layer's files and
-// the manifest (lakeSource.scan), the raw dataset's columns (rawColumns)
-// and the order that makes one version of a resource its latest
-// (latestOrder). Each is defined here and nowhere else in the catalog.
+// the manifest (lakeSource.scan) and the raw dataset's columns (rawColumns),
+// each defined here and nowhere else in the catalog. The order that makes
+// one version of a resource its latest is lake.LatestSQL's.
 
 import (
 	"bytes"
@@ -163,10 +163,6 @@ func (s *Session) modelFiles(m *lake.Manifest, model string) ([]string, error) {
 	}
 	return keys, nil
 }
-
-// latestOrder ranks the versions of a resource, newest first: the lake's
-// latest-version order (docs/format/latest.md).
-const latestOrder = lake.LatestOrder
 
 // rawColumns is the raw dataset's schema as SQL, used when the lake is still
 // empty so that queries find their views and return no rows.

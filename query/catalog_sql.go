@@ -91,7 +91,7 @@ func emptyRawSQL() string {
 // rankedRawSQL is the latest version of each resource of resources_all,
 // ranked at each query.
 func rankedRawSQL() string {
-	return "SELECT * FROM resources_all QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY " + latestOrder + ") = 1"
+	return lake.LatestSQL("resources_all", "")
 }
 
 // liveSQL is the resources whose latest version is not a delete.
@@ -117,9 +117,8 @@ func staleResourcesSQL() string {
 // which hold it as written.
 func winnersSQL() string {
 	return `SELECT resource_type, id, version_id, operation, topic, "partition", "offset", fresh FROM (
-				SELECT ` + rankColumns + `, false AS fresh FROM lake.stale_resources
-				UNION ALL BY NAME SELECT ` + rankColumns + `, true AS fresh FROM lake.fresh_resources)
-				QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY ` + latestOrder + `, fresh DESC) = 1`
+				` + lake.LatestSQL(`(SELECT `+rankColumns+`, false AS fresh FROM lake.stale_resources
+				UNION ALL BY NAME SELECT `+rankColumns+`, true AS fresh FROM lake.fresh_resources)`, "fresh DESC") + `)`
 }
 
 // dropResourcesSQL is the positions of the snapshot's raw rows that are no

@@ -1,7 +1,7 @@
 {#- The rows of the latest version of each resource in one view: the previous
     snapshot's state and this run's speed rows, kept when int_resources__latest says
     their version is the resource's latest and is not a delete (the same rule as the
-    query layer, query/session.go). A version's rows are matched by their Kafka
+    query layer). A version's rows are matched by their Kafka
     coordinates, so a replayed range yields one copy of each row. -#}
 {% macro latest_view_rows(view) -%}
 with versions as (
@@ -29,4 +29,24 @@ qualify row_number() over (
     partition by v.resource_type, v.resource_id, v.row_index
     order by v.ingest_time desc
 ) = 1
+{%- endmacro %}
+
+
+{#- The order that makes one version of a resource its latest, newest first, over the
+    staging columns of the raw dataset and the column versioned (whether every version
+    ranked together carries a versionId: fhir_versioned). It restates lake.LatestOrder
+    (docs/format/latest.md) under the staging names; lake.TestLatestOrderMatchesDBT
+    fails when the two differ. -#}
+{% macro fhir_latest_order() -%}
+case when versioned then version_number end desc nulls last,
+    case when versioned then version_id end desc nulls last,
+    coalesce(last_updated, ingest_time) desc, kafka_offset desc, kafka_partition desc,
+    kafka_topic desc, ingest_time desc
+{%- endmacro %}
+
+
+{#- Whether every version of a resource ranked together carries a versionId
+    (lake.VersionedSQL under the staging names). -#}
+{% macro fhir_versioned() -%}
+bool_and(version_id is not null) over (partition by resource_type, resource_id)
 {%- endmacro %}

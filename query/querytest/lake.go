@@ -6,6 +6,7 @@ package querytest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -203,6 +204,9 @@ type Change struct {
 	Offset int64
 	// Fields are added to the resource's JSON, e.g. `"gender":"female"`.
 	Fields string
+	// Updated is its lastUpdated, when not zero; NoUpdated leaves it out.
+	Updated   time.Time
+	NoUpdated bool
 }
 
 // WriteChanges writes changes as one flush of the consumer would: the raw
@@ -222,7 +226,13 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 	for _, c := range changes {
 		first, last = min(first, c.Offset), max(last, c.Offset)
 		updated := time.Date(2026, 1, 1, 0, 0, int(c.Offset), 0, time.UTC)
+		if !c.Updated.IsZero() {
+			updated = c.Updated
+		}
 		ev := notification.Event{Operation: notification.OpUpsert, ResourceType: c.Type, ID: c.ID, VersionID: c.Version, LastUpdated: updated}
+		if c.NoUpdated {
+			ev.LastUpdated = time.Time{}
+		}
 		if c.Delete {
 			ev.Operation = notification.OpDelete
 		} else {
@@ -230,8 +240,15 @@ func WriteChanges(t testing.TB, root, tenant string, changes []Change) {
 			if c.Fields != "" {
 				fields = "," + c.Fields
 			}
-			ev.Resource = []byte(fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":{"versionId":%q,"lastUpdated":%q}%s}`,
-				c.Type, c.ID, c.Version, updated.Format(time.RFC3339), fields))
+			meta := map[string]string{}
+			if c.Version != "" {
+				meta["versionId"] = c.Version
+			}
+			if !c.NoUpdated {
+				meta["lastUpdated"] = updated.Format(time.RFC3339)
+			}
+			metaJSON, _ := json.Marshal(meta)
+			ev.Resource = []byte(fmt.Sprintf(`{"resourceType":%q,"id":%q,"meta":%s%s}`, c.Type, c.ID, metaJSON, fields))
 		}
 		buf.Add(tenant, &ev, rows.Coordinates{Topic: "t", Offset: c.Offset}, updated.Add(time.Minute))
 	}

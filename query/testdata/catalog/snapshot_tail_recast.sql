@@ -23,10 +23,11 @@ CREATE OR REPLACE TABLE lake."stale_resources" AS SELECT b.__fhirlake_pos, resou
 				SEMI JOIN lake.changed k ON k.resource_type = b.resource_type AND k.id = b.id;
 
 CREATE OR REPLACE TABLE lake."winners" AS SELECT resource_type, id, version_id, operation, topic, "partition", "offset", fresh FROM (
-				SELECT resource_type, id, version_id, last_updated, operation, topic, "partition", "offset", ingest_time, false AS fresh FROM lake.stale_resources
-				UNION ALL BY NAME SELECT resource_type, id, version_id, last_updated, operation, topic, "partition", "offset", ingest_time, true AS fresh FROM lake.fresh_resources)
-				QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY TRY_CAST(version_id AS BIGINT) DESC NULLS LAST, version_id DESC NULLS LAST,
-	last_updated DESC NULLS LAST, "offset" DESC, "partition" DESC, topic DESC, ingest_time DESC, fresh DESC) = 1;
+				SELECT * EXCLUDE (versioned) FROM (SELECT *, bool_and(version_id IS NOT NULL) OVER (PARTITION BY resource_type, id) AS versioned FROM (SELECT resource_type, id, version_id, last_updated, operation, topic, "partition", "offset", ingest_time, false AS fresh FROM lake.stale_resources
+				UNION ALL BY NAME SELECT resource_type, id, version_id, last_updated, operation, topic, "partition", "offset", ingest_time, true AS fresh FROM lake.fresh_resources))
+				QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY CASE WHEN versioned THEN TRY_CAST(version_id AS BIGINT) END DESC NULLS LAST,
+	CASE WHEN versioned THEN version_id END DESC NULLS LAST,
+	coalesce(last_updated, ingest_time) DESC, "offset" DESC, "partition" DESC, topic DESC, ingest_time DESC, fresh DESC) = 1);
 
 CREATE OR REPLACE TABLE lake."drop_resources" AS SELECT __fhirlake_pos FROM (
 				SELECT c.__fhirlake_pos, w.id IS NOT NULL AS latest,

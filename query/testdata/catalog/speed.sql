@@ -13,8 +13,10 @@ CREATE SCHEMA IF NOT EXISTS lake;
 
 CREATE OR REPLACE VIEW "resources_all" AS SELECT * EXCLUDE (date) FROM read_parquet('$LAKE/speed/resources/*/*.parquet', hive_partitioning = true, union_by_name = true);
 
-CREATE OR REPLACE VIEW "resources_latest" AS SELECT * FROM resources_all QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY TRY_CAST(version_id AS BIGINT) DESC NULLS LAST, version_id DESC NULLS LAST,
-	last_updated DESC NULLS LAST, "offset" DESC, "partition" DESC, topic DESC, ingest_time DESC) = 1;
+CREATE OR REPLACE VIEW "resources_latest" AS SELECT * EXCLUDE (versioned) FROM (SELECT *, bool_and(version_id IS NOT NULL) OVER (PARTITION BY resource_type, id) AS versioned FROM resources_all)
+				QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY CASE WHEN versioned THEN TRY_CAST(version_id AS BIGINT) END DESC NULLS LAST,
+	CASE WHEN versioned THEN version_id END DESC NULLS LAST,
+	coalesce(last_updated, ingest_time) DESC, "offset" DESC, "partition" DESC, topic DESC, ingest_time DESC) = 1;
 
 CREATE OR REPLACE VIEW "resources" AS SELECT * FROM resources_latest WHERE operation <> 'delete';
 

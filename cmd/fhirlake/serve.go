@@ -169,6 +169,8 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		defer lag.close()
 		lagFunc = lag.lag
 	}
+	complete, stopComplete := startCompleteness(ctx, cfg, log)
+	defer stopComplete()
 	srv := web.New(pool, web.Options{
 		Keys:            keys,
 		AdminKeys:       admins,
@@ -179,6 +181,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		DisableStatus:   sc.DisableStatus,
 		TenantLabels:    sc.MetricsTenantLabels,
 		Lag:             lagFunc,
+		Completeness:    complete,
 		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
 	}, reg, log)

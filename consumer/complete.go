@@ -147,7 +147,8 @@ func ReadCompleteness(ctx context.Context, adm *kadm.Client, probe []kgo.Opt, gr
 	}
 	committed, err := adm.FetchOffsets(ctx, group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
-		// No member has ever committed: nothing is durable yet.
+		// No member has ever committed (some brokers say so with an
+		// error, Kafka with no offsets): nothing is durable yet.
 		committed, err = nil, nil
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -166,13 +167,7 @@ func ReadCompleteness(ctx context.Context, adm *kadm.Client, probe []kgo.Opt, gr
 		c.Positions = append(c.Positions, p)
 	})
 	slices.SortFunc(c.Positions, func(a, b Position) int {
-		if a.Topic != b.Topic {
-			if a.Topic < b.Topic {
-				return -1
-			}
-			return 1
-		}
-		return int(a.Partition - b.Partition)
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 	})
 	if err := probePending(ctx, probe, c.Positions); err != nil {
 		return Completeness{}, err

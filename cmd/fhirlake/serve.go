@@ -39,9 +39,9 @@ func newServeCmd(g *globals) *cobra.Command {
 its own that can read that tenant's lake only:
 
   POST /v1/tenants/{tenant}/query     one SELECT; JSON, CSV, Arrow IPC or Parquet by Accept
-  GET  /v1/tenants/{tenant}/tables    the views, their columns and freshness
-  GET  /v1/status/tenants/{tenant}    the tenant's views and freshness
-  GET  /v1/status                     every tenant, last compaction, lag (admin keys only)
+  GET  /v1/tenants/{tenant}/tables    the views, their columns and freshness, completeness
+  GET  /v1/status/tenants/{tenant}    the tenant's views, freshness and completeness
+  GET  /v1/status                     every tenant, completeness, last compaction, lag (admin keys only)
   GET  /                              status page, for a tenant's key or an admin key
   GET  /v1/whoami, /openapi.json, /metrics, /healthz
 
@@ -55,7 +55,12 @@ lake is listed again before a request at most every serve.refresh_interval.
 Each tenant's SQL runs in a worker process of its own, confined to its lake (Landlock) and
 bounded by serve.worker_memory_limit (a cgroup, else RLIMIT_AS); a worker that dies is
 replaced on the tenant's next request (503 worker_restarting meanwhile). At most
-serve.max_workers run; one idle for serve.worker_idle_timeout stops.`,
+serve.max_workers run; one idle for serve.worker_idle_timeout stops.
+
+With kafka configured, serve reads the consumer group's committed offsets every 5 s: each
+tenant's lake is complete through the time before which every change produced to Kafka is
+durable, shown on /tables, the status routes, the Fhirlake-Complete-Through header of every
+tenant response and fhirlake_lake_complete_through_seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -169,6 +174,8 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		defer lag.close()
 		lagFunc = lag.lag
 	}
+	complete, stopComplete := startCompleteness(ctx, cfg, log)
+	defer stopComplete()
 	srv := web.New(pool, web.Options{
 		Keys:            keys,
 		AdminKeys:       admins,
@@ -179,6 +186,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		DisableStatus:   sc.DisableStatus,
 		TenantLabels:    sc.MetricsTenantLabels,
 		Lag:             lagFunc,
+		Completeness:    complete,
 		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
 	}, reg, log)

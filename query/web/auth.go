@@ -109,6 +109,7 @@ func (s *Server) tenantRoute(route string, admin bool, h func(w http.ResponseWri
 			s.fail(sw, r, http.StatusForbidden, "forbidden", "this key does not open tenant "+strconv.Quote(tenant), nil)
 			return
 		}
+		s.withCompleteness(sw, r, tenant)
 		deadline := start.Add(s.opts.QueryTimeout)
 		ctx, cancel := context.WithDeadlineCause(r.Context(), deadline, query.ErrQueryTimeout)
 		defer cancel()

@@ -77,6 +77,11 @@ type Options struct {
 	TenantLabels bool
 	// Lag reports the consumer lag on the status page; nil: unknown.
 	Lag LagFunc
+	// Completeness reports the time through which each tenant's lake is
+	// complete, for /tables, the status routes, the CompleteThroughHeader
+	// of every tenant response and fhirlake_lake_complete_through_seconds;
+	// nil: Kafka is not configured.
+	Completeness CompletenessFunc
 	// Gatherer serves /metrics; nil: no /metrics.
 	Gatherer prometheus.Gatherer
 	// Forward, when set, serves the query, tables and tenant status routes
@@ -87,6 +92,10 @@ type Options struct {
 	// worker does from its front, instead of making one. Never set it on
 	// a server that clients reach.
 	TrustRequestID bool
+	// TrustCompleteness takes the tenant's completeness from the request's
+	// CompleteThroughHeader and CompleteCheckedHeader, as a worker does
+	// from its front. Never set it on a server that clients reach.
+	TrustCompleteness bool
 }
 
 // Server is the HTTP API over a query.Pool.
@@ -144,6 +153,9 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 	for _, t := range pool.Tenants() {
 		l, _ := pool.Lake(t)
 		s.roots[t] = rootPattern(l.Root)
+	}
+	if o.Completeness != nil && reg != nil {
+		reg.MustRegister(newCompletenessCollector(o.Completeness, pool.Tenants(), o.TenantLabels))
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -282,7 +294,10 @@ func (s *Server) tables(w http.ResponseWriter, r *http.Request, tenant string) i
 		"tenant":    tenant,
 		"snapshot":  snapshotJSON(cat.Snapshot),
 		"refreshed": cat.Checked.UTC(),
-		"tables":    infos,
+		// The time through which the lake is complete, beside the views'
+		// freshness: what a result over the views can be missing.
+		"completeness": s.completenessOf(r, tenant, cat.Snapshot),
+		"tables":       infos,
 	})
 	return 0
 }

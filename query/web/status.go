@@ -37,6 +37,9 @@ type tenantJSON struct {
 	Compaction *snapshot `json:"last_compaction"`
 	// CompactionError says why the manifest could not be read.
 	CompactionError string `json:"last_compaction_error,omitempty"`
+	// Completeness is the time through which the tenant's lake is
+	// complete, and its snapshot's watermark.
+	Completeness completenessJSON `json:"completeness"`
 }
 
 type consumerJSON struct {
@@ -65,6 +68,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			t.CompactionError = "the manifest cannot be read; the server log says why"
 		}
+		t.Completeness = s.completenessOf(r, st.Tenant, m)
 		tenants = append(tenants, t)
 	}
 	lag, err := s.lag(r.Context())
@@ -114,6 +118,7 @@ func (s *Server) tenantStatus(w http.ResponseWriter, r *http.Request, tenant str
 		"tenant":          tenant,
 		"refreshed":       cat.Checked.UTC(),
 		"last_compaction": snapshotJSON(cat.Snapshot),
+		"completeness":    s.completenessOf(r, tenant, cat.Snapshot),
 		"speed_files":     cat.SpeedFiles,
 		"views":           views,
 		// The files the views leave out, by key and reason.

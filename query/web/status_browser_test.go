@@ -61,7 +61,8 @@ func runChromium(t *testing.T, bin string, args ...string) []byte {
 // freshness, and the screenshot must be a real, non-blank page.
 func TestStatusPageInChromium(t *testing.T) {
 	bin := chromium(t)
-	f := newFixture(t, Options{AdminKeys: admins}, query.Options{})
+	checked := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f := newFixture(t, Options{AdminKeys: admins, Completeness: fixedCompleteness(checked, checked.Add(-90*time.Second), checked.Add(-time.Hour))}, query.Options{})
 	// The key is handed over in the fragment, which the browser keeps to
 	// itself; the page sends it as a bearer token.
 	url := f.srv.URL + "/?tenant=acme#key=" + adminKey
@@ -73,6 +74,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		`data-view="patient"`,
 		"consumer lag: unknown",
 		"no batch snapshot yet",
+		"lake complete through 2026-03-01 11:58:30Z (Kafka read 2026-03-01 12:00:00Z)",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered page lacks %s", want)
@@ -83,6 +85,12 @@ func TestStatusPageInChromium(t *testing.T) {
 	row := regexp.MustCompile(`(?s)<tr data-view="patient">.*?</tr>`).FindString(dom)
 	if !strings.Contains(row, "2026-01-01 00:01:02Z") {
 		t.Errorf("patient row: got %q, want the newest ingest time 2026-01-01 00:01:02Z", row)
+	}
+
+	// Each tenant's row says through when its lake is complete.
+	globex := regexp.MustCompile(`(?s)<tr data-tenant="globex".*?</tr>`).FindString(dom)
+	if !strings.Contains(globex, `<td class="complete-through">2026-03-01 11:00:00Z</td>`) {
+		t.Errorf("globex row: got %q, want complete through 2026-03-01 11:00:00Z", globex)
 	}
 
 	shot := filepath.Join(t.TempDir(), "status.png")

@@ -107,6 +107,9 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 		MaxResultBytes:  s.MaxResultBytes,
 		QueryTimeout:    so.QueryTimeout,
 		TrustRequestID:  true,
+		// The front reads Kafka and hands the lake's completeness over:
+		// the worker holds no broker address.
+		TrustCompleteness: true,
 	}, nil, log)
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())

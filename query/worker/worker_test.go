@@ -70,6 +70,13 @@ type fixture struct {
 // this test binary as their workers; edit, if not nil, changes each spec.
 func newFixture(t *testing.T, o Options, session query.Options, edit func(*Spec)) *fixture {
 	t.Helper()
+	return newFrontFixture(t, o, session, edit, web.Options{})
+}
+
+// newFrontFixture is newFixture with the front's options (its keys, query
+// timeout and forwarder are the fixture's).
+func newFrontFixture(t *testing.T, o Options, session query.Options, edit func(*Spec), fo web.Options) *fixture {
+	t.Helper()
 	f := &fixture{base: t.TempDir(), reg: prometheus.NewRegistry()}
 	f.acme = filepath.Join(f.base, "acme")
 	f.globex = filepath.Join(f.base, "globex")
@@ -105,11 +112,10 @@ func newFixture(t *testing.T, o Options, session query.Options, edit func(*Spec)
 	pool := query.NewPool([]query.Lake{{Tenant: "acme", Root: f.acme}, {Tenant: "globex", Root: f.globex}}, query.PoolOptions{}, nil, nil)
 	t.Cleanup(func() { pool.Close() })
 	f.front = pool
-	front := web.New(pool, web.Options{
-		Keys:         []web.Key{{Tenant: "acme", SHA256: config.HashAPIKey(acmeKey)}, {Tenant: "globex", SHA256: config.HashAPIKey(globexKey)}},
-		QueryTimeout: session.QueryTimeout,
-		Forward:      f.sup,
-	}, nil, nil)
+	fo.Keys = []web.Key{{Tenant: "acme", SHA256: config.HashAPIKey(acmeKey)}, {Tenant: "globex", SHA256: config.HashAPIKey(globexKey)}}
+	fo.QueryTimeout = session.QueryTimeout
+	fo.Forward = f.sup
+	front := web.New(pool, fo, nil, nil)
 	f.srv = httptest.NewServer(front.Handler())
 	t.Cleanup(f.srv.Close)
 	return f
@@ -460,5 +466,52 @@ func TestASlowRequestBodyHoldsNoSlot(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "a1") {
 		t.Errorf("the slow request: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestTheWorkerShowsTheFrontsCompleteness: the front reads Kafka, the
+// worker does not; a tenant's /tables, answered by its worker, shows the
+// front's completeness, and a client's own completeness header never
+// reaches the worker.
+func TestTheWorkerShowsTheFrontsCompleteness(t *testing.T) {
+	checked := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := checked.Add(-time.Minute)
+	tables := func(f *fixture) (http.Header, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, f.srv.URL+"/v1/tenants/acme/tables", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+acmeKey)
+		req.Header.Set(web.CompleteThroughHeader, "2099-01-01T00:00:00Z")
+		req.Header.Set(web.CompleteCheckedHeader, "2099-01-01T00:00:00Z")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("tables: got %d %s %v", resp.StatusCode, b, err)
+		}
+		return resp.Header, string(b)
+	}
+	f := newFrontFixture(t, Options{}, query.Options{}, nil, web.Options{Completeness: func() web.Completeness {
+		return web.Completeness{Checked: checked, Through: map[string]time.Time{"acme": at}}
+	}})
+	hdr, body := tables(f)
+	want := `"complete_through": "` + at.Format(time.RFC3339Nano) + `"`
+	if !strings.Contains(body, want) || !strings.Contains(body, `"checked": "`+checked.Format(time.RFC3339Nano)+`"`) {
+		t.Errorf("tables through the worker: got %s, want %s", body, want)
+	}
+	if got := hdr.Values(web.CompleteThroughHeader); len(got) != 1 || got[0] != at.Format(time.RFC3339Nano) {
+		t.Errorf("header %s: got %q, want the front's, once", web.CompleteThroughHeader, got)
+	}
+
+	// A front without Kafka: the worker is told nothing, whatever the
+	// client sent.
+	f = newFixture(t, Options{}, query.Options{}, nil)
+	if hdr, body := tables(f); strings.Contains(body, "2099") || !strings.Contains(body, "kafka is not configured") || hdr.Get(web.CompleteThroughHeader) != "" {
+		t.Errorf("front without kafka: got %s, headers %v; want unknown, not the client's time", body, hdr)
 	}
 }

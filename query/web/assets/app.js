@@ -65,6 +65,13 @@ function notice(text, cls) {
   p.className = cls || "muted";
 }
 
+// completeText says through when the tenant's lake is complete: every
+// change produced to Kafka before that time is durable.
+function completeText(c) {
+  if (!c || c.state !== "ok" || !c.complete_through) return "unknown";
+  return when(c.complete_through);
+}
+
 async function loadStatus() {
   const st = await getJSON("/v1/status");
   const c = st.consumer || {};
@@ -82,7 +89,8 @@ async function loadStatus() {
       el("td", { class: t.error ? "bad" : (t.open ? "ok" : "muted") }, t.error ? "error" : (t.open ? "open" : "closed")),
       el("td", {}, when(t.refreshed)),
       el("td", {}, comp ? when(comp.created) : (t.last_compaction_error ? "unreadable" : "none yet")),
-      el("td", {}, comp ? when(comp.watermark) : "—"));
+      el("td", {}, comp ? when(comp.watermark) : "—"),
+      el("td", { class: "complete-through" }, completeText(t.completeness)));
     if (t.error) row.title = t.error;
     body.append(row);
   }
@@ -102,7 +110,9 @@ async function loadTenant(now) {
     const comp = ts.last_compaction;
     document.getElementById("tenant-summary").textContent =
       (comp ? `batch snapshot ${comp.id}, compacted ${when(comp.created)}; ` : "no batch snapshot yet (speed layer only); ") +
-      `${ts.speed_files} speed files read; checked ${when(ts.refreshed)}`;
+      `${ts.speed_files} speed files read; checked ${when(ts.refreshed)}; ` +
+      `lake complete through ${completeText(ts.completeness)}` +
+      (ts.completeness && ts.completeness.checked ? ` (Kafka read ${when(ts.completeness.checked)})` : "");
     body.replaceChildren();
     for (const v of ts.views || []) {
       const f = v.freshness || {};
@@ -170,7 +180,7 @@ async function load() {
       const st = await loadStatus();
       if (st.server && st.server.now) now = new Date(st.server.now);
     } catch (e) {
-      document.querySelector("#tenants tbody").replaceChildren(el("tr", {}, el("td", { colSpan: 6, class: "error" }, e.message)));
+      document.querySelector("#tenants tbody").replaceChildren(el("tr", {}, el("td", { colSpan: 7, class: "error" }, e.message)));
     }
   } else {
     notice(`key of tenant ${who.tenant}`);

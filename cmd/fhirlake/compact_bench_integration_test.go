@@ -175,13 +175,14 @@ func linkTree(t *testing.T, src, dst string) int {
 // measured is one run of `fhirlake compact`.
 type measured struct {
 	took time.Duration
-	// treePeak is the largest sum of the resident memory of the process and all its
-	// descendants (dbt and its DuckDB) seen by sampling every 200 ms.
-	treePeak int64
-	// procPeak is the peak resident memory of its largest single process, exactly
-	// (the kernel's accounting of waited-for processes).
-	procPeak int64
-	m        *lake.Manifest
+	// peak bounds the resident memory of the process tree (the compactor, dbt and its
+	// DuckDB) from above: the sum of each process's own peak (VmHWM, read every
+	// 200 ms while it lives, and the kernel's exact peak of the largest process).
+	peak int64
+	// together is the largest sum of the tree's resident memory seen at one sample: a
+	// bound from below, with largest (the largest process's exact peak).
+	together, largest int64
+	m                 *lake.Manifest
 }
 
 // compact runs `fhirlake compact` with args, measuring it, and reads the manifest it
@@ -196,19 +197,17 @@ func (b *compactBench) compact(t *testing.T, args ...string) measured {
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// The sampler is this function's: it stops when the process has been waited for.
-	done, peak := make(chan struct{}), make(chan int64, 1)
+	// The sampler is this function's: it stops once the process has been waited for.
+	done, sampled := make(chan struct{}), make(chan treeMemory, 1)
 	go func() {
-		var max int64
+		mem := treeMemory{hwm: map[int]int64{}}
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if n := treeRSS(c.Process.Pid); n > max {
-				max = n
-			}
+			mem.sample(c.Process.Pid)
 			select {
 			case <-done:
-				peak <- max
+				sampled <- mem
 				return
 			case <-tick.C:
 			}
@@ -217,13 +216,18 @@ func (b *compactBench) compact(t *testing.T, args ...string) measured {
 	err := c.Wait()
 	r := measured{took: time.Since(start)}
 	close(done)
-	r.treePeak = <-peak
+	mem := <-sampled
 	if err != nil {
 		t.Fatalf("fhirlake compact %v: %v\n%s", args, err, lastLines(out.String(), 30))
 	}
 	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.procPeak = ru.Maxrss << 10 // kilobytes on Linux
+		r.largest = ru.Maxrss << 10 // kilobytes on Linux
 	}
+	r.together = mem.together
+	for _, n := range mem.hwm {
+		r.peak += n
+	}
+	r.peak = max(r.peak, r.largest, r.together)
 	store, err := sink.NewLocal(b.lakeDir)
 	if err != nil {
 		t.Fatal(err)
@@ -234,38 +238,69 @@ func (b *compactBench) compact(t *testing.T, args ...string) measured {
 	return r
 }
 
-// treeRSS sums the resident memory of root and its descendants, read from /proc;
-// 0 once root is gone.
-func treeRSS(root int) int64 {
+// treeMemory is what samples of a process tree's memory found.
+type treeMemory struct {
+	together int64         // the largest sum of the tree's resident memory
+	hwm      map[int]int64 // each process's peak resident memory (VmHWM)
+}
+
+// sample reads the resident memory and its peak of root and every descendant from
+// /proc. Processes come and go between reads; those gone are left out.
+func (m *treeMemory) sample(root int) {
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	children, rss := map[int][]int{}, map[int]int64{}
+	children := map[int][]int{}
 	for _, p := range stats {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			continue // the process ended
-		}
-		// pid (comm) state ppid … rss is the 24th field; comm may hold anything
-		// but its closing parenthesis is the last.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
 			continue
 		}
-		pid, err1 := strconv.Atoi(string(bytes.TrimSpace(b[:bytes.IndexByte(b, '(')])))
-		f := strings.Fields(string(b[i+1:]))
-		if err1 != nil || len(f) < 22 {
+		// "pid (comm) state ppid …": comm may hold anything, but the last ')' ends it.
+		i, j := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if i < 0 || j < i {
+			continue
+		}
+		pid, err1 := strconv.Atoi(string(bytes.TrimSpace(b[:i])))
+		f := strings.Fields(string(b[j+1:]))
+		if err1 != nil || len(f) < 2 {
 			continue
 		}
 		ppid, _ := strconv.Atoi(f[1])
-		pages, _ := strconv.ParseInt(f[21], 10, 64)
 		children[ppid] = append(children[ppid], pid)
-		rss[pid] = pages * int64(os.Getpagesize())
 	}
 	var sum int64
 	for queue := []int{root}; len(queue) > 0; queue = queue[1:] {
-		sum += rss[queue[0]]
-		queue = append(queue, children[queue[0]]...)
+		pid := queue[0]
+		queue = append(queue, children[pid]...)
+		rss, hwm := procMemory(pid)
+		sum += rss
+		m.hwm[pid] = max(m.hwm[pid], hwm)
 	}
-	return sum
+	m.together = max(m.together, sum)
+}
+
+// procMemory reads a process's resident memory and its peak (VmRSS, VmHWM) in bytes;
+// zero once it is gone.
+func procMemory(pid int) (rss, hwm int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || (name != "VmRSS" && name != "VmHWM") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		if name == "VmRSS" {
+			rss = kb << 10
+		} else {
+			hwm = kb << 10
+		}
+	}
+	return rss, hwm
 }
 
 // benchChange is a change of a share of the resources of a published snapshot.

@@ -792,7 +792,7 @@ func TestIntegrationCompactBenchmark(t *testing.T) {
 	memoryLimit := config.ByteSize(4 << 30)
 	if s := os.Getenv("FHIRLAKE_BENCH_COMPACT_MEMORY_LIMIT"); s != "" {
 		if err := memoryLimit.UnmarshalText([]byte(s)); err != nil || memoryLimit == 0 {
-			t.Fatalf("FHIRLAKE_BENCH_COMPACT_MEMORY_LIMIT: %v", err)
+			t.Fatalf("FHIRLAKE_BENCH_COMPACT_MEMORY_LIMIT=%q: want a size such as 4GiB", s)
 		}
 	}
 	dbt := compactor.FindDBT()

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,6 +31,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/compactor"
+	"fhirlake/config"
 	"fhirlake/internal/testenv"
 	"fhirlake/lake"
 	"fhirlake/sink"
@@ -769,99 +771,77 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// TestIntegrationCompactBenchmark measures `fhirlake compact` on one tenant with about a
-// million resources (FHIRLAKE_BENCH_COMPACT_PATIENTS patients, 18 resources each, a
-// fifth updated and some deleted): a full rebuild, then an incremental run over one new
-// speed file. The lake is made once by `fhirlake demo` (in-process Kafka, the real
-// consumer, a local directory) and kept in .cache/bench-compact. Run by
-// `make bench-compact`; it needs the dbt virtualenv only.
+// TestIntegrationCompactBenchmark measures `fhirlake compact` on one tenant of
+// FHIRLAKE_BENCH_COMPACT_PATIENTS patients (about 18 resources each; 280,000 make
+// 5 M): a full rebuild, then, after 1 % of the resources changed, an incremental run.
+// It reports both times, their ratio against the target (the incremental run within
+// 15 % of the full rebuild) and the peak resident memory of each run's process tree
+// (the compactor, dbt and its DuckDB) against compact.memory_limit
+// (FHIRLAKE_BENCH_COMPACT_MEMORY_LIMIT, default 4GiB). The lake is made once and kept
+// in .cache/bench-compact/p<patients>; each run compacts a copy. Figures, never
+// assertions on time. Run by `make bench-compact`; it needs the dbt virtualenv only.
 func TestIntegrationCompactBenchmark(t *testing.T) {
 	patients := os.Getenv("FHIRLAKE_BENCH_COMPACT_PATIENTS")
 	if patients == "" {
 		t.Skip("set FHIRLAKE_BENCH_COMPACT_PATIENTS (make bench-compact)")
 	}
+	n, err := strconv.Atoi(patients)
+	if err != nil || n < 1 {
+		t.Fatalf("FHIRLAKE_BENCH_COMPACT_PATIENTS=%q: want a number of patients", patients)
+	}
+	memoryLimit := config.ByteSize(4 << 30)
+	if s := os.Getenv("FHIRLAKE_BENCH_COMPACT_MEMORY_LIMIT"); s != "" {
+		if err := memoryLimit.UnmarshalText([]byte(s)); err != nil || memoryLimit == 0 {
+			t.Fatalf("FHIRLAKE_BENCH_COMPACT_MEMORY_LIMIT=%q: want a size such as 4GiB", s)
+		}
+	}
 	dbt := compactor.FindDBT()
 	if dbt == "" {
 		t.Fatal(compactor.ErrNoDBT)
 	}
-	dir := filepath.Join(testenv.RepoRoot(), ".cache", "bench-compact", "p"+patients)
-	lakeDir := filepath.Join(dir, "lake", "bench")
-	if _, err := os.Stat(filepath.Join(dir, "complete")); err != nil {
-		os.RemoveAll(dir)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		c := exec.Command(binary, "demo", "-q", "--tenants", "bench", "--patients", patients, "--seed", "1",
-			"--updates", "0.2", "--deletes", "0.05", "--controls", "1", "--malformed", "0", "--unroutable", "0")
-		c.Dir = dir
-		c.Env = append(os.Environ(), "FHIRLAKE_DBT="+dbt)
-		if out, err := c.CombinedOutput(); err != nil {
-			t.Fatalf("fhirlake demo: %v\n%s", err, lastLines(string(out), 30))
-		}
-		if err := os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("made the lake with fhirlake demo in %s", time.Since(start).Round(time.Second))
-	}
-	config := filepath.Join(dir, "compact.yaml")
-	conf := fmt.Sprintf("work_dir: %q\nmetrics:\n  listen: \"\"\ncompact:\n  consistency_delay: 0s\n  overlap: 0s\n  speed_retention: 0s\n  threads: 2\n  memory_limit: 6GB\ntenants:\n  - name: bench\n    store:\n      type: local\n      path: %q\n",
-		filepath.Join(dir, "work"), lakeDir)
-	if err := os.WriteFile(config, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	compact := func(args ...string) (time.Duration, *lake.Manifest) {
-		start := time.Now()
-		c := exec.Command(binary, append([]string{"--config", config, "compact", "--log-format", "json"}, args...)...)
-		c.Env = append(os.Environ(), "FHIRLAKE_DBT="+dbt)
-		out, err := c.CombinedOutput()
-		took := time.Since(start)
-		if err != nil {
-			t.Fatalf("fhirlake compact %v: %v\n%s", args, err, lastLines(string(out), 30))
-		}
-		store, err := sink.NewLocal(lakeDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := sink.ReadManifest(context.Background(), store)
-		if err != nil || m == nil {
-			t.Fatalf("manifest: %v %v", m, err)
-		}
-		return took, m
-	}
-	var speedRows int64
-	db, err := sql.Open("duckdb", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.QueryRow(fmt.Sprintf("SELECT sum(num_rows) FROM parquet_file_metadata('%s/speed/*/*/*.parquet')", lakeDir)).Scan(&speedRows); err != nil {
-		t.Fatal(err)
-	}
+	b := newCompactBench(t, filepath.Join(testenv.RepoRoot(), ".cache", "bench-compact", "p"+patients), patients, dbt, memoryLimit)
+	speedRows := b.speedRows(t)
 
-	took, m := compact("--full-refresh")
-	resources := m.Models["int_resources__latest"].Rows
+	full := b.compact(t, "--full-refresh")
+	resources := full.m.Models["int_resources__latest"].Rows
 	var tableRows int64
-	for _, mod := range m.Models {
+	for _, mod := range full.m.Models {
 		tableRows += mod.Rows
 	}
-	t.Logf("full rebuild: %d speed files (%d rows) → %d resources, %d rows in %d tables, in %s (dbt %.1fs): %.0f speed rows/s, %.0f resources/s",
-		m.SpeedFiles, speedRows, resources, tableRows, len(m.Models), took.Round(100*time.Millisecond), m.DBT.ElapsedSeconds,
-		float64(speedRows)/took.Seconds(), float64(resources)/took.Seconds())
+	t.Logf("full rebuild: %d speed files (%d rows) → %d resources, %d rows in %d tables, in %s (dbt %.1fs): %.0f speed rows/s",
+		full.m.SpeedFiles, speedRows, resources, tableRows, len(full.m.Models), full.took.Round(100*time.Millisecond),
+		full.m.DBT.ElapsedSeconds, float64(speedRows)/full.took.Seconds())
 
-	// One new speed file: the incremental run reads it and the previous snapshot.
-	matches, _ := filepath.Glob(filepath.Join(lakeDir, "speed", "patient", "*", "*.parquet"))
-	if len(matches) == 0 {
-		t.Fatal("no patient speed file")
+	ch := b.change(t, full.m, 0.01)
+	changed := ch.upserts + ch.deletes
+	t.Logf("changed %d resources (%.2f %%): %d new versions, %d deletes, in %d files loaded by fhirlake backfill in %s",
+		changed, 100*float64(changed)/float64(resources), ch.upserts, ch.deletes, ch.files, ch.took.Round(100*time.Millisecond))
+
+	inc := b.compact(t)
+	t.Logf("incremental run: %d speed files on snapshot %s → %d resources in %s (dbt %.1fs)",
+		inc.m.SpeedFiles, full.m.SnapshotID, inc.m.Models["int_resources__latest"].Rows, inc.took.Round(100*time.Millisecond), inc.m.DBT.ElapsedSeconds)
+	if inc.m.FullRefresh || inc.m.Previous != full.m.SnapshotID || inc.m.Models["int_resources__latest"].Rows != resources {
+		t.Errorf("incremental run: full=%v previous=%s resources=%d, want an incremental run on %s keeping %d resources",
+			inc.m.FullRefresh, inc.m.Previous, inc.m.Models["int_resources__latest"].Rows, full.m.SnapshotID, resources)
 	}
-	now := time.Now()
-	if err := os.Chtimes(matches[0], now, now); err != nil {
-		t.Fatal(err)
+	ch.check(t, b, inc.m)
+
+	ratio := inc.took.Seconds() / full.took.Seconds()
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
 	}
-	took2, m2 := compact()
-	t.Logf("incremental run: %d speed file(s) on snapshot %s → %d resources in %s (dbt %.1fs)",
-		m2.SpeedFiles, m.SnapshotID, m2.Models["int_resources__latest"].Rows, took2.Round(100*time.Millisecond), m2.DBT.ElapsedSeconds)
-	if m2.FullRefresh || m2.Previous != m.SnapshotID || m2.Models["int_resources__latest"].Rows != resources {
-		t.Errorf("incremental run: full=%v previous=%s resources=%d", m2.FullRefresh, m2.Previous, m2.Models["int_resources__latest"].Rows)
-	}
+	peak := max(full.peak, inc.peak)
+	t.Logf("compaction benchmark, %d patients, %d resources, %d changed (%.2f %%), compact.memory_limit %s, 2 threads:\n"+
+		"  full rebuild     %8.1f s  peak RSS ≤ %s (≥ %s seen at once; largest process %s)\n"+
+		"  incremental      %8.1f s  peak RSS ≤ %s (≥ %s seen at once; largest process %s)\n"+
+		"  incremental/full %7.1f %%  target ≤ 15 %%: %s\n"+
+		"  memory           peak ≤ %s of %s: %s",
+		n, resources, changed, 100*float64(changed)/float64(resources), memoryLimit,
+		full.took.Seconds(), gib(full.peak), gib(full.together), gib(full.largest),
+		inc.took.Seconds(), gib(inc.peak), gib(inc.together), gib(inc.largest),
+		100*ratio, verdict(ratio <= 0.15),
+		gib(peak), gib(int64(memoryLimit)), verdict(peak <= int64(memoryLimit)))
 }

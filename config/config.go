@@ -232,6 +232,10 @@ type Store struct {
 	// this tenant's static credentials. Both empty: the default AWS chain.
 	AccessKeyEnv string `yaml:"access_key_env"`
 	SecretKeyEnv string `yaml:"secret_key_env"`
+	// SessionTokenEnv names the variable holding the session token that goes
+	// with temporary static credentials; only with the two above. The query
+	// server hands each tenant's worker temporary credentials this way.
+	SessionTokenEnv string `yaml:"session_token_env"`
 	// RoleARN is a role assumed for every request to this tenant's bucket
 	// (from the static keys above, or the default AWS chain): one role per
 	// tenant, allowed only its bucket.
@@ -503,7 +507,10 @@ func (s Store) validate(p *problems, at, tenant string, owners map[string]string
 		if (s.AccessKeyEnv == "") != (s.SecretKeyEnv == "") {
 			p.add("%s: set both access_key_env and secret_key_env, or neither", at)
 		}
-		for _, name := range []string{s.AccessKeyEnv, s.SecretKeyEnv} {
+		if s.SessionTokenEnv != "" && s.AccessKeyEnv == "" {
+			p.add("%s.session_token_env: goes with access_key_env and secret_key_env, which are not set", at)
+		}
+		for _, name := range []string{s.AccessKeyEnv, s.SecretKeyEnv, s.SessionTokenEnv} {
 			if name != "" && os.Getenv(name) == "" {
 				p.add("%s: environment variable %s is not set", at, name)
 			}

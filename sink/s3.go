@@ -31,6 +31,8 @@ type S3Options struct {
 	// AccessKey and SecretKey are this tenant's static credentials. Empty
 	// means the default AWS credential chain.
 	AccessKey, SecretKey string
+	// SessionToken goes with temporary static credentials.
+	SessionToken string
 	// RoleARN, if set, is assumed (through STS, from the static keys or the
 	// default chain) for every request: one role per tenant, allowed only
 	// that tenant's bucket.
@@ -71,7 +73,7 @@ func awsConfig(ctx context.Context, o S3Options) (aws.Config, error) {
 	}
 	cfg := aws.Config{Region: region, HTTPClient: &http.Client{}}
 	if o.AccessKey != "" {
-		cfg.Credentials = cache(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, ""))
+		cfg.Credentials = cache(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, o.SessionToken))
 	} else {
 		loaded, err := loadDefaultConfig(ctx, region)
 		if err != nil {

@@ -28,6 +28,7 @@ import (
 	"fhirlake/query/web"
 	"fhirlake/query/worker"
 	"fhirlake/sandbox"
+	"fhirlake/sink"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -164,7 +165,13 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	for i, k := range sc.AdminKeys {
 		admins[i] = web.AdminKey{SHA256: k.KeySHA256, Name: k.Name}
 	}
-	sup, closeSup, err := newSupervisor(cfg, sc, reg, log)
+	stores := map[string]sink.Store{}
+	for _, l := range lakes {
+		if l.Store != nil {
+			stores[l.Tenant] = l.Store
+		}
+	}
+	sup, closeSup, err := newSupervisor(cfg, sc, stores, reg, log)
 	if err != nil {
 		return err
 	}
@@ -227,8 +234,11 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 // the same binary's hidden serve-worker, given that tenant's configuration
 // and credentials only, confined by Landlock and bounded by a cgroup of its
 // own (or RLIMIT_AS).
+// A tenant that reads its bucket through a role (or the server's own AWS
+// identity) gets temporary credentials from the front (workerCredentials),
+// never the identity that assumes its role.
 // The returned function stops the workers and removes what they used.
-func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer, log *slog.Logger) (*worker.Supervisor, func(), error) {
+func newSupervisor(cfg config.Config, sc config.Serve, stores map[string]sink.Store, reg prometheus.Registerer, log *slog.Logger) (*worker.Supervisor, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, nil, fmt.Errorf("serve: %w", err)
@@ -303,21 +313,23 @@ func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer
 			if t.Store.Type == "s3" {
 				spec.Root = "" // read through the bucket, not a directory
 			}
-			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv} {
+			if temporaryCredentials(t) {
+				// The worker reads with the key workerCredentials hands it.
+				st := t.Store
+				st.AccessKeyEnv, st.SecretKeyEnv, st.SessionTokenEnv = workerKeyEnv, workerSecretEnv, workerTokenEnv
+				st.RoleARN, st.ExternalID, st.STSEndpoint = "", "", ""
+				spec.Tenant.Store = st
+				return spec, true
+			}
+			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv, t.Store.SessionTokenEnv} {
 				if v, ok := os.LookupEnv(name); name != "" && ok {
 					spec.Env[name] = v
 				}
 			}
-			if t.Store.Type == "s3" && t.Store.AccessKeyEnv == "" {
-				// Without keys of its own the tenant's store uses the
-				// server's AWS identity (to assume its role_arn).
-				for _, kv := range os.Environ() {
-					if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "AWS_") {
-						spec.Env[k] = v
-					}
-				}
-			}
 			return spec, true
+		},
+		Credentials: func(ctx context.Context, tenant string) (worker.Credentials, error) {
+			return workerCredentials(ctx, tenants[tenant], stores[tenant])
 		},
 	}, reg, log)
 	closeAll := func() {
@@ -332,6 +344,43 @@ func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer
 		}
 	}
 	return sup, closeAll, nil
+}
+
+// The variables a worker's temporary credentials reach it in.
+const (
+	workerKeyEnv    = "FHIRLAKE_WORKER_S3_ACCESS_KEY"
+	workerSecretEnv = "FHIRLAKE_WORKER_S3_SECRET_KEY"
+	workerTokenEnv  = "FHIRLAKE_WORKER_S3_SESSION_TOKEN"
+)
+
+// temporaryCredentials tells whether a tenant's worker gets credentials from
+// the front: an S3 tenant with a role, or without a static key (the server's
+// own AWS identity).
+func temporaryCredentials(t config.Tenant) bool {
+	return t.Store.Type == "s3" && (t.Store.RoleARN != "" || t.Store.AccessKeyEnv == "")
+}
+
+// workerCredentials are the credentials the tenant's store reads with —
+// its role's session, renewed by the store before they expire — for its
+// worker, with their expiry, so that the supervisor retires the worker in
+// time. Nothing for a tenant that reads with a static key of its own.
+func workerCredentials(ctx context.Context, t config.Tenant, store sink.Store) (worker.Credentials, error) {
+	if !temporaryCredentials(t) {
+		return worker.Credentials{}, nil
+	}
+	s3, ok := store.(*sink.S3)
+	if !ok {
+		return worker.Credentials{}, fmt.Errorf("tenant %s: no S3 store", t.Name)
+	}
+	c, err := s3.Credentials().Retrieve(ctx)
+	if err != nil {
+		return worker.Credentials{}, err
+	}
+	out := worker.Credentials{Env: map[string]string{workerKeyEnv: c.AccessKeyID, workerSecretEnv: c.SecretAccessKey, workerTokenEnv: c.SessionToken}}
+	if c.CanExpire {
+		out.Expires = c.Expires
+	}
+	return out, nil
 }
 
 // lagReporter asks Kafka for the consumer group's lag, through one client

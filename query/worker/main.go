@@ -225,6 +225,7 @@ func S3Access(t config.Tenant) query.S3Access {
 	return query.S3Access{
 		Bucket: t.Store.Bucket, Prefix: t.Store.Prefix, Endpoint: t.Store.Endpoint, Region: t.Store.Region,
 		PathStyle: t.Store.PathStyle, AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv),
+		SessionToken: envOf(t.Store.SessionTokenEnv),
 	}
 }
 

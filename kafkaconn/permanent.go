@@ -40,7 +40,7 @@ func Permanent(err error) *Error {
 	if e, ok := errors.AsType[*Error](err); ok {
 		return e
 	}
-	reason := ""
+	var reason string
 	switch {
 	case errors.Is(err, kerr.SaslAuthenticationFailed):
 		reason = "authentication failed (check kafka.sasl and the secrets it names)"

@@ -110,8 +110,7 @@ func kafkaConfig(brokers []string) config.Kafka {
 }
 
 // TestSASLOverTLS: each password mechanism over TLS against a cluster with
-// that user; an untrusted CA and a plaintext client end the check with the
-// reason.
+// that user; an untrusted CA ends the check with the reason.
 func TestSASLOverTLS(t *testing.T) {
 	p := newPKI(t, "test CA")
 	for _, m := range []struct{ name, kafka string }{
@@ -131,15 +130,21 @@ func TestSASLOverTLS(t *testing.T) {
 
 			// (kfake closes the connection on a wrong password where a
 			// broker answers SASL_AUTHENTICATION_FAILED: that case is
-			// tested against the real broker, TestKafkaSecurityIntegration.)
+			// tested against the real broker,
+			// TestIntegrationKafkaSecurityRefused.)
 			other := newPKI(t, "another CA")
 			k.TLS.CAFile = other.caFile
 			wantPermanent(t, connect(t, k), "certificate is not trusted")
-
-			k.TLS = config.KafkaTLS{}
-			wantPermanent(t, connect(t, k), "closes every connection at once")
 		})
 	}
+}
+
+// TestPlaintextToTLS: a client without TLS to a TLS listener is told so
+// once the broker has closed its connections a few times.
+func TestPlaintextToTLS(t *testing.T) {
+	p := newPKI(t, "test CA")
+	brokers := cluster(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{p.server}, MinVersion: tls.VersionTLS12}))
+	wantPermanent(t, connect(t, kafkaConfig(brokers)), "closes every connection at once")
 }
 
 func wantPermanent(t *testing.T, err error, reason string) {

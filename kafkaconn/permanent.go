@@ -108,10 +108,14 @@ func isRefusedByTokenEndpoint(err error) bool {
 // CheckTimeout bounds Check.
 const CheckTimeout = 15 * time.Second
 
-// firstReadTries is how often Check asks again after the broker closed a
-// new connection at once (kgo.ErrFirstReadEOF): a sign of TLS or SASL
-// missing on one side, or of a broker going down; only the first lasts.
-const firstReadTries = 3
+// firstReadTries and firstReadPause: how often, and how far apart, Check
+// asks again after the broker closed a new connection at once
+// (kgo.ErrFirstReadEOF): a sign of TLS or SASL missing on one side, or of
+// a broker shutting down; only the first lasts.
+const (
+	firstReadTries = 3
+	firstReadPause = time.Second
+)
 
 // Check asks the cluster for its brokers, within CheckTimeout, and
 // returns an *Error when the answer shows a failure that retrying cannot
@@ -139,7 +143,7 @@ func Check(ctx context.Context, cl *kgo.Client) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(firstReadPause):
 		}
 	}
 }

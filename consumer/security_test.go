@@ -49,3 +49,38 @@ func TestConsumerStopsWhenAccessIsDenied(t *testing.T) {
 		t.Fatalf("got %v, want the consumer to stop with access denied", err)
 	}
 }
+
+// TestCompletenessWatchOverSASL: the watch that serve runs reads a
+// cluster that requires SASL with the connection options it is given.
+func TestCompletenessWatchOverSASL(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "a"),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "fhirlake", "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	w := NewCompletenessWatch(WatchOptions{
+		Brokers: cluster.ListenAddrs(), Group: "g", Topics: []string{"a"}, Tenants: []string{"acme"},
+		ClientOpts: []kgo.Opt{kgo.SASL(scram.Auth{User: "fhirlake", Pass: "secret"}.AsSha512Mechanism())},
+		Interval:   20 * time.Millisecond, Timeout: 500 * time.Millisecond,
+	}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for w.Latest().Checked.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch has not read the cluster in 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok := w.Latest().Through["acme"]; !ok {
+		t.Errorf("got %+v, want acme's time", w.Latest())
+	}
+}

@@ -76,6 +76,10 @@ type Kafka struct {
 	// ReplicationFactor is used when fhirlake creates a missing topic.
 	// Default: 1 (a single-node development broker); use 3 in production.
 	ReplicationFactor int16 `yaml:"replication_factor" env:"REPLICATION_FACTOR"`
+	// TLS to the brokers (kafka.go). Default: plaintext.
+	TLS KafkaTLS `yaml:"tls" envPrefix:"TLS_"`
+	// SASL authentication to the brokers (kafka.go). Default: none.
+	SASL KafkaSASL `yaml:"sasl" envPrefix:"SASL_"`
 }
 
 // Routing is the tenant resolution chain. Every configured source is
@@ -392,6 +396,8 @@ func (k Kafka) validate() error {
 	if k.ReplicationFactor < 1 {
 		p.add("kafka.replication_factor: must be at least 1, got %d", k.ReplicationFactor)
 	}
+	k.TLS.validate(&p)
+	k.SASL.validate(&p, k.TLS)
 	return p.err()
 }
 

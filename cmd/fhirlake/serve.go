@@ -24,6 +24,7 @@ import (
 
 	"fhirlake/config"
 	"fhirlake/consumer"
+	"fhirlake/kafkaconn"
 	"fhirlake/query"
 	"fhirlake/query/web"
 	"fhirlake/query/worker"
@@ -404,8 +405,11 @@ func (l *lagReporter) configured() bool {
 func (l *lagReporter) lag(ctx context.Context) (*web.Lag, error) {
 	l.mu.Lock()
 	if l.adm == nil && l.fail == nil {
-		l.cl, l.fail = kgo.NewClient(kgo.SeedBrokers(l.cfg.Brokers...), kgo.ClientID(l.cfg.ClientID+"-serve"),
-			kgo.DialTimeout(2*time.Second), kgo.RequestRetries(1))
+		var opts []kgo.Opt
+		if opts, l.fail = kafkaconn.Options(ctx, l.cfg); l.fail == nil {
+			l.cl, l.fail = kgo.NewClient(append(opts, kgo.ClientID(l.cfg.ClientID+"-serve"),
+				kgo.DialTimeout(2*time.Second), kgo.RequestRetries(1))...)
+		}
 		if l.fail == nil {
 			l.adm = kadm.NewClient(l.cl)
 		}
@@ -417,7 +421,7 @@ func (l *lagReporter) lag(ctx context.Context) (*web.Lag, error) {
 	}
 	gl, err := consumer.Lag(ctx, adm, l.cfg.Group, l.cfg.Topics)
 	if err != nil {
-		return nil, err
+		return nil, kafkaErr(err)
 	}
 	out := &web.Lag{Group: l.cfg.Group, Topics: l.cfg.Topics, Total: gl.Total}
 	for _, p := range gl.Partitions {

@@ -217,6 +217,8 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 		}
 	}
 
+	checkKafkaSecurity(t, ms, cfg, workloads)
+
 	partitions := num(cfg, "kafka", "partitions")
 	if consumer := find(ms, "Deployment", "-consumer"); consumer != nil {
 		if get(consumer, "spec", "replicas") != nil && num(consumer, "spec", "replicas") > partitions {
@@ -332,6 +334,81 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 	}
 }
 
+// checkKafkaSecurity: every file the configuration's kafka section names
+// (CA bundle, client certificate, token) is on a volume each workload
+// mounts, and KEDA reads the lag with the same TLS and SASL: each trigger
+// names a TriggerAuthentication that is rendered, whose Secrets are the
+// ones the pods use.
+func checkKafkaSecurity(t *testing.T, ms []manifest, cfg map[string]any, workloads []manifest) {
+	t.Helper()
+	var files []string
+	for _, k := range []string{"ca_file", "cert_file", "key_file"} {
+		if f := str(cfg, "kafka", "tls", k); f != "" {
+			files = append(files, f)
+		}
+	}
+	if f := str(cfg, "kafka", "sasl", "token_file"); f != "" {
+		files = append(files, f)
+	}
+	for _, w := range workloads {
+		spec := podSpec(w)
+		volumes := map[string]any{}
+		for _, v := range asList(get(spec, "volumes")) {
+			volumes[str(v, "name")] = v
+		}
+		for _, f := range files {
+			found := false
+			for _, vm := range asList(get(spec, "containers", "0", "volumeMounts")) {
+				if strings.HasPrefix(f, str(vm, "mountPath")+"/") && volumes[str(vm, "name")] != nil {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s %s: the configuration reads %s, on no volume the pod mounts", w.kind(), w.name(), f)
+			}
+		}
+	}
+	so := find(ms, "ScaledObject", "-consumer")
+	tls, _ := get(cfg, "kafka", "tls", "enabled").(bool)
+	mechanism := str(cfg, "kafka", "sasl", "mechanism")
+	if so == nil || (!tls && mechanism == "") {
+		return
+	}
+	podSecrets := map[string]bool{}
+	for _, w := range workloads {
+		for _, e := range asList(get(podSpec(w), "containers", "0", "env")) {
+			if n := str(e, "valueFrom", "secretKeyRef", "name"); n != "" {
+				podSecrets[n] = true
+			}
+		}
+		for _, v := range asList(get(podSpec(w), "volumes")) {
+			if n := str(v, "secret", "secretName"); n != "" {
+				podSecrets[n] = true
+			}
+		}
+	}
+	for _, tr := range asList(get(so, "spec", "triggers")) {
+		if tls && str(tr, "metadata", "tls") != "enable" {
+			t.Errorf("ScaledObject trigger: kafka.tls is enabled, the trigger's tls is %q", str(tr, "metadata", "tls"))
+		}
+		if mechanism != "" && str(tr, "metadata", "sasl") == "" {
+			t.Errorf("ScaledObject trigger: kafka.sasl.mechanism %s, the trigger has no sasl", mechanism)
+		}
+		ta := find(ms, "TriggerAuthentication", str(tr, "authenticationRef", "name"))
+		if ta == nil {
+			if mechanism != "" {
+				t.Errorf("ScaledObject trigger: authenticationRef %q names no rendered TriggerAuthentication", str(tr, "authenticationRef", "name"))
+			}
+			continue
+		}
+		for _, ref := range asList(get(ta, "spec", "secretTargetRef")) {
+			if !podSecrets[str(ref, "name")] {
+				t.Errorf("TriggerAuthentication %s: parameter %s from Secret %s, which the pods do not use", ta.name(), str(ref, "parameter"), str(ref, "name"))
+			}
+		}
+	}
+}
+
 func asList(v any) []any {
 	l, _ := v.([]any)
 	return l
@@ -352,6 +429,11 @@ func TestChartRefuses(t *testing.T) {
 		"no tenants":                    {[]string{"--set", "tenants=null"}, "tenants: at least one tenant is required"},
 		"bad tenant name":               {[]string{"--set", "tenants[0].name=Acme_Corp", "--set", "tenants[0].bucket=b"}, "must be lowercase letters, digits and dashes"},
 		"unknown compactor mode":        {[]string{"--set", "compactor.mode=sometimes"}, "compactor.mode"},
+		"unknown SASL mechanism":        {[]string{"--set", "kafka.sasl.mechanism=SCRAM-SHA-512"}, `kafka.sasl.mechanism: "SCRAM-SHA-512" is not one of`},
+		"SCRAM without its Secret":      {[]string{"--set", "kafka.sasl.mechanism=scram-sha-512"}, "kafka.sasl.secretName: the Secret holding the user and password is required"},
+		"client certificate, no key":    {[]string{"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.secretName=s", "--set", "kafka.tls.certKey=tls.crt"}, "kafka.tls: set both certKey and keyKey"},
+		"MSK IAM without TLS":           {[]string{"--set", "kafka.sasl.mechanism=aws-msk-iam"}, "aws-msk-iam needs kafka.tls.enabled"},
+		"KEDA and a token file":         {[]string{"--set", "kafka.sasl.mechanism=oauthbearer", "--set", "kafka.sasl.oauth.serviceAccountTokenAudience=kafka", "--set", "consumer.autoscaling.enabled=true"}, "KEDA cannot use the pods' service-account token"},
 	} {
 		_, errOut, err := render(t, helm, append([]string{"-f", base}, c.args...)...)
 		if err == nil || !strings.Contains(errOut, c.want) {

@@ -61,7 +61,12 @@ serve.max_workers run; one idle for serve.worker_idle_timeout stops.
 With kafka configured, serve reads the consumer group's committed offsets every 5 s: each
 tenant's lake is complete through the time before which every change produced to Kafka is
 durable, shown on /tables, the status routes, the Fhirlake-Complete-Through header of every
-tenant response and fhirlake_lake_complete_through_seconds.`,
+tenant response and fhirlake_lake_complete_through_seconds.
+
+With serve.tls.cert_file and key_file, serve speaks HTTPS only (TLS 1.2 or newer,
+serve.tls.min_version), reading the files again when they change; serve.tls.client_ca_file
+also requires every client to present a certificate of that CA. Without them it speaks plain
+HTTP, and warns when serve.listen is not a loopback address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()

@@ -162,7 +162,7 @@ func startServing(t *testing.T, sc config.Serve) (addr string, logs *logBuffer) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- listenAndServe(ctx, sc.WithDefaults(), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }), log)
+		done <- listenAndServe(ctx, sc.WithDefaults(), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }), log)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -295,7 +295,7 @@ func TestServeTLSClientCertificates(t *testing.T) {
 	// A file without a certificate keeps the CA in service.
 	replaceFile(t, f.ca, []byte("not a certificate\n"))
 	eventually(t, "the failed reload to be logged", func() bool {
-		get(addr, &tls.Config{RootCAs: ca.pool()}) // a handshake makes it look
+		_, _ = get(addr, &tls.Config{RootCAs: ca.pool()}) // a handshake makes it look
 		return strings.Contains(logs.String(), "keeping the previous TLS client CA")
 	})
 	if body, err := get(addr, &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{other.clientCert(t, "bob")}}); err != nil || body != "ok" {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -62,7 +63,12 @@ serve.max_workers run; one idle for serve.worker_idle_timeout stops.
 With kafka configured, serve reads the consumer group's committed offsets every 5 s: each
 tenant's lake is complete through the time before which every change produced to Kafka is
 durable, shown on /tables, the status routes, the Fhirlake-Complete-Through header of every
-tenant response and fhirlake_lake_complete_through_seconds.`,
+tenant response and fhirlake_lake_complete_through_seconds.
+
+With serve.tls.cert_file and key_file, serve speaks HTTPS only (TLS 1.2 or newer,
+serve.tls.min_version), reading the files again when they change; serve.tls.client_ca_file
+also requires every client to present a certificate of that CA. Without them it speaks plain
+HTTP, and warns when serve.listen is not a loopback address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -198,12 +204,30 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
 	}, reg, log)
+	return listenAndServe(ctx, sc, srv.Handler(), log,
+		"tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))
+}
+
+// listenAndServe serves handler on sc.Listen, over TLS when sc.TLS is set,
+// until ctx is done, then drains requests for up to 10 s. attrs go into
+// the log line that says it is serving.
+func listenAndServe(ctx context.Context, sc config.Serve, handler http.Handler, log *slog.Logger, attrs ...any) error {
+	var tlsCfg *tls.Config
+	if sc.TLS.Enabled() {
+		var err error
+		if tlsCfg, err = serveTLSConfig(sc.TLS, tlsCheckEvery, log); err != nil {
+			return err
+		}
+	} else if !config.Loopback(sc.Listen) {
+		log.Warn("serve: plain HTTP on a listen address other machines can reach: API keys and results cross the network unencrypted; set serve.tls", "listen", sc.Listen)
+	}
 	ln, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
 		return fmt.Errorf("serve: listen: %w", err)
 	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           handler,
+		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// A response streams rows for at most the query timeout; the rest is
@@ -212,10 +236,19 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		BaseContext:    func(net.Listener) context.Context { return ctx },
+		// Failed handshakes and the like, in the service's log.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	done := make(chan error, 1)
-	go func() { done <- hs.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+		go func() { done <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { done <- hs.Serve(ln) }()
+	}
+	log.Info("serving", append([]any{"addr", ln.Addr().String(), "scheme", scheme,
+		"client_certificates", sc.TLS.ClientCAFile != ""}, attrs...)...)
 	select {
 	case err := <-done:
 		return fmt.Errorf("serve: %w", err)

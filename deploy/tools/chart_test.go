@@ -283,8 +283,37 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 		if svc == nil || fmt.Sprint(get(svc, "spec", "ports", "0", "port")) != port {
 			t.Errorf("query Service port must be serve.listen's %s", port)
 		}
-		if str(q, "spec", "template", "spec", "containers", "0", "readinessProbe", "httpGet", "path") != "/healthz" {
-			t.Errorf("query readiness probe must be /healthz")
+		c := get(q, "spec", "template", "spec", "containers", "0")
+		certFile, clientCA := str(cfg, "serve", "tls", "cert_file"), str(cfg, "serve", "tls", "client_ca_file")
+		for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+			switch {
+			case clientCA != "":
+				// A kubelet probe presents no client certificate.
+				if str(c, probe, "tcpSocket", "port") != "http" || get(c, probe, "httpGet") != nil {
+					t.Errorf("query %s: with client certificates required, want a tcpSocket probe of port http", probe)
+				}
+			case str(c, probe, "httpGet", "path") != "/healthz":
+				t.Errorf("query %s must be /healthz", probe)
+			case (certFile != "") != (str(c, probe, "httpGet", "scheme") == "HTTPS"):
+				t.Errorf("query %s: scheme %q, serve.tls.cert_file %q", probe, str(c, probe, "httpGet", "scheme"), certFile)
+			}
+		}
+		// Every file serve.tls names is on a Secret volume of the query pod.
+		mounts := map[string]string{}
+		for _, vm := range asList(get(c, "volumeMounts")) {
+			mounts[str(vm, "mountPath")] = str(vm, "name")
+		}
+		secrets := map[string]bool{}
+		for _, v := range asList(get(q, "spec", "template", "spec", "volumes")) {
+			secrets[str(v, "name")] = str(v, "secret", "secretName") != ""
+		}
+		for _, key := range []string{"cert_file", "key_file", "client_ca_file"} {
+			if f := str(cfg, "serve", "tls", key); f != "" && !secrets[mounts[filepath.Dir(f)]] {
+				t.Errorf("serve.tls.%s %s is not on a Secret volume of the query pod (mounts %v)", key, f, mounts)
+			}
+		}
+		if sm := find(ms, "ServiceMonitor", "-query"); sm != nil && (certFile != "") != (str(sm, "spec", "endpoints", "0", "scheme") == "https") {
+			t.Errorf("query ServiceMonitor: scheme %q, serve.tls.cert_file %q", str(sm, "spec", "endpoints", "0", "scheme"), certFile)
 		}
 	}
 	// A ServiceMonitor selects a Service that has the port it scrapes.
@@ -434,6 +463,7 @@ func TestChartRefuses(t *testing.T) {
 		"client certificate, no key":    {[]string{"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.secretName=s", "--set", "kafka.tls.certKey=tls.crt"}, "kafka.tls: set both certKey and keyKey"},
 		"MSK IAM without TLS":           {[]string{"--set", "kafka.sasl.mechanism=aws-msk-iam"}, "aws-msk-iam needs kafka.tls.enabled"},
 		"KEDA and a token file":         {[]string{"--set", "kafka.sasl.mechanism=oauthbearer", "--set", "kafka.sasl.oauth.serviceAccountTokenAudience=kafka", "--set", "consumer.autoscaling.enabled=true"}, "KEDA cannot use the pods' service-account token"},
+		"client CA without TLS":         {[]string{"--set", "query.tls.clientCA.secretName=clients"}, "query.tls.clientCA.secretName: client certificates need TLS"},
 	} {
 		_, errOut, err := render(t, helm, append([]string{"-f", base}, c.args...)...)
 		if err == nil || !strings.Contains(errOut, c.want) {

@@ -91,6 +91,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail (printf "tenants[%s].bucket: required" .name) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.query.tls.clientCA.secretName (not .Values.query.tls.secretName) -}}
+{{- fail "query.tls.clientCA.secretName: client certificates need TLS: set query.tls.secretName" -}}
+{{- end -}}
 {{- if not (has .Values.compactor.mode (list "cronjob" "daemon")) -}}
 {{- fail "compactor.mode: cronjob or daemon" -}}
 {{- end -}}
@@ -204,6 +207,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ = set $cfg "compact" (mustMergeOverwrite (dict "schedule" .Values.compactor.schedule) (deepCopy .Values.compactor.config)) -}}
 {{- $serve := deepCopy .Values.query.config -}}
 {{- $_ = set $serve "listen" (printf "0.0.0.0:%d" (int .Values.query.service.port)) -}}
+{{- with .Values.query.tls.secretName -}}
+{{- $tls := dict "cert_file" "/etc/fhirlake-tls/tls.crt" "key_file" "/etc/fhirlake-tls/tls.key" "min_version" (toString $.Values.query.tls.minVersion) -}}
+{{- with $.Values.query.tls.clientCA.secretName -}}
+{{- $_ := set $tls "client_ca_file" (printf "/etc/fhirlake-client-ca/%s" (default "ca.crt" $.Values.query.tls.clientCA.key)) -}}
+{{- end -}}
+{{- $_ := set $serve "tls" $tls -}}
+{{- end -}}
 {{- $_ = set $cfg "serve" $serve -}}
 {{- $tenants := list -}}
 {{- range .Values.tenants -}}

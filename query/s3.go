@@ -22,8 +22,20 @@ type S3Access struct {
 	// AccessKey and SecretKey are the tenant's static key; DuckDB reads with
 	// nothing else.
 	AccessKey, SecretKey string
+	// CAFile is the PEM bundle httpfs trusts for an https endpoint (the
+	// tenant's store.ca_file); empty: the system's.
+	CAFile string
 
 	unscoped bool
+}
+
+// settings are the statements besides the secret that reach the bucket: the
+// CA bundle when one is set.
+func (a S3Access) settings() []string {
+	if a.CAFile == "" {
+		return nil
+	}
+	return []string{fmt.Sprintf("SET ca_cert_file = '%s'", sqlString(a.CAFile))}
 }
 
 // secret returns the CREATE SECRET statement of the tenant's key, scoped to

@@ -30,12 +30,13 @@ type S3Access struct {
 }
 
 // settings are the statements besides the secret that reach the bucket: the
-// CA bundle when one is set.
+// CA bundle when one is set, for every connection of the database (a plain
+// SET would hold for the connection that ran it only).
 func (a S3Access) settings() []string {
 	if a.CAFile == "" {
 		return nil
 	}
-	return []string{fmt.Sprintf("SET ca_cert_file = '%s'", sqlString(a.CAFile))}
+	return []string{fmt.Sprintf("SET GLOBAL ca_cert_file = '%s'", sqlString(a.CAFile))}
 }
 
 // secret returns the CREATE SECRET statement of the tenant's key, scoped to

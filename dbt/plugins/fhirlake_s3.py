@@ -44,7 +44,9 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn):
         ca_file = os.environ.get("FHIRLAKE_DBT_S3_CA_FILE")
         if ca_file:
-            conn.execute("SET ca_cert_file = " + _quote(ca_file))
+            # GLOBAL: a plain SET holds for this connection only, not the
+            # cursors dbt runs the models on.
+            conn.execute("SET GLOBAL ca_cert_file = " + _quote(ca_file))
         self._refresh(conn, new_database=True)
 
     def configure_cursor(self, cursor):

@@ -24,8 +24,21 @@ type S3Access struct {
 	AccessKey, SecretKey string
 	// SessionToken goes with temporary credentials (an assumed role's).
 	SessionToken string
+	// CAFile is the PEM bundle httpfs trusts for an https endpoint (the
+	// tenant's store.ca_file); empty: the system's.
+	CAFile string
 
 	unscoped bool
+}
+
+// settings are the statements besides the secret that reach the bucket: the
+// CA bundle when one is set, for every connection of the database (a plain
+// SET would hold for the connection that ran it only).
+func (a S3Access) settings() []string {
+	if a.CAFile == "" {
+		return nil
+	}
+	return []string{fmt.Sprintf("SET GLOBAL ca_cert_file = '%s'", sqlString(a.CAFile))}
 }
 
 // secret returns the CREATE SECRET statement of the tenant's key, scoped to

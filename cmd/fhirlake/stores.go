@@ -29,6 +29,8 @@ func openStore(ctx context.Context, t config.Tenant) (sink.Store, error) {
 			ExternalID:   t.Store.ExternalID,
 			STSEndpoint:  t.Store.STSEndpoint,
 			SessionName:  "fhirlake-" + t.Name,
+			Encryption:   sink.Encryption{Mode: sink.EncryptionMode(t.Store.Encryption.Mode), KMSKeyID: t.Store.Encryption.KMSKeyID},
+			CAFile:       t.Store.CAFile,
 		})
 	}
 	return nil, fmt.Errorf("tenant %s: unknown store type %q", t.Name, t.Store.Type)

@@ -2,7 +2,14 @@ package tools
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -339,6 +346,7 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 	// fhirlake accepts the configuration as each workload loads it: with every named
 	// secret set, and the workload's own FHIRLAKE_* overrides.
 	dir := t.TempDir()
+	raw = checkCAFiles(t, raw, workloads, dir)
 	file := filepath.Join(dir, "fhirlake.yaml")
 	if err := os.WriteFile(file, []byte(raw), 0o644); err != nil {
 		t.Fatal(err)
@@ -436,6 +444,48 @@ func checkKafkaSecurity(t *testing.T, ms []manifest, cfg map[string]any, workloa
 			}
 		}
 	}
+}
+
+// checkCAFiles checks that every tenant's ca_file is in a directory mounted read-only in
+// every workload, and returns raw with each pointing at a PEM bundle in dir instead, for
+// fhirlake config validate to read here.
+func checkCAFiles(t *testing.T, raw string, workloads []manifest, dir string) string {
+	t.Helper()
+	files := regexp.MustCompile(`(?m)^\s+ca_file: (\S+)$`).FindAllStringSubmatch(raw, -1)
+	if len(files) == 0 {
+		return raw
+	}
+	for _, w := range workloads {
+		mounted := map[string]bool{}
+		for _, m := range asList(get(podSpec(w), "containers", "0", "volumeMounts")) {
+			if get(m, "readOnly") == true {
+				mounted[str(m, "mountPath")] = true
+			}
+		}
+		for _, f := range files {
+			if !mounted[filepath.Dir(f[1])] {
+				t.Errorf("%s %s: ca_file %s is not in a read-only mounted directory", w.kind(), w.name(), f[1])
+			}
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "chart test CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(local, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		raw = strings.ReplaceAll(raw, "ca_file: "+f[1]+"\n", "ca_file: "+local+"\n")
+	}
+	return raw
 }
 
 func asList(v any) []any {

@@ -229,6 +229,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .roleArn }}{{ $_ := set $store "role_arn" . }}{{ end -}}
 {{- with .externalId }}{{ $_ := set $store "external_id" . }}{{ end -}}
 {{- with .stsEndpoint }}{{ $_ := set $store "sts_endpoint" . }}{{ end -}}
+{{- with .encryption }}{{ $_ := set $store "encryption" (dict "mode" .mode "kms_key_id" (default "" .kmsKeyId)) }}{{ end -}}
+{{- if .caBundle }}{{ $_ := set $store "ca_file" (include "fhirlake.caFile" .) }}{{ end -}}
 {{- $t := dict "name" .name "store" $store -}}
 {{- if and .fhir .fhir.baseUrl -}}
 {{- $fhir := dict "base_url" .fhir.baseUrl -}}
@@ -294,7 +296,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* Volumes every workload mounts: the configuration, a scratch work_dir and /tmp. */}}
+{{/* Where a tenant's CA bundle (tenants[].caBundle) is mounted: a directory per tenant. */}}
+{{- define "fhirlake.caDir" -}}
+/etc/fhirlake-ca/{{ .name }}
+{{- end -}}
+
+{{- define "fhirlake.caFile" -}}
+{{ include "fhirlake.caDir" . }}/{{ default "ca.crt" .caBundle.key }}
+{{- end -}}
+
+{{/* Volumes every workload mounts: the configuration, a scratch work_dir, /tmp and each
+tenant's CA bundle. */}}
 {{- define "fhirlake.volumeMounts" -}}
 - name: config
   mountPath: /etc/fhirlake
@@ -312,6 +324,13 @@ app.kubernetes.io/component: {{ .component }}
 - name: kafka-token
   mountPath: {{ include "fhirlake.kafkaTokenDir" . }}
   readOnly: true
+{{- end }}
+{{- range $i, $t := .Values.tenants }}
+{{- if $t.caBundle }}
+- name: tenant-ca-{{ $i }}
+  mountPath: {{ include "fhirlake.caDir" $t }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -342,6 +361,16 @@ app.kubernetes.io/component: {{ .component }}
           audience: {{ $sasl.oauth.serviceAccountTokenAudience | quote }}
           expirationSeconds: 3600
           path: token
+{{- end }}
+{{- range $i, $t := .ctx.Values.tenants }}
+{{- if $t.caBundle }}
+- name: tenant-ca-{{ $i }}
+  configMap:
+    name: {{ required (printf "tenants[%s].caBundle.configMapName: required" $t.name) $t.caBundle.configMapName }}
+    items:
+      - key: {{ default "ca.crt" $t.caBundle.key }}
+        path: {{ default "ca.crt" $t.caBundle.key }}
+{{- end }}
 {{- end }}
 {{- end -}}
 

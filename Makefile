@@ -73,6 +73,8 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzBundleEntries$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./bulk/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./bulkexport/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzReadOutcomes$$' -fuzztime $(FUZZTIME) ./bulkexport/
 
 bench-parquet: ## Arrow batches to Parquet through DuckDB
 	$(GO) test -tags $(TAGS) -run XXX -bench Parquet -benchtime 10x ./sink/

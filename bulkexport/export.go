@@ -91,6 +91,10 @@ type Result struct {
 	StatusURL string
 	// Resumed is set when an earlier run's state was picked up.
 	Resumed bool
+	// Built is how long this run waited for the server to build the export:
+	// from the kick-off (or the resumed poll) to the manifest; zero when the
+	// manifest was already at hand.
+	Built time.Duration
 	// Files were loaded; Bytes downloaded by this run.
 	Files int
 	Bytes int64
@@ -179,12 +183,15 @@ func (e *exporter) run(ctx context.Context) (*Result, error) {
 		e.resumed = true
 	}
 	e.st = st
+	var built time.Duration
 	if st.Manifest == nil {
+		start := time.Now()
 		if err := e.complete(ctx); err != nil {
 			return nil, err
 		}
+		built = time.Since(start)
 	}
-	res := &Result{Manifest: st.Manifest, StatusURL: st.StatusURL, Resumed: e.resumed}
+	res := &Result{Manifest: st.Manifest, StatusURL: st.StatusURL, Resumed: e.resumed, Built: built}
 	if res.Errors, res.ErrorCount, err = e.readErrors(ctx); err != nil {
 		return nil, err
 	}

@@ -135,6 +135,7 @@ func backfillFromServer(ctx context.Context, out io.Writer, workDir string, stor
 	sum := sha256.Sum256([]byte(req.KickOff()))
 	dir := filepath.Join(workDir, hex.EncodeToString(sum[:8]))
 	fmt.Fprintf(out, "exporting %s\n", req.KickOff())
+	start := time.Now()
 
 	bar := exportBar(quiet)
 	res, err := bulkexport.Export(ctx, req, bulkexport.Options{
@@ -159,8 +160,9 @@ func backfillFromServer(ctx context.Context, out io.Writer, workDir string, stor
 	if res.Resumed {
 		fmt.Fprintf(out, "resumed the export %s\n", res.StatusURL)
 	}
-	fmt.Fprintf(out, "export of %s: %d files, %d bytes downloaded, %d resources, %d deletes\n",
-		res.Manifest.TransactionTime.Format(time.RFC3339Nano), res.Files, res.Bytes, ld.resources, ld.deletes)
+	fmt.Fprintf(out, "export of %s: %d files, %d bytes downloaded, %d resources, %d deletes; the server built it in %s, the whole run took %s\n",
+		res.Manifest.TransactionTime.Format(time.RFC3339Nano), res.Files, res.Bytes, ld.resources, ld.deletes,
+		res.Built.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	for _, e := range res.Errors {
 		fmt.Fprintln(out, "server error:", e)
 	}

@@ -127,6 +127,17 @@ bench-query: ## five dashboard queries over 1M+ observations
 	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 60m -run '^TestDashboardBenchmark$$' -v ./query/
 	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 30m -run '^TestServeBenchmark$$' -v ./cmd/fhirlake/
 
+# `fhirlake backfill --from-server` against the local HAPI FHIR server (the stack
+# must run with it: deploy/local/stack up hapi, and its environment evaluated):
+# BENCH_EXPORT_PATIENTS generated patients (12 resources each, loaded into HAPI
+# once per start of it), exported at system level into a tenant's S3 lake, three
+# rounds. See docs/benchmarks.md.
+BENCH_EXPORT_PATIENTS ?= 500
+.PHONY: bench-export
+bench-export: ## Bulk Data export from HAPI FHIR into a tenant's lake
+	FHIRLAKE_BENCH_EXPORT_PATIENTS=$(BENCH_EXPORT_PATIENTS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 60m -v \
+		-run '^TestIntegrationExportBenchmark$$' ./cmd/fhirlake/
+
 # End-to-end ingestion on the local stack (started when down, and stopped
 # again afterwards): `fhirlake consume` over 300k pre-produced notifications
 # (throughput, files written, peak RSS), the same consumer and sink with no

@@ -91,6 +91,13 @@ type Result struct {
 	StatusURL string
 	// Resumed is set when an earlier run's state was picked up.
 	Resumed bool
+	// NextSince is where the next export of the same source starts (its
+	// _since): the manifest's transactionTime, or the server's Date on the
+	// kick-off's answer when that is earlier. A server may stamp the export
+	// with a time after it read the data (HAPI FHIR: when the job
+	// finalised); a change made in between would otherwise fall between two
+	// exports. An overlap only exports a few resources twice.
+	NextSince time.Time
 	// Built is how long this run waited for the server to build the export:
 	// from the kick-off (or the resumed poll) to the manifest; zero when the
 	// manifest was already at hand.
@@ -191,7 +198,10 @@ func (e *exporter) run(ctx context.Context) (*Result, error) {
 		}
 		built = time.Since(start)
 	}
-	res := &Result{Manifest: st.Manifest, StatusURL: st.StatusURL, Resumed: e.resumed, Built: built}
+	res := &Result{Manifest: st.Manifest, StatusURL: st.StatusURL, Resumed: e.resumed, Built: built, NextSince: st.Manifest.TransactionTime}
+	if !st.Accepted.IsZero() && st.Accepted.Before(res.NextSince) {
+		res.NextSince = st.Accepted
+	}
 	if res.Errors, res.ErrorCount, err = e.readErrors(ctx); err != nil {
 		return nil, err
 	}
@@ -211,11 +221,11 @@ func (e *exporter) run(ctx context.Context) (*Result, error) {
 func (e *exporter) complete(ctx context.Context) error {
 	for try := 0; ; try++ {
 		if e.st.StatusURL == "" {
-			loc, err := e.kickOff(ctx)
+			loc, accepted, err := e.kickOff(ctx)
 			if err != nil {
 				return err
 			}
-			if err := e.update(func(st *state) { st.StatusURL = loc }); err != nil {
+			if err := e.update(func(st *state) { st.StatusURL, st.Accepted = loc, accepted }); err != nil {
 				return err
 			}
 		}
@@ -244,34 +254,36 @@ func (e *exporter) complete(ctx context.Context) error {
 	}
 }
 
-// kickOff asks for the export and returns the status URL.
-func (e *exporter) kickOff(ctx context.Context) (string, error) {
+// kickOff asks for the export and returns the status URL and the server's
+// Date on the answer (zero when it sent none).
+func (e *exporter) kickOff(ctx context.Context) (string, time.Time, error) {
 	u := e.req.KickOff()
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	h := http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async"}}
 	resp, err := e.c.send(ctx, "kick-off", u, h, true, retryKickOff)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	if resp.StatusCode != http.StatusAccepted {
 		err := statusError("kick-off", u, resp)
 		if resp.StatusCode/100 == 2 {
-			return "", fmt.Errorf("%w (a Bulk Data server answers 202 Accepted)", err)
+			return "", time.Time{}, fmt.Errorf("%w (a Bulk Data server answers 202 Accepted)", err)
 		}
-		return "", err
+		return "", time.Time{}, err
 	}
 	discard(resp)
 	loc := resp.Header.Get("Content-Location")
 	if loc == "" {
-		return "", fmt.Errorf("kick-off %s: 202 Accepted without a Content-Location", u)
+		return "", time.Time{}, fmt.Errorf("kick-off %s: 202 Accepted without a Content-Location", u)
 	}
 	base, _ := url.Parse(u)
 	abs, err := fileURL(loc, base)
 	if err != nil {
-		return "", fmt.Errorf("kick-off %s: Content-Location: %w", u, err)
+		return "", time.Time{}, fmt.Errorf("kick-off %s: Content-Location: %w", u, err)
 	}
-	return abs, nil
+	accepted, _ := http.ParseTime(resp.Header.Get("Date"))
+	return abs, accepted, nil
 }
 
 // poll asks the status URL until the export is complete, and returns the

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -424,5 +425,31 @@ func TestRequest(t *testing.T) {
 		case tc.sourceKick != "" && tc.req.Source() != tc.sourceKick:
 			t.Errorf("source: got %s, want %s", tc.req.Source(), tc.sourceKick)
 		}
+	}
+}
+
+// TestExportNextSince: the next export starts at the manifest's
+// transactionTime, or at the server's Date on the kick-off's answer when a
+// server stamps its export later than that.
+func TestExportNextSince(t *testing.T) {
+	f := newFixture(t, true, bulkserver.Options{})
+	ctx := context.Background()
+	res, err := bulkexport.Export(ctx, bulkexport.Request{Base: f.srv.URL}, f.options(t.TempDir(), f.smart(ctx)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.NextSince.Equal(res.Manifest.TransactionTime) {
+		t.Errorf("next since: got %s, want the transactionTime %s (earlier than the kick-off)", res.NextSince, res.Manifest.TransactionTime)
+	}
+	f.srv.RewriteManifest(func(b []byte) []byte {
+		return regexp.MustCompile(`"transactionTime":"[^"]*"`).ReplaceAll(b, []byte(`"transactionTime":"2999-01-01T00:00:00Z"`))
+	})
+	before := time.Now().Add(-time.Second).Truncate(time.Second)
+	res, err = bulkexport.Export(ctx, bulkexport.Request{Base: f.srv.URL}, f.options(t.TempDir(), f.smart(ctx)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.NextSince.Before(before) || !res.NextSince.Before(time.Now()) {
+		t.Errorf("next since: got %s, want the kick-off's Date (after %s), not the transactionTime %s", res.NextSince, before, res.Manifest.TransactionTime)
 	}
 }

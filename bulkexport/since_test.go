@@ -22,9 +22,9 @@ func TestRecordAndLastExport(t *testing.T) {
 	}
 	at := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	for i, src := range []lake.ExportSource{
-		{Request: sys, TransactionTime: at, Loaded: at, Files: 1},
-		{Request: grp, TransactionTime: at.Add(time.Hour), Loaded: at, Files: 2},
-		{Request: sys, TransactionTime: at.Add(2 * time.Hour), Loaded: at, Files: 3},
+		{Request: sys, TransactionTime: at, NextSince: at, Loaded: at, Files: 1},
+		{Request: grp, TransactionTime: at.Add(time.Hour), NextSince: at.Add(time.Hour), Loaded: at, Files: 2},
+		{Request: sys, TransactionTime: at.Add(2 * time.Hour), NextSince: at.Add(2 * time.Hour), Loaded: at, Files: 3},
 	} {
 		if err := bulkexport.RecordExport(ctx, store, "acme", src); err != nil {
 			t.Fatalf("record %d: %v", i, err)
@@ -32,8 +32,8 @@ func TestRecordAndLastExport(t *testing.T) {
 	}
 	for req, want := range map[string]time.Time{sys: at.Add(2 * time.Hour), grp: at.Add(time.Hour)} {
 		last, ok, err := bulkexport.LastExport(ctx, store, req)
-		if err != nil || !ok || !last.TransactionTime.Equal(want) {
-			t.Errorf("%s: got %v %v %v, want %s", req, last.TransactionTime, ok, err, want)
+		if err != nil || !ok || !last.NextSince.Equal(want) {
+			t.Errorf("%s: got %v %v %v, want %s", req, last.NextSince, ok, err, want)
 		}
 	}
 }

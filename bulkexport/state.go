@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // stateName is the state file in an export's directory.
@@ -23,6 +24,8 @@ type state struct {
 	Request string `json:"request"`
 	// StatusURL is the kick-off's Content-Location, once accepted.
 	StatusURL string `json:"status_url,omitempty"`
+	// Accepted is the server's Date header on the kick-off's answer.
+	Accepted time.Time `json:"accepted,omitzero"`
 	// Manifest, once the export is complete on the server.
 	Manifest *Manifest `json:"manifest,omitempty"`
 	// Files are the manifest's output and deleted files.

@@ -34,8 +34,12 @@ type ExportSource struct {
 	// that differ in anything else are different sources.
 	Request string `json:"request"`
 	// TransactionTime is the server's transactionTime of the export, from its
-	// manifest: the next export of the source asks for _since=TransactionTime.
+	// manifest.
 	TransactionTime time.Time `json:"transaction_time"`
+	// NextSince is the _since of the source's next export: TransactionTime,
+	// or the server's Date on the kick-off's answer when that is earlier (a
+	// server may stamp an export after it read the data).
+	NextSince time.Time `json:"next_since"`
 	// Loaded is when every file of the export was in the lake.
 	Loaded time.Time `json:"loaded"`
 	// Files and Resources count what the export held.
@@ -80,8 +84,10 @@ func (e *Exports) Validate() error {
 			return fmt.Errorf("sources[%d]: no request", i)
 		case seen[s.Request]:
 			return fmt.Errorf("sources[%d]: request %s recorded twice", i, s.Request)
-		case s.TransactionTime.IsZero() || s.Loaded.IsZero():
-			return fmt.Errorf("sources[%d]: no transaction_time or loaded time", i)
+		case s.TransactionTime.IsZero() || s.NextSince.IsZero() || s.Loaded.IsZero():
+			return fmt.Errorf("sources[%d]: no transaction_time, next_since or loaded time", i)
+		case s.NextSince.After(s.TransactionTime):
+			return fmt.Errorf("sources[%d]: next_since after transaction_time", i)
 		case s.Files < 0 || s.Resources < 0:
 			return fmt.Errorf("sources[%d]: a negative count", i)
 		}

@@ -9,13 +9,13 @@ import (
 func TestExportsRoundTripAndValidate(t *testing.T) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	src := func(req string) ExportSource {
-		return ExportSource{Request: req, TransactionTime: at, Loaded: at.Add(time.Minute), Files: 3, Resources: 40}
+		return ExportSource{Request: req, TransactionTime: at, NextSince: at, Loaded: at.Add(time.Minute), Files: 3, Resources: 40}
 	}
 	e := &Exports{Version: ExportsVersion, Tenant: "acme"}
 	e.Record(src("https://fhir.example.org/$export"))
 	e.Record(src("https://fhir.example.org/Group/g1/$export"))
 	later := src("https://fhir.example.org/$export")
-	later.TransactionTime = at.Add(time.Hour)
+	later.TransactionTime, later.NextSince = at.Add(time.Hour), at.Add(time.Hour)
 	e.Record(later)
 	b, err := e.Encode()
 	if err != nil {
@@ -44,6 +44,8 @@ func TestExportsRoundTripAndValidate(t *testing.T) {
 		{"no request", func(e *Exports) { e.Sources[0].Request = "" }, "no request"},
 		{"a request twice", func(e *Exports) { e.Sources[1].Request = e.Sources[0].Request }, "recorded twice"},
 		{"no transaction time", func(e *Exports) { e.Sources[0].TransactionTime = time.Time{} }, "transaction_time"},
+		{"no next since", func(e *Exports) { e.Sources[0].NextSince = time.Time{} }, "next_since"},
+		{"next since after the transaction time", func(e *Exports) { e.Sources[0].NextSince = e.Sources[0].TransactionTime.Add(time.Second) }, "next_since after"},
 		{"a negative count", func(e *Exports) { e.Sources[0].Files = -1 }, "negative"},
 	}
 	for _, tc := range tests {

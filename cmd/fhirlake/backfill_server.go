@@ -122,8 +122,9 @@ func backfillFromServer(ctx context.Context, out io.Writer, workDir string, stor
 			return err
 		}
 		if ok {
-			req.Since = last.TransactionTime
-			fmt.Fprintf(out, "since the last export's transactionTime %s (loaded %s)\n", last.TransactionTime.Format(time.RFC3339Nano), last.Loaded.Format(time.RFC3339))
+			req.Since = last.NextSince
+			fmt.Fprintf(out, "since the last export: %s (its transactionTime %s, loaded %s)\n",
+				last.NextSince.Format(time.RFC3339Nano), last.TransactionTime.Format(time.RFC3339Nano), last.Loaded.Format(time.RFC3339))
 		} else {
 			fmt.Fprintln(out, "no earlier export of this request is recorded: exporting everything")
 		}
@@ -173,7 +174,7 @@ func backfillFromServer(ctx context.Context, out io.Writer, workDir string, stor
 		return fmt.Errorf("the server reported %d errors in the export; the export is not recorded for --since-last", res.ErrorCount)
 	}
 	return bulkexport.RecordExport(ctx, store, ld.tenant, lake.ExportSource{
-		Request: req.Source(), TransactionTime: res.Manifest.TransactionTime, Loaded: time.Now().UTC(),
+		Request: req.Source(), TransactionTime: res.Manifest.TransactionTime, NextSince: res.NextSince, Loaded: time.Now().UTC(),
 		Files: res.Files, Resources: int64(ld.resources)})
 }
 

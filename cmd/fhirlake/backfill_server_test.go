@@ -144,7 +144,7 @@ func TestBackfillFromServer(t *testing.T) {
 			kicks = append(kicks, r.Query)
 		}
 	}
-	wantSince := url.Values{"_since": {src.TransactionTime.UTC().Format(time.RFC3339Nano)}}.Encode()
+	wantSince := url.Values{"_since": {src.NextSince.UTC().Format(time.RFC3339Nano)}}.Encode()
 	if len(kicks) != 2 || kicks[0] != "" || kicks[1] != wantSince {
 		t.Errorf("kick-off queries: got %q, want none, then %s", kicks, wantSince)
 	}

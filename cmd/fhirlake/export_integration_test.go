@@ -83,6 +83,18 @@ func (h *hapi) transaction(t *testing.T, resources []json.RawMessage) {
 	h.do(t, http.MethodPost, h.base, b)
 }
 
+// exists reports whether a read of path (/Type/id) finds the resource.
+func (h *hapi) exists(t *testing.T, path string) bool {
+	t.Helper()
+	resp, err := h.hc.Get(h.base + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 // search reads every resource of a type through the search API, following
 // the Bundle's next links: id → the resource.
 func (h *hapi) search(t *testing.T, typ string) map[string]json.RawMessage {
@@ -273,7 +285,7 @@ func compareWithHAPI(t *testing.T, what string, h *hapi, s *query.Session, types
 	return len(want)
 }
 
-var exportSummary = regexp.MustCompile(`export of (\S+): (\d+) files, (\d+) bytes downloaded, (\d+) resources, (\d+) deletes; the server built it in (\S+)`)
+var exportSummary = regexp.MustCompile(`export of (\S+): (\d+) files, (\d+) bytes downloaded, (\d+) resources, (\d+) deletes; the server built it in ([0-9.]+[a-zµ]+(?:[0-9.]+[a-zµ]+)*)`)
 
 // exported runs backfill --from-server and returns its output and the
 // resources it loaded.
@@ -343,7 +355,7 @@ func TestIntegrationExportFromHAPI(t *testing.T) {
 	h.transaction(t, append(changedPats, newPats...))
 	h.transaction(t, append(changedRest, newRest...))
 	out, n2 := exported(t, sys, tenant, h.base, "--since-last")
-	if !strings.Contains(out, "since the last export's transactionTime") {
+	if !strings.Contains(out, "since the last export: ") {
 		t.Errorf("--since-last did not continue from the recorded export:\n%s", out)
 	}
 	if want := changed + len(newPats) + len(newRest); n2 != want {
@@ -379,5 +391,49 @@ func TestIntegrationExportFromHAPI(t *testing.T) {
 	_, np := exported(t, pat, tenant, h.base, "--level", "patient", "--type", "Patient,Observation,Encounter")
 	if c := compareWithHAPI(t, "patient export", h, pat.tenantLake(t, st, tenant, bucket(tenant)), []string{"Patient", "Observation", "Encounter"}, nil); c != np {
 		t.Errorf("patient export: loaded %d resources, HAPI's search has %d", np, c)
+	}
+}
+
+// TestIntegrationExportBenchmark measures `backfill --from-server` against
+// the local HAPI FHIR server: FHIRLAKE_BENCH_EXPORT_PATIENTS generated
+// patients (an encounter and ten observations each, loaded once per HAPI
+// start), exported at system level into a fresh prefix of a tenant's S3 lake
+// FHIRLAKE_BENCH_EXPORT_ROUNDS times (3). It reports resources per second
+// end to end (kick-off to the last file in the lake), the time HAPI took to
+// build the export, and the rate of the rest (downloads and loading).
+func TestIntegrationExportBenchmark(t *testing.T) {
+	patients, _ := strconv.Atoi(os.Getenv("FHIRLAKE_BENCH_EXPORT_PATIENTS"))
+	if patients <= 0 {
+		t.Skip("set FHIRLAKE_BENCH_EXPORT_PATIENTS (make bench-export)")
+	}
+	rounds, _ := strconv.Atoi(os.Getenv("FHIRLAKE_BENCH_EXPORT_ROUNDS"))
+	if rounds <= 0 {
+		rounds = 3
+	}
+	st := needStack(t)
+	h := needHAPI(t)
+	const run = "bench"
+	if !h.exists(t, fmt.Sprintf("/Patient/%s-p%d", run, patients-1)) {
+		start := time.Now()
+		pats, rest := generated(run, patients, 10)
+		for i := 0; i < len(pats); i += 500 {
+			h.transaction(t, pats[i:min(i+500, len(pats))])
+		}
+		for i := 0; i < len(rest); i += 500 {
+			h.transaction(t, rest[i:min(i+500, len(rest))])
+		}
+		t.Logf("loaded %d resources into HAPI in %s", len(pats)+len(rest), time.Since(start).Round(time.Second))
+	}
+	for round := range rounds {
+		r := newRun(t, st, []string{"globex"}, bucket, "")
+		start := time.Now()
+		out, n := exported(t, r, "globex", h.base, "--type", "Patient,Observation,Encounter", "--parallel", "4")
+		took := time.Since(start)
+		built, err := time.ParseDuration(exportSummary.FindStringSubmatch(out)[6])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d: %d resources in %s: %.0f resources/s end to end; HAPI built the export in %s, downloads and loading %.0f resources/s",
+			round+1, n, took.Round(time.Millisecond), float64(n)/took.Seconds(), built, float64(n)/(took-built).Seconds())
 	}
 }

@@ -159,6 +159,9 @@ func TestBackfillFromServer(t *testing.T) {
 	if out, err := run("--since", "yesterday"); err == nil || !strings.Contains(err.Error(), "--since \"yesterday\"") {
 		t.Errorf("bad --since: got %v\n%s", err, out)
 	}
+	if _, err := run("--token-env", "FHIRLAKE_TEST_NO_SUCH_TOKEN"); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("SMART and a token: got %v, want a refusal", err)
+	}
 	if _, err := run("some-file.ndjson"); err == nil || !strings.Contains(err.Error(), "not both") {
 		t.Errorf("files and --from-server: got %v, want a refusal", err)
 	}

@@ -40,10 +40,10 @@ not reached.`,
 			cc := cfg.Compact.WithDefaults()
 			sc := cfg.Serve.WithDefaults()
 			errs := []error{cc.Validate(), sc.Validate(cfg.Tenants)}
-			// The receive section is checked when it is there: most
-			// deployments run no receiver.
+			// The receive section is checked when it holds secrets: most
+			// deployments run no receiver (which refuses to start without).
 			rc := cfg.Receive.WithDefaults(cfg.Kafka)
-			receiving := len(cfg.Receive.Secrets) > 0 || cfg.Receive.Listen != ""
+			receiving := len(cfg.Receive.Secrets) > 0
 			if receiving {
 				errs = append(errs, rc.Validate(cfg.Tenants))
 			}

@@ -87,7 +87,7 @@ func (s *jsonScanner) restHookHead(h *restHookHead) error {
 	var seen seenKeys
 	return s.object(func(key []byte) error {
 		var dst *string
-		bit := uint(0)
+		var bit uint
 		switch string(key) {
 		case "method":
 			dst, bit = &h.Method, 0

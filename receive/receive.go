@@ -106,7 +106,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /notify", s.call(methodPost))
 	mux.HandleFunc("PUT /notify/{type}/{id}", s.call(methodPut))
 	mux.HandleFunc("DELETE /notify/{type}/{id}", s.call(methodDelete))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { answer(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -129,7 +129,13 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "kafka unreachable: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	io.WriteString(w, "ok\n")
+	answer(w, "ok\n")
+}
+
+// answer writes a response body. A client that went away before reading
+// it is nothing to report: its call is stored or refused either way.
+func answer(w io.Writer, body string) {
+	_, _ = io.WriteString(w, body)
 }
 
 // call handles one notification call; method is the route's method.
@@ -299,10 +305,10 @@ func accepted(w http.ResponseWriter, method string) {
 	w.Header().Set("Content-Type", "application/fhir+json")
 	w.WriteHeader(http.StatusOK)
 	if method == methodPost {
-		io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response","entry":[]}`+"\n")
+		answer(w, `{"resourceType":"Bundle","type":"transaction-response","entry":[]}`+"\n")
 		return
 	}
-	io.WriteString(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"information","code":"informational","diagnostics":"stored"}]}`+"\n")
+	answer(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"information","code":"informational","diagnostics":"stored"}]}`+"\n")
 }
 
 // outcome answers with an OperationOutcome of one error issue.
@@ -311,7 +317,7 @@ func outcome(w http.ResponseWriter, status int, code, msg string) {
 	w.WriteHeader(status)
 	b, _ := json.Marshal(map[string]any{"resourceType": "OperationOutcome",
 		"issue": []map[string]string{{"severity": "error", "code": code, "diagnostics": msg}}})
-	w.Write(append(b, '\n'))
+	answer(w, string(b)+"\n")
 }
 
 // issueCode is the OperationOutcome issue code of a refusal.

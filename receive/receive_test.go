@@ -303,7 +303,9 @@ func TestBusy(t *testing.T) {
 		rsp.Body.Close()
 		first <- rsp.StatusCode
 	}()
-	pw.Write([]byte(hapiBackport[:10])) // the first call holds the only slot, reading its body
+	if _, err := pw.Write([]byte(hapiBackport[:10])); err != nil { // the first call holds the only slot, reading its body
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for testutil.ToFloat64(f.srv.metrics.inFlight) != 1 {
 		if time.Now().After(deadline) {
@@ -315,7 +317,9 @@ func TestBusy(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "calls in progress") {
 		t.Fatalf("second call: %d %s", code, body)
 	}
-	pw.Write([]byte(hapiBackport[10:]))
+	if _, err := pw.Write([]byte(hapiBackport[10:])); err != nil {
+		t.Fatal(err)
+	}
 	pw.Close()
 	if got := <-first; got != 200 {
 		t.Fatalf("first call: %d", got)

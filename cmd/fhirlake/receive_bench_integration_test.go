@@ -163,9 +163,9 @@ func driveReceiver(t *testing.T, rc *receiver, secret, method string, body func(
 				t0 := time.Now()
 				rsp, err := hc.Do(req)
 				if err == nil {
-					io.Copy(io.Discard, rsp.Body)
+					_, err = io.Copy(io.Discard, rsp.Body)
 					rsp.Body.Close()
-					if rsp.StatusCode != 200 {
+					if err == nil && rsp.StatusCode != 200 {
 						err = fmt.Errorf("status %d", rsp.StatusCode)
 					}
 				}

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -128,7 +129,9 @@ func (h *hapiServer) subscribe(t *testing.T, sub map[string]any) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var s struct{ Status string }
-		json.Unmarshal(h.must(t, "GET", "Subscription/"+created.ID, nil), &s)
+		if err := json.Unmarshal(h.must(t, "GET", "Subscription/"+created.ID, nil), &s); err != nil {
+			t.Fatal(err)
+		}
 		if s.Status == "active" {
 			return
 		}
@@ -257,9 +260,15 @@ func (r *run) startReceiver(t *testing.T) *receiver {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
-	go func() { c.Wait(); logf.Close(); close(exited) }()
+	go func() {
+		_ = c.Wait() // killed at the end of the test: its status says nothing
+		logf.Close()
+		close(exited)
+	}()
 	t.Cleanup(func() {
-		c.Process.Kill()
+		if err := c.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Errorf("kill fhirlake receive: %v", err)
+		}
 		<-exited
 		if t.Failed() {
 			logTail(t, rc.log, 25)
@@ -329,10 +338,10 @@ func (r *run) lakeDiff(t *testing.T, st stack, tenant string, want map[string]js
 			diffs = append(diffs, ref+": deleted in the lake, not in HAPI")
 		default:
 			var hv struct{ Meta struct{ VersionID string } }
-			json.Unmarshal(w, &hv)
 			var got, exp any
-			json.Unmarshal([]byte(res), &got)
-			json.Unmarshal(w, &exp)
+			if err := errors.Join(json.Unmarshal(w, &hv), json.Unmarshal([]byte(res), &got), json.Unmarshal(w, &exp)); err != nil {
+				t.Fatalf("%s: %v", ref, err)
+			}
 			if ver != hv.Meta.VersionID || !reflect.DeepEqual(got, exp) {
 				diffs = append(diffs, fmt.Sprintf("%s: lake v%s %s, HAPI v%s %s", ref, ver, res, hv.Meta.VersionID, w))
 			}

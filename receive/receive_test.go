@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/config"
+	"fhirlake/internal/testenv"
 	"fhirlake/notification"
 )
 
@@ -353,5 +356,36 @@ func TestMetricsAndHealth(t *testing.T) {
 	_, _, body := f.call(t, "POST", "/notify", "{", nil)
 	if err := json.Unmarshal([]byte(body), &oo); err != nil || oo["resourceType"] != "OperationOutcome" {
 		t.Fatalf("refusal is not an OperationOutcome: %s", body)
+	}
+}
+
+// TestPublishedExamples: every published notification example — R4
+// Backport, R4B and R5; handshake, heartbeat, full-resource, id-only, empty,
+// query-status — is accepted and reaches Kafka byte for byte, with the
+// tenant header.
+func TestPublishedExamples(t *testing.T) {
+	dir := testenv.Shared(t, "data", "notifications", "examples")
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples in %s: %v", dir, err)
+	}
+	f := newFixture(t, func(o *Options) { o.MaxRequestBytes = 1 << 20 })
+	sent := map[string]bool{}
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, ctype, body := f.call(t, "POST", "/notify", string(b), nil)
+		if code != 200 || ctype != "application/fhir+json" {
+			t.Fatalf("%s: %d %s", filepath.Base(p), code, body)
+		}
+		sent[string(b)] = true
+	}
+	for _, r := range f.records(t, len(files)) {
+		if !sent[string(r.Value)] || header(r, "fhir-tenant") != "acme" {
+			t.Errorf("record at %d is not an example as sent, or lacks the tenant", r.Offset)
+		}
+		decode(t, r)
 	}
 }

@@ -138,6 +138,17 @@ bench-export: ## Bulk Data export from HAPI FHIR into a tenant's lake
 	FHIRLAKE_BENCH_EXPORT_PATIENTS=$(BENCH_EXPORT_PATIENTS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 60m -v \
 		-run '^TestIntegrationExportBenchmark$$' ./cmd/fhirlake/
 
+# `fhirlake receive` on the local stack (eval "$$(deploy/local/stack env)" first):
+# calls per second and latency from an HTTP call to Kafka's acknowledgement, classic
+# PUTs and R4 Backport Bundles, by 1 and 16 clients on loopback; with the stack's HAPI
+# server (deploy/local/stack up hapi), the end-to-end latency from a HAPI write to its
+# row in the tenant's bucket. BENCH_RECEIVE_CALLS calls per round.
+BENCH_RECEIVE_CALLS ?= 20000
+.PHONY: bench-receive
+bench-receive: ## fhirlake receive: calls/s and p99 to Kafka's ack; HAPI write → lake latency
+	FHIRLAKE_BENCH_RECEIVE=$(BENCH_RECEIVE_CALLS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 30m -v \
+		-run '^TestIntegrationReceiveBenchmark$$' ./cmd/fhirlake/
+
 # End-to-end ingestion on the local stack (started when down, and stopped
 # again afterwards): `fhirlake consume` over 300k pre-produced notifications
 # (throughput, files written, peak RSS), the same consumer and sink with no

@@ -23,22 +23,12 @@ import (
 	"fhirlake/query"
 )
 
-// hapi is the local stack's HAPI FHIR server, through its REST API.
-type hapi struct {
-	base string
-	hc   *http.Client
-}
+// exportHTTP sends the requests of the export tests to HAPI: loading a
+// transaction of 500 resources takes tens of seconds on a busy machine.
+var exportHTTP = &http.Client{Timeout: 5 * time.Minute}
 
-func needHAPI(t *testing.T) *hapi {
-	t.Helper()
-	base := os.Getenv("FHIRLAKE_HAPI_URL")
-	if base == "" {
-		t.Skip(`FHIRLAKE_HAPI_URL is not set: the HAPI FHIR server is not running ("deploy/local/stack up hapi", then eval "$(deploy/local/stack env)")`)
-	}
-	return &hapi{base: strings.TrimRight(base, "/"), hc: &http.Client{Timeout: 5 * time.Minute}}
-}
-
-func (h *hapi) do(t *testing.T, method, url string, body []byte) []byte {
+// hapiDo sends a request to url (absolute) on HAPI, failing the test on anything but 2xx.
+func hapiDo(t *testing.T, method, url string, body []byte) []byte {
 	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
@@ -48,7 +38,7 @@ func (h *hapi) do(t *testing.T, method, url string, body []byte) []byte {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}
-	resp, err := h.hc.Do(req)
+	resp, err := exportHTTP.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -65,7 +55,7 @@ func (h *hapi) do(t *testing.T, method, url string, body []byte) []byte {
 
 // transaction PUTs resources (JSON objects with resourceType and id) in one
 // transaction Bundle.
-func (h *hapi) transaction(t *testing.T, resources []json.RawMessage) {
+func putAll(t *testing.T, h *hapiServer, resources []json.RawMessage) {
 	t.Helper()
 	type entry struct {
 		Resource json.RawMessage   `json:"resource"`
@@ -80,13 +70,13 @@ func (h *hapi) transaction(t *testing.T, resources []json.RawMessage) {
 		entries = append(entries, entry{Resource: r, Request: map[string]string{"method": "PUT", "url": head.ResourceType + "/" + head.ID}})
 	}
 	b, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
-	h.do(t, http.MethodPost, h.base, b)
+	hapiDo(t, http.MethodPost, h.base, b)
 }
 
 // exists reports whether a read of path (/Type/id) finds the resource.
-func (h *hapi) exists(t *testing.T, path string) bool {
+func hapiHas(t *testing.T, h *hapiServer, path string) bool {
 	t.Helper()
-	resp, err := h.hc.Get(h.base + path)
+	resp, err := exportHTTP.Get(h.base + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +87,7 @@ func (h *hapi) exists(t *testing.T, path string) bool {
 
 // search reads every resource of a type through the search API, following
 // the Bundle's next links: id → the resource.
-func (h *hapi) search(t *testing.T, typ string) map[string]json.RawMessage {
+func searchAll(t *testing.T, h *hapiServer, typ string) map[string]json.RawMessage {
 	t.Helper()
 	out := map[string]json.RawMessage{}
 	next := h.base + "/" + typ + "?_count=500"
@@ -113,7 +103,7 @@ func (h *hapi) search(t *testing.T, typ string) map[string]json.RawMessage {
 				Resource json.RawMessage
 			}
 		}
-		if err := json.Unmarshal(h.do(t, http.MethodGet, next, nil), &page); err != nil {
+		if err := json.Unmarshal(hapiDo(t, http.MethodGet, next, nil), &page); err != nil {
 			t.Fatal(err)
 		}
 		next = ""
@@ -141,7 +131,7 @@ var syntheaOrder = []string{"Organization", "Practitioner", "Patient", "Encounte
 
 // loadSynthea PUTs the shared Synthea sample (about 2,800 resources) into
 // HAPI, type by type; it returns the count, 0 when the sample is absent.
-func (h *hapi) loadSynthea(t *testing.T) int {
+func loadSynthea(t *testing.T, h *hapiServer) int {
 	t.Helper()
 	shared := os.Getenv("FHIRLAKE_SHARED")
 	if shared == "" {
@@ -170,7 +160,7 @@ func (h *hapi) loadSynthea(t *testing.T) int {
 			seen[head.ID] = true
 			batch = append(batch, json.RawMessage(bytes.Clone(sc.Bytes())))
 			if len(batch) == 500 {
-				h.transaction(t, batch)
+				putAll(t, h, batch)
 				n, batch = n+len(batch), nil
 			}
 		}
@@ -179,7 +169,7 @@ func (h *hapi) loadSynthea(t *testing.T) int {
 			t.Fatal(err)
 		}
 		if len(batch) > 0 {
-			h.transaction(t, batch)
+			putAll(t, h, batch)
 			n += len(batch)
 		}
 	}
@@ -236,12 +226,12 @@ type lakeResource struct{ version, json string }
 // compareWithHAPI checks that the lake holds exactly what HAPI's search
 // returns for the types (keep narrows HAPI's side): the same ids, versions
 // and content.
-func compareWithHAPI(t *testing.T, what string, h *hapi, s *query.Session, types []string, keep func(typ, id string) bool) int {
+func compareWithHAPI(t *testing.T, what string, h *hapiServer, s *query.Session, types []string, keep func(typ, id string) bool) int {
 	t.Helper()
 	got := latest(t, s, types)
 	want := map[string]json.RawMessage{}
 	for _, typ := range types {
-		for id, r := range h.search(t, typ) {
+		for id, r := range searchAll(t, h, typ) {
 			if keep == nil || keep(typ, id) {
 				want[typ+"/"+id] = r
 			}
@@ -310,17 +300,17 @@ func TestIntegrationExportFromHAPI(t *testing.T) {
 	h := needHAPI(t)
 	const tenant = "globex"
 	runID := fmt.Sprintf("x%d", time.Now().UnixNano()%1_000_000_000)
-	synthea := h.loadSynthea(t)
+	synthea := loadSynthea(t, h)
 	pats, rest := generated(runID, 20, 4)
-	h.transaction(t, pats)
-	h.transaction(t, rest)
+	putAll(t, h, pats)
+	putAll(t, h, rest)
 	members := []string{runID + "-p1", runID + "-p2", runID + "-p3"}
 	var refs []string
 	for _, m := range members {
 		refs = append(refs, fmt.Sprintf(`{"entity":{"reference":"Patient/%s"}}`, m))
 	}
 	group := runID + "-g"
-	h.transaction(t, []json.RawMessage{json.RawMessage(fmt.Sprintf(`{"resourceType":"Group","id":%q,"type":"person","actual":true,"member":[%s]}`, group, strings.Join(refs, ",")))})
+	putAll(t, h, []json.RawMessage{json.RawMessage(fmt.Sprintf(`{"resourceType":"Group","id":%q,"type":"person","actual":true,"member":[%s]}`, group, strings.Join(refs, ",")))})
 	t.Logf("HAPI holds the Synthea sample (%d resources loaded) and %d generated resources", synthea, len(pats)+len(rest)+1)
 
 	// System level, every type: the lake is HAPI's search, resource by resource.
@@ -356,8 +346,8 @@ func TestIntegrationExportFromHAPI(t *testing.T) {
 		}
 	}
 	newPats, newRest := generated(runID+"n", 2, 1)
-	h.transaction(t, append(changedPats, newPats...))
-	h.transaction(t, append(changedRest, newRest...))
+	putAll(t, h, append(changedPats, newPats...))
+	putAll(t, h, append(changedRest, newRest...))
 	out, n2 := exported(t, sys, tenant, h.base, "--since-last")
 	if !strings.Contains(out, "since the last export: ") {
 		t.Errorf("--since-last did not continue from the recorded export:\n%s", out)
@@ -417,14 +407,14 @@ func TestIntegrationExportBenchmark(t *testing.T) {
 	st := needStack(t)
 	h := needHAPI(t)
 	const run = "bench"
-	if !h.exists(t, fmt.Sprintf("/Patient/%s-p%d", run, patients-1)) {
+	if !hapiHas(t, h, fmt.Sprintf("/Patient/%s-p%d", run, patients-1)) {
 		start := time.Now()
 		pats, rest := generated(run, patients, 10)
 		for i := 0; i < len(pats); i += 500 {
-			h.transaction(t, pats[i:min(i+500, len(pats))])
+			putAll(t, h, pats[i:min(i+500, len(pats))])
 		}
 		for i := 0; i < len(rest); i += 500 {
-			h.transaction(t, rest[i:min(i+500, len(rest))])
+			putAll(t, h, rest[i:min(i+500, len(rest))])
 		}
 		t.Logf("loaded %d resources into HAPI in %s", len(pats)+len(rest), time.Since(start).Round(time.Second))
 	}

@@ -73,6 +73,8 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzBundleEntries$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./bulk/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./bulkexport/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzReadOutcomes$$' -fuzztime $(FUZZTIME) ./bulkexport/
 
 bench-parquet: ## Arrow batches to Parquet through DuckDB
 	$(GO) test -tags $(TAGS) -run XXX -bench Parquet -benchtime 10x ./sink/
@@ -124,6 +126,28 @@ bench-compact: ## a full and an incremental (1 % changed) compaction of 5 M reso
 bench-query: ## five dashboard queries over 1M+ observations
 	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 60m -run '^TestDashboardBenchmark$$' -v ./query/
 	FHIRLAKE_BENCH_QUERY=1 $(GO) test -tags $(TAGS) -count=1 -timeout 30m -run '^TestServeBenchmark$$' -v ./cmd/fhirlake/
+
+# `fhirlake backfill --from-server` against the local HAPI FHIR server (the stack
+# must run with it: deploy/local/stack up hapi, and its environment evaluated):
+# BENCH_EXPORT_PATIENTS generated patients (12 resources each, loaded into HAPI
+# once per start of it), exported at system level into a tenant's S3 lake, three
+# rounds. See docs/benchmarks.md.
+BENCH_EXPORT_PATIENTS ?= 500
+.PHONY: bench-export
+bench-export: ## Bulk Data export from HAPI FHIR into a tenant's lake
+	FHIRLAKE_BENCH_EXPORT_PATIENTS=$(BENCH_EXPORT_PATIENTS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 60m -v \
+		-run '^TestIntegrationExportBenchmark$$' ./cmd/fhirlake/
+
+# `fhirlake receive` on the local stack (eval "$$(deploy/local/stack env)" first):
+# calls per second and latency from an HTTP call to Kafka's acknowledgement, classic
+# PUTs and R4 Backport Bundles, by 1 and 16 clients on loopback; with the stack's HAPI
+# server (deploy/local/stack up hapi), the end-to-end latency from a HAPI write to its
+# row in the tenant's bucket. BENCH_RECEIVE_CALLS calls per round.
+BENCH_RECEIVE_CALLS ?= 20000
+.PHONY: bench-receive
+bench-receive: ## fhirlake receive: calls/s and p99 to Kafka's ack; HAPI write → lake latency
+	FHIRLAKE_BENCH_RECEIVE=$(BENCH_RECEIVE_CALLS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 30m -v \
+		-run '^TestIntegrationReceiveBenchmark$$' ./cmd/fhirlake/
 
 # End-to-end ingestion on the local stack (started when down, and stopped
 # again afterwards): `fhirlake consume` over 300k pre-produced notifications

@@ -47,6 +47,8 @@ type Config struct {
 	Compact Compact `yaml:"compact" envPrefix:"FHIRLAKE_COMPACT_"`
 	// Serve configures `fhirlake serve`, the SQL API and status page.
 	Serve Serve `yaml:"serve" envPrefix:"FHIRLAKE_SERVE_"`
+	// Receive configures `fhirlake receive`, the rest-hook endpoint.
+	Receive Receive `yaml:"receive" envPrefix:"FHIRLAKE_RECEIVE_"`
 	// Tenants lists every tenant this deployment serves. Records for any
 	// other tenant are dead-lettered: there is no default tenant.
 	Tenants []Tenant `yaml:"tenants"`

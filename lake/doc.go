@@ -7,10 +7,11 @@
 //	batch/<snapshot-id>/manifest.json
 //	_manifest/batch.json
 //	_lease/compactor.json
+//	_backfill/exports.json
 //
 // The consumer (through package rows and sink) writes the speed layer, the compactor
-// writes the batch snapshots and the manifest (holding the lease while it runs), the
-// query layer reads all of it. Each
+// writes the batch snapshots and the manifest (holding the lease while it runs),
+// backfill from a FHIR server records its exports, the query layer reads all of it. Each
 // format has a page under docs/format/ (docs/format/README.md is the index); the
 // declarations here cite theirs.
 //

@@ -22,6 +22,7 @@ const (
 	FormatAzure      Format = "azure"       // Azure Health Data Services event (Event Grid or CloudEvents schema)
 	FormatGoogle     Format = "google"      // Google Cloud Healthcare Pub/Sub: the resource name, action in headers
 	FormatResource   Format = "resource"    // a bare resource (rest-hook style, Medplum), interaction in headers
+	FormatRestHook   Format = "rest-hook"   // fhirlake receive's envelope of a classic rest-hook PUT or DELETE
 )
 
 // Operation is what happened to a resource.
@@ -290,6 +291,8 @@ func decodeObject(value []byte, h recordHints, wrapped bool) (*Notification, err
 		return decodeBareResource(doc, value, h)
 	case doc.head.err != "":
 		return nil, decodeErr(ClassNotNotification, "%s", doc.head.err)
+	case doc.restHook != nil:
+		return decodeRestHook(doc)
 	case doc.hapi != nil:
 		return decodeHAPI(doc)
 	case doc.ibm:

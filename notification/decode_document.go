@@ -65,6 +65,8 @@ type document struct {
 	ibm                                                   bool
 	operationType, resourceID, tenantID, location, lastUp string
 	resource                                              resourceHead
+	// fhirlake receive's rest-hook envelope: "fhirRestHook" (with "resource").
+	restHook *restHookHead
 	// Azure: "eventType" (Event Grid) or "type" (CloudEvents) and "data".
 	eventType string
 	data      []byte
@@ -165,6 +167,10 @@ func scanDocument(value []byte) (*document, error) {
 		case "eventType":
 			dup(12, "eventType")
 			return s.envelopeString(d, "eventType", &d.eventType)
+		case RestHookKey:
+			dup(14, RestHookKey)
+			d.restHook = &restHookHead{}
+			return s.restHookHead(d.restHook)
 		case "data":
 			dup(13, "data")
 			if s.peek() == '{' {

@@ -29,6 +29,18 @@ const (
 	HeaderMedplumDeleted = "x-medplum-deleted-resource"
 )
 
+// InteractionHeaders are the headers of an HTTP call that the decoder reads
+// when they travel with its body as record headers: what a rest-hook that
+// sends a bare resource (Medplum, a FHIR server's custom channel) says
+// about the change outside the body. Generic names ("action",
+// "interaction") are left out: over HTTP they may mean anything.
+var InteractionHeaders = []string{
+	HeaderInteraction, "x-fhir-interaction",
+	HeaderResource, "x-fhir-resource",
+	HeaderVersionID, "x-fhir-version-id",
+	HeaderMedplumDeleted,
+}
+
 // recordHints are what the record headers say about the change.
 type recordHints struct {
 	interaction string // create, update, patch, delete; "" when not given

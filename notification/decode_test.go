@@ -324,6 +324,9 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	for _, c := range vendorCases() {
 		seeds = append(seeds, c.doc)
 	}
+	for _, c := range restHookCases(f) {
+		seeds = append(seeds, c.doc)
+	}
 	for _, c := range badInputs(f) {
 		if len(c.doc) < 64<<10 {
 			seeds = append(seeds, c.doc)

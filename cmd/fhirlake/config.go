@@ -39,7 +39,15 @@ not reached.`,
 			}
 			cc := cfg.Compact.WithDefaults()
 			sc := cfg.Serve.WithDefaults()
-			if err := errors.Join(cc.Validate(), sc.Validate(cfg.Tenants)); err != nil {
+			errs := []error{cc.Validate(), sc.Validate(cfg.Tenants)}
+			// The receive section is checked when it holds secrets: most
+			// deployments run no receiver (which refuses to start without).
+			rc := cfg.Receive.WithDefaults(cfg.Kafka)
+			receiving := len(cfg.Receive.Secrets) > 0
+			if receiving {
+				errs = append(errs, rc.Validate(cfg.Tenants))
+			}
+			if err := errors.Join(errs...); err != nil {
 				return err
 			}
 			if len(cfg.Tenants) == 0 {
@@ -51,6 +59,9 @@ not reached.`,
 			fmt.Fprintf(out, "  flush:    %d rows / %s / %s per partition; shutdown within %s\n", cfg.Flush.MaxRows, cfg.Flush.MaxBytes, cfg.Flush.MaxAge, cfg.ShutdownTimeout)
 			fmt.Fprintf(out, "  metrics:  %s\n", orNone(cfg.Metrics.Listen))
 			fmt.Fprintf(out, "  serve:    %s, %d API keys\n", sc.Listen, len(sc.APIKeys))
+			if receiving {
+				fmt.Fprintf(out, "  receive:  %s, into %s, %d secrets\n", rc.Listen, rc.Topic, len(rc.Secrets))
+			}
 			fmt.Fprintf(out, "  compact:  %q\n", cc.Schedule)
 			for _, t := range cfg.Tenants {
 				where := t.Store.Path

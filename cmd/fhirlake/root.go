@@ -46,6 +46,7 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 		newViewsCmd(g),
 		newBackfillCmd(g),
 		newServeCmd(g),
+		newReceiveCmd(g),
 		newCompactCmd(g),
 		newConfigCmd(g),
 	)

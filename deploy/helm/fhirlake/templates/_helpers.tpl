@@ -215,6 +215,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $serve "tls" $tls -}}
 {{- end -}}
 {{- $_ = set $cfg "serve" $serve -}}
+{{- if .Values.receive.enabled -}}
+{{- $receive := deepCopy .Values.receive.config -}}
+{{- $_ = set $receive "listen" (printf "0.0.0.0:%d" (int .Values.receive.service.port)) -}}
+{{- $_ = set $cfg "receive" $receive -}}
+{{- end -}}
 {{- $tenants := list -}}
 {{- range .Values.tenants -}}
 {{- $store := dict "type" "s3" "bucket" .bucket -}}

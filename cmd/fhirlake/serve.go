@@ -204,8 +204,18 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
 	}, reg, log)
-	return listenAndServe(ctx, sc, srv.Handler(), log,
+	// Flight SQL stops with the HTTP API: when ctx ends, or when either
+	// fails.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	waitFlight, err := startFlight(ctx, sc, keys, sup, stop, log)
+	if err != nil {
+		return err
+	}
+	err = listenAndServe(ctx, sc, srv.Handler(), log,
 		"tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))
+	stop()
+	return errors.Join(err, waitFlight())
 }
 
 // listenAndServe serves handler on sc.Listen, over TLS when sc.TLS is set,

@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/flight/flightsql"
 	"github.com/apache/arrow-go/v18/arrow/flight/flightsql/schema_ref"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -31,7 +32,7 @@ const (
 // metadataInfo answers a catalog command: its ticket is the command.
 func metadataInfo(desc *flight.FlightDescriptor, schema *arrow.Schema) *flight.FlightInfo {
 	return &flight.FlightInfo{FlightDescriptor: desc, Endpoint: []*flight.FlightEndpoint{{Ticket: &flight.Ticket{Ticket: desc.Cmd}}},
-		Schema: flight.SerializeSchema(schema, nil), TotalRecords: -1, TotalBytes: -1}
+		Schema: flight.SerializeSchema(schema, memory.DefaultAllocator), TotalRecords: -1, TotalBytes: -1}
 }
 
 // one streams a single batch.

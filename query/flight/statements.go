@@ -6,8 +6,10 @@ import (
 	"io"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/flight/flightsql"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -38,13 +40,47 @@ func (s *Server) CreatePreparedStatement(ctx context.Context, req flightsql.Acti
 	if err := json.NewDecoder(io.LimitReader(cl.body, 1<<20)).Decode(&out); err != nil {
 		return res, status.Errorf(codes.Internal, "read the statement's parameters: %v", err)
 	}
+	cl.Close()
 	schema := paramSchema(out.Parameters)
+	dataset, err := s.resultSchema(ctx, c.key.Tenant, q, len(out.Parameters))
+	if err != nil {
+		return res, err
+	}
 	h, err := s.prepared.add(&prepared{tenant: c.key.Tenant, sql: q, params: schema}, time.Now())
 	if err != nil {
 		return res, err
 	}
 	notUpdate := false
-	return flightsql.ActionCreatePreparedStatementResult{Handle: []byte(h), ParameterSchema: schema, IsUpdate: &notUpdate}, nil
+	return flightsql.ActionCreatePreparedStatementResult{Handle: []byte(h), DatasetSchema: dataset, ParameterSchema: schema, IsUpdate: &notUpdate}, nil
+}
+
+// resultSchema is the Arrow schema of q's rows, asked of the worker as
+// the schema of SELECT * FROM (q) LIMIT 0 with null parameters — a
+// statement checked like any other, which DuckDB answers without reading
+// the lake. JDBC needs it: it runs a prepared statement without columns as
+// an update. A statement that cannot be so wrapped (DESCRIBE) gets none.
+func (s *Server) resultSchema(ctx context.Context, tenant, q string, params int) (*arrow.Schema, error) {
+	wrapped := "SELECT * FROM (" + q + "\n) AS fhirlake_prepared LIMIT 0"
+	body := map[string]any{"sql": wrapped}
+	if params > 0 {
+		body["params"] = make([]any, params)
+	}
+	cl, _, err := s.start(ctx, tenant, "POST", "/query", map[string][]string{"format": {"arrow"}}, body)
+	if err != nil {
+		if c := status.Code(err); c == codes.DeadlineExceeded || c == codes.Canceled || c == codes.Unavailable || c == codes.ResourceExhausted {
+			return nil, err
+		}
+		return nil, nil
+	}
+	defer cl.Close()
+	r, err := ipc.NewReader(cl.body, ipc.WithAllocator(s.Alloc))
+	if err != nil {
+		return nil, nil
+	}
+	defer r.Release()
+	for r.Next() {
+	}
+	return r.Schema(), nil
 }
 
 // ClosePreparedStatement forgets a prepared statement.

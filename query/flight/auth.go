@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"io"
 	"strings"
 
@@ -141,7 +142,7 @@ func (h handshaker) Handshake(stream flight.FlightService_HandshakeServer) error
 		return err
 	}
 	// A client sends one request, or none.
-	if _, err := stream.Recv(); err != nil && err != io.EOF {
+	if _, err := stream.Recv(); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	return stream.Send(&flight.HandshakeResponse{Payload: []byte(c.key.Tenant)})

@@ -91,7 +91,7 @@ func newFixture(t *testing.T, timeout time.Duration) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go g.Serve(ln)
+	go func() { _ = g.Serve(ln) }() // ends with g.Stop
 	t.Cleanup(g.Stop)
 	f.addr = ln.Addr().String()
 	return f

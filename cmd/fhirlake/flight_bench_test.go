@@ -90,7 +90,9 @@ func TestFlightBenchmark(t *testing.T) {
 	}
 	work := t.TempDir()
 	addr, faddr, key := freeAddr(t), flightAddr(t), "acme-bench-key"
+	// Kafka is not read: no completeness, and no other stack's broker asked.
 	cfg := fmt.Sprintf(`work_dir: %s
+kafka: {brokers: ["127.0.0.1:1"]}
 tenants:
   - {name: acme, store: {type: local, path: %s}}
 serve:

@@ -59,7 +59,9 @@ func startFlightServe(t *testing.T, timeout time.Duration) *flightServe {
 			t.Fatal(err)
 		}
 	}
+	// Kafka is not read: no completeness, and no other stack's broker asked.
 	cfg := fmt.Sprintf(`work_dir: %s
+kafka: {brokers: ["127.0.0.1:1"]}
 tenants:
   - {name: acme, store: {type: local, path: %s}}
   - {name: globex, store: {type: local, path: %s}}

@@ -3,7 +3,6 @@ package flight_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -48,6 +47,7 @@ func (f workerForwarder) Forward(w http.ResponseWriter, r *http.Request, tenant 
 }
 
 type fixture struct {
+	srv  *fl.Server
 	addr string
 	pool *query.Pool
 	recs chan fl.Record
@@ -93,7 +93,7 @@ func newFixture(t *testing.T, timeout time.Duration) *fixture {
 	}
 	go func() { _ = g.Serve(ln) }() // ends with g.Stop
 	t.Cleanup(g.Stop)
-	f.addr = ln.Addr().String()
+	f.addr, f.srv = ln.Addr().String(), s
 	return f
 }
 
@@ -375,32 +375,36 @@ func TestTimeoutAndCancel(t *testing.T) {
 	// Canceled long before the timeout: the code says which ended it.
 	f2 := newFixture(t, time.Minute)
 	c2 := f2.client(t)
+	cancel := func(info *flight.FlightInfo) {
+		t.Helper()
+		res, err := c2.CancelFlightInfo(ctx, &flight.CancelFlightInfoRequest{Info: info})
+		if err != nil || res.Status != flight.CancelStatusCancelled {
+			t.Fatalf("cancel: %v %v", res, err)
+		}
+	}
+	// A running query: the forwarded request ends, DuckDB is interrupted.
 	info, err := c2.Execute(ctx, runaway)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { _, err := fetch(ctx, c2, info); done <- err }()
-	// Cancel once it runs, so that the running query is what ends.
-	deadline := time.Now().Add(20 * time.Second)
-	var got error
-	for got == nil {
-		res, err := c2.CancelFlightInfo(ctx, &flight.CancelFlightInfoRequest{Info: info})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Status != flight.CancelStatusCancelled {
-			t.Fatalf("cancel: %v", res.Status)
-		}
-		select {
-		case got = <-done:
-		case <-time.After(200 * time.Millisecond):
-			if time.Now().After(deadline) {
-				got = errors.New("still running")
-			}
+	for deadline := time.Now().Add(20 * time.Second); fl.RunningQueries(f2.srv) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the query did not start")
 		}
 	}
-	if code := status.Code(got); code != codes.Canceled {
-		t.Errorf("a canceled query: got %v, want Canceled", got)
+	cancel(info)
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Errorf("a canceled query: got %v, want Canceled", err)
+	}
+	// A ticket canceled before it is fetched does not run.
+	info, err = c2.Execute(ctx, "SELECT 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel(info)
+	if _, err := fetch(ctx, c2, info); status.Code(err) != codes.Canceled {
+		t.Errorf("a ticket canceled before it ran: got %v, want Canceled", err)
 	}
 }

@@ -55,6 +55,7 @@ for sql in json.loads(queries):
         ds = [timed(fn, sql)[0] for _ in range(rounds)]
         row[name] = {"p50_ms": round(pct(ds, 50) * 1000, 1), "p95_ms": round(pct(ds, 95) * 1000, 1)}
     out["queries"].append(row)
+    print(json.dumps(row), file=sys.stderr, flush=True)
 
 for name, fn in (("flight", over_flight), ("http", over_http)):
     runs = []

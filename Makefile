@@ -149,6 +149,15 @@ bench-receive: ## fhirlake receive: calls/s and p99 to Kafka's ack; HAPI write â
 	FHIRLAKE_BENCH_RECEIVE=$(BENCH_RECEIVE_CALLS) $(GO) test -tags $(TAGS),integration -count=1 -timeout 30m -v \
 		-run '^TestIntegrationReceiveBenchmark$$' ./cmd/fhirlake/
 
+# The five dashboard queries through Flight SQL (the ADBC driver, from the local stack's
+# virtualenv: deploy/local/stack install; eval "$$(deploy/local/stack env)") beside the
+# HTTP API, and 1 M rows of observation streamed both ways, from `fhirlake serve` over
+# the query benchmark's lake (make bench-query) or else a speed layer of 84,000 synthetic
+# patients built once into .cache/bench-flight/.
+.PHONY: bench-flight
+bench-flight: ## dashboard queries and 1M rows through Flight SQL (ADBC) beside the HTTP API
+	FHIRLAKE_BENCH_FLIGHT=1 $(GO) test -tags $(TAGS) -count=1 -timeout 60m -run '^TestFlightBenchmark$$' -v ./cmd/fhirlake/
+
 # End-to-end ingestion on the local stack (started when down, and stopped
 # again afterwards): `fhirlake consume` over 300k pre-produced notifications
 # (throughput, files written, peak RSS), the same consumer and sink with no

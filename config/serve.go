@@ -121,6 +121,21 @@ type Serve struct {
 	// it they are plain HTTP, meant for a loopback listen: a listen on
 	// another address without TLS is logged as a warning at startup.
 	TLS ServeTLS `yaml:"tls" envPrefix:"TLS_"`
+	// Flight serves Arrow Flight SQL (gRPC) on a port of its own, in front
+	// of the same workers, keys, checks and limits as the HTTP API, and
+	// over TLS with serve.tls. Default: off.
+	Flight ServeFlight `yaml:"flight" envPrefix:"FLIGHT_"`
+}
+
+// ServeFlight is the Arrow Flight SQL endpoint of serve.
+type ServeFlight struct {
+	// Listen is host:port of the Flight SQL endpoint; empty: none.
+	// Default: none.
+	Listen string `yaml:"listen" env:"LISTEN"`
+	// MaxPreparedStatements bounds each tenant's open prepared statements;
+	// a client that opens more gets RESOURCE_EXHAUSTED, and one unused for
+	// an hour makes room. Default: 256.
+	MaxPreparedStatements int `yaml:"max_prepared_statements" env:"MAX_PREPARED_STATEMENTS"`
 }
 
 // ServeTLS is the query server's certificate and, optionally, the CA its
@@ -221,6 +236,7 @@ func DefaultServe() Serve {
 		WorkerIdleTimeout: 5 * time.Minute,
 		WorkerGrace:       5 * time.Second,
 		TLS:               ServeTLS{MinVersion: "1.2"},
+		Flight:            ServeFlight{MaxPreparedStatements: 256},
 	}
 }
 
@@ -281,6 +297,9 @@ func (s Serve) WithDefaults() Serve {
 	if s.TLS.MinVersion == "" {
 		s.TLS.MinVersion = d.TLS.MinVersion
 	}
+	if s.Flight.MaxPreparedStatements == 0 {
+		s.Flight.MaxPreparedStatements = d.Flight.MaxPreparedStatements
+	}
 	return s
 }
 
@@ -339,6 +358,16 @@ func (s Serve) Validate(tenants []Tenant) error {
 		bad("max_queued: must be positive, got %d", s.MaxQueued)
 	}
 	s.TLS.validate(bad)
+	if l := s.Flight.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			bad("flight.listen: %q: want host:port", l)
+		} else if l == s.Listen {
+			bad("flight.listen: %q is serve.listen's address: Flight SQL needs a port of its own", l)
+		}
+	}
+	if s.Flight.MaxPreparedStatements < 1 {
+		bad("flight.max_prepared_statements: must be positive, got %d", s.Flight.MaxPreparedStatements)
+	}
 	known := map[string]bool{}
 	for _, t := range tenants {
 		known[t.Name] = true

@@ -175,3 +175,33 @@ func TestLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestServeFlightKeys(t *testing.T) {
+	if s := (Serve{}).WithDefaults(); s.Flight.Listen != "" || s.Flight.MaxPreparedStatements != 256 {
+		t.Fatalf("got %+v, want Flight SQL off with 256 prepared statements", s.Flight)
+	}
+	tests := []struct {
+		name string
+		edit func(*Serve)
+		want string // "" for valid
+	}{
+		{"off", func(*Serve) {}, ""},
+		{"own port", func(s *Serve) { s.Flight.Listen = "127.0.0.1:8815" }, ""},
+		{"no port", func(s *Serve) { s.Flight.Listen = "localhost" }, "flight.listen"},
+		{"the HTTP port", func(s *Serve) { s.Flight.Listen = s.Listen }, "flight.listen"},
+		{"no prepared statements", func(s *Serve) { s.Flight.MaxPreparedStatements = -1 }, "flight.max_prepared_statements"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Serve{}.WithDefaults()
+			tt.edit(&s)
+			err := s.Validate(nil)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("got %v, want valid", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("got %v, want an error about %s", err, tt.want)
+			}
+		})
+	}
+}

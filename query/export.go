@@ -30,6 +30,9 @@ type ExportOptions struct {
 	// wrote (give or take one buffer), Arrow and Parquet the Arrow size of
 	// the batches passed on, the last one cut to fit.
 	MaxBytes int64
+	// Args are the values of the statement's parameters (? or $n), bound
+	// by DuckDB: data, never SQL.
+	Args []any
 }
 
 // ExportResult describes what Export wrote.
@@ -55,7 +58,7 @@ func (s *Session) Export(ctx context.Context, w io.Writer, q, format string, o E
 			n, truncated, err := write(w, rows, format, o)
 			res = ExportResult{Rows: n, Truncated: truncated}
 			return err
-		})
+		}, o.Args...)
 		return res, err
 	}
 	var res ExportResult
@@ -70,14 +73,14 @@ func (s *Session) Export(ctx context.Context, w io.Writer, q, format string, o E
 		}
 		res = ExportResult{Rows: int(lr.rows), Truncated: lr.truncated}
 		return err
-	})
+	}, o.Args...)
 	return res, err
 }
 
 // Arrow runs one read-only statement like Query and hands its result to fn
 // as Arrow record batches, within Options.QueryTimeout. The reader is valid
-// until fn returns.
-func (s *Session) Arrow(ctx context.Context, q string, fn func(array.RecordReader) error) error {
+// until fn returns. args are the values of q's parameters.
+func (s *Session) Arrow(ctx context.Context, q string, fn func(array.RecordReader) error, args ...any) error {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	conn, err := s.db.Conn(ctx)
@@ -97,7 +100,7 @@ func (s *Session) Arrow(ctx context.Context, q string, fn func(array.RecordReade
 		if err != nil {
 			return err
 		}
-		r, err := ar.QueryContext(ctx, q)
+		r, err := ar.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}

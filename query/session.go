@@ -337,14 +337,15 @@ func (s *Session) Query(ctx context.Context, q string, args ...any) (*sql.Rows, 
 }
 
 // Run runs one read-only statement like Query and hands its rows to fn,
-// within Options.QueryTimeout; the rows are closed when fn returns.
-func (s *Session) Run(ctx context.Context, q string, fn func(*sql.Rows) error) error {
+// within Options.QueryTimeout; the rows are closed when fn returns. args
+// are the values of q's parameters.
+func (s *Session) Run(ctx context.Context, q string, fn func(*sql.Rows) error, args ...any) error {
 	if err := s.checkReadOnly(ctx, q); err != nil {
 		return fmt.Errorf("tenant %s: %w", s.tenant, err)
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, q)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("tenant %s: %w", s.tenant, queryError(ctx, err))
 	}

@@ -68,7 +68,12 @@ tenant response and fhirlake_lake_complete_through_seconds.
 With serve.tls.cert_file and key_file, serve speaks HTTPS only (TLS 1.2 or newer,
 serve.tls.min_version), reading the files again when they change; serve.tls.client_ca_file
 also requires every client to present a certificate of that CA. Without them it speaks plain
-HTTP, and warns when serve.listen is not a loopback address.`,
+HTTP, and warns when serve.listen is not a loopback address.
+
+With serve.flight.listen, serve also speaks Arrow Flight SQL (gRPC, TLS as serve.tls says) for
+ADBC, JDBC, Grafana, Superset and DBeaver: the same keys (a bearer token), workers, statement
+checks and limits; statements, prepared statements, the tenant's views as tables,
+cancellation; nothing that writes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -204,8 +209,18 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
 	}, reg, log)
-	return listenAndServe(ctx, sc, srv.Handler(), log,
+	// Flight SQL stops with the HTTP API: when ctx ends, or when either
+	// fails.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	waitFlight, err := startFlight(ctx, sc, keys, sup, stop, log)
+	if err != nil {
+		return err
+	}
+	err = listenAndServe(ctx, sc, srv.Handler(), log,
 		"tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))
+	stop()
+	return errors.Join(err, waitFlight())
 }
 
 // listenAndServe serves handler on sc.Listen, over TLS when sc.TLS is set,

@@ -219,7 +219,9 @@ var userError = map[duckdb.ErrorType]bool{
 // for errors that reached here as text.
 func hasUserErrorPrefix(msg string) bool {
 	for _, p := range []string{"Parser Error", "Syntax Error", "Binder Error", "Catalog Error", "Conversion Error",
-		"Invalid Input Error", "Not implemented Error", "Out of Range Error"} {
+		"Invalid Input Error", "Not implemented Error", "Out of Range Error",
+		// the driver's, binding the values of a statement's parameters
+		"incorrect argument count", "could not bind"} {
 		if strings.Contains(msg, p) {
 			return true
 		}

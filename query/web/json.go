@@ -54,7 +54,7 @@ func uniqueNames(names []string) []string {
 // Each row is an object whose keys are the columns' names (see
 // uniqueNames), in the columns' order. An error before the first row is a
 // JSON error response; one after it ends the document with "error".
-func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.Session, tenant, q string) int {
+func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.Session, tenant, q string, args []any) int {
 	n := 0
 	started := false
 	var bw *bufio.Writer
@@ -133,7 +133,7 @@ func (s *Server) queryJSON(w http.ResponseWriter, r *http.Request, sess *query.S
 		_, _ = bw.Write(tail[1:])
 		_ = bw.WriteByte('\n')
 		return bw.Flush()
-	})
+	}, args...)
 	if err == nil {
 		return n
 	}

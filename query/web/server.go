@@ -167,9 +167,11 @@ func New(pool *query.Pool, o Options, reg prometheus.Registerer, log *slog.Logge
 	if o.Forward != nil {
 		mux.HandleFunc("POST /v1/tenants/{tenant}/query", s.tenantRoute("query", false, s.forward))
 		mux.HandleFunc("GET /v1/tenants/{tenant}/tables", s.tenantRoute("tables", false, s.forward))
+		mux.HandleFunc("POST /v1/tenants/{tenant}/parameters", s.tenantRoute("parameters", false, s.forward))
 	} else {
 		mux.HandleFunc("POST /v1/tenants/{tenant}/query", s.tenantRoute("query", false, s.query))
 		mux.HandleFunc("GET /v1/tenants/{tenant}/tables", s.tenantRoute("tables", false, s.tables))
+		mux.HandleFunc("POST /v1/tenants/{tenant}/parameters", s.tenantRoute("parameters", false, s.parameters))
 	}
 	if !o.DisableStatus {
 		assets, _ := fs.Sub(files, "assets")
@@ -369,40 +371,46 @@ func negotiate(r *http.Request) (format, bool) {
 	return best.f, true
 }
 
-// readSQL reads the statement: a JSON body {"sql": "..."}, or the body as
-// text (text/plain, application/sql).
-func (s *Server) readSQL(w http.ResponseWriter, r *http.Request) (string, int, string) {
+// readSQL reads the statement: a JSON body {"sql": "...", "params": [...]},
+// or the body as text (text/plain, application/sql), which has no
+// parameters.
+func (s *Server) readSQL(w http.ResponseWriter, r *http.Request) (string, []any, int, string) {
 	body := http.MaxBytesReader(w, r.Body, s.opts.MaxRequestBytes)
 	b, err := io.ReadAll(body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return "", http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes)
+			return "", nil, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes)
 		}
-		return "", http.StatusBadRequest, "read request: " + err.Error()
+		return "", nil, http.StatusBadRequest, "read request: " + err.Error()
 	}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var q string
+	var args []any
 	switch ct {
 	case "application/json", "":
 		var req struct {
-			SQL string `json:"sql"`
+			SQL    string            `json:"sql"`
+			Params []json.RawMessage `json:"params"`
 		}
 		dec := json.NewDecoder(strings.NewReader(string(b)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			return "", http.StatusBadRequest, `body: want JSON {"sql": "SELECT …"}: ` + err.Error()
+			return "", nil, http.StatusBadRequest, `body: want JSON {"sql": "SELECT …"}: ` + err.Error()
+		}
+		if args, err = parseParams(req.Params); err != nil {
+			return "", nil, http.StatusBadRequest, err.Error()
 		}
 		q = req.SQL
 	case "text/plain", "application/sql":
 		q = string(b)
 	default:
-		return "", http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q: send application/json {\"sql\": …} or text/plain", ct)
+		return "", nil, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q: send application/json {\"sql\": …} or text/plain", ct)
 	}
 	if strings.TrimSpace(q) == "" {
-		return "", http.StatusBadRequest, "no SQL in the request"
+		return "", nil, http.StatusBadRequest, "no SQL in the request"
 	}
-	return q, 0, ""
+	return q, args, 0, ""
 }
 
 func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) int {
@@ -411,7 +419,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) in
 		s.fail(w, r, http.StatusNotAcceptable, "not_acceptable", "accepted: application/json, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet (or ?format=json|csv|arrow|parquet)", nil)
 		return 0
 	}
-	q, status, msg := s.readSQL(w, r)
+	q, args, status, msg := s.readSQL(w, r)
 	if status != 0 {
 		code := "bad_request"
 		switch status {
@@ -440,9 +448,9 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) in
 	h.Set("Fhirlake-Byte-Limit", strconv.FormatInt(s.opts.MaxResultBytes, 10))
 	// Either answers a failure itself, logged under the request id.
 	if f.name == "json" {
-		return s.queryJSON(w, r, sess, tenant, q)
+		return s.queryJSON(w, r, sess, tenant, q, args)
 	}
-	return s.queryExport(w, r, sess, tenant, q, f)
+	return s.queryExport(w, r, sess, tenant, q, args, f)
 }
 
 // lazyWriter sets the content type and status on the first write, so that
@@ -463,12 +471,12 @@ func (l *lazyWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query.Session, tenant, q string, f format) int {
+func (s *Server) queryExport(w http.ResponseWriter, r *http.Request, sess *query.Session, tenant, q string, args []any, f format) int {
 	lw := &lazyWriter{w: w, mime: f.mime}
 	if f.name == "parquet" {
 		w.Header().Set("Content-Disposition", `attachment; filename="result.parquet"`)
 	}
-	res, err := sess.Export(r.Context(), lw, q, f.name, query.ExportOptions{MaxRows: s.opts.MaxResultRows, MaxBytes: s.opts.MaxResultBytes})
+	res, err := sess.Export(r.Context(), lw, q, f.name, query.ExportOptions{MaxRows: s.opts.MaxResultRows, MaxBytes: s.opts.MaxResultBytes, Args: args})
 	if err != nil {
 		if !lw.started {
 			s.queryFailed(w, r, tenant, q, err)

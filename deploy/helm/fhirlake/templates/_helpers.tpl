@@ -207,6 +207,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ = set $cfg "compact" (mustMergeOverwrite (dict "schedule" .Values.compactor.schedule) (deepCopy .Values.compactor.config)) -}}
 {{- $serve := deepCopy .Values.query.config -}}
 {{- $_ = set $serve "listen" (printf "0.0.0.0:%d" (int .Values.query.service.port)) -}}
+{{- if .Values.query.flight.enabled -}}
+{{- $_ = set $serve "flight" (mustMergeOverwrite (dict "max_prepared_statements" (int .Values.query.flight.maxPreparedStatements)) (dict "listen" (printf "0.0.0.0:%d" (int .Values.query.flight.port)))) -}}
+{{- end -}}
 {{- with .Values.query.tls.secretName -}}
 {{- $tls := dict "cert_file" "/etc/fhirlake-tls/tls.crt" "key_file" "/etc/fhirlake-tls/tls.key" "min_version" (toString $.Values.query.tls.minVersion) -}}
 {{- with $.Values.query.tls.clientCA.secretName -}}

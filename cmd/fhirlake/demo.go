@@ -385,11 +385,11 @@ func writeDemoConfig(cfg config.Config) error {
 		Store store  `yaml:"store"`
 	}
 	type auditTrail struct {
-		Path string `yaml:"path"`
+		Path string `yaml:"path,omitempty"`
 	}
 	doc := struct {
 		WorkDir string     `yaml:"work_dir"`
-		Audit   auditTrail `yaml:"audit"`
+		Audit   auditTrail `yaml:"audit,omitempty"`
 		Tenants []tenant   `yaml:"tenants"`
 	}{WorkDir: cfg.WorkDir}
 	if len(cfg.Tenants) > 0 {

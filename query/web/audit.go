@@ -11,11 +11,14 @@ import (
 
 // The trailers a worker ends each tenant response with (Options.
 // ReportOutcome), for its front's audit record and metrics: the rows it
-// returned and, when it failed, the error code it answered. The front
-// takes them off the response before it reaches the client.
+// returned and, when it failed, the error code it answered. The worker
+// declares them in the response's header, so that even a short response is
+// chunked and carries them; the front takes them off the response (the
+// supervisor from the declaration, forward from the trailers) before they
+// reach the client.
 const (
-	rowsTrailer = "Fhirlake-Rows"
-	codeTrailer = "Fhirlake-Error-Code"
+	RowsTrailer      = "Fhirlake-Rows"
+	ErrorCodeTrailer = "Fhirlake-Error-Code"
 )
 
 // outcome is what a tenant request's handlers tell its audit record,
@@ -45,9 +48,9 @@ func outcomeOf(ctx context.Context) *outcome {
 // in trailers; a server with an audit writer (the front) writes its record.
 func (s *Server) finish(sw *statusWriter, r *http.Request, route, tenant string, c caller, o *outcome, rows int, start time.Time) {
 	if s.opts.ReportOutcome {
-		sw.Header().Set(http.TrailerPrefix+rowsTrailer, strconv.Itoa(rows))
+		sw.Header().Set(RowsTrailer, strconv.Itoa(rows))
 		if o.code != "" {
-			sw.Header().Set(http.TrailerPrefix+codeTrailer, o.code)
+			sw.Header().Set(ErrorCodeTrailer, o.code)
 		}
 		return
 	}
@@ -90,8 +93,8 @@ func takeOutcome(h http.Header) (rows int, code string) {
 		h.Del(http.TrailerPrefix + name)
 		return v
 	}
-	rows, _ = strconv.Atoi(take(rowsTrailer))
-	return rows, take(codeTrailer)
+	rows, _ = strconv.Atoi(take(RowsTrailer))
+	return rows, take(ErrorCodeTrailer)
 }
 
 // ErrorCode is the error code the API answers a query that failed with

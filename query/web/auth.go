@@ -81,6 +81,9 @@ func (s *Server) tenantRoute(route string, admin bool, h func(w http.ResponseWri
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		if s.opts.ReportOutcome {
+			sw.trailers = RowsTrailer + ", " + ErrorCodeTrailer
+		}
 		tenant := r.PathValue("tenant")
 		label := s.label(tenant)
 		rows := 0

@@ -238,18 +238,24 @@ type statusWriter struct {
 	status int
 	wrote  bool
 	bytes  int64
+	// trailers are declared as the header is written, whatever the handler
+	// declared: a worker's report to its front (Options.ReportOutcome).
+	trailers string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if !w.wrote {
 		w.status, w.wrote = code, true
+		if w.trailers != "" {
+			w.Header().Add("Trailer", w.trailers)
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if !w.wrote {
-		w.status, w.wrote = http.StatusOK, true
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)

@@ -37,12 +37,10 @@ func auditCompactions(w *audit.Writer, ts []compactor.Tenant, results []*compact
 	who := actor()
 	for i, t := range ts {
 		rec := audit.Record{Kind: audit.KindCompaction, Source: audit.SourceCompact, Tenant: t.Name, Key: who}
-		r := results[i]
-		switch {
-		case r == nil:
+		if r := results[i]; r == nil {
 			rec.Status = "not_run"
 			rec.DurationMS = float64(time.Since(started).Microseconds()) / 1000
-		default:
+		} else {
 			rec.Status, rec.Reason = compactionStatus(r)
 			if rec.Reason == "" && rec.Status == "failed" {
 				rec.Reason = tenantError(err, t.Name)

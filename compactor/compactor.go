@@ -75,6 +75,9 @@ type S3Access struct {
 	Endpoint  string
 	Region    string
 	PathStyle bool
+	// CAFile is the PEM bundle httpfs trusts for an https endpoint (the tenant's
+	// store.ca_file); empty: the system's.
+	CAFile string
 	// Credentials are the tenant's own, as its store has them (sink.S3.Credentials):
 	// a static key, the default chain's, or its role's temporary ones. dbt asks for
 	// them as it opens connections, so a run outlives any one set (see serveCredentials).
@@ -103,13 +106,21 @@ func (a *S3Access) env(scope string) ([]string, error) {
 	if a.PathStyle {
 		style = "path"
 	}
-	return []string{
+	env := []string{
 		"FHIRLAKE_DBT_S3_REGION=" + region,
 		"FHIRLAKE_DBT_S3_ENDPOINT=" + endpoint,
 		"FHIRLAKE_DBT_S3_URL_STYLE=" + style,
 		fmt.Sprintf("FHIRLAKE_DBT_S3_USE_SSL=%t", ssl),
 		"FHIRLAKE_DBT_S3_SCOPE=" + scope,
-	}, nil
+	}
+	if a.CAFile != "" {
+		abs, err := filepath.Abs(a.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca file: %w", err)
+		}
+		env = append(env, "FHIRLAKE_DBT_S3_CA_FILE="+abs)
+	}
+	return env, nil
 }
 
 // Result is the outcome of one tenant's run.

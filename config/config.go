@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -78,6 +79,10 @@ type Kafka struct {
 	// ReplicationFactor is used when fhirlake creates a missing topic.
 	// Default: 1 (a single-node development broker); use 3 in production.
 	ReplicationFactor int16 `yaml:"replication_factor" env:"REPLICATION_FACTOR"`
+	// TLS to the brokers (kafka.go). Default: plaintext.
+	TLS KafkaTLS `yaml:"tls" envPrefix:"TLS_"`
+	// SASL authentication to the brokers (kafka.go). Default: none.
+	SASL KafkaSASL `yaml:"sasl" envPrefix:"SASL_"`
 }
 
 // Routing is the tenant resolution chain. Every configured source is
@@ -234,6 +239,10 @@ type Store struct {
 	// this tenant's static credentials. Both empty: the default AWS chain.
 	AccessKeyEnv string `yaml:"access_key_env"`
 	SecretKeyEnv string `yaml:"secret_key_env"`
+	// SessionTokenEnv names the variable holding the session token that goes
+	// with temporary static credentials; only with the two above. The query
+	// server hands each tenant's worker temporary credentials this way.
+	SessionTokenEnv string `yaml:"session_token_env"`
 	// RoleARN is a role assumed for every request to this tenant's bucket
 	// (from the static keys above, or the default AWS chain): one role per
 	// tenant, allowed only its bucket.
@@ -244,7 +253,29 @@ type Store struct {
 	// private (VPC) endpoint, or an STS-compatible server. Default: AWS's
 	// regional STS, or $AWS_ENDPOINT_URL_STS.
 	STSEndpoint string `yaml:"sts_endpoint"`
+	// Encryption is the server-side encryption asked for every object written
+	// to this tenant's bucket. Default: none asked (the bucket's default applies).
+	Encryption Encryption `yaml:"encryption"`
+	// CAFile is a PEM bundle of certificate authorities trusted, besides the
+	// system's, for endpoint (and sts_endpoint): a private S3 endpoint whose
+	// certificate a private CA signed. Default: the system's only.
+	CAFile string `yaml:"ca_file"`
 }
+
+// Encryption is a tenant's server-side encryption of the objects it writes.
+type Encryption struct {
+	// Mode is "" (none asked), "sse-s3" (keys managed by S3, AES-256) or
+	// "sse-kms" (a KMS key, KMSKeyID).
+	Mode string `yaml:"mode"`
+	// KMSKeyID is the KMS key of sse-kms: a key id, key ARN or alias ARN.
+	KMSKeyID string `yaml:"kms_key_id"`
+}
+
+// Encryption modes.
+const (
+	SSES3  = "sse-s3"
+	SSEKMS = "sse-kms"
+)
 
 // Default returns the configuration used when no file is given: a local
 // broker of the development stack and no tenants.
@@ -392,6 +423,8 @@ func (k Kafka) validate() error {
 	if k.ReplicationFactor < 1 {
 		p.add("kafka.replication_factor: must be at least 1, got %d", k.ReplicationFactor)
 	}
+	k.TLS.validate(&p)
+	k.SASL.validate(&p, k.TLS)
 	return p.err()
 }
 
@@ -496,6 +529,9 @@ func (s Store) validate(p *problems, at, tenant string, owners map[string]string
 			p.add("%s.path: %q is also the store of tenant %s; tenants never share a store", at, s.Path, other)
 		}
 		owners["local:"+s.Path] = tenant
+		if s.Encryption != (Encryption{}) || s.CAFile != "" {
+			p.add("%s: encryption and ca_file apply to an s3 store only", at)
+		}
 	case "s3":
 		if s.Bucket == "" {
 			p.add("%s.bucket: required for an s3 store", at)
@@ -507,7 +543,10 @@ func (s Store) validate(p *problems, at, tenant string, owners map[string]string
 		if (s.AccessKeyEnv == "") != (s.SecretKeyEnv == "") {
 			p.add("%s: set both access_key_env and secret_key_env, or neither", at)
 		}
-		for _, name := range []string{s.AccessKeyEnv, s.SecretKeyEnv} {
+		if s.SessionTokenEnv != "" && s.AccessKeyEnv == "" {
+			p.add("%s.session_token_env: goes with access_key_env and secret_key_env, which are not set", at)
+		}
+		for _, name := range []string{s.AccessKeyEnv, s.SecretKeyEnv, s.SessionTokenEnv} {
 			if name != "" && os.Getenv(name) == "" {
 				p.add("%s: environment variable %s is not set", at, name)
 			}
@@ -520,9 +559,42 @@ func (s Store) validate(p *problems, at, tenant string, owners map[string]string
 				p.add("%s.sts_endpoint: %q must be an http(s) URL", at, s.STSEndpoint)
 			}
 		}
+		s.Encryption.validate(p, at+".encryption")
+		if s.CAFile != "" {
+			if err := checkCAFile(s.CAFile); err != nil {
+				p.add("%s.ca_file: %v", at, err)
+			}
+		}
 	default:
 		p.add("%s.type: %q must be local or s3", at, s.Type)
 	}
+}
+
+func (e Encryption) validate(p *problems, at string) {
+	switch e.Mode {
+	case "", SSES3:
+		if e.KMSKeyID != "" {
+			p.add("%s.kms_key_id: only used with mode %s", at, SSEKMS)
+		}
+	case SSEKMS:
+		if e.KMSKeyID == "" {
+			p.add("%s.kms_key_id: required with mode %s (a key id, key ARN or alias ARN)", at, SSEKMS)
+		}
+	default:
+		p.add("%s.mode: %q must be %s or %s (or empty for none)", at, e.Mode, SSES3, SSEKMS)
+	}
+}
+
+// checkCAFile reads a PEM bundle and checks that it holds at least one certificate.
+func checkCAFile(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return nil
 }
 
 func (f FHIRServer) validate(p *problems, at string) {

@@ -131,6 +131,12 @@ func TestValidate(t *testing.T) {
 		{"half the keys", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, access_key_env: HOME}\n", "set both access_key_env and secret_key_env"},
 		{"sts endpoint without a role", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, sts_endpoint: \"http://127.0.0.1:1\"}\n", "sts_endpoint: only used to assume role_arn"},
 		{"sts endpoint not a URL", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, role_arn: \"arn:aws:iam::1:role/r\", sts_endpoint: sts.local}\n", `sts_endpoint: "sts.local" must be an http(s) URL`},
+		{"kms without key", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, encryption: {mode: sse-kms}}\n", "tenants[0] (a).store.encryption.kms_key_id: required with mode sse-kms"},
+		{"key without kms", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, encryption: {mode: sse-s3, kms_key_id: k}}\n", "store.encryption.kms_key_id: only used with mode sse-kms"},
+		{"unknown encryption", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, encryption: {mode: AES256}}\n", `store.encryption.mode: "AES256" must be sse-s3 or sse-kms`},
+		{"missing ca file", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, ca_file: /nonexistent/ca.pem}\n", "store.ca_file: open /nonexistent/ca.pem: no such file"},
+		{"ca file without certificates", "tenants:\n  - name: a\n    store: {type: s3, bucket: b, ca_file: " + filepath.Join(testenv.RepoRoot(), "go.mod") + "}\n", "go.mod holds no PEM certificate"},
+		{"encryption of a local store", "tenants:\n  - name: a\n    store: {type: local, path: /tmp/a, encryption: {mode: sse-s3}}\n", "encryption and ca_file apply to an s3 store only"},
 		{"fhir not http", "tenants:\n  - name: a\n    store: {type: local, path: /tmp/a}\n    fhir: {base_url: ftp://x}\n", "tenants[0] (a).fhir.base_url"},
 		{"fhir token unset", "tenants:\n  - name: a\n    store: {type: local, path: /tmp/a}\n    fhir: {base_url: https://x, token_env: NOPE_T}\n", "tenants[0] (a).fhir.token_env: environment variable NOPE_T is not set"},
 	} {

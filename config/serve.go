@@ -2,9 +2,11 @@ package config
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -115,6 +117,70 @@ type Serve struct {
 	// front gave up on it (query timeout, client gone) and to exit after
 	// SIGTERM; past it the worker is killed. Default: 5s.
 	WorkerGrace time.Duration `yaml:"worker_grace" env:"WORKER_GRACE"`
+	// TLS serves the API, the status page and /metrics over HTTPS. Without
+	// it they are plain HTTP, meant for a loopback listen: a listen on
+	// another address without TLS is logged as a warning at startup.
+	TLS ServeTLS `yaml:"tls" envPrefix:"TLS_"`
+}
+
+// ServeTLS is the query server's certificate and, optionally, the CA its
+// clients' certificates must chain to. The files are read again when they
+// change (checked at most every few seconds); a new pair that does not
+// load leaves the previous one in service.
+type ServeTLS struct {
+	// CertFile is the PEM certificate chain, leaf first. Set with KeyFile,
+	// or neither (plain HTTP).
+	CertFile string `yaml:"cert_file" env:"CERT_FILE"`
+	// KeyFile is the PEM private key of CertFile's leaf.
+	KeyFile string `yaml:"key_file" env:"KEY_FILE"`
+	// ClientCAFile, when set, requires every client to present a
+	// certificate that chains to one of the PEM certificates in it (mutual
+	// TLS); the API keys are still required. Default: none.
+	ClientCAFile string `yaml:"client_ca_file" env:"CLIENT_CA_FILE"`
+	// MinVersion is the oldest TLS version accepted: "1.2" or "1.3".
+	// Default: 1.2.
+	MinVersion string `yaml:"min_version" env:"MIN_VERSION"`
+}
+
+// Enabled says whether the server speaks TLS.
+func (t ServeTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// TLSVersion is the tls.Version* constant of min_version, 0 if unknown.
+func (t ServeTLS) TLSVersion() uint16 {
+	switch t.MinVersion {
+	case "1.2":
+		return tls.VersionTLS12
+	case "1.3":
+		return tls.VersionTLS13
+	}
+	return 0
+}
+
+func (t ServeTLS) validate(bad func(string, ...any)) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tls: set both cert_file and key_file, or neither (plain HTTP)")
+	}
+	if t.ClientCAFile != "" && !t.Enabled() {
+		bad("tls.client_ca_file: client certificates need TLS: set cert_file and key_file")
+	}
+	if t.TLSVersion() == 0 {
+		bad("tls.min_version: %q must be 1.2 or 1.3", t.MinVersion)
+	}
+}
+
+// Loopback says whether listen (host:port) accepts connections from this
+// machine only: a loopback address or localhost. An empty host (every
+// interface) is not.
+func Loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // APIKey is one tenant's key, stored as its SHA-256.
@@ -154,6 +220,7 @@ func DefaultServe() Serve {
 		WorkerMemoryLimit: 2 << 30,
 		WorkerIdleTimeout: 5 * time.Minute,
 		WorkerGrace:       5 * time.Second,
+		TLS:               ServeTLS{MinVersion: "1.2"},
 	}
 }
 
@@ -210,6 +277,9 @@ func (s Serve) WithDefaults() Serve {
 	}
 	if s.WorkerGrace == 0 {
 		s.WorkerGrace = d.WorkerGrace
+	}
+	if s.TLS.MinVersion == "" {
+		s.TLS.MinVersion = d.TLS.MinVersion
 	}
 	return s
 }
@@ -268,6 +338,7 @@ func (s Serve) Validate(tenants []Tenant) error {
 	if s.MaxQueued < 1 {
 		bad("max_queued: must be positive, got %d", s.MaxQueued)
 	}
+	s.TLS.validate(bad)
 	known := map[string]bool{}
 	for _, t := range tenants {
 		known[t.Name] = true

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/tls"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -106,5 +109,69 @@ func TestServeHTTPFSExtensionFromEnvironment(t *testing.T) {
 	}
 	if got := (Serve{HTTPFSExtension: "/y"}).WithDefaults().HTTPFSExtension; got != "/y" {
 		t.Errorf("got %q, want the configured file", got)
+	}
+}
+
+func TestServeTLS(t *testing.T) {
+	if s := (Serve{}).WithDefaults(); s.TLS.Enabled() || s.TLS.MinVersion != "1.2" || s.TLS.TLSVersion() != tls.VersionTLS12 {
+		t.Fatalf("got %+v, want plain HTTP and TLS 1.2 at least by default", s.TLS)
+	}
+	tests := []struct {
+		name string
+		tls  ServeTLS
+		want string // "" for valid
+	}{
+		{"pair", ServeTLS{CertFile: "c.pem", KeyFile: "k.pem"}, ""},
+		{"mutual, 1.3", ServeTLS{CertFile: "c.pem", KeyFile: "k.pem", ClientCAFile: "ca.pem", MinVersion: "1.3"}, ""},
+		{"certificate alone", ServeTLS{CertFile: "c.pem"}, "serve.tls: set both cert_file and key_file"},
+		{"key alone", ServeTLS{KeyFile: "k.pem"}, "serve.tls: set both cert_file and key_file"},
+		{"client CA without TLS", ServeTLS{ClientCAFile: "ca.pem"}, "serve.tls.client_ca_file: client certificates need TLS"},
+		{"TLS 1.1", ServeTLS{CertFile: "c.pem", KeyFile: "k.pem", MinVersion: "1.1"}, `serve.tls.min_version: "1.1" must be 1.2 or 1.3`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Serve{TLS: tt.tls}.WithDefaults()
+			err := s.Validate(nil)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("got %v, want valid", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("got %v, want an error about %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// The TLS keys load from the file (min_version written as a YAML number
+// too) and from FHIRLAKE_SERVE_TLS_*.
+func TestServeTLSFromFileAndEnvironment(t *testing.T) {
+	cleanEnv(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte("serve:\n  tls: {cert_file: /tls/tls.crt, key_file: /tls/tls.key, min_version: 1.3}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FHIRLAKE_SERVE_TLS_CLIENT_CA_FILE", "/tls/ca.crt")
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ServeTLS{CertFile: "/tls/tls.crt", KeyFile: "/tls/tls.key", ClientCAFile: "/tls/ca.crt", MinVersion: "1.3"}
+	if cfg.Serve.TLS != want {
+		t.Fatalf("got %+v, want %+v", cfg.Serve.TLS, want)
+	}
+	if err := cfg.Serve.WithDefaults().Validate(nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for listen, want := range map[string]bool{
+		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:8080": true, "127.0.0.2:1": true,
+		"0.0.0.0:8080": false, ":8080": false, "10.0.0.5:8080": false, "[::]:8080": false, "query.example.org:443": false, "nonsense": false,
+	} {
+		if got := Loopback(listen); got != want {
+			t.Errorf("Loopback(%q): got %v, want %v", listen, got, want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 type WatchOptions struct {
 	// Brokers are the seed brokers.
 	Brokers []string
+	// ClientOpts connect the watch's clients to the cluster (TLS, SASL:
+	// kafkaconn.Options), before the watch's own options.
+	ClientOpts []kgo.Opt
 	// ClientID names the watch's clients to the brokers.
 	ClientID string
 	// Group is the consumer group whose committed offsets are the lake's
@@ -72,8 +76,8 @@ func NewCompletenessWatch(o WatchOptions, log *slog.Logger) *CompletenessWatch {
 
 // Run reads Kafka at once, then every Interval, until ctx is done.
 func (w *CompletenessWatch) Run(ctx context.Context) error {
-	opts := []kgo.Opt{kgo.SeedBrokers(w.o.Brokers...), kgo.ClientID(w.o.ClientID),
-		kgo.DialTimeout(min(2*time.Second, w.o.Timeout)), kgo.RequestRetries(1)}
+	opts := append(slices.Clip(w.o.ClientOpts), kgo.SeedBrokers(w.o.Brokers...), kgo.ClientID(w.o.ClientID),
+		kgo.DialTimeout(min(2*time.Second, w.o.Timeout)), kgo.RequestRetries(1))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/flatten"
+	"fhirlake/kafkaconn"
 	"fhirlake/notification"
 	"fhirlake/rows"
 	"fhirlake/sink"
@@ -189,8 +190,15 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 
 // Run consumes until ctx is done, then flushes and commits what it holds,
 // within ShutdownTimeout, and leaves the group.
+//
+// It first asks the cluster for its brokers: refused credentials or an
+// untrusted certificate end it at once (kafkaconn.Check), as the same
+// failures later do (poll), instead of retries that cannot succeed.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.cl.Close()
+	if err := kafkaconn.Check(ctx, c.cl); err != nil {
+		return err
+	}
 	obsCtx, stopObs := context.WithCancel(context.Background())
 	obsDone := make(chan struct{})
 	go func() { defer close(obsDone); c.observe(obsCtx) }()
@@ -240,6 +248,13 @@ func (c *Consumer) poll(ctx context.Context, n int) (closed bool) {
 		return true
 	}
 	fetches.EachError(func(topic string, p int32, err error) {
+		if perm := kafkaconn.Permanent(err); perm != nil {
+			select {
+			case c.fatal <- perm:
+			default: // one fatal error is enough to stop
+			}
+			return
+		}
 		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		}

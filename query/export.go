@@ -17,6 +17,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/duckdb/duckdb-go/v2"
+
+	"fhirlake/sink"
 )
 
 // ExportOptions bound an export.
@@ -256,7 +258,7 @@ func (l *limitReader) Next() bool {
 	if l.max > 0 && l.rows+keep > l.max {
 		keep = l.max - l.rows
 	}
-	size := batchBytes(rec)
+	size := sink.RecordBytes(rec)
 	if l.maxBytes > 0 && n > 0 && l.bytes+size > l.maxBytes {
 		// The rows that fit at this batch's mean row size, at least one.
 		keep = min(keep, max(1, (l.maxBytes-l.bytes)*n/size))
@@ -276,31 +278,6 @@ func (l *limitReader) Next() bool {
 
 func (l *limitReader) RecordBatch() arrow.RecordBatch { return l.cur }
 func (l *limitReader) Record() arrow.RecordBatch      { return l.cur }
-
-// batchBytes is the size of the buffers rec's columns reference.
-func batchBytes(rec arrow.RecordBatch) int64 {
-	var n int64
-	for _, c := range rec.Columns() {
-		n += dataBytes(c.Data())
-	}
-	return n
-}
-
-func dataBytes(d arrow.ArrayData) int64 {
-	var n int64
-	for _, b := range d.Buffers() {
-		if b != nil {
-			n += int64(b.Len())
-		}
-	}
-	for _, c := range d.Children() {
-		n += dataBytes(c)
-	}
-	if d.DataType().ID() == arrow.DICTIONARY {
-		n += dataBytes(d.Dictionary())
-	}
-	return n
-}
 
 // Retain and Release count references to the reader underneath, which an
 // exported Arrow stream holds while DuckDB scans it.

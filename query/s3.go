@@ -22,15 +22,30 @@ type S3Access struct {
 	// AccessKey and SecretKey are the tenant's static key; DuckDB reads with
 	// nothing else.
 	AccessKey, SecretKey string
+	// SessionToken goes with temporary credentials (an assumed role's).
+	SessionToken string
+	// CAFile is the PEM bundle httpfs trusts for an https endpoint (the
+	// tenant's store.ca_file); empty: the system's.
+	CAFile string
 
 	unscoped bool
+}
+
+// settings are the statements besides the secret that reach the bucket: the
+// CA bundle when one is set, for every connection of the database (a plain
+// SET would hold for the connection that ran it only).
+func (a S3Access) settings() []string {
+	if a.CAFile == "" {
+		return nil
+	}
+	return []string{fmt.Sprintf("SET GLOBAL ca_cert_file = '%s'", sqlString(a.CAFile))}
 }
 
 // secret returns the CREATE SECRET statement of the tenant's key, scoped to
 // the lake, and the lake's root URL (s3://bucket/prefix, no trailing slash).
 func (a S3Access) secret(tenant string) (stmt, root string, err error) {
 	if a.AccessKey == "" || a.SecretKey == "" {
-		return "", "", fmt.Errorf("an S3 lake is read through DuckDB's httpfs, which needs the tenant's static key (store access_key_env and secret_key_env)")
+		return "", "", fmt.Errorf("an S3 lake is read through DuckDB's httpfs, which needs a key of the tenant's: its static key (store access_key_env and secret_key_env) or the temporary one the query server obtains for its role")
 	}
 	if a.Bucket == "" || strings.ContainsAny(a.Bucket, "/'\\") {
 		return "", "", fmt.Errorf("s3 bucket %q is not valid", a.Bucket)
@@ -65,6 +80,9 @@ func (a S3Access) secret(tenant string) (stmt, root string, err error) {
 	// or prefix that merely starts the same.
 	stmt = fmt.Sprintf("CREATE SECRET %s (TYPE s3, PROVIDER config, KEY_ID '%s', SECRET '%s', REGION '%s', ENDPOINT '%s', URL_STYLE '%s', USE_SSL %t",
 		secretName(tenant), sqlString(a.AccessKey), sqlString(a.SecretKey), sqlString(region), sqlString(endpoint), style, ssl)
+	if a.SessionToken != "" {
+		stmt += fmt.Sprintf(", SESSION_TOKEN '%s'", sqlString(a.SessionToken))
+	}
 	if a.unscoped {
 		return stmt + ")", root, nil
 	}

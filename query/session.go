@@ -155,7 +155,7 @@ func OpenS3(ctx context.Context, tenant string, store sink.Store, a S3Access, o 
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
 	}
-	return open(ctx, tenant, &storeSource{store: store, root: root}, o, []string{
+	return open(ctx, tenant, &storeSource{store: store, root: root}, o, append([]string{
 		secret,
 		// DuckDB's own caches stand in for a copy of the lake: the
 		// contents of remote files, their Parquet footers and their HTTP
@@ -163,7 +163,7 @@ func OpenS3(ctx context.Context, tenant string, store sink.Store, a S3Access, o 
 		"SET enable_external_file_cache = true",
 		"SET parquet_metadata_cache = true",
 		"SET enable_http_metadata_cache = true",
-	})
+	}, a.settings()...))
 }
 
 // open starts a session over src; extra runs after the extension is

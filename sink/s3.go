@@ -31,6 +31,8 @@ type S3Options struct {
 	// AccessKey and SecretKey are this tenant's static credentials. Empty
 	// means the default AWS credential chain.
 	AccessKey, SecretKey string
+	// SessionToken goes with temporary static credentials.
+	SessionToken string
 	// RoleARN, if set, is assumed (through STS, from the static keys or the
 	// default chain) for every request: one role per tenant, allowed only
 	// that tenant's bucket.
@@ -43,6 +45,11 @@ type S3Options struct {
 	// private endpoint, or a local STS in tests. Empty: the SDK's own (AWS's
 	// regional STS, or $AWS_ENDPOINT_URL_STS with the default chain).
 	STSEndpoint string
+	// Encryption is asked for every object the store writes.
+	Encryption Encryption
+	// CAFile is a PEM bundle of certificate authorities trusted, besides the
+	// system's, for the S3 and STS endpoints.
+	CAFile string
 }
 
 // RoleSessionDuration is how long an assumed role's credentials last: an hour,
@@ -57,7 +64,7 @@ const RoleSessionDuration = time.Hour
 const CredentialsExpiryWindow = 15 * time.Minute
 
 // awsConfig is the SDK configuration of a tenant: its region, an HTTP client of
-// its own, and its credentials: the tenant's static key when set, else the
+// its own (trusting its CA bundle, if any), and its credentials: the tenant's static key when set, else the
 // default AWS chain; then, when RoleARN is set, the role assumed through STS
 // from those. They are cached and renewed (CredentialsExpiryWindow), and never
 // fall back to another identity.
@@ -69,11 +76,18 @@ func awsConfig(ctx context.Context, o S3Options) (aws.Config, error) {
 	cache := func(p aws.CredentialsProvider) aws.CredentialsProvider {
 		return aws.NewCredentialsCache(p, func(co *aws.CredentialsCacheOptions) { co.ExpiryWindow = CredentialsExpiryWindow })
 	}
-	cfg := aws.Config{Region: region, HTTPClient: &http.Client{}}
+	hc, err := httpClient(o.CAFile)
+	if err != nil {
+		return aws.Config{}, err
+	}
+	cfg := aws.Config{Region: region, HTTPClient: hc}
+	if hc == nil {
+		cfg.HTTPClient = &http.Client{}
+	}
 	if o.AccessKey != "" {
-		cfg.Credentials = cache(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, ""))
+		cfg.Credentials = cache(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, o.SessionToken))
 	} else {
-		loaded, err := loadDefaultConfig(ctx, region)
+		loaded, err := loadDefaultConfig(ctx, region, hc)
 		if err != nil {
 			return aws.Config{}, fmt.Errorf("credentials: %w", err)
 		}
@@ -116,10 +130,11 @@ func (a *assumeRole) Retrieve(ctx context.Context) (aws.Credentials, error) {
 
 // S3 is a store in one S3 bucket, reached with one tenant's credentials.
 type S3 struct {
-	client *s3.Client
-	bucket string
-	prefix string
-	creds  aws.CredentialsProvider
+	client  *s3.Client
+	bucket  string
+	prefix  string
+	creds   aws.CredentialsProvider
+	encrypt Encryption
 }
 
 // NewS3 builds a client from the tenant's own credentials only; it never
@@ -127,6 +142,9 @@ type S3 struct {
 func NewS3(ctx context.Context, o S3Options) (*S3, error) {
 	if o.Bucket == "" {
 		return nil, errors.New("s3 store: bucket is required")
+	}
+	if err := o.Encryption.validate(); err != nil {
+		return nil, fmt.Errorf("s3 store %s: %w", o.Bucket, err)
 	}
 	cfg, err := awsConfig(ctx, o)
 	if err != nil {
@@ -147,7 +165,7 @@ func NewS3(ctx context.Context, o S3Options) (*S3, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	return &S3{client: client, bucket: o.Bucket, prefix: prefix, creds: cfg.Credentials}, nil
+	return &S3{client: client, bucket: o.Bucket, prefix: prefix, creds: cfg.Credentials, encrypt: o.Encryption}, nil
 }
 
 // Credentials are the store's credentials, renewed CredentialsExpiryWindow
@@ -170,13 +188,15 @@ func (s *S3) Put(ctx context.Context, key, localPath string) error {
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket:        aws.String(s.bucket),
 		Key:           aws.String(s.prefix + key),
 		Body:          f,
 		ContentLength: aws.Int64(info.Size()),
 		ContentType:   aws.String("application/vnd.apache.parquet"),
-	})
+	}
+	s.encrypt.apply(in)
+	_, err = s.client.PutObject(ctx, in)
 	if err != nil {
 		return fmt.Errorf("put s3://%s/%s%s: %w", s.bucket, s.prefix, key, classify(err))
 	}

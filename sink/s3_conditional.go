@@ -42,6 +42,7 @@ func (s *S3) putIf(ctx context.Context, key string, body []byte, in *s3.PutObjec
 	in.Bucket, in.Key = aws.String(s.bucket), aws.String(s.prefix+key)
 	in.Body, in.ContentLength = bytes.NewReader(body), aws.Int64(int64(len(body)))
 	in.ContentType = aws.String("application/json")
+	s.encrypt.apply(in)
 	out, err := s.client.PutObject(ctx, in)
 	if err = classifyConditional(err); errors.Is(err, fs.ErrNotExist) {
 		// If-Match on an object that is gone.

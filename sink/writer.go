@@ -43,9 +43,18 @@ func (f File) Rows() int64 {
 func (f File) Bytes() int64 {
 	var n int64
 	for _, r := range f.Records {
-		for _, c := range r.Columns() {
-			n += dataBytes(c.Data())
-		}
+		n += RecordBytes(r)
+	}
+	return n
+}
+
+// RecordBytes is the size of the Arrow buffers rec's columns reference
+// (their children's and dictionaries' included). A slice shares its
+// batch's buffers, and counts them whole.
+func RecordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, c := range rec.Columns() {
+		n += dataBytes(c.Data())
 	}
 	return n
 }
@@ -59,6 +68,9 @@ func dataBytes(d arrow.ArrayData) int64 {
 	}
 	for _, c := range d.Children() {
 		n += dataBytes(c)
+	}
+	if d.DataType().ID() == arrow.DICTIONARY {
+		n += dataBytes(d.Dictionary())
 	}
 	return n
 }

@@ -211,7 +211,7 @@ func compactTenant(ctx context.Context, t config.Tenant) (compactor.Tenant, erro
 		}
 		ct.S3 = &compactor.S3Access{
 			Endpoint: t.Store.Endpoint, Region: t.Store.Region, PathStyle: t.Store.PathStyle,
-			Credentials: s.Credentials(),
+			CAFile: t.Store.CAFile, Credentials: s.Credentials(),
 		}
 	}
 	return ct, nil

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -46,7 +47,7 @@ not reached.`,
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%s: ok\n", path)
-			fmt.Fprintf(out, "  kafka:    group %s, topics %v, dead letters %s, brokers %v\n", cfg.Kafka.Group, cfg.Kafka.Topics, cfg.Kafka.DeadLetterTopic, cfg.Kafka.Brokers)
+			fmt.Fprintf(out, "  kafka:    group %s, topics %v, dead letters %s, brokers %v%s\n", cfg.Kafka.Group, cfg.Kafka.Topics, cfg.Kafka.DeadLetterTopic, cfg.Kafka.Brokers, kafkaSecurity(cfg.Kafka))
 			fmt.Fprintf(out, "  flush:    %d rows / %s / %s per partition; shutdown within %s\n", cfg.Flush.MaxRows, cfg.Flush.MaxBytes, cfg.Flush.MaxAge, cfg.ShutdownTimeout)
 			fmt.Fprintf(out, "  metrics:  %s\n", orNone(cfg.Metrics.Listen))
 			fmt.Fprintf(out, "  serve:    %s, %d API keys\n", sc.Listen, len(sc.APIKeys))
@@ -70,6 +71,25 @@ not reached.`,
 		},
 	})
 	return cmd
+}
+
+// kafkaSecurity says how the brokers are reached, when not in plaintext.
+func kafkaSecurity(k config.Kafka) string {
+	var parts []string
+	if k.TLS.Enabled {
+		tls := "TLS"
+		if k.TLS.CertFile != "" {
+			tls = "mutual TLS"
+		}
+		parts = append(parts, tls)
+	}
+	if k.SASL.Mechanism != "" {
+		parts = append(parts, "SASL "+k.SASL.Mechanism)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " over " + strings.Join(parts, ", ")
 }
 
 func orNone(s string) string {

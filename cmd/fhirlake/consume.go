@@ -23,6 +23,7 @@ import (
 	"fhirlake/config"
 	"fhirlake/consumer"
 	"fhirlake/flatten"
+	"fhirlake/kafkaconn"
 	"fhirlake/notification"
 	"fhirlake/sink"
 )
@@ -90,6 +91,10 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 	if fetcher != nil {
 		defer fetcher.Close()
 	}
+	conn, err := kafkaconn.Options(ctx, cfg.Kafka)
+	if err != nil {
+		return err
+	}
 	applyMemoryLimit(cfg.Memory, log)
 	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: sink.ParquetOptions{MemoryLimit: cfg.Memory.EncoderMemoryLimit()}}, reg)
 	if err != nil {
@@ -112,11 +117,11 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 		RevokeTimeout:    cfg.Kafka.RebalanceTimeout / 2,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Views:            views,
-		ClientOpts: append([]kgo.Opt{
+		ClientOpts: append(append(conn,
 			kgo.SessionTimeout(cfg.Kafka.SessionTimeout),
 			kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout),
 			kgo.HeartbeatInterval(min(3*time.Second, cfg.Kafka.SessionTimeout/5)),
-		}, extra...),
+		), extra...),
 	}, w, reg, log)
 	if err != nil {
 		return err

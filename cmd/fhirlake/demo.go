@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"gopkg.in/yaml.v3"
 
 	"fhirlake/compactor"
@@ -123,7 +122,7 @@ func demoConfig(tenants []string, lake string) (config.Config, error) {
 // the number of records.
 func demoProduce(ctx context.Context, out io.Writer, gen *synth.Generator, cfg config.Config, quiet bool) (int, error) {
 	bar := newBar(gen.Total(), "producing", quiet)
-	err := produceRecords(ctx, gen, cfg.Kafka.Brokers, cfg.Kafka.Topics[0], bar)
+	err := produceRecords(ctx, gen, cfg.Kafka, cfg.Kafka.Topics[0], bar)
 	_ = bar.Finish() // only the terminal's progress bar
 	if err != nil {
 		return 0, err
@@ -317,7 +316,7 @@ func keys(ms ...map[string]int) []string {
 
 // waitCaughtUp waits until the group has committed every produced record.
 func waitCaughtUp(ctx context.Context, cfg config.Config, done <-chan error, total int64, quiet bool) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...))
+	cl, err := kafkaClient(ctx, cfg.Kafka)
 	if err != nil {
 		return err
 	}

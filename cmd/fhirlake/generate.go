@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"fhirlake/config"
 	"fhirlake/synth"
 )
 
@@ -102,7 +103,7 @@ With --out FILE it writes one JSON object per record: {"key","headers","value"}.
 				if err := ensureTopics(ctx, cfg.Kafka); err != nil {
 					return err
 				}
-				err = produceRecords(ctx, gen, cfg.Kafka.Brokers, topic, bar)
+				err = produceRecords(ctx, gen, cfg.Kafka, topic, bar)
 			}
 			_ = bar.Finish() // only the progress display; it cannot fail the run
 			if err != nil {
@@ -201,9 +202,8 @@ func writeRecords(ctx context.Context, gen *synth.Generator, path string, bar *p
 
 // produceRecords sends the stream to Kafka and waits until every record is
 // acknowledged by all in-sync replicas.
-func produceRecords(ctx context.Context, gen *synth.Generator, brokers []string, topic string, bar *progressbar.ProgressBar) error {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
+func produceRecords(ctx context.Context, gen *synth.Generator, k config.Kafka, topic string, bar *progressbar.ProgressBar) error {
+	cl, err := kafkaClient(ctx, k,
 		kgo.DefaultProduceTopic(topic),
 		kgo.ProducerLinger(5e6),
 		kgo.ProducerBatchMaxBytes(4<<20),
@@ -247,7 +247,7 @@ func produceTo(ctx context.Context, cl *kgo.Client, gen *synth.Generator, topic 
 	mu.Lock()
 	defer mu.Unlock()
 	if firstErr != nil {
-		return fmt.Errorf("produce: %w", firstErr)
+		return fmt.Errorf("produce: %w", kafkaErr(firstErr))
 	}
 	return errors.Join(ctx.Err())
 }

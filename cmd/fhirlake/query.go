@@ -140,7 +140,7 @@ func openSession(ctx context.Context, cfg config.Config, t config.Tenant, tmp st
 
 // confineQuery confines this process as serve confines a tenant's worker:
 // Landlock lets it read the tenant's local lake (or, for an S3 tenant, the
-// httpfs extension file) and write a temp dir of its own, which it returns;
+// httpfs extension file and its CA bundle) and write a temp dir of its own, which it returns;
 // RLIMIT_AS bounds its address space by serve.worker_memory_limit. The
 // configuration is read already; the output is stdout, open already.
 func confineQuery(cfg config.Config, t config.Tenant) (string, error) {
@@ -152,6 +152,9 @@ func confineQuery(cfg config.Config, t config.Tenant) (string, error) {
 	if t.Store.Type == "s3" {
 		if ext := cfg.Serve.WithDefaults().HTTPFSExtension; ext != "" {
 			paths.ReadOnly = append(paths.ReadOnly, ext)
+		}
+		if ca := t.Store.CAFile; ca != "" {
+			paths.ReadOnly = append(paths.ReadOnly, ca)
 		}
 	} else {
 		if err := query.Exists(t.Store.Path); err != nil {

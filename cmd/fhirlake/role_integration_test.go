@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"fhirlake/config"
 	"fhirlake/lake"
 	"fhirlake/sink"
 )
@@ -104,6 +105,8 @@ func TestIntegrationCompactWithRole(t *testing.T) {
 		fmt.Fprintf(&conf, "  - name: %s\n    store:\n      type: s3\n      bucket: %s\n      prefix: %s\n      endpoint: %s\n      region: us-east-1\n      path_style: true\n      role_arn: %s\n      sts_endpoint: %s\n",
 			tn.name, tn.bucket, prefix, sts.endpoint, tn.role, sts.endpoint)
 	}
+	const serveKey = "it-role-key"
+	fmt.Fprintf(&conf, "serve:\n  refresh_interval: 250ms\n  api_keys: [{tenant: acme, key_sha256: %s}]\n", config.HashAPIKey(serveKey))
 	r := &run{id: id, prefix: prefix, dir: dir, config: filepath.Join(dir, "fhirlake.yaml")}
 	if err := os.WriteFile(r.config, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
@@ -159,6 +162,35 @@ func TestIntegrationCompactWithRole(t *testing.T) {
 	}
 	if n := count(t, next, "SELECT count(*) FROM int_resources__latest WHERE version_id = '2'"); n != 20 {
 		t.Errorf("%d resources at version 2, want 20", n)
+	}
+
+	// The query server reads acme's bucket through the role too: its worker gets the
+	// role's temporary key from the front, never the base user's.
+	addr := freeAddr(t)
+	srv := r.cmd(context.Background(), "serve", "--listen", addr, "--log-level", "warn")
+	srv.Env = sts.roleEnv()
+	var serveLog strings.Builder
+	srv.Stdout, srv.Stderr = &serveLog, &serveLog
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = srv.Process.Signal(os.Interrupt)
+		_ = srv.Wait()
+		if t.Failed() {
+			t.Logf("serve:\n%s", lastLines(serveLog.String(), 30))
+		}
+	}()
+	api := &serveClient{t: t, base: "http://" + addr}
+	api.waitHealthy(60 * time.Second)
+	if got := api.scalar("acme", serveKey, "SELECT count(*) FROM patient"); got != "40" {
+		t.Errorf("acme's patients through the query server: %s, want 40", got)
+	}
+	for _, pid := range children(srv.Process.Pid) {
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && strings.Contains(string(environ), sts.secret) {
+			t.Errorf("the worker %d holds the base user's secret in its environment", pid)
+		}
 	}
 
 	out, code := fhirlake("compact", "--tenant", "globex", "--log-format", "json")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,10 +25,12 @@ import (
 
 	"fhirlake/config"
 	"fhirlake/consumer"
+	"fhirlake/kafkaconn"
 	"fhirlake/query"
 	"fhirlake/query/web"
 	"fhirlake/query/worker"
 	"fhirlake/sandbox"
+	"fhirlake/sink"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -60,7 +63,12 @@ serve.max_workers run; one idle for serve.worker_idle_timeout stops.
 With kafka configured, serve reads the consumer group's committed offsets every 5 s: each
 tenant's lake is complete through the time before which every change produced to Kafka is
 durable, shown on /tables, the status routes, the Fhirlake-Complete-Through header of every
-tenant response and fhirlake_lake_complete_through_seconds.`,
+tenant response and fhirlake_lake_complete_through_seconds.
+
+With serve.tls.cert_file and key_file, serve speaks HTTPS only (TLS 1.2 or newer,
+serve.tls.min_version), reading the files again when they change; serve.tls.client_ca_file
+also requires every client to present a certificate of that CA. Without them it speaks plain
+HTTP, and warns when serve.listen is not a loopback address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -164,7 +172,13 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	for i, k := range sc.AdminKeys {
 		admins[i] = web.AdminKey{SHA256: k.KeySHA256, Name: k.Name}
 	}
-	sup, closeSup, err := newSupervisor(cfg, sc, reg, log)
+	stores := map[string]sink.Store{}
+	for _, l := range lakes {
+		if l.Store != nil {
+			stores[l.Tenant] = l.Store
+		}
+	}
+	sup, closeSup, err := newSupervisor(cfg, sc, stores, reg, log)
 	if err != nil {
 		return err
 	}
@@ -198,12 +212,30 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		Forward:         sup,
 		Audit:           aw,
 	}, reg, log)
+	return listenAndServe(ctx, sc, srv.Handler(), log,
+		"tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))
+}
+
+// listenAndServe serves handler on sc.Listen, over TLS when sc.TLS is set,
+// until ctx is done, then drains requests for up to 10 s. attrs go into
+// the log line that says it is serving.
+func listenAndServe(ctx context.Context, sc config.Serve, handler http.Handler, log *slog.Logger, attrs ...any) error {
+	var tlsCfg *tls.Config
+	if sc.TLS.Enabled() {
+		var err error
+		if tlsCfg, err = serveTLSConfig(sc.TLS, tlsCheckEvery, log); err != nil {
+			return err
+		}
+	} else if !config.Loopback(sc.Listen) {
+		log.Warn("serve: plain HTTP on a listen address other machines can reach: API keys and results cross the network unencrypted; set serve.tls", "listen", sc.Listen)
+	}
 	ln, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
 		return fmt.Errorf("serve: listen: %w", err)
 	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           handler,
+		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// A response streams rows for at most the query timeout; the rest is
@@ -212,10 +244,19 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		BaseContext:    func(net.Listener) context.Context { return ctx },
+		// Failed handshakes and the like, in the service's log.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	done := make(chan error, 1)
-	go func() { done <- hs.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+		go func() { done <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { done <- hs.Serve(ln) }()
+	}
+	log.Info("serving", append([]any{"addr", ln.Addr().String(), "scheme", scheme,
+		"client_certificates", sc.TLS.ClientCAFile != ""}, attrs...)...)
 	select {
 	case err := <-done:
 		return fmt.Errorf("serve: %w", err)
@@ -235,8 +276,11 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 // the same binary's hidden serve-worker, given that tenant's configuration
 // and credentials only, confined by Landlock and bounded by a cgroup of its
 // own (or RLIMIT_AS).
+// A tenant that reads its bucket through a role (or the server's own AWS
+// identity) gets temporary credentials from the front (workerCredentials),
+// never the identity that assumes its role.
 // The returned function stops the workers and removes what they used.
-func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer, log *slog.Logger) (*worker.Supervisor, func(), error) {
+func newSupervisor(cfg config.Config, sc config.Serve, stores map[string]sink.Store, reg prometheus.Registerer, log *slog.Logger) (*worker.Supervisor, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, nil, fmt.Errorf("serve: %w", err)
@@ -311,21 +355,23 @@ func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer
 			if t.Store.Type == "s3" {
 				spec.Root = "" // read through the bucket, not a directory
 			}
-			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv} {
+			if temporaryCredentials(t) {
+				// The worker reads with the key workerCredentials hands it.
+				st := t.Store
+				st.AccessKeyEnv, st.SecretKeyEnv, st.SessionTokenEnv = workerKeyEnv, workerSecretEnv, workerTokenEnv
+				st.RoleARN, st.ExternalID, st.STSEndpoint = "", "", ""
+				spec.Tenant.Store = st
+				return spec, true
+			}
+			for _, name := range []string{t.Store.AccessKeyEnv, t.Store.SecretKeyEnv, t.Store.SessionTokenEnv} {
 				if v, ok := os.LookupEnv(name); name != "" && ok {
 					spec.Env[name] = v
 				}
 			}
-			if t.Store.Type == "s3" && t.Store.AccessKeyEnv == "" {
-				// Without keys of its own the tenant's store uses the
-				// server's AWS identity (to assume its role_arn).
-				for _, kv := range os.Environ() {
-					if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "AWS_") {
-						spec.Env[k] = v
-					}
-				}
-			}
 			return spec, true
+		},
+		Credentials: func(ctx context.Context, tenant string) (worker.Credentials, error) {
+			return workerCredentials(ctx, tenants[tenant], stores[tenant])
 		},
 	}, reg, log)
 	closeAll := func() {
@@ -340,6 +386,43 @@ func newSupervisor(cfg config.Config, sc config.Serve, reg prometheus.Registerer
 		}
 	}
 	return sup, closeAll, nil
+}
+
+// The variables a worker's temporary credentials reach it in.
+const (
+	workerKeyEnv    = "FHIRLAKE_WORKER_S3_ACCESS_KEY"
+	workerSecretEnv = "FHIRLAKE_WORKER_S3_SECRET_KEY"
+	workerTokenEnv  = "FHIRLAKE_WORKER_S3_SESSION_TOKEN"
+)
+
+// temporaryCredentials tells whether a tenant's worker gets credentials from
+// the front: an S3 tenant with a role, or without a static key (the server's
+// own AWS identity).
+func temporaryCredentials(t config.Tenant) bool {
+	return t.Store.Type == "s3" && (t.Store.RoleARN != "" || t.Store.AccessKeyEnv == "")
+}
+
+// workerCredentials are the credentials the tenant's store reads with —
+// its role's session, renewed by the store before they expire — for its
+// worker, with their expiry, so that the supervisor retires the worker in
+// time. Nothing for a tenant that reads with a static key of its own.
+func workerCredentials(ctx context.Context, t config.Tenant, store sink.Store) (worker.Credentials, error) {
+	if !temporaryCredentials(t) {
+		return worker.Credentials{}, nil
+	}
+	s3, ok := store.(*sink.S3)
+	if !ok {
+		return worker.Credentials{}, fmt.Errorf("tenant %s: no S3 store", t.Name)
+	}
+	c, err := s3.Credentials().Retrieve(ctx)
+	if err != nil {
+		return worker.Credentials{}, err
+	}
+	out := worker.Credentials{Env: map[string]string{workerKeyEnv: c.AccessKeyID, workerSecretEnv: c.SecretAccessKey, workerTokenEnv: c.SessionToken}}
+	if c.CanExpire {
+		out.Expires = c.Expires
+	}
+	return out, nil
 }
 
 // lagReporter asks Kafka for the consumer group's lag, through one client
@@ -363,8 +446,11 @@ func (l *lagReporter) configured() bool {
 func (l *lagReporter) lag(ctx context.Context) (*web.Lag, error) {
 	l.mu.Lock()
 	if l.adm == nil && l.fail == nil {
-		l.cl, l.fail = kgo.NewClient(kgo.SeedBrokers(l.cfg.Brokers...), kgo.ClientID(l.cfg.ClientID+"-serve"),
-			kgo.DialTimeout(2*time.Second), kgo.RequestRetries(1))
+		var opts []kgo.Opt
+		if opts, l.fail = kafkaconn.Options(ctx, l.cfg); l.fail == nil {
+			l.cl, l.fail = kgo.NewClient(append(opts, kgo.ClientID(l.cfg.ClientID+"-serve"),
+				kgo.DialTimeout(2*time.Second), kgo.RequestRetries(1))...)
+		}
 		if l.fail == nil {
 			l.adm = kadm.NewClient(l.cl)
 		}
@@ -376,7 +462,7 @@ func (l *lagReporter) lag(ctx context.Context) (*web.Lag, error) {
 	}
 	gl, err := consumer.Lag(ctx, adm, l.cfg.Group, l.cfg.Topics)
 	if err != nil {
-		return nil, err
+		return nil, kafkaErr(err)
 	}
 	out := &web.Lag{Group: l.cfg.Group, Topics: l.cfg.Topics, Total: gl.Total}
 	for _, p := range gl.Partitions {

@@ -6,6 +6,7 @@ import (
 
 	"fhirlake/config"
 	"fhirlake/consumer"
+	"fhirlake/kafkaconn"
 	"fhirlake/query/web"
 )
 
@@ -23,8 +24,13 @@ func startCompleteness(ctx context.Context, cfg config.Config, log *slog.Logger)
 	for i, t := range cfg.Tenants {
 		tenants[i] = t.Name
 	}
+	opts, err := kafkaconn.Options(ctx, k)
+	if err != nil {
+		log.Error("the lake's completeness cannot be read", "err", err)
+		return nil, func() {}
+	}
 	w := consumer.NewCompletenessWatch(consumer.WatchOptions{
-		Brokers: k.Brokers, ClientID: k.ClientID + "-serve", Group: k.Group, Topics: k.Topics,
+		Brokers: k.Brokers, ClientOpts: opts, ClientID: k.ClientID + "-serve", Group: k.Group, Topics: k.Topics,
 		Routes: cfg.Routing.Topics, Tenants: tenants,
 	}, log)
 	ctx, cancel := context.WithCancel(ctx)

@@ -17,17 +17,20 @@ func openStore(ctx context.Context, t config.Tenant) (sink.Store, error) {
 		return sink.NewLocal(t.Store.Path)
 	case "s3":
 		return sink.NewS3(ctx, sink.S3Options{
-			Bucket:      t.Store.Bucket,
-			Prefix:      t.Store.Prefix,
-			Endpoint:    t.Store.Endpoint,
-			Region:      t.Store.Region,
-			PathStyle:   t.Store.PathStyle,
-			AccessKey:   envOf(t.Store.AccessKeyEnv),
-			SecretKey:   envOf(t.Store.SecretKeyEnv),
-			RoleARN:     t.Store.RoleARN,
-			ExternalID:  t.Store.ExternalID,
-			STSEndpoint: t.Store.STSEndpoint,
-			SessionName: "fhirlake-" + t.Name,
+			Bucket:       t.Store.Bucket,
+			Prefix:       t.Store.Prefix,
+			Endpoint:     t.Store.Endpoint,
+			Region:       t.Store.Region,
+			PathStyle:    t.Store.PathStyle,
+			AccessKey:    envOf(t.Store.AccessKeyEnv),
+			SecretKey:    envOf(t.Store.SecretKeyEnv),
+			SessionToken: envOf(t.Store.SessionTokenEnv),
+			RoleARN:      t.Store.RoleARN,
+			ExternalID:   t.Store.ExternalID,
+			STSEndpoint:  t.Store.STSEndpoint,
+			SessionName:  "fhirlake-" + t.Name,
+			Encryption:   sink.Encryption{Mode: sink.EncryptionMode(t.Store.Encryption.Mode), KMSKeyID: t.Store.Encryption.KMSKeyID},
+			CAFile:       t.Store.CAFile,
 		})
 	}
 	return nil, fmt.Errorf("tenant %s: unknown store type %q", t.Name, t.Store.Type)

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"fhirlake/config"
 	"fhirlake/consumer"
@@ -37,7 +36,7 @@ func newTopicsCmd(g *globals) *cobra.Command {
 // ensureTopics creates the consumed topics and the dead-letter topic when
 // they do not exist.
 func ensureTopics(ctx context.Context, k config.Kafka) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...), kgo.ClientID(k.ClientID))
+	cl, err := kafkaClient(ctx, k)
 	if err != nil {
 		return err
 	}
@@ -46,11 +45,11 @@ func ensureTopics(ctx context.Context, k config.Kafka) error {
 	topics := append(append([]string{}, k.Topics...), k.DeadLetterTopic)
 	resp, err := adm.CreateTopics(ctx, k.Partitions, k.ReplicationFactor, nil, topics...)
 	if err != nil {
-		return fmt.Errorf("create topics: %w", err)
+		return fmt.Errorf("create topics: %w", kafkaErr(err))
 	}
 	for _, r := range resp.Sorted() {
 		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
+			return fmt.Errorf("create topic %s: %w", r.Topic, kafkaErr(r.Err))
 		}
 	}
 	return nil
@@ -66,14 +65,15 @@ func newLagCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Kafka.Brokers...), kgo.ClientID(cfg.Kafka.ClientID))
+			ctx := contextOf(cmd)
+			cl, err := kafkaClient(ctx, cfg.Kafka)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
-			lag, err := consumer.Lag(contextOf(cmd), kadm.NewClient(cl), cfg.Kafka.Group, cfg.Kafka.Topics)
+			lag, err := consumer.Lag(ctx, kadm.NewClient(cl), cfg.Kafka.Group, cfg.Kafka.Topics)
 			if err != nil {
-				return err
+				return kafkaErr(err)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG")

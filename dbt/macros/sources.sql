@@ -37,18 +37,26 @@
             union all by name
             select s.* exclude (filename, date)
             from {{ relation }} as s
-            {%- if var('plan_file') %}
-            where exists (
-                select 1
-                from {{ source('compaction', 'plan') }} as p
-                where p.dataset = '{{ dataset }}'
-                  and p.date = cast(s.date as varchar)
-                  and p.file = parse_filename(s.filename)
-            )
-            {%- endif %}
+            {{ fhir_plan_filter(dataset, 's') }}
             {%- endif %}
         )
     )
+{%- endmacro %}
+
+
+{#- Keeps, of the rows of a speed dataset read as `alias` (with its filename and date
+    columns), those of the compaction plan's files (var plan_file); nothing for a run by
+    hand. -#}
+{% macro fhir_plan_filter(dataset, alias) -%}
+    {%- if var('plan_file') -%}
+    where exists (
+        select 1
+        from {{ source('compaction', 'plan') }} as p
+        where p.dataset = '{{ dataset }}'
+          and p.date = cast({{ alias }}.date as varchar)
+          and p.file = parse_filename({{ alias }}.filename)
+    )
+    {%- endif -%}
 {%- endmacro %}
 
 
@@ -187,15 +195,7 @@ with source as (
     union all by name
     select s.* exclude (filename, date)
     from read_parquet([{{ globs | join(", ") }}], hive_partitioning = true, union_by_name = true, filename = true) as s
-    {%- if var('plan_file') %}
-    where exists (
-        select 1
-        from {{ source('compaction', 'plan') }} as p
-        where p.dataset = '{{ dataset }}'
-          and p.date = cast(s.date as varchar)
-          and p.file = parse_filename(s.filename)
-    )
-    {%- endif %}
+    {{ fhir_plan_filter(dataset, 's') }}
     {%- endif %}
 )
 

@@ -11,7 +11,9 @@ dbt's environment or on disk.
 Without the pipes (dbt run by hand), the key comes from FHIRLAKE_DBT_S3_ACCESS_KEY,
 FHIRLAKE_DBT_S3_SECRET_KEY and FHIRLAKE_DBT_S3_SESSION_TOKEN. The secret's other
 settings always come from FHIRLAKE_DBT_S3_REGION, _ENDPOINT, _URL_STYLE, _USE_SSL
-and _SCOPE (the lake's root: the credentials are offered for it only).
+and _SCOPE (the lake's root: the credentials are offered for it only), and
+FHIRLAKE_DBT_S3_CA_FILE, when set, is the PEM bundle httpfs trusts for the
+endpoint (the tenant's store.ca_file).
 """
 import json
 import os
@@ -40,6 +42,11 @@ class Plugin(BasePlugin):
         self._current = {}
 
     def configure_connection(self, conn):
+        ca_file = os.environ.get("FHIRLAKE_DBT_S3_CA_FILE")
+        if ca_file:
+            # GLOBAL: a plain SET holds for this connection only, not the
+            # cursors dbt runs the models on.
+            conn.execute("SET GLOBAL ca_cert_file = " + _quote(ca_file))
         self._refresh(conn, new_database=True)
 
     def configure_cursor(self, cursor):

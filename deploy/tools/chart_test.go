@@ -2,7 +2,14 @@ package tools
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -217,6 +224,8 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 		}
 	}
 
+	checkKafkaSecurity(t, ms, cfg, workloads)
+
 	partitions := num(cfg, "kafka", "partitions")
 	if consumer := find(ms, "Deployment", "-consumer"); consumer != nil {
 		if get(consumer, "spec", "replicas") != nil && num(consumer, "spec", "replicas") > partitions {
@@ -281,8 +290,37 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 		if svc == nil || fmt.Sprint(get(svc, "spec", "ports", "0", "port")) != port {
 			t.Errorf("query Service port must be serve.listen's %s", port)
 		}
-		if str(q, "spec", "template", "spec", "containers", "0", "readinessProbe", "httpGet", "path") != "/healthz" {
-			t.Errorf("query readiness probe must be /healthz")
+		c := get(q, "spec", "template", "spec", "containers", "0")
+		certFile, clientCA := str(cfg, "serve", "tls", "cert_file"), str(cfg, "serve", "tls", "client_ca_file")
+		for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+			switch {
+			case clientCA != "":
+				// A kubelet probe presents no client certificate.
+				if str(c, probe, "tcpSocket", "port") != "http" || get(c, probe, "httpGet") != nil {
+					t.Errorf("query %s: with client certificates required, want a tcpSocket probe of port http", probe)
+				}
+			case str(c, probe, "httpGet", "path") != "/healthz":
+				t.Errorf("query %s must be /healthz", probe)
+			case (certFile != "") != (str(c, probe, "httpGet", "scheme") == "HTTPS"):
+				t.Errorf("query %s: scheme %q, serve.tls.cert_file %q", probe, str(c, probe, "httpGet", "scheme"), certFile)
+			}
+		}
+		// Every file serve.tls names is on a Secret volume of the query pod.
+		mounts := map[string]string{}
+		for _, vm := range asList(get(c, "volumeMounts")) {
+			mounts[str(vm, "mountPath")] = str(vm, "name")
+		}
+		secrets := map[string]bool{}
+		for _, v := range asList(get(q, "spec", "template", "spec", "volumes")) {
+			secrets[str(v, "name")] = str(v, "secret", "secretName") != ""
+		}
+		for _, key := range []string{"cert_file", "key_file", "client_ca_file"} {
+			if f := str(cfg, "serve", "tls", key); f != "" && !secrets[mounts[filepath.Dir(f)]] {
+				t.Errorf("serve.tls.%s %s is not on a Secret volume of the query pod (mounts %v)", key, f, mounts)
+			}
+		}
+		if sm := find(ms, "ServiceMonitor", "-query"); sm != nil && (certFile != "") != (str(sm, "spec", "endpoints", "0", "scheme") == "https") {
+			t.Errorf("query ServiceMonitor: scheme %q, serve.tls.cert_file %q", str(sm, "spec", "endpoints", "0", "scheme"), certFile)
 		}
 	}
 	// A ServiceMonitor selects a Service that has the port it scrapes.
@@ -308,6 +346,7 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 	// fhirlake accepts the configuration as each workload loads it: with every named
 	// secret set, and the workload's own FHIRLAKE_* overrides.
 	dir := t.TempDir()
+	raw = checkCAFiles(t, raw, workloads, dir)
 	file := filepath.Join(dir, "fhirlake.yaml")
 	if err := os.WriteFile(file, []byte(raw), 0o644); err != nil {
 		t.Fatal(err)
@@ -332,6 +371,123 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 	}
 }
 
+// checkKafkaSecurity: every file the configuration's kafka section names
+// (CA bundle, client certificate, token) is on a volume each workload
+// mounts, and KEDA reads the lag with the same TLS and SASL: each trigger
+// names a TriggerAuthentication that is rendered, whose Secrets are the
+// ones the pods use.
+func checkKafkaSecurity(t *testing.T, ms []manifest, cfg map[string]any, workloads []manifest) {
+	t.Helper()
+	var files []string
+	for _, k := range []string{"ca_file", "cert_file", "key_file"} {
+		if f := str(cfg, "kafka", "tls", k); f != "" {
+			files = append(files, f)
+		}
+	}
+	if f := str(cfg, "kafka", "sasl", "token_file"); f != "" {
+		files = append(files, f)
+	}
+	for _, w := range workloads {
+		spec := podSpec(w)
+		volumes := map[string]any{}
+		for _, v := range asList(get(spec, "volumes")) {
+			volumes[str(v, "name")] = v
+		}
+		for _, f := range files {
+			found := false
+			for _, vm := range asList(get(spec, "containers", "0", "volumeMounts")) {
+				if strings.HasPrefix(f, str(vm, "mountPath")+"/") && volumes[str(vm, "name")] != nil {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s %s: the configuration reads %s, on no volume the pod mounts", w.kind(), w.name(), f)
+			}
+		}
+	}
+	so := find(ms, "ScaledObject", "-consumer")
+	tls, _ := get(cfg, "kafka", "tls", "enabled").(bool)
+	mechanism := str(cfg, "kafka", "sasl", "mechanism")
+	if so == nil || (!tls && mechanism == "") {
+		return
+	}
+	podSecrets := map[string]bool{}
+	for _, w := range workloads {
+		for _, e := range asList(get(podSpec(w), "containers", "0", "env")) {
+			if n := str(e, "valueFrom", "secretKeyRef", "name"); n != "" {
+				podSecrets[n] = true
+			}
+		}
+		for _, v := range asList(get(podSpec(w), "volumes")) {
+			if n := str(v, "secret", "secretName"); n != "" {
+				podSecrets[n] = true
+			}
+		}
+	}
+	for _, tr := range asList(get(so, "spec", "triggers")) {
+		if tls && str(tr, "metadata", "tls") != "enable" {
+			t.Errorf("ScaledObject trigger: kafka.tls is enabled, the trigger's tls is %q", str(tr, "metadata", "tls"))
+		}
+		if mechanism != "" && str(tr, "metadata", "sasl") == "" {
+			t.Errorf("ScaledObject trigger: kafka.sasl.mechanism %s, the trigger has no sasl", mechanism)
+		}
+		ta := find(ms, "TriggerAuthentication", str(tr, "authenticationRef", "name"))
+		if ta == nil {
+			if mechanism != "" {
+				t.Errorf("ScaledObject trigger: authenticationRef %q names no rendered TriggerAuthentication", str(tr, "authenticationRef", "name"))
+			}
+			continue
+		}
+		for _, ref := range asList(get(ta, "spec", "secretTargetRef")) {
+			if !podSecrets[str(ref, "name")] {
+				t.Errorf("TriggerAuthentication %s: parameter %s from Secret %s, which the pods do not use", ta.name(), str(ref, "parameter"), str(ref, "name"))
+			}
+		}
+	}
+}
+
+// checkCAFiles checks that every tenant's ca_file is in a directory mounted read-only in
+// every workload, and returns raw with each pointing at a PEM bundle in dir instead, for
+// fhirlake config validate to read here.
+func checkCAFiles(t *testing.T, raw string, workloads []manifest, dir string) string {
+	t.Helper()
+	files := regexp.MustCompile(`(?m)^\s+ca_file: (\S+)$`).FindAllStringSubmatch(raw, -1)
+	if len(files) == 0 {
+		return raw
+	}
+	for _, w := range workloads {
+		mounted := map[string]bool{}
+		for _, m := range asList(get(podSpec(w), "containers", "0", "volumeMounts")) {
+			if get(m, "readOnly") == true {
+				mounted[str(m, "mountPath")] = true
+			}
+		}
+		for _, f := range files {
+			if !mounted[filepath.Dir(f[1])] {
+				t.Errorf("%s %s: ca_file %s is not in a read-only mounted directory", w.kind(), w.name(), f[1])
+			}
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "chart test CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(local, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		raw = strings.ReplaceAll(raw, "ca_file: "+f[1]+"\n", "ca_file: "+local+"\n")
+	}
+	return raw
+}
+
 func asList(v any) []any {
 	l, _ := v.([]any)
 	return l
@@ -352,6 +508,12 @@ func TestChartRefuses(t *testing.T) {
 		"no tenants":                    {[]string{"--set", "tenants=null"}, "tenants: at least one tenant is required"},
 		"bad tenant name":               {[]string{"--set", "tenants[0].name=Acme_Corp", "--set", "tenants[0].bucket=b"}, "must be lowercase letters, digits and dashes"},
 		"unknown compactor mode":        {[]string{"--set", "compactor.mode=sometimes"}, "compactor.mode"},
+		"unknown SASL mechanism":        {[]string{"--set", "kafka.sasl.mechanism=SCRAM-SHA-512"}, `kafka.sasl.mechanism: "SCRAM-SHA-512" is not one of`},
+		"SCRAM without its Secret":      {[]string{"--set", "kafka.sasl.mechanism=scram-sha-512"}, "kafka.sasl.secretName: the Secret holding the user and password is required"},
+		"client certificate, no key":    {[]string{"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.secretName=s", "--set", "kafka.tls.certKey=tls.crt"}, "kafka.tls: set both certKey and keyKey"},
+		"MSK IAM without TLS":           {[]string{"--set", "kafka.sasl.mechanism=aws-msk-iam"}, "aws-msk-iam needs kafka.tls.enabled"},
+		"KEDA and a token file":         {[]string{"--set", "kafka.sasl.mechanism=oauthbearer", "--set", "kafka.sasl.oauth.serviceAccountTokenAudience=kafka", "--set", "consumer.autoscaling.enabled=true"}, "KEDA cannot use the pods' service-account token"},
+		"client CA without TLS":         {[]string{"--set", "query.tls.clientCA.secretName=clients"}, "query.tls.clientCA.secretName: client certificates need TLS"},
 	} {
 		_, errOut, err := render(t, helm, append([]string{"-f", base}, c.args...)...)
 		if err == nil || !strings.Contains(errOut, c.want) {

@@ -51,9 +51,12 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 	paths := sandbox.Paths{ReadWrite: []string{s.TempDir}}
 	if s.Tenant.Store.Type == "s3" {
 		// DuckDB reads the bucket over the network; of the file system it
-		// needs only the extension that lets it.
+		// needs only the extension that lets it, and the tenant's CA bundle.
 		if ext := s.Session.HTTPFSExtension; ext != "" {
 			paths.ReadOnly = append(paths.ReadOnly, ext)
+		}
+		if ca := s.Tenant.Store.CAFile; ca != "" {
+			paths.ReadOnly = append(paths.ReadOnly, ca)
 		}
 	} else {
 		paths.ReadOnly = append(paths.ReadOnly, s.Root)
@@ -227,6 +230,8 @@ func S3Access(t config.Tenant) query.S3Access {
 	return query.S3Access{
 		Bucket: t.Store.Bucket, Prefix: t.Store.Prefix, Endpoint: t.Store.Endpoint, Region: t.Store.Region,
 		PathStyle: t.Store.PathStyle, AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv),
+		SessionToken: envOf(t.Store.SessionTokenEnv),
+		CAFile:       t.Store.CAFile,
 	}
 }
 

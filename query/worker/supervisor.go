@@ -64,6 +64,22 @@ type Options struct {
 	Connections, MaxQueued int
 	// StartTimeout bounds a worker's start, up to "ready". Default: 30s.
 	StartTimeout time.Duration
+	// Credentials, if set, gives a tenant's worker credentials of its own
+	// when it starts (variables added to its Spec's Env), called outside
+	// the supervisor's lock: an assumed role's temporary key, never the
+	// identity that assumes it. A worker whose credentials expire within
+	// CredentialMargin takes no new request; it stops once idle, and the
+	// next request starts one with new credentials.
+	Credentials func(ctx context.Context, tenant string) (Credentials, error)
+	// CredentialMargin: see Credentials. Default: 5m.
+	CredentialMargin time.Duration
+}
+
+// Credentials are a worker's own: Env is added to its Spec's, Expires is
+// when they stop working (zero: never).
+type Credentials struct {
+	Env     map[string]string
+	Expires time.Time
 }
 
 // Supervisor runs a worker per tenant in use and forwards requests to it.
@@ -93,6 +109,8 @@ type proc struct {
 	exited  chan struct{} // closed once it has exited and been cleaned up
 	exitErr error
 	started time.Time
+	// expires is when its credentials do (zero: never).
+	expires time.Time
 
 	// under Supervisor.mu
 	inflight int
@@ -131,6 +149,9 @@ func New(o Options, reg prometheus.Registerer, log *slog.Logger) *Supervisor {
 	}
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 30 * time.Second
+	}
+	if o.CredentialMargin <= 0 {
+		o.CredentialMargin = 5 * time.Minute
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -263,14 +284,31 @@ func (s *Supervisor) acquire(ctx context.Context, tenant string) (*proc, error) 
 	}
 	p, ok := s.workers[tenant]
 	if !ok {
-		if len(s.workers) >= s.opts.MaxWorkers && !s.evictLocked() {
+		var creds Credentials
+		if s.opts.Credentials != nil {
+			// Fetching them may take a round trip to STS: not under the lock.
 			s.mu.Unlock()
-			return nil, fmt.Errorf("%w: %w", web.ErrWorkerRestarting, errBusy)
+			var err error
+			if creds, err = s.opts.Credentials(ctx, tenant); err != nil {
+				return nil, fmt.Errorf("tenant %s: credentials: %w", tenant, err)
+			}
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				return nil, fmt.Errorf("%w: the server is stopping", web.ErrWorkerRestarting)
+			}
+			p, ok = s.workers[tenant]
 		}
-		var err error
-		if p, err = s.startLocked(tenant); err != nil {
-			s.mu.Unlock()
-			return nil, err
+		if !ok {
+			if len(s.workers) >= s.opts.MaxWorkers && !s.evictLocked() {
+				s.mu.Unlock()
+				return nil, fmt.Errorf("%w: %w", web.ErrWorkerRestarting, errBusy)
+			}
+			var err error
+			if p, err = s.startLocked(tenant, creds); err != nil {
+				s.mu.Unlock()
+				return nil, err
+			}
 		}
 	}
 	p.inflight++
@@ -294,6 +332,10 @@ func (s *Supervisor) release(p *proc) {
 	defer s.mu.Unlock()
 	p.inflight--
 	p.lastUsed = time.Now()
+	if p.inflight == 0 && s.workers[p.tenant] != p && !p.stopping {
+		// Retired (its credentials expire soon) while it had requests.
+		s.stopLocked(p)
+	}
 }
 
 // evictLocked stops the least recently used worker without a request in
@@ -341,10 +383,20 @@ func (s *Supervisor) stopLocked(p *proc) {
 
 // startLocked starts the tenant's worker; it becomes ready (or fails)
 // later, closing p.ready.
-func (s *Supervisor) startLocked(tenant string) (*proc, error) {
+func (s *Supervisor) startLocked(tenant string, creds Credentials) (*proc, error) {
 	spec, ok := s.opts.Spec(tenant)
 	if !ok {
 		return nil, query.ErrUnknownTenant
+	}
+	if len(creds.Env) > 0 {
+		env := make(map[string]string, len(spec.Env)+len(creds.Env))
+		for k, v := range spec.Env {
+			env[k] = v
+		}
+		for k, v := range creds.Env {
+			env[k] = v
+		}
+		spec.Env = env
 	}
 	b := make([]byte, 8)
 	rand.Read(b) // never fails
@@ -356,7 +408,8 @@ func (s *Supervisor) startLocked(tenant string) (*proc, error) {
 	spec.TempDir = filepath.Join(s.opts.TempDir, id)
 	spec.Token = hex.EncodeToString(tok)
 	spec.Grace = s.opts.Grace
-	p := &proc{tenant: tenant, socket: spec.Socket, tempDir: spec.TempDir, token: spec.Token, ready: make(chan struct{}), exited: make(chan struct{}), started: time.Now(), lastUsed: time.Now()}
+	p := &proc{tenant: tenant, socket: spec.Socket, tempDir: spec.TempDir, token: spec.Token, ready: make(chan struct{}), exited: make(chan struct{}),
+		started: time.Now(), lastUsed: time.Now(), expires: creds.Expires}
 	cmd := exec.Command(s.opts.Command[0], s.opts.Command[1:]...)
 	cmd.Env = s.opts.Env
 	cmd.Stderr = os.Stderr
@@ -487,7 +540,7 @@ func (s *Supervisor) newProxy(p *proc) *httputil.ReverseProxy {
 
 // janitor stops idle workers.
 func (s *Supervisor) janitor() {
-	tick := time.NewTicker(max(s.opts.IdleTimeout/4, 10*time.Millisecond))
+	tick := time.NewTicker(max(min(s.opts.IdleTimeout, s.opts.CredentialMargin)/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -496,6 +549,17 @@ func (s *Supervisor) janitor() {
 		case now := <-tick.C:
 			s.mu.Lock()
 			for _, p := range s.workers {
+				if !p.expires.IsZero() && now.After(p.expires.Add(-s.opts.CredentialMargin)) {
+					// New requests start a worker with new credentials; this
+					// one stops once its requests are done (release).
+					s.log.Info("retiring a worker whose credentials expire soon", "tenant", p.tenant, "pid", p.cmd.Process.Pid, "expires", p.expires)
+					s.metrics.retired.Inc()
+					delete(s.workers, p.tenant)
+					if p.inflight == 0 {
+						s.stopLocked(p)
+					}
+					continue
+				}
 				if p.inflight == 0 && now.Sub(p.lastUsed) >= s.opts.IdleTimeout {
 					s.log.Info("stopping an idle worker", "tenant", p.tenant, "pid", p.cmd.Process.Pid)
 					s.metrics.idle.Inc()
@@ -540,6 +604,7 @@ func (s *Supervisor) Close() error {
 type metrics struct {
 	running                prometheus.Gauge
 	started, evicted, idle prometheus.Counter
+	retired                prometheus.Counter
 	exits                  *prometheus.CounterVec
 }
 
@@ -549,11 +614,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		started: prometheus.NewCounter(prometheus.CounterOpts{Name: "fhirlake_query_worker_starts_total", Help: "Tenant query workers started."}),
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "fhirlake_query_worker_evictions_total", Help: "Idle workers stopped to stay within serve.max_workers."}),
 		idle:    prometheus.NewCounter(prometheus.CounterOpts{Name: "fhirlake_query_worker_idle_stops_total", Help: "Workers stopped after serve.worker_idle_timeout without a request."}),
+		retired: prometheus.NewCounter(prometheus.CounterOpts{Name: "fhirlake_query_worker_retirements_total", Help: "Workers retired because their temporary credentials expire soon (a new one takes the next request)."}),
 		exits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fhirlake_query_worker_exits_total",
 			Help: "Worker exits by reason: stopped (by the front), killed (SIGKILL: memory cap or grace), crashed."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.running, m.started, m.evicted, m.idle, m.exits)
+		reg.MustRegister(m.running, m.started, m.evicted, m.idle, m.retired, m.exits)
 	}
 	return m
 }

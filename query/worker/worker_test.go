@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -513,5 +514,43 @@ func TestTheWorkerShowsTheFrontsCompleteness(t *testing.T) {
 	f = newFixture(t, Options{}, query.Options{}, nil)
 	if hdr, body := tables(f); strings.Contains(body, "2099") || !strings.Contains(body, "kafka is not configured") || hdr.Get(web.CompleteThroughHeader) != "" {
 		t.Errorf("front without kafka: got %s, headers %v; want unknown, not the client's time", body, hdr)
+	}
+}
+
+// TestAWorkerIsRetiredBeforeItsCredentialsExpire: a worker whose temporary
+// credentials expire within the margin takes no new request; the next one
+// starts a worker with new credentials, every request is answered, and the
+// old worker stops.
+func TestAWorkerIsRetiredBeforeItsCredentialsExpire(t *testing.T) {
+	var handed atomic.Int32
+	f := newFixture(t, Options{
+		CredentialMargin: 400 * time.Millisecond,
+		Credentials: func(context.Context, string) (Credentials, error) {
+			handed.Add(1)
+			return Credentials{Env: map[string]string{"FHIRLAKE_WORKER_TEST_TOKEN": "t"}, Expires: time.Now().Add(1200 * time.Millisecond)}, nil
+		},
+	}, query.Options{}, nil)
+	if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK {
+		t.Fatalf("first query: %d %s", code, body)
+	}
+	first := f.pid("acme")
+	deadline := time.Now().Add(10 * time.Second)
+	for f.pid("acme") == first || f.pid("acme") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker %d still serves past its credentials' margin", first)
+		}
+		if code, body := f.query(t, "acme", "SELECT id FROM patient"); code != http.StatusOK || !strings.Contains(body, "a1") {
+			t.Fatalf("a query while the worker is retired: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for syscall.Kill(first, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the retired worker %d did not stop", first)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if handed.Load() < 2 {
+		t.Errorf("credentials handed %d times, want one per worker started", handed.Load())
 	}
 }

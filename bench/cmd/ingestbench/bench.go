@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"fhirlake/config"
+	"fhirlake/kafkaconn"
 	"fhirlake/lake"
 	"fhirlake/sink"
 )
@@ -67,6 +69,8 @@ type bench struct {
 	dir        string
 	self       string
 	brokers    []string
+	kafka      config.Kafka
+	conn       []kgo.Opt // kafkaconn.Options of kafka
 	adm        *kadm.Client
 	admCl      *kgo.Client
 	topic, dlq string
@@ -83,7 +87,18 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, o options) (*bench, error) {
-	brokers := strings.Split(envOr("FHIRLAKE_KAFKA_BROKERS", "127.0.0.1:19092"), ",")
+	// The cluster as fhirlake's defaults and FHIRLAKE_KAFKA_* describe it
+	// (brokers, TLS, SASL); the processes started here inherit the same
+	// environment.
+	defaults, err := config.Load("")
+	if err != nil {
+		return nil, err
+	}
+	k := defaults.Kafka
+	conn, err := kafkaconn.Options(ctx, k)
+	if err != nil {
+		return nil, err
+	}
 	if os.Getenv("FHIRLAKE_S3_ENDPOINT") == "" {
 		return nil, fmt.Errorf("FHIRLAKE_S3_ENDPOINT is not set: is the stack's env available?")
 	}
@@ -95,13 +110,13 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	adm, cl, err := newAdmin(brokers)
+	adm, cl, err := newAdmin(conn)
 	if err != nil {
 		return nil, err
 	}
 	id := fmt.Sprintf("ib%d", time.Now().UnixNano())
 	return &bench{
-		o: o, id: id, dir: dir, self: self, brokers: brokers, adm: adm, admCl: cl,
+		o: o, id: id, dir: dir, self: self, brokers: k.Brokers, kafka: k, conn: conn, adm: adm, admCl: cl,
 		topic: id + ".notifications", dlq: id + ".deadletter", freshTopic: id + ".fresh",
 		loadStart: loadAvg(), started: time.Now(),
 	}, nil
@@ -122,7 +137,7 @@ func (b *bench) all(ctx context.Context) error {
 	}
 	logf("producing %d notifications for %s into %s", b.o.records, strings.Join(b.o.tenants, ", "), b.topic)
 	start := time.Now()
-	if b.inBytes, err = produceAll(ctx, b.brokers, b.topic, gen, b.o.records); err != nil {
+	if b.inBytes, err = produceAll(ctx, b.conn, b.topic, gen, b.o.records); err != nil {
 		return err
 	}
 	b.produceFor = time.Since(start)
@@ -273,14 +288,17 @@ func (b *bench) benthosRun(ctx context.Context, sfx string) error {
 	group := b.id + "-benthos" + sfx
 	prefix := "runs/" + b.id + "/benthos" + sfx
 	tenant := b.o.tenants[0]
-	conf := benthosConfig(benthosOptions{
-		Brokers: b.brokers, Topic: b.topic, Group: group,
+	conf, err := benthosConfig(benthosOptions{
+		Brokers: b.brokers, Kafka: b.kafka, Topic: b.topic, Group: group,
 		Bucket: tenantBucket(tenant), Prefix: prefix,
 		Endpoint: os.Getenv("FHIRLAKE_S3_ENDPOINT"), Region: envOr("FHIRLAKE_S3_REGION", "us-east-1"),
 		AccessKey: os.Getenv(tenantEnv(tenant, "ACCESS_KEY")), SecretKey: os.Getenv(tenantEnv(tenant, "SECRET_KEY")),
 		BatchCount: b.o.batchCount, BatchBytes: b.o.batchBytes, BatchPeriod: b.o.batchPeriod,
 		CheckpointLimit: b.o.checkpointLimit,
 	})
+	if err != nil {
+		return err
+	}
 	path := filepath.Join(b.dir, "benthos"+sfx+".yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return err
@@ -349,7 +367,7 @@ func (b *bench) freshness(ctx context.Context) error {
 
 	logf("freshness: producing %d resources/s for %s into %s while fhirlake consumes", b.o.rate, b.o.freshFor, b.freshTopic)
 	recs := newProduced(b.o.tenants)
-	if f.ProduceFor, err = producePaced(ctx, b.brokers, b.freshTopic, gen, b.o.rate, b.o.freshFor, recs); err != nil {
+	if f.ProduceFor, err = producePaced(ctx, b.conn, b.freshTopic, gen, b.o.rate, b.o.freshFor, recs); err != nil {
 		watch.Stop()
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"fhirlake/config"
+
 	_ "github.com/benthosdev/benthos/v4/public/components/aws"
 	_ "github.com/benthosdev/benthos/v4/public/components/kafka"
 	_ "github.com/benthosdev/benthos/v4/public/components/pure"
@@ -42,7 +44,9 @@ root.resource = if $del { null } else { $e.resource.string() }
 
 // benthosOptions are the knobs of the comparison pipeline.
 type benthosOptions struct {
-	Brokers         []string
+	Brokers []string
+	// Kafka gives the TLS and SASL settings of the input.
+	Kafka           config.Kafka
 	Topic, Group    string
 	Bucket, Prefix  string
 	Endpoint        string
@@ -59,7 +63,11 @@ type benthosOptions struct {
 // parquet_encode (zstd) → aws_s3. Batches are formed per partition at the
 // input with fhirlake's flush limits (rows, bytes, age), so that a file
 // holds what one fhirlake flush of a partition holds.
-func benthosConfig(o benthosOptions) string {
+func benthosConfig(o benthosOptions) (string, error) {
+	security, err := benthosSecurity(o.Kafka)
+	if err != nil {
+		return "", err
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `http:
   enabled: false
@@ -73,7 +81,7 @@ input:
     topics: [%q]
     consumer_group: %q
     client_id: ingestbench-benthos
-    start_from_oldest: true
+%s    start_from_oldest: true
     checkpoint_limit: %d
     commit_period: 1s
     batching:
@@ -113,9 +121,36 @@ output:
       credentials:
         id: %q
         secret: %q
-`, strings.Join(o.Brokers, ","), o.Topic, o.Group, o.CheckpointLimit, o.BatchCount, o.BatchBytes, o.BatchPeriod,
+`, strings.Join(o.Brokers, ","), o.Topic, o.Group, security, o.CheckpointLimit, o.BatchCount, o.BatchBytes, o.BatchPeriod,
 		indent(benthosMapping, "        "), o.Bucket, strings.Trim(o.Prefix, "/"), o.Endpoint, o.Region, o.AccessKey, o.SecretKey)
-	return b.String()
+	return b.String(), nil
+}
+
+// benthosSecurity is kafka_franz's tls and sasl for k, with the secrets
+// left in the environment (Benthos interpolates ${NAME}). Benthos is
+// compared over TLS and the password mechanisms only.
+func benthosSecurity(k config.Kafka) (string, error) {
+	var b strings.Builder
+	if k.TLS.Enabled {
+		if k.TLS.ServerName != "" {
+			return "", errors.New("the Benthos comparison does not take kafka.tls.server_name")
+		}
+		b.WriteString("    tls:\n      enabled: true\n")
+		if k.TLS.CAFile != "" {
+			fmt.Fprintf(&b, "      root_cas_file: %q\n", k.TLS.CAFile)
+		}
+		if k.TLS.CertFile != "" {
+			fmt.Fprintf(&b, "      client_certs:\n        - {cert_file: %q, key_file: %q}\n", k.TLS.CertFile, k.TLS.KeyFile)
+		}
+	}
+	switch m := k.SASL.Mechanism; m {
+	case "":
+	case config.SASLPlain, config.SASLScramSHA256, config.SASLScramSHA512:
+		fmt.Fprintf(&b, "    sasl:\n      - {mechanism: %s, username: \"${%s}\", password: \"${%s}\"}\n", strings.ToUpper(m), k.SASL.UsernameEnv, k.SASL.PasswordEnv)
+	default:
+		return "", fmt.Errorf("the Benthos comparison does not take kafka.sasl.mechanism %s", m)
+	}
+	return b.String(), nil
 }
 
 func indent(s, pre string) string {

@@ -23,6 +23,7 @@ import (
 	"fhirlake/config"
 	"fhirlake/consumer"
 	"fhirlake/flatten"
+	"fhirlake/kafkaconn"
 	"fhirlake/sink"
 )
 
@@ -106,6 +107,10 @@ func runConsume(args []string) error {
 		}()
 		defer srv.Close()
 	}
+	conn, err := kafkaconn.Options(ctx, cfg.Kafka)
+	if err != nil {
+		return err
+	}
 	// memory.limit as `fhirlake consume` applies it.
 	cfg.Memory.ApplyGoLimit()
 	w, err := sink.NewWriter(stores, sink.WriterOptions{WorkDir: filepath.Join(cfg.WorkDir, "flush"), Parquet: sink.ParquetOptions{MemoryLimit: cfg.Memory.EncoderMemoryLimit()}}, reg)
@@ -128,11 +133,11 @@ func runConsume(args []string) error {
 		RevokeTimeout:    cfg.Kafka.RebalanceTimeout / 2,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Views:            vs,
-		ClientOpts: []kgo.Opt{
+		ClientOpts: append(conn,
 			kgo.SessionTimeout(cfg.Kafka.SessionTimeout),
 			kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout),
 			kgo.HeartbeatInterval(min(3*time.Second, cfg.Kafka.SessionTimeout/5)),
-		},
+		),
 	}, w, reg, log)
 	if err != nil {
 		return err

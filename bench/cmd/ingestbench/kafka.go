@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,8 +16,10 @@ import (
 	"fhirlake/synth"
 )
 
-func newAdmin(brokers []string) (*kadm.Client, *kgo.Client, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+// newAdmin is an admin client of the cluster conn (kafkaconn.Options)
+// connects to.
+func newAdmin(conn []kgo.Opt) (*kadm.Client, *kgo.Client, error) {
+	cl, err := kgo.NewClient(conn...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -79,14 +82,13 @@ func kafkaRecord(topic string, r synth.Record) *kgo.Record {
 // produceAll writes the first n records of gen to topic as fast as the
 // broker takes them, the way `fhirlake generate` does, and returns the
 // value bytes written.
-func produceAll(ctx context.Context, brokers []string, topic string, gen *synth.Generator, n int) (int64, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
+func produceAll(ctx context.Context, conn []kgo.Opt, topic string, gen *synth.Generator, n int) (int64, error) {
+	cl, err := kgo.NewClient(append(slices.Clip(conn),
 		kgo.DefaultProduceTopic(topic),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(4<<20),
 		kgo.MaxBufferedRecords(50_000),
-	)
+	)...)
 	if err != nil {
 		return 0, err
 	}
@@ -159,13 +161,12 @@ func (p *produced) add(partition int32, offset int64, ts time.Time, tenant strin
 
 // producePaced writes gen's records at rate records per second for d,
 // recording each record's produce time (also its Kafka timestamp).
-func producePaced(ctx context.Context, brokers []string, topic string, gen *synth.Generator, rate int, d time.Duration, into *produced) (time.Duration, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
+func producePaced(ctx context.Context, conn []kgo.Opt, topic string, gen *synth.Generator, rate int, d time.Duration, into *produced) (time.Duration, error) {
+	cl, err := kgo.NewClient(append(slices.Clip(conn),
 		kgo.DefaultProduceTopic(topic),
 		kgo.ProducerBatchMaxBytes(4<<20),
 		kgo.MaxBufferedRecords(100_000),
-	)
+	)...)
 	if err != nil {
 		return 0, err
 	}

@@ -59,8 +59,11 @@ func TestFreshnessOf(t *testing.T) {
 }
 
 func TestBenthosConfig(t *testing.T) {
-	c := benthosConfig(benthosOptions{Brokers: []string{"b:1"}, Topic: "t", Group: "g", Bucket: "bk", Prefix: "/runs/x/", Endpoint: "http://e", Region: "r",
+	c, err := benthosConfig(benthosOptions{Brokers: []string{"b:1"}, Topic: "t", Group: "g", Bucket: "bk", Prefix: "/runs/x/", Endpoint: "http://e", Region: "r",
 		AccessKey: "a", SecretKey: "s", BatchCount: 10, BatchBytes: 20, BatchPeriod: 5 * time.Second, CheckpointLimit: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{"count: 10", "byte_size: 20", "period: 5s", "checkpoint_limit: 30", `path: 'runs/x/speed/resources/`, "reject_errored:", "default_compression: zstd", "        root.offset ="} {
 		if !strings.Contains(c, want) {
 			t.Errorf("config lacks %q:\n%s", want, c)

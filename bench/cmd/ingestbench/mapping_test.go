@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/benthosdev/benthos/v4/public/bloblang"
 	"github.com/benthosdev/benthos/v4/public/service"
 
+	"fhirlake/config"
 	"fhirlake/notification"
 	"fhirlake/synth"
 )
@@ -74,10 +76,29 @@ func TestBenthosMappingMatchesDecoder(t *testing.T) {
 }
 
 func TestBenthosConfigLints(t *testing.T) {
-	sb := service.NewStreamBuilder()
-	c := benthosConfig(benthosOptions{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Group: "g", Bucket: "b", Prefix: "p", Endpoint: "http://127.0.0.1:1", Region: "us-east-1",
-		AccessKey: "a", SecretKey: "s", BatchCount: 100000, BatchBytes: 64 << 20, BatchPeriod: 5 * time.Second, CheckpointLimit: 200000})
-	if err := sb.SetYAML(c); err != nil {
-		t.Fatalf("%v\n%s", err, c)
+	t.Setenv("BENCH_KAFKA_USER", "u")
+	t.Setenv("BENCH_KAFKA_PASSWORD", "p")
+	secured := config.Kafka{
+		TLS:  config.KafkaTLS{Enabled: true, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"},
+		SASL: config.KafkaSASL{Mechanism: config.SASLScramSHA512, UsernameEnv: "BENCH_KAFKA_USER", PasswordEnv: "BENCH_KAFKA_PASSWORD"},
+	}
+	for name, k := range map[string]config.Kafka{"plaintext": {}, "tls and scram": secured} {
+		t.Run(name, func(t *testing.T) {
+			sb := service.NewStreamBuilder()
+			c, err := benthosConfig(benthosOptions{Brokers: []string{"127.0.0.1:1"}, Kafka: k, Topic: "t", Group: "g", Bucket: "b", Prefix: "p", Endpoint: "http://127.0.0.1:1", Region: "us-east-1",
+				AccessKey: "a", SecretKey: "s", BatchCount: 100000, BatchBytes: 64 << 20, BatchPeriod: 5 * time.Second, CheckpointLimit: 200000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sb.SetYAML(c); err != nil {
+				t.Fatalf("%v\n%s", err, c)
+			}
+			if k.Secured() && (!strings.Contains(c, "mechanism: SCRAM-SHA-512") || !strings.Contains(c, `root_cas_file: "/ca.pem"`) || strings.Contains(c, "password: p")) {
+				t.Fatalf("the input lacks TLS and SASL, or holds the password itself:\n%s", c)
+			}
+		})
+	}
+	if _, err := benthosConfig(benthosOptions{Kafka: config.Kafka{SASL: config.KafkaSASL{Mechanism: config.SASLAWSMSKIAM}}}); err == nil {
+		t.Error("MSK IAM accepted for Benthos")
 	}
 }

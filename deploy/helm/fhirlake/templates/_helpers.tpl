@@ -91,9 +91,94 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail (printf "tenants[%s].bucket: required" .name) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.query.tls.clientCA.secretName (not .Values.query.tls.secretName) -}}
+{{- fail "query.tls.clientCA.secretName: client certificates need TLS: set query.tls.secretName" -}}
+{{- end -}}
 {{- if not (has .Values.compactor.mode (list "cronjob" "daemon")) -}}
 {{- fail "compactor.mode: cronjob or daemon" -}}
 {{- end -}}
+{{- include "fhirlake.validateKafkaSecurity" . -}}
+{{- end -}}
+
+{{/* kafka.tls and kafka.sasl: what each mechanism needs. */}}
+{{- define "fhirlake.validateKafkaSecurity" -}}
+{{- $tls := .Values.kafka.tls -}}
+{{- $sasl := .Values.kafka.sasl -}}
+{{- if and (not $tls.enabled) (or $tls.secretName $tls.serverName) -}}
+{{- fail "kafka.tls: secretName or serverName set, but kafka.tls.enabled is false" -}}
+{{- end -}}
+{{- if ne (empty $tls.certKey) (empty $tls.keyKey) -}}
+{{- fail "kafka.tls: set both certKey and keyKey (a client certificate and its key), or neither" -}}
+{{- end -}}
+{{- if and (not $tls.secretName) $tls.certKey -}}
+{{- fail "kafka.tls.certKey: needs kafka.tls.secretName, the Secret holding the client certificate" -}}
+{{- end -}}
+{{- $m := toString $sasl.mechanism -}}
+{{- if and $m (not (has $m (list "plain" "scram-sha-256" "scram-sha-512" "oauthbearer" "aws-msk-iam"))) -}}
+{{- fail (printf "kafka.sasl.mechanism: %q is not one of plain, scram-sha-256, scram-sha-512, oauthbearer, aws-msk-iam" $m) -}}
+{{- end -}}
+{{- if and (has $m (list "plain" "scram-sha-256" "scram-sha-512")) (not $sasl.secretName) -}}
+{{- fail (printf "kafka.sasl.secretName: the Secret holding the user and password is required with %s" $m) -}}
+{{- end -}}
+{{- if eq $m "oauthbearer" -}}
+{{- if eq (empty $sasl.oauth.tokenUrl) (empty $sasl.oauth.serviceAccountTokenAudience) -}}
+{{- fail "kafka.sasl.oauth: oauthbearer takes tokenUrl (with secretName holding the client id and secret) or serviceAccountTokenAudience, one of them" -}}
+{{- end -}}
+{{- if and $sasl.oauth.tokenUrl (not $sasl.secretName) -}}
+{{- fail "kafka.sasl.secretName: the Secret holding the OAuth client id and secret is required with oauth.tokenUrl" -}}
+{{- end -}}
+{{- if and $sasl.oauth.serviceAccountTokenAudience .Values.consumer.autoscaling.enabled (not .Values.consumer.autoscaling.authenticationRef) -}}
+{{- fail "consumer.autoscaling: KEDA cannot use the pods' service-account token (kafka.sasl.oauth.serviceAccountTokenAudience); give consumer.autoscaling.authenticationRef" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $m "aws-msk-iam") (not $tls.enabled) -}}
+{{- fail "kafka.sasl: aws-msk-iam needs kafka.tls.enabled (MSK's IAM listener takes TLS only)" -}}
+{{- end -}}
+{{- if and (eq $m "aws-msk-iam") .Values.consumer.autoscaling.enabled (not .Values.consumer.autoscaling.authenticationRef) (not $sasl.aws.region) -}}
+{{- fail "kafka.sasl.aws.region: KEDA needs the MSK cluster's region to read the lag with aws-msk-iam" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the kafka.tls Secret and the projected Kafka token are mounted. */}}
+{{- define "fhirlake.kafkaTLSDir" -}}/var/run/secrets/fhirlake/kafka-tls{{- end -}}
+{{- define "fhirlake.kafkaTokenDir" -}}/var/run/secrets/fhirlake/kafka-token{{- end -}}
+
+{{/* The configuration's kafka.tls and kafka.sasl: a dict with "tls" and "sasl" when set. */}}
+{{- define "fhirlake.kafkaSecurity" -}}
+{{- $out := dict -}}
+{{- $tls := .Values.kafka.tls -}}
+{{- if $tls.enabled -}}
+{{- $t := dict "enabled" true -}}
+{{- $dir := include "fhirlake.kafkaTLSDir" . -}}
+{{- if and $tls.secretName $tls.caKey }}{{ $_ := set $t "ca_file" (printf "%s/%s" $dir $tls.caKey) }}{{ end -}}
+{{- if and $tls.secretName $tls.certKey -}}
+{{- $_ := set $t "cert_file" (printf "%s/%s" $dir $tls.certKey) -}}
+{{- $_ := set $t "key_file" (printf "%s/%s" $dir $tls.keyKey) -}}
+{{- end -}}
+{{- with $tls.serverName }}{{ $_ := set $t "server_name" . }}{{ end -}}
+{{- $_ := set $out "tls" $t -}}
+{{- end -}}
+{{- $sasl := .Values.kafka.sasl -}}
+{{- with $sasl.mechanism -}}
+{{- $s := dict "mechanism" . -}}
+{{- if has . (list "plain" "scram-sha-256" "scram-sha-512") -}}
+{{- $_ := set $s "username_env" "FHIRLAKE_KAFKA_USERNAME" -}}
+{{- $_ := set $s "password_env" "FHIRLAKE_KAFKA_PASSWORD" -}}
+{{- else if and (eq . "oauthbearer") $sasl.oauth.tokenUrl -}}
+{{- $o := dict "token_url" $sasl.oauth.tokenUrl "client_id_env" "FHIRLAKE_KAFKA_OAUTH_CLIENT_ID" "client_secret_env" "FHIRLAKE_KAFKA_OAUTH_CLIENT_SECRET" -}}
+{{- with $sasl.oauth.scopes }}{{ $_ := set $o "scopes" . }}{{ end -}}
+{{- $_ := set $s "oauth" $o -}}
+{{- else if eq . "oauthbearer" -}}
+{{- $_ := set $s "token_file" (printf "%s/token" (include "fhirlake.kafkaTokenDir" $)) -}}
+{{- else if eq . "aws-msk-iam" -}}
+{{- $a := dict -}}
+{{- with $sasl.aws.region }}{{ $_ := set $a "region" . }}{{ end -}}
+{{- with $sasl.aws.roleArn }}{{ $_ := set $a "role_arn" . }}{{ end -}}
+{{- if $a }}{{ $_ := set $s "aws" $a }}{{ end -}}
+{{- end -}}
+{{- $_ := set $out "sasl" $s -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* The fhirlake configuration shared by every workload. */}}
@@ -109,6 +194,7 @@ app.kubernetes.io/component: {{ .component }}
   "replication_factor" (int .Values.kafka.replicationFactor)
   "session_timeout" (printf "%ds" (int .Values.kafka.sessionTimeoutSeconds))
   "rebalance_timeout" (printf "%ds" (int .Values.kafka.rebalanceTimeoutSeconds))) -}}
+{{- $_ = mustMergeOverwrite $cfg.kafka (include "fhirlake.kafkaSecurity" . | fromYaml) -}}
 {{- $_ = set $cfg "routing" (deepCopy .Values.routing) -}}
 {{- $_ = set $cfg "flush" (dict
   "max_rows" (int .Values.flush.maxRows)
@@ -121,6 +207,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ = set $cfg "compact" (mustMergeOverwrite (dict "schedule" .Values.compactor.schedule) (deepCopy .Values.compactor.config)) -}}
 {{- $serve := deepCopy .Values.query.config -}}
 {{- $_ = set $serve "listen" (printf "0.0.0.0:%d" (int .Values.query.service.port)) -}}
+{{- with .Values.query.tls.secretName -}}
+{{- $tls := dict "cert_file" "/etc/fhirlake-tls/tls.crt" "key_file" "/etc/fhirlake-tls/tls.key" "min_version" (toString $.Values.query.tls.minVersion) -}}
+{{- with $.Values.query.tls.clientCA.secretName -}}
+{{- $_ := set $tls "client_ca_file" (printf "/etc/fhirlake-client-ca/%s" (default "ca.crt" $.Values.query.tls.clientCA.key)) -}}
+{{- end -}}
+{{- $_ := set $serve "tls" $tls -}}
+{{- end -}}
 {{- $_ = set $cfg "serve" $serve -}}
 {{- $tenants := list -}}
 {{- range .Values.tenants -}}
@@ -136,6 +229,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .roleArn }}{{ $_ := set $store "role_arn" . }}{{ end -}}
 {{- with .externalId }}{{ $_ := set $store "external_id" . }}{{ end -}}
 {{- with .stsEndpoint }}{{ $_ := set $store "sts_endpoint" . }}{{ end -}}
+{{- with .encryption }}{{ $_ := set $store "encryption" (dict "mode" .mode "kms_key_id" (default "" .kmsKeyId)) }}{{ end -}}
+{{- if .caBundle }}{{ $_ := set $store "ca_file" (include "fhirlake.caFile" .) }}{{ end -}}
 {{- $t := dict "name" .name "store" $store -}}
 {{- if and .fhir .fhir.baseUrl -}}
 {{- $fhir := dict "base_url" .fhir.baseUrl -}}
@@ -177,12 +272,41 @@ app.kubernetes.io/component: {{ .component }}
       key: {{ default "token" .fhir.tokenSecret.key }}
 {{- end }}
 {{- end }}
+{{- $sasl := .Values.kafka.sasl }}
+{{- if $sasl.secretName }}
+{{- $user := "FHIRLAKE_KAFKA_USERNAME" }}
+{{- $pass := "FHIRLAKE_KAFKA_PASSWORD" }}
+{{- if eq (toString $sasl.mechanism) "oauthbearer" }}
+{{- $user = "FHIRLAKE_KAFKA_OAUTH_CLIENT_ID" }}
+{{- $pass = "FHIRLAKE_KAFKA_OAUTH_CLIENT_SECRET" }}
+{{- end }}
+- name: {{ $user }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sasl.secretName }}
+      key: {{ default "username" $sasl.usernameKey }}
+- name: {{ $pass }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sasl.secretName }}
+      key: {{ default "password" $sasl.passwordKey }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
 
-{{/* Volumes every workload mounts: the configuration, a scratch work_dir and /tmp. */}}
+{{/* Where a tenant's CA bundle (tenants[].caBundle) is mounted: a directory per tenant. */}}
+{{- define "fhirlake.caDir" -}}
+/etc/fhirlake-ca/{{ .name }}
+{{- end -}}
+
+{{- define "fhirlake.caFile" -}}
+{{ include "fhirlake.caDir" . }}/{{ default "ca.crt" .caBundle.key }}
+{{- end -}}
+
+{{/* Volumes every workload mounts: the configuration, a scratch work_dir, /tmp and each
+tenant's CA bundle. */}}
 {{- define "fhirlake.volumeMounts" -}}
 - name: config
   mountPath: /etc/fhirlake
@@ -191,6 +315,23 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /var/lib/fhirlake/work
 - name: tmp
   mountPath: /tmp
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.secretName }}
+- name: kafka-tls
+  mountPath: {{ include "fhirlake.kafkaTLSDir" . }}
+  readOnly: true
+{{- end }}
+{{- if and (eq (toString .Values.kafka.sasl.mechanism) "oauthbearer") .Values.kafka.sasl.oauth.serviceAccountTokenAudience }}
+- name: kafka-token
+  mountPath: {{ include "fhirlake.kafkaTokenDir" . }}
+  readOnly: true
+{{- end }}
+{{- range $i, $t := .Values.tenants }}
+{{- if $t.caBundle }}
+- name: tenant-ca-{{ $i }}
+  mountPath: {{ include "fhirlake.caDir" $t }}
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* call with (dict "ctx" . "sizeLimit" "10Gi") */}}
@@ -204,6 +345,33 @@ app.kubernetes.io/component: {{ .component }}
 - name: tmp
   emptyDir:
     sizeLimit: 1Gi
+{{- $tls := .ctx.Values.kafka.tls }}
+{{- if and $tls.enabled $tls.secretName }}
+- name: kafka-tls
+  secret:
+    secretName: {{ $tls.secretName }}
+    defaultMode: 288 # 0440: readable by the pods' group (fsGroup)
+{{- end }}
+{{- $sasl := .ctx.Values.kafka.sasl }}
+{{- if and (eq (toString $sasl.mechanism) "oauthbearer") $sasl.oauth.serviceAccountTokenAudience }}
+- name: kafka-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: {{ $sasl.oauth.serviceAccountTokenAudience | quote }}
+          expirationSeconds: 3600
+          path: token
+{{- end }}
+{{- range $i, $t := .ctx.Values.tenants }}
+{{- if $t.caBundle }}
+- name: tenant-ca-{{ $i }}
+  configMap:
+    name: {{ required (printf "tenants[%s].caBundle.configMapName: required" $t.name) $t.caBundle.configMapName }}
+    items:
+      - key: {{ default "ca.crt" $t.caBundle.key }}
+        path: {{ default "ca.crt" $t.caBundle.key }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "fhirlake.podAnnotations" -}}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"os/user"
 	"strings"
@@ -28,15 +30,24 @@ func actor() string {
 	return "cli"
 }
 
-// auditCompactions writes one record per tenant of a compaction run; err
-// is the run's, whose part for a failed tenant becomes its reason.
+// runID names one run of a command in its audit records' request_id: 16
+// hex digits, as the query server's request ids.
+func runID() string {
+	b := make([]byte, 8)
+	rand.Read(b) // never fails (crypto/rand.Read documents it)
+	return hex.EncodeToString(b)
+}
+
+// auditCompactions writes one record per tenant of a compaction run, under
+// one request id; err is the run's, whose part for a failed tenant becomes
+// its reason.
 func auditCompactions(w *audit.Writer, ts []compactor.Tenant, results []*compactor.Result, err error, started time.Time) {
 	if w == nil {
 		return
 	}
-	who := actor()
+	who, id := actor(), runID()
 	for i, t := range ts {
-		rec := audit.Record{Kind: audit.KindCompaction, Source: audit.SourceCompact, Tenant: t.Name, Key: who}
+		rec := audit.Record{Kind: audit.KindCompaction, Source: audit.SourceCompact, Tenant: t.Name, Key: who, RequestID: id}
 		if r := results[i]; r == nil {
 			rec.Status = "not_run"
 			rec.DurationMS = float64(time.Since(started).Microseconds()) / 1000

@@ -75,6 +75,10 @@ func TestQueryWritesAnAuditRecord(t *testing.T) {
 		r.Rows != 2 || r.Bytes != int64(len(out)) || r.Status != "ok" {
 		t.Errorf("answered query: got %+v", r)
 	}
+	// Each run has an id of its own, as each of serve's requests does.
+	if r.RequestID == "" || r.RequestID == recs[1].RequestID {
+		t.Errorf("request ids: got %q and %q, want one for each run", r.RequestID, recs[1].RequestID)
+	}
 	if r := recs[1]; r.SQL != "DROP TABLE patient" || r.Status != "statement_refused" || r.Rows != 0 {
 		t.Errorf("refused query: got %+v", r)
 	}
@@ -98,7 +102,7 @@ func TestCompactWritesAnAuditRecord(t *testing.T) {
 		t.Fatalf("got %d records, want 1: %+v", len(recs), recs)
 	}
 	if r := recs[0]; r.Kind != "compaction" || r.Source != "compact" || r.Tenant != "acme" || r.Status != "published" ||
-		r.Snapshot == "" || r.Rows != 2 || r.Key != actor() {
+		r.Snapshot == "" || r.Rows != 2 || r.Key != actor() || r.RequestID == "" {
 		t.Errorf("got %+v, want acme's published snapshot of 2 resources", r)
 	}
 }

@@ -52,7 +52,7 @@ Exits non-zero on any error.`,
 				return err
 			}
 			defer aw.Close()
-			rec := audit.Record{Kind: audit.KindQuery, Source: audit.SourceCLI, Tenant: t.Name, Key: actor()}
+			rec := audit.Record{Kind: audit.KindQuery, Source: audit.SourceCLI, Tenant: t.Name, Key: actor(), RequestID: runID()}
 			if list {
 				rec.Kind = audit.KindTables
 			} else {

@@ -164,6 +164,8 @@ func (c *Consumer) flushFailed(bo *backoff.ExponentialBackOff, err error, what s
 	msg := what + " failed; retrying"
 	if errors.Is(err, sink.ErrAccessDenied) {
 		msg = what + " refused by a tenant store (access denied); not committing, retrying"
+	} else if errors.Is(err, sink.ErrUntrusted) {
+		msg = what + " failed: a tenant store's TLS certificate is not trusted (store.ca_file); not committing, retrying"
 	}
 	c.log.Error(msg, append(attrs, "retry_in", wait, "err", err)...)
 	return wait

@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fhirlake_sink_bytes_written_total", Help: "Bytes of durable Parquet files.",
 		}, []string{"tenant", "view"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fhirlake_sink_store_errors_total", Help: "Failed store writes by class (access_denied, canceled, other).",
+			Name: "fhirlake_sink_store_errors_total", Help: "Failed store writes by class (access_denied, tls_untrusted, canceled, other).",
 		}, []string{"tenant", "class"}),
 		uploadSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fhirlake_sink_upload_duration_seconds", Help: "Time to make one file durable in its store.",

@@ -2,6 +2,8 @@ package sink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -244,8 +246,12 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// classify wraps a refusal of the credentials as ErrAccessDenied.
+// classify wraps a refusal of the credentials as ErrAccessDenied and a
+// certificate the client does not trust as ErrUntrusted.
 func classify(err error) error {
+	if untrustedCert(err) {
+		return fmt.Errorf("%w (check store.ca_file and the endpoint's certificate): %w", ErrUntrusted, err)
+	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
 		switch api.ErrorCode() {
@@ -258,4 +264,16 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrAccessDenied, err)
 	}
 	return err
+}
+
+// untrustedCert reports whether err is a failed verification of the
+// server's certificate chain or name.
+func untrustedCert(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		authority x509.UnknownAuthorityError
+		host      x509.HostnameError
+		invalid   x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid)
 }

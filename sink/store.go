@@ -60,6 +60,11 @@ type Object struct {
 // the operation. It never clears by retrying the same call elsewhere.
 var ErrAccessDenied = errors.New("access denied")
 
+// ErrUntrusted marks a store endpoint whose TLS certificate the client does
+// not trust (unknown authority, wrong host name, expired): store.ca_file or
+// the endpoint's certificate needs fixing; retrying the same call cannot.
+var ErrUntrusted = errors.New("store certificate not trusted")
+
 // Local is a store in a local directory. Put copies the file next to its
 // final name, fsyncs it, renames it into place and fsyncs the directory.
 type Local struct {

@@ -323,9 +323,12 @@ func (w *Writer) uploadOne(ctx context.Context, ef *encodedFile) error {
 	start := time.Now()
 	if err := store.Put(ctx, ef.Key, ef.path); err != nil {
 		class := "other"
-		if errors.Is(err, ErrAccessDenied) {
+		switch {
+		case errors.Is(err, ErrAccessDenied):
 			class = "access_denied"
-		} else if ctx.Err() != nil {
+		case errors.Is(err, ErrUntrusted):
+			class = "tls_untrusted"
+		case ctx.Err() != nil:
 			class = "canceled"
 		}
 		w.metrics.storeErrors.WithLabelValues(ef.Tenant, class).Inc()

@@ -49,6 +49,8 @@ type Config struct {
 	Serve Serve `yaml:"serve" envPrefix:"FHIRLAKE_SERVE_"`
 	// Receive configures `fhirlake receive`, the rest-hook endpoint.
 	Receive Receive `yaml:"receive" envPrefix:"FHIRLAKE_RECEIVE_"`
+	// Audit is the audit trail of queries, compactions and erasures.
+	Audit Audit `yaml:"audit" envPrefix:"FHIRLAKE_AUDIT_"`
 	// Tenants lists every tenant this deployment serves. Records for any
 	// other tenant are dead-lettered: there is no default tenant.
 	Tenants []Tenant `yaml:"tenants"`
@@ -300,6 +302,7 @@ func Default() Config {
 		WorkDir:         ".fhirlake/work",
 		ShutdownTimeout: 30 * time.Second,
 		Compact:         DefaultCompact(),
+		Audit:           DefaultAudit(),
 	}
 }
 
@@ -378,6 +381,7 @@ func (c Config) Validate() error {
 		c.Flush.validate(),
 		c.Memory.validate(c.Flush),
 		c.Compact.Validate(),
+		c.Audit.validate(),
 		tenantErrs,
 		c.Routing.validateTopics(tenants),
 	)

@@ -234,11 +234,37 @@ func runSampleQuery(ctx context.Context, out io.Writer, tenant string, s *query.
 	return err
 }
 
+// demoAuditPath is the demo's audit trail: beside the tenants' lakes,
+// rather than among a query's output; "" (the default) without tenants.
+func demoAuditPath(cfg config.Config) string {
+	if len(cfg.Tenants) == 0 {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(cfg.Tenants[0].Store.Path), "audit.log")
+}
+
 // compactDemo builds the batch layer with dbt, or says why it was skipped
 // when dbt is not installed.
 func compactDemo(ctx context.Context, out io.Writer, lake string, cfg config.Config, tenants []string, log *slog.Logger) error {
 	fmt.Fprintln(out, "\ncompacting the batch layer (dbt)…")
-	table, _, err := compactor.CompactLocalLake(ctx, lake, filepath.Join(cfg.WorkDir, "compact"), tenants, log)
+	started := time.Now()
+	table, results, err := compactor.CompactLocalLake(ctx, lake, filepath.Join(cfg.WorkDir, "compact"), tenants, log)
+	if results != nil {
+		// Recorded as `fhirlake compact` records its runs, in the trail
+		// the demo's fhirlake.yaml names.
+		aw, aerr := openAudit(config.Audit{Path: demoAuditPath(cfg), SQL: "full"}, nil, log)
+		if aerr != nil {
+			return aerr
+		}
+		ts := make([]compactor.Tenant, len(tenants))
+		for i, name := range tenants {
+			ts[i].Name = name
+		}
+		auditCompactions(aw, ts, results, err, started)
+		if aerr := aw.Close(); aerr != nil {
+			return aerr
+		}
+	}
 	switch {
 	case errors.Is(err, compactor.ErrNoDBT):
 		fmt.Fprintln(out, "batch layer skipped:", err)
@@ -383,10 +409,15 @@ func writeDemoConfig(cfg config.Config) error {
 		Name  string `yaml:"name"`
 		Store store  `yaml:"store"`
 	}
+	type auditTrail struct {
+		Path string `yaml:"path,omitempty"`
+	}
 	doc := struct {
-		WorkDir string   `yaml:"work_dir"`
-		Tenants []tenant `yaml:"tenants"`
+		WorkDir string     `yaml:"work_dir"`
+		Audit   auditTrail `yaml:"audit,omitempty"`
+		Tenants []tenant   `yaml:"tenants"`
 	}{WorkDir: cfg.WorkDir}
+	doc.Audit.Path = demoAuditPath(cfg)
 	for _, t := range cfg.Tenants {
 		doc.Tenants = append(doc.Tenants, tenant{Name: t.Name, Store: store{Type: "local", Path: t.Store.Path}})
 	}

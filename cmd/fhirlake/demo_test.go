@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -45,6 +46,20 @@ func TestDemo(t *testing.T) {
 	}
 	if _, err := runCommand("query", "--tenant", "initech", "SELECT 1"); err == nil || !strings.Contains(err.Error(), "not configured") {
 		t.Errorf("unknown tenant: got %v, want a not-configured error", err)
+	}
+
+	// The trail fhirlake.yaml names: each tenant's compaction (when dbt
+	// ran), then the two queries of a known tenant.
+	var kinds []string
+	for _, r := range readTrail(t, filepath.Join("demo-lake", "audit.log")) {
+		kinds = append(kinds, r.Kind+":"+r.Tenant+":"+r.Status)
+	}
+	want := []string{"query:acme:ok", "query:acme:statement_refused"}
+	if !strings.Contains(out.String(), "batch layer skipped") {
+		want = append([]string{"compaction:acme:published", "compaction:globex:published"}, want...)
+	}
+	if strings.Join(kinds, " ") != strings.Join(want, " ") {
+		t.Errorf("audit trail: got %v, want %v", kinds, want)
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -40,32 +38,7 @@ var skipDirective = regexp.MustCompile(`^<!--\s*doc-test:\s*skip:\s*(.+?)\s*-->$
 
 // shellBlocks returns the ```sh blocks of one Markdown document.
 func shellBlocks(file string, data []byte) []docBlock {
-	var (
-		blocks []docBlock
-		cur    *docBlock
-		prev   string
-		n      int
-	)
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		n++
-		line := sc.Text()
-		trimmed := strings.TrimSpace(line)
-		switch {
-		case cur != nil && trimmed == "```":
-			blocks = append(blocks, *cur)
-			cur = nil
-		case cur != nil:
-			cur.text += line + "\n"
-		case trimmed == "```sh":
-			cur = &docBlock{file: file, line: n}
-			if m := skipDirective.FindStringSubmatch(strings.TrimSpace(prev)); m != nil {
-				cur.skip = m[1]
-			}
-		}
-		prev = line
-	}
-	return blocks
+	return fencedBlocks(file, data, "sh")
 }
 
 func TestShellBlocks(t *testing.T) {

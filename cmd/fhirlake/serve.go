@@ -195,6 +195,13 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	}
 	complete, stopComplete := startCompleteness(ctx, cfg, log)
 	defer stopComplete()
+	// Closed after the server has drained: the last requests' records are
+	// written before serve exits.
+	aw, err := openAudit(cfg.Audit, reg, log)
+	if err != nil {
+		return err
+	}
+	defer aw.Close()
 	srv := web.New(pool, web.Options{
 		Keys:            keys,
 		AdminKeys:       admins,
@@ -208,6 +215,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		Completeness:    complete,
 		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
+		Audit:           aw,
 	}, reg, log)
 	// Flight SQL stops with the HTTP API: when ctx ends, or when either
 	// fails.

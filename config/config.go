@@ -47,6 +47,8 @@ type Config struct {
 	Compact Compact `yaml:"compact" envPrefix:"FHIRLAKE_COMPACT_"`
 	// Serve configures `fhirlake serve`, the SQL API and status page.
 	Serve Serve `yaml:"serve" envPrefix:"FHIRLAKE_SERVE_"`
+	// Audit is the audit trail of queries, compactions and erasures.
+	Audit Audit `yaml:"audit" envPrefix:"FHIRLAKE_AUDIT_"`
 	// Tenants lists every tenant this deployment serves. Records for any
 	// other tenant are dead-lettered: there is no default tenant.
 	Tenants []Tenant `yaml:"tenants"`
@@ -298,6 +300,7 @@ func Default() Config {
 		WorkDir:         ".fhirlake/work",
 		ShutdownTimeout: 30 * time.Second,
 		Compact:         DefaultCompact(),
+		Audit:           DefaultAudit(),
 	}
 }
 
@@ -376,6 +379,7 @@ func (c Config) Validate() error {
 		c.Flush.validate(),
 		c.Memory.validate(c.Flush),
 		c.Compact.Validate(),
+		c.Audit.validate(),
 		tenantErrs,
 		c.Routing.validateTopics(tenants),
 	)

@@ -112,6 +112,8 @@ func TestValidate(t *testing.T) {
 		{"short rebalance", "kafka:\n  rebalance_timeout: 1s\n", "kafka.rebalance_timeout (1s) is too short"},
 		{"no replication", "kafka:\n  replication_factor: 0\n", "kafka.replication_factor"},
 		{"no shutdown time", "shutdown_timeout: 0s\n", "shutdown_timeout: must be positive"},
+		{"bad audit sql", "audit:\n  sql: hash\n", `audit.sql: "hash" is not full, sha256 or none`},
+		{"empty audit path", "audit:\n  path: \"\"\n", "audit.path: empty; use off"},
 		{"no routing source", "routing:\n  header: \"\"\n", "configure at least one source"},
 		{"bad url pattern", "routing:\n  base_url_pattern: \"(\"\n", "routing.base_url_pattern: error parsing"},
 		{"url pattern without tenant", "routing:\n  base_url_pattern: \"^https://\"\n", "(?P<tenant>…)"},

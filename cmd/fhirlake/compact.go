@@ -82,8 +82,15 @@ compact.lease_ttl (2m).`,
 			if err != nil {
 				return err
 			}
+			aw, err := openAudit(cfg.Audit, reg, log)
+			if err != nil {
+				return err
+			}
+			defer aw.Close()
 			if schedule == "" {
+				started := time.Now()
 				results, err := c.CompactAll(ctx, ts)
+				auditCompactions(aw, ts, results, err, started)
 				printCompactResults(cmd.OutOrStdout(), ts, results)
 				if pushURL != "" {
 					if perr := pushMetrics(pushURL, reg); perr != nil {
@@ -97,7 +104,9 @@ compact.lease_ttl (2m).`,
 				return err
 			}
 			return runCompactDaemon(ctx, cfg, schedule, reg, log, func(ctx context.Context) {
+				started := time.Now()
 				results, err := c.CompactAll(ctx, ts)
+				auditCompactions(aw, ts, results, err, started)
 				for _, r := range results {
 					if r != nil && r.Held != nil {
 						h := r.Held.Holder

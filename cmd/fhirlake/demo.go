@@ -383,10 +383,18 @@ func writeDemoConfig(cfg config.Config) error {
 		Name  string `yaml:"name"`
 		Store store  `yaml:"store"`
 	}
+	type auditTrail struct {
+		Path string `yaml:"path,omitempty"`
+	}
 	doc := struct {
-		WorkDir string   `yaml:"work_dir"`
-		Tenants []tenant `yaml:"tenants"`
+		WorkDir string     `yaml:"work_dir"`
+		Audit   auditTrail `yaml:"audit,omitempty"`
+		Tenants []tenant   `yaml:"tenants"`
 	}{WorkDir: cfg.WorkDir}
+	if len(cfg.Tenants) > 0 {
+		// Beside the tenants' lakes, rather than among the query's output.
+		doc.Audit.Path = filepath.Join(filepath.Dir(cfg.Tenants[0].Store.Path), "audit.log")
+	}
 	for _, t := range cfg.Tenants {
 		doc.Tenants = append(doc.Tenants, tenant{Name: t.Name, Store: store{Type: "local", Path: t.Store.Path}})
 	}

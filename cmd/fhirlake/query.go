@@ -3,13 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"fhirlake/audit"
 	"fhirlake/config"
 	"fhirlake/query"
+	"fhirlake/query/web"
 	"fhirlake/query/worker"
 	"fhirlake/sandbox"
 )
@@ -31,7 +35,7 @@ Exits non-zero on any error.`,
 			}
 			return cobra.ExactArgs(1)(cmd, args)
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			cfg, err := g.load()
 			if err != nil {
 				return err
@@ -41,6 +45,28 @@ Exits non-zero on any error.`,
 			if err != nil {
 				return err
 			}
+			// Opened before the process confines itself: Landlock would
+			// refuse the file afterwards, not the open descriptor.
+			aw, err := openAudit(cfg.Audit, nil, g.logger())
+			if err != nil {
+				return err
+			}
+			defer aw.Close()
+			rec := audit.Record{Kind: audit.KindQuery, Source: audit.SourceCLI, Tenant: t.Name, Key: actor()}
+			if list {
+				rec.Kind = audit.KindTables
+			} else {
+				rec.SQL = args[0]
+			}
+			out := &countingWriter{w: cmd.OutOrStdout()}
+			start := time.Now()
+			defer func() {
+				rec.Bytes, rec.DurationMS, rec.Status = out.n, float64(time.Since(start).Microseconds())/1000, audit.StatusOK
+				if err != nil {
+					rec.Status = web.ErrorCode(err)
+				}
+				aw.Write(rec)
+			}()
 			tmp, err := confineQuery(cfg, t)
 			if err != nil {
 				return err
@@ -57,7 +83,8 @@ Exits non-zero on any error.`,
 			} else {
 				q = args[0]
 			}
-			_, err = s.Export(ctx, cmd.OutOrStdout(), q, format, query.ExportOptions{})
+			res, err := s.Export(ctx, out, q, format, query.ExportOptions{})
+			rec.Rows = int64(res.Rows)
 			return err
 		},
 	}
@@ -65,6 +92,18 @@ Exits non-zero on any error.`,
 	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: "+strings.Join(query.Formats, ", "))
 	cmd.Flags().BoolVar(&list, "views", false, "list the views instead of running SQL")
 	return cmd
+}
+
+// countingWriter counts the bytes of a command's output, for its audit record.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 func pickTenant(cfg config.Config, name string) (config.Tenant, error) {

@@ -190,6 +190,13 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	}
 	complete, stopComplete := startCompleteness(ctx, cfg, log)
 	defer stopComplete()
+	// Closed after the server has drained: the last requests' records are
+	// written before serve exits.
+	aw, err := openAudit(cfg.Audit, reg, log)
+	if err != nil {
+		return err
+	}
+	defer aw.Close()
 	srv := web.New(pool, web.Options{
 		Keys:            keys,
 		AdminKeys:       admins,
@@ -203,6 +210,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 		Completeness:    complete,
 		Gatherer:        prometheus.Gatherers{reg, sup},
 		Forward:         sup,
+		Audit:           aw,
 	}, reg, log)
 	return listenAndServe(ctx, sc, srv.Handler(), log,
 		"tenants", len(lakes), "keys", len(keys), "admin_keys", len(admins))

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"fhirlake/audit"
 	"fhirlake/config"
 	"fhirlake/query/querytest"
 )
@@ -58,12 +59,13 @@ func TestServe(t *testing.T) {
 work_dir: %s
 serve:
   listen: %s
-  api_keys: [{tenant: acme, key_sha256: %s}]
+  api_keys: [{tenant: acme, name: dashboards, key_sha256: %s}]
   admin_keys: [{name: ops, key_sha256: %s}]
   max_queued: 2
+audit: {path: %s, sql: sha256}
 tenants:
   - {name: acme, store: {type: local, path: %s}}
-`, filepath.Join(dir, "work"), addr, config.HashAPIKey("k"), config.HashAPIKey("admin"), lake)
+`, filepath.Join(dir, "work"), addr, config.HashAPIKey("k"), config.HashAPIKey("admin"), filepath.Join(dir, "audit.log"), lake)
 	path := filepath.Join(dir, "fhirlake.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -133,6 +135,10 @@ tenants:
 	if code, m := get("/metrics", ""); code != 200 || strings.Contains(m, "acme") || !strings.Contains(m, `fhirlake_query_requests_total{route="query",status="200",tenant="*"} 1`) {
 		t.Errorf("metrics: got %d, want the query counted under tenant=\"*\" and no tenant name:\n%s", code, m)
 	}
+	// The worker answered the query; the front counts the rows it returned.
+	if _, m := get("/metrics", ""); !strings.Contains(m, `fhirlake_query_rows_total{tenant="*"} 1`) {
+		t.Errorf("metrics: want the query's row counted:\n%s", m)
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -141,5 +147,19 @@ tenants:
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+	// The front's audit trail: the query, and the tenant's status asked
+	// without a key and with it; /v1/status is nobody's data.
+	recs := readTrail(t, filepath.Join(dir, "audit.log"))
+	if len(recs) != 3 {
+		t.Fatalf("got %d audit records, want 3: %+v", len(recs), recs)
+	}
+	if r := recs[0]; r.Kind != "query" || r.Source != "serve" || r.Key != "dashboards" || r.SQL != "" ||
+		r.SQLSHA256 != audit.SHA256("SELECT count(*) AS n FROM patient") || r.Rows != 1 || r.Bytes != 4 || r.Status != "ok" ||
+		r.RequestID != resp.Header.Get("Fhirlake-Request-Id") {
+		t.Errorf("query record: got %+v", r)
+	}
+	if r := recs[1]; r.Kind != "status" || r.Status != "unauthorized" || r.HTTPStatus != 401 {
+		t.Errorf("status without a key: got %+v", r)
 	}
 }

@@ -81,15 +81,21 @@ func (s *Server) tenantRoute(route string, admin bool, h func(w http.ResponseWri
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		if s.opts.ReportOutcome {
+			sw.trailers = RowsTrailer + ", " + ErrorCodeTrailer
+		}
 		tenant := r.PathValue("tenant")
 		label := s.label(tenant)
 		rows := 0
+		var c caller
+		r, o := withOutcome(r)
 		defer func() {
 			s.metrics.requests.WithLabelValues(label, route, strconv.Itoa(sw.status)).Inc()
 			if route == "query" {
 				s.metrics.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
 				s.metrics.rows.WithLabelValues(label).Add(float64(rows))
 			}
+			s.finish(sw, r, route, tenant, c, o, rows, start)
 		}()
 		c, ok := s.authenticate(r)
 		switch {

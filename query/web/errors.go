@@ -63,6 +63,7 @@ func requestID(ctx context.Context) string {
 // what the client may read. err, the full cause, goes to the log under the
 // request id, never to the client.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string, err error) {
+	outcomeOf(r.Context()).code = code
 	id := requestID(r.Context())
 	attrs := []any{"request_id", id, "status", status, "code", code, "method", r.Method, "path", r.URL.Path}
 	level := slog.LevelDebug
@@ -124,6 +125,7 @@ func (s *Server) queryFailed(w http.ResponseWriter, r *http.Request, tenant, sql
 // returns what the end of the response tells the client.
 func (s *Server) failedMidStream(r *http.Request, tenant, sql string, rows int, err error) errorBody {
 	status, code := classifyRequest(r, err)
+	outcomeOf(r.Context()).code = code
 	id := requestID(r.Context())
 	s.log.Info("query failed after its response began", "request_id", id, "tenant", tenant, "rows", rows, "code", code, "err", err)
 	return errorBody{code, s.publicMessage(status, code, tenant, sql, err), id}

@@ -43,6 +43,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tenant string) 
 		}
 		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		if r.Method == http.MethodPost {
+			// For the audit record; the worker answers a body without one.
+			if q, status, _ := parseSQL(b, r.Header.Get("Content-Type")); status == 0 {
+				outcomeOf(r.Context()).sql = q
+			}
+		}
 	}
 	if err := s.opts.Forward.Forward(w, r, tenant); err != nil {
 		if errors.Is(err, ErrWorkerRestarting) {
@@ -51,6 +57,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tenant string) 
 			return 0
 		}
 		s.sessionFailed(w, r, err)
+		return 0
 	}
-	return 0
+	rows, code := takeOutcome(w.Header())
+	if code != "" {
+		outcomeOf(r.Context()).code = code
+	}
+	return rows
 }

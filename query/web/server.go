@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"fhirlake/audit"
 	"fhirlake/lake"
 	"fhirlake/query"
 )
@@ -96,6 +97,13 @@ type Options struct {
 	// CompleteThroughHeader and CompleteCheckedHeader, as a worker does
 	// from its front. Never set it on a server that clients reach.
 	TrustCompleteness bool
+	// Audit writes a record of every tenant request (query, tables,
+	// status); nil: none. A worker has none: its front writes them.
+	Audit *audit.Writer
+	// ReportOutcome ends every tenant response with the rows returned and
+	// the error code answered, in trailers its front reads for its audit
+	// record and metrics (see rowsTrailer), as a worker does.
+	ReportOutcome bool
 }
 
 // Server is the HTTP API over a query.Pool.
@@ -223,25 +231,35 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = enc.Encode(v) // a failed write means the client has gone
 }
 
-// statusWriter remembers the status code for the metrics.
+// statusWriter remembers the status code and counts the body's bytes, for
+// the metrics and the audit record.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	bytes  int64
+	// trailers are declared as the header is written, whatever the handler
+	// declared: a worker's report to its front (Options.ReportOutcome).
+	trailers string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if !w.wrote {
 		w.status, w.wrote = code, true
+		if w.trailers != "" {
+			w.Header().Add("Trailer", w.trailers)
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if !w.wrote {
-		w.status, w.wrote = http.StatusOK, true
+		w.WriteHeader(http.StatusOK)
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 // Unwrap lets an http.ResponseController reach the connection.
@@ -381,7 +399,12 @@ func (s *Server) readSQL(w http.ResponseWriter, r *http.Request) (string, int, s
 		}
 		return "", http.StatusBadRequest, "read request: " + err.Error()
 	}
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return parseSQL(b, r.Header.Get("Content-Type"))
+}
+
+// parseSQL finds the statement in a request's body of the given content type.
+func parseSQL(b []byte, contentType string) (string, int, string) {
+	ct, _, _ := mime.ParseMediaType(contentType)
 	var q string
 	switch ct {
 	case "application/json", "":
@@ -423,6 +446,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, tenant string) in
 		s.fail(w, r, status, code, msg, nil)
 		return 0
 	}
+	outcomeOf(r.Context()).sql = q
 	sess, release, ok := s.acquire(w, r, tenant)
 	if !ok {
 		return 0

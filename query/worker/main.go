@@ -113,6 +113,8 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 		// The front reads Kafka and hands the lake's completeness over:
 		// the worker holds no broker address.
 		TrustCompleteness: true,
+		// The front writes the audit record, with the rows reported here.
+		ReportOutcome: true,
 	}, nil, log)
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())

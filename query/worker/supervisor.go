@@ -524,6 +524,10 @@ func (s *Supervisor) newProxy(p *proc) *httputil.ReverseProxy {
 			for _, h := range []string{web.RequestIDHeader, "X-Content-Type-Options", "Referrer-Policy", "Content-Security-Policy"} {
 				res.Header.Del(h)
 			}
+			// The worker's report to the front, not declared to the client:
+			// its values still arrive in res.Trailer, for the front's forward.
+			delete(res.Trailer, web.RowsTrailer)
+			delete(res.Trailer, web.ErrorCodeTrailer)
 			return nil
 		},
 		ErrorHandler: func(_ http.ResponseWriter, r *http.Request, err error) {

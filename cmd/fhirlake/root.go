@@ -47,6 +47,7 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 		newBackfillCmd(g),
 		newServeCmd(g),
 		newCompactCmd(g),
+		newEraseCmd(g),
 		newConfigCmd(g),
 	)
 	return root

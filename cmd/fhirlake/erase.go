@@ -218,15 +218,15 @@ func printErasure(w io.Writer, res *compactor.EraseResult, kst *kafkaState, k co
 	fmt.Fprintln(w, "Kafka keeps the patient's records until each topic's retention deletes them: a topic cannot delete single records.")
 	topics := append(append([]string{}, k.Topics...), k.DeadLetterTopic)
 	for _, t := range topics {
-		what := "topic"
+		what, note := "topic", ""
 		if t == k.DeadLetterTopic {
-			what = "dead-letter topic (fhirlake keeps no other copy of dead letters)"
+			what, note = "dead-letter topic", "; fhirlake keeps no other copy of dead letters"
 		}
 		ret := "unknown (--no-kafka)"
 		if kst != nil {
 			ret = retentionText(kst.retention[t])
 		}
-		fmt.Fprintf(w, "  %s %s: retention.ms %s\n", what, t, ret)
+		fmt.Fprintf(w, "  %s %s: retention.ms %s%s\n", what, t, ret, note)
 	}
 }
 

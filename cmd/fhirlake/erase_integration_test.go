@@ -369,8 +369,9 @@ func (r *run) killEraseMidway(t *testing.T, st stack, patient string) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// Its exit status is the signal's, which the test sent.
-	_ = <-exited
+	if err := <-exited; err == nil {
+		t.Fatalf("erase exited cleanly after SIGKILL:\n%s", out.String())
+	}
 	rec, err := sink.ReadErasure(context.Background(), store, key)
 	if err != nil || rec == nil || !rec.Completed.IsZero() {
 		t.Fatalf("erasure record after the kill: %+v, %v; want one not completed", rec, err)

@@ -39,6 +39,12 @@ const (
 	SourceErase   = "erase"
 )
 
+// Protocols of serve's records.
+const (
+	ProtocolHTTP      = "http"
+	ProtocolFlightSQL = "flight_sql"
+)
+
 // Version is the record's format, in its "audit" field: a field is only
 // ever added, never renamed or given another meaning, without a new version.
 const Version = 1
@@ -80,6 +86,9 @@ type Record struct {
 	DurationMS float64 `json:"duration_ms"`
 	// Status is StatusOK or what went wrong; see StatusOK.
 	Status string `json:"status"`
+	// Protocol is how serve was asked: "http" (the HTTP API) or
+	// "flight_sql" (Arrow Flight SQL). Empty for the commands.
+	Protocol string `json:"protocol,omitempty"`
 	// HTTPStatus is the response's status code (serve).
 	HTTPStatus int `json:"http_status,omitempty"`
 	// Snapshot is the tenant's batch snapshot after a compaction (or the

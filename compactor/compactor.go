@@ -301,6 +301,9 @@ type run struct {
 	// id is the new snapshot's, dir the run's directory (dbt's database and
 	// artifacts, the plan, the exported tables).
 	id, dir string
+	// erasureFile lists the tenant's erased changes for dbt (erase.go); empty
+	// without erasures.
+	erasureFile string
 }
 
 // exportDir is where dbt exports the snapshot's tables, one <model>.parquet each.
@@ -385,6 +388,9 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	if err := writePlan(planFile, sel.Files); err != nil {
 		return nil, fmt.Errorf("write plan: %w", err)
 	}
+	if r.erasureFile, err = writeErasures(ctx, t.Store, dir); err != nil {
+		return nil, err
+	}
 	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
 	defer cancel()
 	req := BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env,
@@ -421,6 +427,7 @@ func (c *Compactor) vars(r *run, planFile string) map[string]any {
 		"snapshot_id":       r.id,
 		"watermark":         r.sel.Watermark.Modified.UTC().Format(time.RFC3339Nano),
 		"export_dir":        r.exportDir(),
+		"erasure_file":      r.erasureFile,
 	} {
 		vars[k] = v
 	}

@@ -53,6 +53,13 @@ type Options struct {
 	// ClientOpts are appended to the Kafka client options (tests use them to
 	// shorten timeouts).
 	ClientOpts []kgo.Opt
+	// Erasures reads a tenant's erasure records; the changes they cover are
+	// dropped (erasure.go). Run reads them before its first poll, and fails if
+	// it cannot, then every ErasureRefresh. nil: none are applied.
+	Erasures ErasureReader
+	// ErasureRefresh is how often the erasure records are read again; an
+	// erasure is in force in a running consumer within it. Default: 30 s.
+	ErasureRefresh time.Duration
 }
 
 func (o *Options) defaults() {
@@ -76,6 +83,9 @@ func (o *Options) defaults() {
 	}
 	if o.ClientID == "" {
 		o.ClientID = "fhirlake"
+	}
+	if o.ErasureRefresh <= 0 {
+		o.ErasureRefresh = 30 * time.Second
 	}
 }
 
@@ -125,6 +135,9 @@ type Consumer struct {
 
 	// fatal carries an error that must stop the consumer.
 	fatal chan error
+	// erasures drops the changes of erased patients; nil without
+	// Options.Erasures.
+	erasures *erasures
 }
 
 type tp struct {
@@ -155,6 +168,9 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		workers: map[tp]*worker{},
 		fatal:   make(chan error, 1),
 		freed:   make(chan struct{}, 1),
+	}
+	if opts.Erasures != nil {
+		c.erasures = newErasures(opts.Erasures, opts.Tenants, opts.ErasureRefresh, reg, log)
 	}
 	fetchMax := FetchMaxBytes(opts.MaxBufferedBytes)
 	kopts := []kgo.Opt{
@@ -198,6 +214,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer c.cl.Close()
 	if err := kafkaconn.Check(ctx, c.cl); err != nil {
 		return err
+	}
+	if c.erasures != nil {
+		// Before the first poll: a replay must not write a change an erasure covers.
+		if err := c.erasures.load(ctx); err != nil {
+			return fmt.Errorf("read erasure records: %w", err)
+		}
+		eraseCtx, stopErase := context.WithCancel(context.Background())
+		eraseDone := make(chan struct{})
+		go func() { defer close(eraseDone); c.erasures.keep(eraseCtx) }()
+		defer func() { stopErase(); <-eraseDone }()
 	}
 	obsCtx, stopObs := context.WithCancel(context.Background())
 	obsDone := make(chan struct{})

@@ -95,6 +95,9 @@ func (w *worker) process(r *kgo.Record) {
 	at := rows.Coordinates{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 	for i := range n.Events {
 		ev := &n.Events[i]
+		if c.erasures.erased(tenant, ev, at) {
+			continue
+		}
 		w.filling.buf.Add(tenant, ev, at, ingest)
 		w.eventCounter(n.Format, ev.ResourceType, ev.Operation).Inc()
 	}

@@ -24,6 +24,7 @@ import (
 	"fhirlake/consumer"
 	"fhirlake/flatten"
 	"fhirlake/kafkaconn"
+	"fhirlake/lake"
 	"fhirlake/notification"
 	"fhirlake/sink"
 )
@@ -117,6 +118,9 @@ func runConsumer(ctx context.Context, cfg config.Config, reg prometheus.Register
 		RevokeTimeout:    cfg.Kafka.RebalanceTimeout / 2,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Views:            views,
+		Erasures: func(ctx context.Context, tenant string) ([]*lake.Erasure, error) {
+			return sink.ReadErasures(ctx, stores[tenant])
+		},
 		ClientOpts: append(append(conn,
 			kgo.SessionTimeout(cfg.Kafka.SessionTimeout),
 			kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout),

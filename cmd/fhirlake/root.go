@@ -48,6 +48,7 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 		newServeCmd(g),
 		newReceiveCmd(g),
 		newCompactCmd(g),
+		newEraseCmd(g),
 		newConfigCmd(g),
 	)
 	return root

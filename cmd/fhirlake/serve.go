@@ -221,7 +221,7 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 	// fails.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	waitFlight, err := startFlight(ctx, sc, keys, sup, stop, log)
+	waitFlight, err := startFlight(ctx, sc, keys, sup, aw, stop, log)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"fhirlake/audit"
 	"fhirlake/config"
 	"fhirlake/query/flight"
 	"fhirlake/query/web"
@@ -22,7 +23,7 @@ import (
 // fails first, it calls failed. Its goroutines end with it: the returned
 // function waits for them and gives the error that ended it, if any. Off
 // (a no-op) without a listen address.
-func startFlight(ctx context.Context, sc config.Serve, keys []web.Key, fwd web.Forwarder, failed func(), log *slog.Logger) (func() error, error) {
+func startFlight(ctx context.Context, sc config.Serve, keys []web.Key, fwd web.Forwarder, aw *audit.Writer, failed func(), log *slog.Logger) (func() error, error) {
 	if sc.Flight.Listen == "" {
 		return func() error { return nil }, nil
 	}
@@ -33,8 +34,7 @@ func startFlight(ctx context.Context, sc config.Serve, keys []web.Key, fwd web.F
 		MaxStatementBytes: int(sc.MaxRequestBytes),
 		MaxPrepared:       sc.Flight.MaxPreparedStatements,
 		Version:           readBuildInfo().Version,
-		// The audit trail's hook: nil until it is wired.
-		Audit: nil,
+		Audit:             flightAudit(aw),
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("serve: flight: %w", err)
@@ -88,4 +88,29 @@ func startFlight(ctx context.Context, sc config.Serve, keys []web.Key, fwd web.F
 		}
 		return nil
 	}, nil
+}
+
+// flightAudit writes a Flight SQL call's record to the audit trail, as
+// the HTTP API writes its requests'; nil without a trail.
+func flightAudit(aw *audit.Writer) func(flight.Record) {
+	if aw == nil {
+		return nil
+	}
+	return func(r flight.Record) {
+		aw.Write(audit.Record{
+			Time:       r.Time,
+			Kind:       r.Kind,
+			Source:     audit.SourceServe,
+			Protocol:   audit.ProtocolFlightSQL,
+			Tenant:     r.Tenant,
+			Key:        r.Key,
+			RequestID:  r.RequestID,
+			Remote:     r.Remote,
+			SQL:        r.SQL,
+			Rows:       r.Rows,
+			Bytes:      r.Bytes,
+			DurationMS: float64(r.Duration.Microseconds()) / 1000,
+			Status:     r.Status,
+		})
+	}
 }

@@ -45,18 +45,45 @@
 
 
 {#- Keeps, of the rows of a speed dataset read as `alias` (with its filename and date
-    columns), those of the compaction plan's files (var plan_file); nothing for a run by
-    hand. -#}
+    columns), those of the compaction plan's files (var plan_file; every file for a run
+    by hand) that no erasure removed (var erasure_file). -#}
 {% macro fhir_plan_filter(dataset, alias) -%}
+    {%- set conditions = [] -%}
     {%- if var('plan_file') -%}
-    where exists (
+        {%- do conditions.append("exists (
         select 1
-        from {{ source('compaction', 'plan') }} as p
-        where p.dataset = '{{ dataset }}'
-          and p.date = cast({{ alias }}.date as varchar)
-          and p.file = parse_filename({{ alias }}.filename)
-    )
+        from " ~ source('compaction', 'plan') ~ " as p
+        where p.dataset = '" ~ dataset ~ "'
+          and p.date = cast(" ~ alias ~ ".date as varchar)
+          and p.file = parse_filename(" ~ alias ~ ".filename)
+    )") -%}
     {%- endif -%}
+    {%- if var('erasure_file', '') -%}
+        {%- do conditions.append(fhir_not_erased(dataset, alias)) -%}
+    {%- endif -%}
+    {%- if conditions %}
+    where {{ conditions | join('\n    and ') }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The replay rule of an erasure (docs/format/erasure.md): a row of an erased resource
+    stored from an offset before the erasure's position on its partition is dropped, so
+    that a replay of the topic never brings it back; a later change passes. -#}
+{% macro fhir_not_erased(dataset, alias) -%}
+    {%- set c = {'type': 'resource_type', 'id': 'id', 'topic': 'topic', 'partition': 'partition', 'offset': 'offset'} -%}
+    {%- if dataset != 'resources' -%}
+        {%- set c = {'type': '_resource_type', 'id': '_resource_id', 'topic': '_topic', 'partition': '_partition', 'offset': '_offset'} -%}
+    {%- endif -%}
+    not exists (
+        select 1
+        from read_csv('{{ var('erasure_file') | replace("'", "''") }}', header = true,
+            columns = {'key': 'VARCHAR', 'topic': 'VARCHAR', 'partition': 'INTEGER', 'before': 'BIGINT'}) as e
+        where e.key = sha256({{ alias }}.{{ adapter.quote(c.type) }} || '/' || {{ alias }}.{{ adapter.quote(c.id) }})
+          and e.topic = {{ alias }}.{{ adapter.quote(c.topic) }}
+          and e.partition = {{ alias }}.{{ adapter.quote(c.partition) }}
+          and {{ alias }}.{{ adapter.quote(c.offset) }} < e.before
+    )
 {%- endmacro %}
 
 

@@ -214,6 +214,8 @@ type checker struct {
 	function func(name string) bool
 	// tables are the views a statement may name, lower case.
 	tables map[string]bool
+	// named collects the views the statement names, when set.
+	named map[string]bool
 }
 
 // scope is the CTE names a table reference may name where it stands.
@@ -322,6 +324,9 @@ func (c *checker) table(o map[string]any, sc scope) error {
 	switch {
 	case catalog == "" && schema == "" && sc.has(name):
 	case catalog == "" && (schema == "" || schema == "main") && c.tables[name]:
+		if c.named != nil {
+			c.named[name] = true
+		}
 	default:
 		return &RefusedError{Kind: "table", Name: qualified(catalog, schema, name)}
 	}
@@ -536,18 +541,35 @@ func (r *resolver) allows(name string, f builtinFunction) bool {
 // is one SELECT that uses only what is allowed, naming the views in
 // tables.
 func checkAllowed(ctx context.Context, c driver.Conn, q string, tables []Table) error {
+	_, err := allowedViews(ctx, c, q, tables)
+	return err
+}
+
+// allowedViews is checkAllowed, and the views of tables the statement
+// names (outside a CTE of the same name), sorted, when it is allowed.
+func allowedViews(ctx context.Context, c driver.Conn, q string, tables []Table) ([]string, error) {
 	st, err := parseStatement(ctx, c, q)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	functions, err := builtins()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	names := make(map[string]bool, len(tables))
+	names := make(map[string]string, len(tables))
+	allowed := make(map[string]bool, len(tables))
 	for _, t := range tables {
-		names[strings.ToLower(t.Name)] = true
+		names[strings.ToLower(t.Name)] = t.Name
+		allowed[strings.ToLower(t.Name)] = true
 	}
-	ch := &checker{function: func(n string) bool { return functions[n] }, tables: names}
-	return ch.statement(st)
+	ch := &checker{function: func(n string) bool { return functions[n] }, tables: allowed, named: map[string]bool{}}
+	if err := ch.statement(st); err != nil {
+		return nil, err
+	}
+	var named []string
+	for n := range ch.named {
+		named = append(named, names[n])
+	}
+	sort.Strings(named)
+	return named, nil
 }

@@ -246,8 +246,9 @@ func open(ctx context.Context, tenant string, src lakeSource, o Options, extra [
 		s.Close()
 		return nil, err
 	}
-	// The functions a statement may call are read once per process: the
-	// first session pays for it, not its first query.
+	// The functions a statement may call are read once per process (from
+	// the list embedded): the first session pays for it, not its first
+	// query.
 	if _, err := builtins(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("tenant %s: %w", tenant, err)

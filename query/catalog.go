@@ -33,19 +33,33 @@ type Catalog struct {
 	// Built is when the views were last rebuilt; Checked when the lake was
 	// last looked at.
 	Built, Checked time.Time
-	// Generation counts the rebuilds; it changes whenever the views do.
+	// Generation counts the rebuilds; it changes whenever the views do
+	// (making a view the first time changes none).
 	Generation uint64
+	// Made are the views made in DuckDB so far, sorted. A view is made by
+	// the first statement that names it (or by Describe), and made again by
+	// each rebuild; the others exist only in Tables until then.
+	Made []string
 	// Changed counts the resources changed in the speed files read beside
-	// the snapshot: only these are ranked again, once per rebuild.
+	// the snapshot and ranked so far: the ranking is made per resource type
+	// for the typed views made, and for every type at once for the raw
+	// views, once per rebuild.
 	Changed int64
 	// Unreadable are the speed files the views leave out, because they
 	// could not be read as their dataset's (catalog_quarantine.go).
 	Unreadable []UnreadableFile
 
 	fingerprint string
-	// internal are the objects of schema lake the build made: name → VIEW
-	// or TABLE.
+	// internal are the objects of schema lake made so far: name → VIEW or
+	// TABLE.
 	internal map[string]string
+	// plan and units are this generation's, for the views made later;
+	// made are the units made so far, counts the resources each ranking
+	// made found changed.
+	plan   *viewPlan
+	units  *catalogUnits
+	made   map[string]bool
+	counts map[string]int64
 }
 
 // Table is one view of a session.
@@ -67,12 +81,14 @@ type Table struct {
 // for concurrent use.
 func (s *Session) Catalog() *Catalog { return s.cat.Load() }
 
-// Refresh brings the views up to date with the lake: a new or replaced
+// Refresh brings the catalog up to date with the lake: a new or replaced
 // batch snapshot, new speed files newer than its watermark, a new view
-// dataset or resource type. It rebuilds the views, in one transaction, only
-// when one of these changed, and reports whether it did. Speed files of a
-// lake without a snapshot are read through globs, so they show up in
-// queries even before a refresh. Safe for concurrent use with queries.
+// dataset or resource type. Only when one of these changed does it plan
+// the views again and make again, in one transaction, the views made so
+// far (catalog_units.go: the others are made by the first statement that
+// names them); it reports whether it did. Speed files of a lake without a
+// snapshot are read through globs, so they show up in queries even before
+// a refresh. Safe for concurrent use with queries.
 //
 // When the views fail to build, the speed files are probed one by one and
 // those that cannot be read as their dataset's are left out
@@ -92,7 +108,7 @@ func (s *Session) Refresh(ctx context.Context) (bool, error) {
 }
 
 // refresh is one attempt of Refresh; scan is what it found in the lake,
-// nil when the lake could not be listed.
+// nil when the lake could not be listed. s.mu is held.
 func (s *Session) refresh(ctx context.Context) (bool, *lakeScan, error) {
 	now := time.Now()
 	scan, err := s.scanLake(ctx)
@@ -110,15 +126,20 @@ func (s *Session) refresh(ctx context.Context) (bool, *lakeScan, error) {
 		s.cat.Store(&c)
 		return false, scan, nil
 	}
-	b, err := s.build(ctx, p, old)
+	units, err := p.list(ctx)
 	if err != nil {
+		return false, scan, fmt.Errorf("tenant %s: %w", s.tenant, err)
+	}
+	b := newBuild(p, units, nil)
+	if err := s.build(ctx, b, old.madeUnits(units), old); err != nil {
 		return false, scan, fmt.Errorf("tenant %s: build views: %w", s.tenant, err)
 	}
 	c := &Catalog{
-		Snapshot: p.scan.manifest, Tables: b.tables, Types: p.types, Views: p.typed,
-		SpeedFiles: p.speedFiles, Changed: b.changed, Built: now, Checked: now, fingerprint: p.fingerprint(),
-		Unreadable: s.unreadable(), internal: b.internal,
+		Snapshot: p.scan.manifest, Tables: units.tables(), Types: p.types, Views: p.typed,
+		SpeedFiles: p.speedFiles, Built: now, Checked: now, fingerprint: p.fingerprint(),
+		Unreadable: s.unreadable(), plan: p, units: units,
 	}
+	c.record(b)
 	if old != nil {
 		c.Generation = old.Generation + 1
 	}
@@ -127,20 +148,24 @@ func (s *Session) refresh(ctx context.Context) (bool, *lakeScan, error) {
 	return true, scan, nil
 }
 
-// build (re)creates the views in one transaction on one connection, so
-// that a query sees either the old views and tables or the new ones, and
-// drops what the previous build made and this one did not.
-func (s *Session) build(ctx context.Context, p *viewPlan, old *Catalog) (*catalogBuild, error) {
+// build makes the units keys, and the units they read, that b has not
+// made, in one transaction on one connection, so that a query sees the
+// objects either all or none. With old (a refresh), it then drops what
+// old had made and b did not make again.
+func (s *Session) build(ctx context.Context, b *catalogBuild, keys []string, old *Catalog) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
-		return nil, err
+		return err
 	}
-	b := &catalogBuild{plan: p, conn: conn, internal: map[string]string{}}
-	err = b.createAll(ctx)
+	b.conn = conn
+	if old != nil {
+		b.existing = old.internal
+	}
+	err = b.makeUnits(ctx, keys)
 	if err == nil && old != nil {
 		err = b.dropLeftovers(ctx, old)
 	}
@@ -148,20 +173,18 @@ func (s *Session) build(ctx context.Context, p *viewPlan, old *Catalog) (*catalo
 		if _, rerr := conn.ExecContext(context.Background(), "ROLLBACK"); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 		}
-		return nil, err
+		return err
 	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return nil, err
-	}
-	return b, nil
+	_, err = conn.ExecContext(ctx, "COMMIT")
+	return err
 }
 
 // dropLeftovers drops the views and the objects of schema lake that the
-// previous build made and this one did not.
+// previous generation made and this build did not.
 func (b *catalogBuild) dropLeftovers(ctx context.Context, old *Catalog) error {
-	for _, t := range old.Tables {
-		if !b.has(t.Name) {
-			if err := b.exec(ctx, dropView(t.Name)); err != nil {
+	for _, name := range old.Made {
+		if !b.has(name) {
+			if err := b.exec(ctx, dropView(name)); err != nil {
 				return err
 			}
 		}

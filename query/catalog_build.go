@@ -10,22 +10,45 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"sort"
 )
 
-// catalogBuild is one build of a session's views.
+// catalogBuild is one build of a session's views: the units it makes, in
+// one transaction.
 type catalogBuild struct {
-	plan *viewPlan
+	plan  *viewPlan
+	units *catalogUnits
 	// conn is the connection of the build's transaction.
 	conn *sql.Conn
-	// tables are the views made for queries; internal the helper views
-	// and tables of schema lake: name → VIEW or TABLE.
+	// tables are the views this build made for queries; internal the
+	// helper views and tables of schema lake it made: name → VIEW or TABLE.
 	tables   []Table
 	internal map[string]string
-	// changed counts the resources changed beside the snapshot, and
-	// changedTypes by resource type.
-	changed      int64
-	changedTypes map[string]int64
+	// made are the units of the generation made, by earlier builds and
+	// this one; counts the resources each ranking found changed (by rank
+	// unit).
+	made   map[string]bool
+	counts map[string]int64
+	// schema is set once the build made sure schema lake exists.
+	schema bool
+	// existing are the objects of schema lake in DuckDB before the build
+	// (name → VIEW or TABLE): one that a build makes again as the other
+	// kind is dropped first.
+	existing map[string]string
+}
+
+// newBuild starts a build of p's units; prior, when set, is the catalog
+// of the same generation whose units are made already.
+func newBuild(p *viewPlan, units *catalogUnits, prior *Catalog) *catalogBuild {
+	b := &catalogBuild{plan: p, units: units, internal: map[string]string{}, made: map[string]bool{}, counts: map[string]int64{}}
+	if prior != nil {
+		for k := range prior.made {
+			b.made[k] = true
+		}
+		for k, n := range prior.counts {
+			b.counts[k] = n
+		}
+	}
+	return b
 }
 
 // viewDef is a view a query may use, and its query.
@@ -65,6 +88,11 @@ func (b *catalogBuild) publish(ctx context.Context, views ...viewDef) error {
 // create makes objects of schema lake, in order.
 func (b *catalogBuild) create(ctx context.Context, objs ...lakeObject) error {
 	for _, o := range objs {
+		if kind, ok := b.existing[o.name]; ok && kind != o.kind {
+			if err := b.exec(ctx, dropLakeObject(kind, o.name)); err != nil {
+				return err
+			}
+		}
 		if err := b.exec(ctx, createLakeObject(o.kind, o.name, o.query)); err != nil {
 			return err
 		}
@@ -78,41 +106,73 @@ func (b *catalogBuild) has(name string) bool {
 	return slices.ContainsFunc(b.tables, func(t Table) bool { return t.Name == name })
 }
 
-// createAll (re)creates every view: the raw dataset's, the typed views, a
-// JSON view per resource type without one, and the snapshot's marts.
-//
-// With a batch snapshot, the resources changed in the speed files read
-// beside it are ranked once per build, not at each query: lake.changed
-// holds their keys and lake.winners the coordinates of the latest version
-// of each. For each dataset <x>, lake.drop_<x> lists the snapshot's rows
-// that are no longer the latest by their position in its files
-// (file_index, file_row_number), and lake.delta_<x> holds the rows of the
-// latest versions from the speed files, deduplicated. A view is then the
-// snapshot minus those positions (an anti join on one integer, no column
-// read for it) plus the delta, so a query scans the snapshot's columns it
-// uses and nothing is ranked. The raw dataset's delta stays a view over
-// the speed files, which hold the resources' JSON. The build runs again
-// whenever the snapshot or the list of speed files changes (Refresh), in
-// one transaction.
-func (b *catalogBuild) createAll(ctx context.Context) error {
-	if err := b.exec(ctx, "CREATE SCHEMA IF NOT EXISTS lake"); err != nil {
-		return err
-	}
-	if err := b.rawViews(ctx); err != nil {
-		return err
-	}
-	typed, err := b.typedViews(ctx)
+// The raw dataset's units. With a batch snapshot, the resources changed
+// in the speed files read beside it are ranked once per build, not at each
+// query (catalog_units.go: the rank units): lake.changed holds their keys
+// and lake.winners the coordinates of the latest version of each. For
+// each dataset <x>, lake.drop_<x> lists the snapshot's rows that are no
+// longer the latest by their position in its files (file_index,
+// file_row_number), and lake.delta_<x> holds the rows of the latest
+// versions from the speed files, deduplicated. A view is then the snapshot
+// minus those positions (an anti join on one integer, no column read for
+// it) plus the delta, so a query scans the snapshot's columns it uses and
+// nothing is ranked. The raw dataset's delta stays a view over the speed
+// files, which hold the resources' JSON.
+
+// baseObjects are what the raw views and the rankings read of a lake with
+// a snapshot: the snapshot's raw state model (lake.batch_resources) and,
+// when raw speed files are read beside it, those files
+// (lake.fresh_resources) and the snapshot's rows with their positions
+// (lake.pos_resources).
+func (b *catalogBuild) baseObjects(ctx context.Context) error {
+	files, err := b.plan.s.modelFiles(b.plan.scan.manifest, batchRawModel)
 	if err != nil {
 		return err
 	}
-	if err := b.resourceViews(ctx, typed); err != nil {
+	from := readFiles(files)
+	objs := []lakeObject{lakeView("batch_resources", selectSQL(batchRawColumns, from))}
+	if f := b.plan.fresh["resources"]; len(f) > 0 {
+		objs = append(objs,
+			lakeView("fresh_resources", speedRowsSQL(readSpeed(f))),
+			lakeView("pos_resources", positionsSQL(batchRawColumns, from)))
+	}
+	return b.create(ctx, objs...)
+}
+
+// rank ranks the resources of type rt (of every type when rt is "")
+// changed in the raw speed files beside the snapshot: their keys, the
+// snapshot's rows of them, and the latest version of each (rankName).
+// Once every type is ranked, a type's ranking is read from it rather than
+// ranked again.
+func (b *catalogBuild) rank(ctx context.Context, rt string) error {
+	shared := rt != "" && b.made[rankKey("")]
+	for _, k := range []struct{ kind, q string }{
+		{"changed", changedSQL(rt)},
+		{"stale", staleResourcesSQL(rt)},
+		{"winners", winnersSQL(rt)},
+	} {
+		o := lakeTable(rankName(k.kind, rt), k.q)
+		if shared {
+			o = lakeView(rankName(k.kind, rt), rankViewSQL(k.kind, rt))
+		}
+		if err := b.create(ctx, o); err != nil {
+			return err
+		}
+	}
+	var n int64
+	if err := b.conn.QueryRowContext(ctx, "SELECT count(*) FROM "+rankRef("changed", rt)).Scan(&n); err != nil {
 		return err
 	}
-	if err := b.martViews(ctx); err != nil {
-		return err
-	}
-	sort.Slice(b.tables, func(i, j int) bool { return b.tables[i].Name < b.tables[j].Name })
+	b.counts[rankKey(rt)] = n
 	return nil
+}
+
+// changedType reports whether resources of type rt (of any type when rt
+// is "") changed in the raw speed files beside the snapshot; the ranking
+// of rt is made.
+func (b *catalogBuild) changedType(rt string) bool {
+	k := rankKey(rt)
+	return b.made[k] && (rt == "" || b.counts[k] != 0)
 }
 
 // rawViews defines the raw dataset's views: every change (resources_all),
@@ -120,10 +180,14 @@ func (b *catalogBuild) createAll(ctx context.Context) error {
 // ones (resources).
 func (b *catalogBuild) rawViews(ctx context.Context) error {
 	var err error
-	if b.plan.scan.manifest == nil {
+	switch {
+	case b.plan.scan.manifest == nil:
 		err = b.rawSpeedViews(ctx)
-	} else {
-		err = b.rawBatchViews(ctx)
+	case len(b.plan.fresh["resources"]) == 0:
+		const batch = "SELECT * FROM lake.batch_resources"
+		err = b.publish(ctx, b.rawView("resources_all", batch), b.rawView("resources_latest", batch))
+	default:
+		err = b.rawMerge(ctx)
 	}
 	if err != nil {
 		return err
@@ -132,7 +196,11 @@ func (b *catalogBuild) rawViews(ctx context.Context) error {
 }
 
 func (b *catalogBuild) rawView(name, q string) viewDef {
-	return viewDef{Table{Name: name, Kind: "resources", Source: b.plan.source()}, q}
+	return viewDef{rawTable(name, b.plan.source()), q}
+}
+
+func rawTable(name, source string) Table {
+	return Table{Name: name, Kind: "resources", Source: source}
 }
 
 // rawSpeedViews read the raw speed files through a glob, and rank the
@@ -154,43 +222,15 @@ func (b *catalogBuild) speedAll(ds string) string {
 	return speedRowsSQL(speedGlob(b.plan.s.src.base(), ds))
 }
 
-// rawBatchViews read the snapshot's raw state model, merged with the raw
-// speed files beside it when there are some.
-func (b *catalogBuild) rawBatchViews(ctx context.Context) error {
-	files, err := b.plan.s.modelFiles(b.plan.scan.manifest, batchRawModel)
-	if err != nil {
-		return err
-	}
-	from := readFiles(files)
-	if err := b.create(ctx, lakeView("batch_resources", selectSQL(batchRawColumns, from))); err != nil {
-		return err
-	}
-	if len(b.plan.fresh["resources"]) == 0 {
-		const batch = "SELECT * FROM lake.batch_resources"
-		return b.publish(ctx, b.rawView("resources_all", batch), b.rawView("resources_latest", batch))
-	}
-	return b.rawMerge(ctx, from)
-}
-
-// rawMerge ranks the resources changed in the raw speed files beside the
-// snapshot (lake.changed, lake.winners), and defines the raw views as the
-// snapshot's rows but the superseded ones (lake.drop_resources) plus the
-// newer versions (lake.delta_resources). from reads the snapshot's raw
-// state model.
-func (b *catalogBuild) rawMerge(ctx context.Context, from string) error {
+// rawMerge defines the raw views as the snapshot's rows but the
+// superseded ones (lake.drop_resources) plus the newer versions
+// (lake.delta_resources), by the ranking of every type.
+func (b *catalogBuild) rawMerge(ctx context.Context) error {
 	err := b.create(ctx,
-		lakeView("fresh_resources", speedRowsSQL(readSpeed(b.plan.fresh["resources"]))),
-		lakeView("pos_resources", positionsSQL(batchRawColumns, from)),
-		lakeTable("changed", changedSQL),
-		lakeTable("stale_resources", staleResourcesSQL()),
-		lakeTable("winners", winnersSQL()),
 		lakeTable("drop_resources", dropResourcesSQL()),
 		lakeView("delta_resources", deltaResourcesSQL),
 	)
 	if err != nil {
-		return err
-	}
-	if err := b.countChanged(ctx); err != nil {
 		return err
 	}
 	if err := b.publish(ctx, b.rawView("resources_all", unionSQL("lake.batch_resources", "lake.fresh_resources"))); err != nil {
@@ -211,24 +251,4 @@ func (b *catalogBuild) merged(ctx context.Context, x string) (string, error) {
 		return "", err
 	}
 	return mergeSQL(x, dropped > 0, len(b.plan.fresh[x]) > 0), nil
-}
-
-// countChanged counts the rows of lake.changed by resource type.
-func (b *catalogBuild) countChanged(ctx context.Context) error {
-	b.changedTypes = map[string]int64{}
-	rows, err := b.conn.QueryContext(ctx, "SELECT resource_type, count(*) FROM lake.changed GROUP BY ALL")
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var t sql.NullString
-		var n int64
-		if err := rows.Scan(&t, &n); err != nil {
-			return err
-		}
-		b.changedTypes[t.String] += n
-		b.changed += n
-	}
-	return rows.Err()
 }

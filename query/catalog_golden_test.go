@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,9 @@ var deviceChange = change{Type: "Device", ID: "d1", Version: "1", Offset: 41}
 // TestCatalogStatements pins the statements a build of the catalog runs,
 // and the views it lists, for small lakes: empty, speed layer only, a
 // snapshot alone, a snapshot with a speed tail (of its types or of
-// another), and the rebuild after a new snapshot holds the tail. The
+// another), and the rebuild after a new snapshot holds the tail, each once
+// every view is made; and what the first statement naming one view makes
+// in a new session. The
 // golden files are under testdata/catalog; go test -update rewrites them.
 func TestCatalogStatements(t *testing.T) {
 	snap := func(t *testing.T, root, id string, age time.Duration) {
@@ -40,6 +43,9 @@ func TestCatalogStatements(t *testing.T) {
 		// lake writes the lake the session opens; then, if set, change
 		// alters it before the build traced.
 		lake, change func(t *testing.T, root string)
+		// only, when set, traces the first statement naming only these
+		// views in a new session instead: what it makes.
+		only []string
 	}{
 		{name: "empty", lake: func(t *testing.T, root string) {
 			if err := os.MkdirAll(root, 0o755); err != nil {
@@ -67,6 +73,14 @@ func TestCatalogStatements(t *testing.T) {
 			snap(t, root, "20260101T000000Z-gold01", time.Hour)
 			querytest.WriteChanges(t, root, "acme", []change{observationChange})
 		}},
+		{name: "snapshot_tail_patient_only", lake: func(t *testing.T, root string) {
+			mergeLake(t, root, 2)
+			querytest.WriteChanges(t, root, "acme", []change{observationChange, deviceChange})
+		}, only: []string{"patient"}},
+		{name: "snapshot_tail_device_only", lake: func(t *testing.T, root string) {
+			mergeLake(t, root, 2)
+			querytest.WriteChanges(t, root, "acme", []change{observationChange, deviceChange})
+		}, only: []string{"device"}},
 		{name: "new_snapshot", lake: func(t *testing.T, root string) {
 			mergeLake(t, root, 2)
 			querytest.WriteChanges(t, root, "acme", []change{observationChange})
@@ -82,10 +96,19 @@ func TestCatalogStatements(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if tc.change != nil {
-				tc.change(t, root)
+			var got string
+			if tc.only != nil {
+				got = traceEnsure(t, s, tc.only)
+			} else {
+				// Every view made, as by a session that has used them all.
+				if err := s.ensureAll(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if tc.change != nil {
+					tc.change(t, root)
+				}
+				got = traceBuild(t, s)
 			}
-			got := traceBuild(t, s)
 			golden := filepath.Join("testdata", "catalog", tc.name+".sql")
 			if *update {
 				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
@@ -132,8 +155,8 @@ func recast(t *testing.T, root, id, model, col, typ string) {
 	}
 }
 
-// traceBuild rebuilds the session's views as Refresh would, against its
-// current catalog, and returns the views listed and the statements run,
+// traceBuild rebuilds every view of the session as Refresh would once
+// every view is made, against its current catalog, and returns the views listed and the statements run,
 // with the lake's root spelt $LAKE.
 func traceBuild(t *testing.T, s *Session) string {
 	t.Helper()
@@ -148,15 +171,42 @@ func traceBuild(t *testing.T, s *Session) string {
 	}
 	var stmts []string
 	p.trace = func(q string) { stmts = append(stmts, q) }
-	built, err := s.build(ctx, p, s.Catalog())
+	units, err := p.list(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	built := newBuild(p, units, nil)
+	if err := s.build(ctx, built, units.keys(), s.Catalog()); err != nil {
+		t.Fatal(err)
+	}
+	c := &Catalog{units: units}
+	c.record(built)
 	var b strings.Builder
-	fmt.Fprintf(&b, "-- speed files %d, changed %d\n-- views:\n", p.speedFiles, built.changed)
+	fmt.Fprintf(&b, "-- speed files %d, changed %d\n-- views:\n", p.speedFiles, c.Changed)
+	sort.Slice(built.tables, func(i, j int) bool { return built.tables[i].Name < built.tables[j].Name })
 	for _, t := range built.tables {
 		fmt.Fprintf(&b, "--   %s %s %s %s\n", t.Name, t.Kind, t.ResourceType, t.Source)
 	}
+	for _, q := range stmts {
+		fmt.Fprintf(&b, "\n%s;\n", q)
+	}
+	return strings.ReplaceAll(b.String(), s.root, "$LAKE")
+}
+
+// traceEnsure makes the views names in s, as the first statement that
+// names them does, and returns the views made and the statements run, with
+// the lake's root spelt $LAKE.
+func traceEnsure(t *testing.T, s *Session, names []string) string {
+	t.Helper()
+	var stmts []string
+	s.Catalog().plan.trace = func(q string) { stmts = append(stmts, q) }
+	defer func() { s.Catalog().plan.trace = nil }()
+	if err := s.ensure(context.Background(), names); err != nil {
+		t.Fatal(err)
+	}
+	cat := s.Catalog()
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- speed files %d, changed %d\n-- views made: %s\n", cat.SpeedFiles, cat.Changed, strings.Join(cat.Made, ", "))
 	for _, q := range stmts {
 		fmt.Fprintf(&b, "\n%s;\n", q)
 	}

@@ -97,28 +97,75 @@ func rankedRawSQL() string {
 // liveSQL is the resources whose latest version is not a delete.
 const liveSQL = "SELECT * FROM resources_latest WHERE operation <> 'delete'"
 
-// changedSQL keys the resources changed in the raw speed files beside the
-// snapshot.
-const changedSQL = "SELECT DISTINCT resource_type, id FROM lake.fresh_resources"
+// The ranking of the resources changed beside the snapshot is made for
+// all resource types at once (rt "", read by the raw views) or for one
+// type (read by a typed view of that type): rankName names its tables,
+// lake.changed, lake.stale_resources and lake.winners for all types,
+// lake.changed__<type>, lake.stale__<type> and lake.winners__<type> for
+// one (ViewName spells the type; it is one-to-one, and "__" keeps the
+// names apart from those for all types).
+func rankName(kind, rt string) string {
+	switch {
+	case rt != "":
+		return kind + "__" + ViewName(rt)
+	case kind == "stale":
+		return "stale_resources"
+	}
+	return kind
+}
+
+// rankRef is how a statement names a ranking table: as it always has for
+// all types, quoted for one type.
+func rankRef(kind, rt string) string {
+	if rt == "" {
+		return "lake." + rankName(kind, "")
+	}
+	return lakeName(rankName(kind, rt))
+}
+
+// typeFilter restricts rows to resource type rt (column col); "" when rt
+// is "" (every type).
+func typeFilter(col, rt string) string {
+	if rt == "" {
+		return ""
+	}
+	return fmt.Sprintf(" WHERE %s = '%s'", col, sqlString(rt))
+}
+
+// changedSQL keys the resources (of type rt, when set) changed in the raw
+// speed files beside the snapshot.
+func changedSQL(rt string) string {
+	return "SELECT DISTINCT resource_type, id FROM lake.fresh_resources" + typeFilter("resource_type", rt)
+}
+
+// rankViewSQL is one type's ranking table (kind) read from the table for
+// all types, once that is made: the same rows, nothing ranked again.
+func rankViewSQL(kind, rt string) string {
+	return "SELECT * FROM " + rankRef(kind, "") + typeFilter("resource_type", rt)
+}
 
 // rankColumns are the raw columns that rank and locate a version.
 const rankColumns = `resource_type, id, version_id, last_updated, operation, topic, "partition", "offset", ingest_time`
 
 // staleResourcesSQL is the snapshot's rows of the changed resources, read
 // once.
-func staleResourcesSQL() string {
-	return fmt.Sprintf(`SELECT b.%s, %s FROM lake.pos_resources b
-				SEMI JOIN lake.changed k ON k.resource_type = b.resource_type AND k.id = b.id`, posColumn, rankColumns)
+func staleResourcesSQL(rt string) string {
+	from := "lake.pos_resources b"
+	if rt != "" {
+		from = "(SELECT * FROM lake.pos_resources" + typeFilter("resource_type", rt) + ") b"
+	}
+	return fmt.Sprintf(`SELECT b.%s, %s FROM %s
+				SEMI JOIN %s k ON k.resource_type = b.resource_type AND k.id = b.id`, posColumn, rankColumns, from, rankRef("changed", rt))
 }
 
 // winnersSQL is the latest version of each changed resource, between the
 // snapshot's and the speed files'. A record in both (the overlap re-reads
 // files older than the watermark) is taken from the speed files (fresh),
 // which hold it as written.
-func winnersSQL() string {
+func winnersSQL(rt string) string {
 	return `SELECT resource_type, id, version_id, operation, topic, "partition", "offset", fresh FROM (
-				` + lake.LatestSQL(`(SELECT `+rankColumns+`, false AS fresh FROM lake.stale_resources
-				UNION ALL BY NAME SELECT `+rankColumns+`, true AS fresh FROM lake.fresh_resources)`, "fresh DESC") + `)`
+				` + lake.LatestSQL(`(SELECT `+rankColumns+`, false AS fresh FROM `+rankRef("stale", rt)+`
+				UNION ALL BY NAME SELECT `+rankColumns+`, true AS fresh FROM lake.fresh_resources`+typeFilter("resource_type", rt)+`)`, "fresh DESC") + `)`
 }
 
 // dropResourcesSQL is the positions of the snapshot's raw rows that are no
@@ -174,19 +221,19 @@ func speedLatestSQL(v, rt string) string {
 
 // viewDeltaSQL is the rows of the latest versions in view v's speed files
 // beside the snapshot, once each (an overlapping replay writes a row
-// twice).
-func viewDeltaSQL(v string) string {
+// twice), by the ranking of resource type rt (rankName).
+func viewDeltaSQL(v, rt string) string {
 	return fmt.Sprintf(`SELECT f.* FROM %[1]s f
-			SEMI JOIN lake.winners w ON w.resource_type = f._resource_type AND w.id = f._resource_id AND w.operation = 'upsert'
+			SEMI JOIN %[2]s w ON w.resource_type = f._resource_type AND w.id = f._resource_id AND w.operation = 'upsert'
 			 AND w.topic = f._topic AND w."partition" = f._partition AND w."offset" = f._offset AND w.version_id IS NOT DISTINCT FROM f._version_id
-			QUALIFY row_number() OVER (PARTITION BY f._resource_type, f._resource_id, f._row ORDER BY f._ingest_time DESC) = 1`, lakeName("fresh_"+v))
+			QUALIFY row_number() OVER (PARTITION BY f._resource_type, f._resource_id, f._row ORDER BY f._ingest_time DESC) = 1`, lakeName("fresh_"+v), rankRef("winners", rt))
 }
 
 // viewDropSQL is the positions of view v's snapshot rows that are no
 // longer the latest: every row of a changed resource but those of its
 // latest version that the speed files do not hold (lake.delta_<v>, when
-// delta), one per row index.
-func viewDropSQL(v string, delta bool) string {
+// delta), one per row index, by the ranking of resource type rt.
+func viewDropSQL(v, rt string, delta bool) string {
 	latest, inDelta := "w.id IS NOT NULL", ""
 	if delta {
 		latest += " AND d._resource_id IS NULL"
@@ -197,10 +244,10 @@ func viewDropSQL(v string, delta bool) string {
 		SELECT c.%[2]s, %[3]s AS latest,
 		       row_number() OVER (PARTITION BY c._resource_type, c._resource_id, c._row ORDER BY %[3]s DESC, c.%[2]s) AS n
 		FROM (SELECT b.%[2]s, b._resource_type, b._resource_id, b._row, b._version_id, b._topic, b._partition, b._offset
-		      FROM %[1]s b SEMI JOIN lake.changed k ON k.resource_type = b._resource_type AND k.id = b._resource_id) c
-		LEFT JOIN lake.winners w ON w.resource_type = c._resource_type AND w.id = c._resource_id AND w.operation = 'upsert'
+		      FROM %[1]s b SEMI JOIN %[5]s k ON k.resource_type = b._resource_type AND k.id = b._resource_id) c
+		LEFT JOIN %[6]s w ON w.resource_type = c._resource_type AND w.id = c._resource_id AND w.operation = 'upsert'
 		 AND w.topic = c._topic AND w."partition" = c._partition AND w."offset" = c._offset AND w.version_id IS NOT DISTINCT FROM c._version_id%[4]s)
-		WHERE NOT (latest AND n = 1)`, lakeName("pos_"+v), posColumn, latest, inDelta)
+		WHERE NOT (latest AND n = 1)`, lakeName("pos_"+v), posColumn, latest, inDelta, rankRef("changed", rt), rankRef("winners", rt))
 }
 
 // resourceSQL is the JSON view of resource type t.

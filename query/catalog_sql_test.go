@@ -83,7 +83,9 @@ func TestSQLQuoting(t *testing.T) {
 		{"dropped view", dropView(`a"b`), `EXISTS "a""b"`},
 		{"dropped helper", dropLakeObject("VIEW", `a"b`), `EXISTS lake."a""b"`},
 		{"history read", speedLatestSQL(`a"b`, ""), `FROM "a""b_all" v`},
-		{"delta read", viewDropSQL(`a"b`, true), `JOIN lake."delta_a""b" d`},
+		{"delta read", viewDropSQL(`a"b`, "", true), `JOIN lake."delta_a""b" d`},
+		{"type's ranking", winnersSQL("O'Type"), `resource_type = 'O''Type'`},
+		{"type's changes", changedSQL("O'Type"), `resource_type = 'O''Type'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !strings.Contains(tc.got, tc.want) {

@@ -1,9 +1,9 @@
 package query
 
-// The catalog's views beside the raw dataset's: a typed view (and its
-// history) per SQL-on-FHIR view dataset, from the speed layer alone or
-// merged with the snapshot's state model; a JSON view per resource type
-// without a typed view; and the snapshot's marts.
+// The typed views (and their histories), one per SQL-on-FHIR view
+// dataset, from the speed layer alone or merged with the snapshot's state
+// model. The JSON view per resource type without a typed view and the
+// snapshot's marts are single statements, in catalog_units.go.
 
 import (
 	"context"
@@ -11,43 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"fhirlake/lake"
 )
 
-// typedViews defines, per view dataset v, the views v (the rows of the
-// latest version of each resource) and v_all (every row stored), and
-// returns the resource types they describe.
-func (b *catalogBuild) typedViews(ctx context.Context) (map[string]bool, error) {
-	types := map[string]bool{}
-	for _, v := range b.plan.typed {
-		rt, err := b.datasetType(ctx, v)
-		if err != nil {
-			return nil, err
-		}
-		types[rt] = true
-		if err := b.typedView(ctx, v, rt); err != nil {
-			return nil, err
-		}
-	}
-	return types, nil
-}
-
-// typedView defines the views of dataset v, of resource type rt.
-func (b *catalogBuild) typedView(ctx context.Context, v, rt string) error {
-	p := b.plan
-	view := Table{Name: v, Kind: "view", ResourceType: rt, Source: "speed"}
-	hist := Table{Name: v + "_all", Kind: "history", ResourceType: rt, Source: "speed"}
-	switch {
-	case p.batched[v]:
-		view.Source, hist.Source = "batch+speed", "batch+speed"
-		return b.batchedView(ctx, view, hist)
-	case p.scan.manifest != nil:
-		view.Source = "batch+speed" // its versions are ranked against the snapshot's
-	}
+// speedView defines the views of dataset v, of resource type rt, read
+// from the speed layer: every row stored (v_all) and the rows of the
+// latest version of each resource, by resources_latest.
+func (b *catalogBuild) speedView(ctx context.Context, view, hist Table) error {
 	return b.publish(ctx,
-		viewDef{hist, b.speedAll(v)},
-		viewDef{view, speedLatestSQL(v, rt)})
+		viewDef{hist, b.speedAll(view.Name)},
+		viewDef{view, speedLatestSQL(view.Name, view.ResourceType)})
 }
 
 // batchedView defines a view whose state the snapshot holds: the
@@ -82,24 +54,19 @@ func (b *catalogBuild) batchedView(ctx context.Context, view, hist Table) error 
 	return b.batchedMerge(ctx, view, cols, from)
 }
 
-// changedType reports whether resources of type rt (of any type when rt
-// is "") changed in the raw speed files beside the snapshot.
-func (b *catalogBuild) changedType(rt string) bool {
-	return len(b.plan.fresh["resources"]) > 0 && (rt == "" || b.changedTypes[rt] != 0)
-}
-
 // batchedMerge defines a batched view as the snapshot's rows by position
 // but those no longer the latest (lake.drop_<v>), plus the latest rows of
-// the view's speed files (lake.delta_<v>). cols and from select the
-// snapshot's rows under the speed layer's names.
+// the view's speed files (lake.delta_<v>), by the ranking of the view's
+// resource type. cols and from select the snapshot's rows under the speed
+// layer's names.
 func (b *catalogBuild) batchedMerge(ctx context.Context, view Table, cols, from string) error {
-	v := view.Name
+	v, rt := view.Name, view.ResourceType
 	delta := len(b.plan.fresh[v]) > 0
 	objs := []lakeObject{lakeView("pos_"+v, positionsSQL(cols, from))}
 	if delta {
-		objs = append(objs, lakeTable("delta_"+v, viewDeltaSQL(v)))
+		objs = append(objs, lakeTable("delta_"+v, viewDeltaSQL(v, rt)))
 	}
-	objs = append(objs, lakeTable("drop_"+v, viewDropSQL(v, delta)))
+	objs = append(objs, lakeTable("drop_"+v, viewDropSQL(v, rt, delta)))
 	if err := b.create(ctx, objs...); err != nil {
 		return err
 	}
@@ -149,15 +116,14 @@ func (b *catalogBuild) describe(ctx context.Context, q string) ([]column, error)
 
 // datasetType is the resource type of a view dataset's rows, read from one
 // of its files (or the snapshot's state) once per session; "" when unknown.
-func (b *catalogBuild) datasetType(ctx context.Context, v string) (string, error) {
-	s := b.plan.s
+func (s *Session) datasetType(ctx context.Context, scan *lakeScan, v string) (string, error) {
 	if t, ok := s.datasetTypes[v]; ok {
 		return t, nil
 	}
 	var src string
-	if files := b.plan.scan.datasets[v]; len(files) > 0 {
+	if files := scan.datasets[v]; len(files) > 0 {
 		src = fmt.Sprintf("SELECT _resource_type AS t FROM read_parquet('%s') LIMIT 1", sqlString(files[0].path))
-	} else if m := b.plan.scan.manifest; m != nil {
+	} else if m := scan.manifest; m != nil {
 		files, err := s.modelFiles(m, batchStateModel(v))
 		if err != nil || len(files) == 0 {
 			return "", err
@@ -167,7 +133,7 @@ func (b *catalogBuild) datasetType(ctx context.Context, v string) (string, error
 		return "", nil
 	}
 	var t sql.NullString
-	if err := b.conn.QueryRowContext(ctx, src).Scan(&t); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := s.db.QueryRowContext(ctx, src).Scan(&t); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("view %s: resource type: %w", v, err)
 	}
 	if !validType(t.String) {
@@ -175,46 +141,4 @@ func (b *catalogBuild) datasetType(ctx context.Context, v string) (string, error
 	}
 	s.datasetTypes[v] = t.String
 	return t.String, nil
-}
-
-// resourceViews defines a JSON view per resource type without a typed
-// view (typed are the types with one).
-func (b *catalogBuild) resourceViews(ctx context.Context, typed map[string]bool) error {
-	for _, t := range b.plan.types {
-		name := ViewName(t)
-		if typed[t] || b.has(name) || !validViewName(name) {
-			continue
-		}
-		view := viewDef{Table{Name: name, Kind: "resource", ResourceType: t, Source: b.plan.source()}, resourceSQL(t)}
-		if err := b.publish(ctx, view); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// martViews defines a view per mart of the snapshot, as fresh as the
-// snapshot.
-func (b *catalogBuild) martViews(ctx context.Context) error {
-	m := b.plan.scan.manifest
-	if m == nil {
-		return nil
-	}
-	for _, name := range m.ModelNames() {
-		if strings.HasPrefix(name, "int_") || !lake.ValidModelName(name) || b.has(name) || strings.HasPrefix(name, "resources") {
-			continue
-		}
-		files, err := b.plan.s.modelFiles(m, name)
-		if err != nil {
-			return err
-		}
-		if len(files) == 0 {
-			continue
-		}
-		mart := viewDef{Table{Name: name, Kind: "mart", Source: "batch"}, "SELECT * FROM " + readFiles(files)}
-		if err := b.publish(ctx, mart); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -32,7 +32,11 @@ type Freshness struct {
 }
 
 // Describe lists the session's views with their columns and freshness.
+// It makes every view first (ensure): their columns are DuckDB's.
 func (s *Session) Describe(ctx context.Context) ([]TableInfo, error) {
+	if err := s.ensureAll(ctx); err != nil {
+		return nil, err
+	}
 	cat := s.Catalog()
 	cols := map[string][]ColumnInfo{}
 	err := s.internalQuery(ctx, `SELECT table_name, column_name, data_type FROM duckdb_columns()

@@ -81,6 +81,9 @@ func (s *Session) Export(ctx context.Context, w io.Writer, q, format string, o E
 // as Arrow record batches, within Options.QueryTimeout. The reader is valid
 // until fn returns. args are the values of q's parameters.
 func (s *Session) Arrow(ctx context.Context, q string, fn func(array.RecordReader) error, args ...any) error {
+	if err := s.prepare(ctx, q); err != nil {
+		return err
+	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	conn, err := s.db.Conn(ctx)
@@ -89,9 +92,6 @@ func (s *Session) Arrow(ctx context.Context, q string, fn func(array.RecordReade
 	}
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
-		if err := s.checkStatement(ctx, dc, q); err != nil {
-			return err
-		}
 		dconn, ok := dc.(driver.Conn)
 		if !ok {
 			return errors.New("driver connection has no Arrow interface")

@@ -78,8 +78,8 @@ func TestMergeBesideSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		if cat := s.Catalog(); cat.Snapshot == nil || cat.Changed != 5 {
-			t.Fatalf("%d parts: snapshot %v, %d changed resources, want 5 (p1, p2, p3, p4, p6)", parts, cat.Snapshot, cat.Changed)
+		if cat := s.Catalog(); cat.Snapshot == nil {
+			t.Fatalf("%d parts: no snapshot", parts)
 		}
 		for q, want := range map[string]string{
 			"SELECT _resource_id, _version_id, gender FROM patient":                       "p1,3,other\np3,1,male\np4,2,female\np5,1,male\np6,1,female\n",
@@ -91,6 +91,10 @@ func TestMergeBesideSnapshot(t *testing.T) {
 			if got := rows(t, s, q); got != want {
 				t.Errorf("%d parts: %s:\ngot\n%swant\n%s", parts, q, got, want)
 			}
+		}
+		// Counted once the raw views, which rank every type, are made.
+		if n := s.Catalog().Changed; n != 5 {
+			t.Errorf("%d parts: %d changed resources, want 5 (p1, p2, p3, p4, p6)", parts, n)
 		}
 		for _, q := range []string{
 			"SELECT * EXCLUDE (_ingest_time, id) FROM patient",

@@ -24,6 +24,9 @@ type Parameter struct {
 func (s *Session) Parameters(ctx context.Context, q string) ([]Parameter, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	if err := s.prepare(ctx, q); err != nil {
+		return nil, err
+	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
@@ -31,9 +34,6 @@ func (s *Session) Parameters(ctx context.Context, q string) ([]Parameter, error)
 	defer conn.Close()
 	var out []Parameter
 	err = conn.Raw(func(dc any) error {
-		if err := s.checkStatement(ctx, dc, q); err != nil {
-			return err
-		}
 		st, err := dc.(driver.Conn).Prepare(q)
 		if err != nil {
 			return err

@@ -94,8 +94,9 @@ type Session struct {
 	opts    Options
 	tempDir string
 
-	// mu serialises Refresh; cat is the catalog it built last.
-	mu  sync.Mutex
+	// mu serialises Refresh and the making of views (ensure); cat is the
+	// catalog they made last.
+	mu  lock
 	cat atomic.Pointer[Catalog]
 	// What Refresh learnt from the files, so that it reads each one once:
 	// the raw files whose resource types are known (→ size), the snapshots
@@ -245,8 +246,9 @@ func open(ctx context.Context, tenant string, src lakeSource, o Options, extra [
 		s.Close()
 		return nil, err
 	}
-	// The functions a statement may call are read once per process: the
-	// first session pays for it, not its first query.
+	// The functions a statement may call are read once per process (from
+	// the list embedded): the first session pays for it, not its first
+	// query.
 	if _, err := builtins(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
@@ -319,8 +321,8 @@ var ErrMultipleStatements error = &refusal{"send one statement at a time"}
 // matches ErrRefused. Options.QueryTimeout bounds it until the rows are
 // read.
 func (s *Session) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	if err := s.checkReadOnly(ctx, q); err != nil {
-		return nil, fmt.Errorf("tenant %s: %w", s.tenant, err)
+	if err := s.prepare(ctx, q); err != nil {
+		return nil, err
 	}
 	if s.opts.QueryTimeout > 0 {
 		// The rows outlive this call, so the deadline cannot be cancelled on
@@ -340,8 +342,8 @@ func (s *Session) Query(ctx context.Context, q string, args ...any) (*sql.Rows, 
 // within Options.QueryTimeout; the rows are closed when fn returns. args
 // are the values of q's parameters.
 func (s *Session) Run(ctx context.Context, q string, fn func(*sql.Rows) error, args ...any) error {
-	if err := s.checkReadOnly(ctx, q); err != nil {
-		return fmt.Errorf("tenant %s: %w", s.tenant, err)
+	if err := s.prepare(ctx, q); err != nil {
+		return err
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
@@ -378,13 +380,41 @@ func queryError(ctx context.Context, err error) error {
 	return err
 }
 
+// ErrViewsNotMade fails a statement whose views could not be made: the
+// lake could not be read (catalog_units.go).
+var ErrViewsNotMade = errors.New("the views could not be made")
+
+// prepare refuses q unless it is allowed (checkStatement), then makes the
+// views it names that are not made yet (ensure), within ctx: the caller's
+// deadline, as for the session's refresh, not the query's own timeout.
+func (s *Session) prepare(ctx context.Context, q string) error {
+	named, err := s.checkNamed(ctx, q)
+	if err != nil {
+		return fmt.Errorf("tenant %s: %w", s.tenant, err)
+	}
+	return s.ensure(ctx, named)
+}
+
 func (s *Session) checkReadOnly(ctx context.Context, q string) error {
+	_, err := s.checkNamed(ctx, q)
+	return err
+}
+
+// checkNamed is checkStatement on a connection of its own; it returns the
+// session's views q names.
+func (s *Session) checkNamed(ctx context.Context, q string) ([]string, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error { return s.checkStatement(ctx, dc, q) })
+	var named []string
+	err = conn.Raw(func(dc any) error {
+		var err error
+		named, err = s.checkStatement(ctx, dc, q)
+		return err
+	})
+	return named, err
 }
 
 // checkStatement refuses q, on the driver connection dc and without running
@@ -394,19 +424,20 @@ func (s *Session) checkReadOnly(ctx context.Context, q string) error {
 // EXPLAIN ANALYZE runs its statement). The text is not prepared as well:
 // that binds its views, which costs more than the whole check
 // (BenchmarkCheckStatement), and the query binds them again when it runs.
-func (s *Session) checkStatement(ctx context.Context, dc any, q string) error {
+// It returns the session's views q names.
+func (s *Session) checkStatement(ctx context.Context, dc any, q string) ([]string, error) {
 	c, ok := dc.(driver.Conn)
 	if !ok {
-		return errors.New("driver cannot prepare statements")
+		return nil, errors.New("driver cannot prepare statements")
 	}
 	var tables []Table
 	if cat := s.Catalog(); cat != nil {
 		tables = cat.Tables
 	}
-	err := checkAllowed(ctx, c, q, tables)
+	named, err := allowedViews(ctx, c, q, tables)
 	var syntax *syntaxError
 	if !errors.As(err, &syntax) {
-		return err
+		return named, err
 	}
 	// A syntax error is reported as DuckDB's parser words it, with the
 	// place. Preparing a text that does not parse runs nothing; the
@@ -414,10 +445,10 @@ func (s *Session) checkStatement(ctx context.Context, dc any, q string) error {
 	// text that does, so Prepare, which refuses such a text, is used.
 	st, perr := c.Prepare(q)
 	if perr != nil {
-		return perr
+		return nil, perr
 	}
 	st.Close()
-	return err
+	return nil, err
 }
 
 // Close ends the session and removes its spill directory.

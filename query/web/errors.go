@@ -149,6 +149,8 @@ func (s *Server) publicMessage(status int, code, tenant, sql string, err error) 
 		return s.timeoutMessage()
 	case code == "canceled":
 		return "the request was canceled"
+	case code == "lake_unavailable":
+		return "the tenant's lake cannot be read now; try again later"
 	case status >= 500 && code != "out_of_memory":
 		return "the query failed on the server; its log has the cause under this request id"
 	}
@@ -182,6 +184,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "statement_refused"
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed, "canceled"
+	case errors.Is(err, query.ErrViewsNotMade):
+		return http.StatusServiceUnavailable, "lake_unavailable"
 	case typ == duckdb.ErrorTypePermission, typ == duckdb.ErrorTypeSettings,
 		strings.Contains(msg, "Permission Error"), strings.Contains(msg, "disabled by configuration"),
 		strings.Contains(msg, "configuration has been locked"):

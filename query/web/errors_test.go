@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"fhirlake/query"
+	"fhirlake/query/querytest"
 )
 
 // TestErrorsCarryRequestID: every error response has a request id, in its
@@ -118,5 +121,41 @@ func TestScrub(t *testing.T) {
 				t.Errorf("got  %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestAViewThatCannotBeMadeIs503: a session makes a view when a statement
+// first names it; when the lake's files are gone by then, the statement
+// gets 503 lake_unavailable without paths (the log has the cause), and
+// once the files are back the same statement answers.
+func TestAViewThatCannotBeMadeIs503(t *testing.T) {
+	f := newPoolFixture(t, Options{}, query.PoolOptions{RefreshInterval: time.Hour})
+	// Three files, so that their failing together reads as a store that
+	// cannot be read rather than as bad files to set aside.
+	querytest.WriteRaw(t, f.acme, "acme", "t-0-3-3", []querytest.Row{{Type: "Patient", ID: "a3", Version: "1", Op: "upsert", Offset: 3}})
+	querytest.WriteRaw(t, f.acme, "acme", "t-0-4-4", []querytest.Row{{Type: "Patient", ID: "a4", Version: "1", Op: "upsert", Offset: 4}})
+	if resp, b := f.query(t, "acme", acmeKey, "SELECT 1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the session's first statement: got %d %s", resp.StatusCode, b)
+	}
+	speed := filepath.Join(f.acme, "speed", "resources")
+	if err := os.Rename(speed, speed+".away"); err != nil {
+		t.Fatal(err)
+	}
+	resp, b := f.query(t, "acme", acmeKey, "SELECT count(*) AS n FROM patient")
+	var e apiError
+	if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != http.StatusServiceUnavailable || e.Error.Code != "lake_unavailable" {
+		t.Fatalf("a view over files gone: got %d %s, want 503 lake_unavailable", resp.StatusCode, b)
+	}
+	if strings.Contains(string(b), f.base) || strings.Contains(string(b), "CREATE") {
+		t.Errorf("the response shows the server's internals: %s", b)
+	}
+	if !strings.Contains(f.logged(t, e.Error.RequestID), "could not be made") {
+		t.Errorf("the log lacks the cause under request %s:\n%s", e.Error.RequestID, f.log.String())
+	}
+	if err := os.Rename(speed+".away", speed); err != nil {
+		t.Fatal(err)
+	}
+	if resp, b := f.query(t, "acme", acmeKey, "SELECT count(*) AS n FROM patient"); resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"n":4`) {
+		t.Errorf("once the files are back: got %d %s, want 200 with n 4", resp.StatusCode, b)
 	}
 }

@@ -289,9 +289,12 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, tenant string) 
 func (s *Server) describe(w http.ResponseWriter, r *http.Request, sess *query.Session) ([]query.TableInfo, bool) {
 	infos, err := sess.Describe(r.Context())
 	if err != nil {
-		if timedOut(r, err) {
+		switch {
+		case timedOut(r, err):
 			s.fail(w, r, http.StatusGatewayTimeout, "query_timeout", s.timeoutMessage(), err)
-		} else {
+		case errors.Is(err, query.ErrViewsNotMade):
+			s.fail(w, r, http.StatusServiceUnavailable, "lake_unavailable", "the tenant's lake cannot be read now; try again later", err)
+		default:
 			s.fail(w, r, http.StatusInternalServerError, "describe_failed", "the views could not be listed; the server log has the cause under this request id", err)
 		}
 		return nil, false

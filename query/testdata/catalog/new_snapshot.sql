@@ -41,6 +41,8 @@ CREATE OR REPLACE VIEW "patients" AS SELECT * FROM read_parquet(['$LAKE/batch/20
 
 DROP TABLE IF EXISTS lake."changed";
 
+DROP VIEW IF EXISTS lake."changed__patient";
+
 DROP TABLE IF EXISTS lake."delta_patient";
 
 DROP VIEW IF EXISTS lake."delta_resources";
@@ -55,6 +57,10 @@ DROP VIEW IF EXISTS lake."pos_patient";
 
 DROP VIEW IF EXISTS lake."pos_resources";
 
+DROP VIEW IF EXISTS lake."stale__patient";
+
 DROP TABLE IF EXISTS lake."stale_resources";
 
 DROP TABLE IF EXISTS lake."winners";
+
+DROP VIEW IF EXISTS lake."winners__patient";

@@ -59,6 +59,12 @@ CREATE OR REPLACE VIEW "observation" AS SELECT v.* FROM "observation_all" v
 			 AND l."partition" = v._partition AND l."offset" = v._offset AND l.version_id IS NOT DISTINCT FROM v._version_id
 			QUALIFY row_number() OVER (PARTITION BY v._resource_type, v._resource_id, v._row ORDER BY v._ingest_time DESC) = 1;
 
+CREATE OR REPLACE VIEW lake."changed__patient" AS SELECT * FROM lake.changed WHERE resource_type = 'Patient';
+
+CREATE OR REPLACE VIEW lake."stale__patient" AS SELECT * FROM lake.stale_resources WHERE resource_type = 'Patient';
+
+CREATE OR REPLACE VIEW lake."winners__patient" AS SELECT * FROM lake.winners WHERE resource_type = 'Patient';
+
 CREATE OR REPLACE VIEW lake."batch_patient" AS SELECT "tenant" AS "_tenant", "resource_type" AS "_resource_type", "resource_id" AS "_resource_id", "version_id" AS "_version_id", "last_updated" AS "_last_updated", "kafka_topic" AS "_topic", "kafka_partition" AS "_partition", "kafka_offset" AS "_offset", "ingest_time" AS "_ingest_time", "row_index" AS "_row", "active" AS "active", "gender" AS "gender", "birth_date" AS "birth_date", "deceased" AS "deceased", "deceased_date_time" AS "deceased_date_time", "family_name" AS "family_name", "given_names" AS "given_names", "name_prefix" AS "name_prefix", "marital_status" AS "marital_status", "race_code" AS "race_code", "race_display" AS "race_display", "race_text" AS "race_text", "ethnicity_code" AS "ethnicity_code", "ethnicity_display" AS "ethnicity_display", "ethnicity_text" AS "ethnicity_text", "birth_sex" AS "birth_sex", "language" AS "language", "address_city" AS "address_city", "address_state" AS "address_state", "address_postal_code" AS "address_postal_code", "address_country" AS "address_country", "managing_organization_id" AS "managing_organization_id" FROM read_parquet(['$LAKE/batch/20260101T000000Z-gold01/int_patient__latest/data_0.parquet', '$LAKE/batch/20260101T000000Z-gold01/int_patient__latest/data_1.parquet'], union_by_name = true);
 
 CREATE OR REPLACE VIEW lake."fresh_patient" AS SELECT * FROM lake."batch_patient" WHERE false;

@@ -49,9 +49,9 @@ $(GOLANGCI):
 	GOBIN="$(abspath $(dir $(GOLANGCI)))" $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 
 lint: $(GOLANGCI) ## go vet, staticcheck and the linters of .golangci.yml, on every module
-	$(GOLANGCI) run ./...
-	cd bench && ../$(GOLANGCI) run --config ../.golangci.yml ./...
-	cd deploy/tools && ../../$(GOLANGCI) run --config ../../.golangci.yml ./...
+	$(GOLANGCI) run --allow-parallel-runners ./...
+	cd bench && ../$(GOLANGCI) run --allow-parallel-runners --config ../.golangci.yml ./...
+	cd deploy/tools && ../../$(GOLANGCI) run --allow-parallel-runners --config ../../.golangci.yml ./...
 
 fmt: $(GOLANGCI) ## gofmt and goimports (local prefix fhirlake), in place
 	$(GOLANGCI) fmt ./...
@@ -180,19 +180,24 @@ bench-ingest: build ## fhirlake consume against Benthos on the local stack, and 
 # and the image's build steps outside a container. helm and promtool are
 # built once from the Go module proxy into .cache/tools/.
 # `make release-build` builds bin/fhirlake as the image does (-trimpath,
-# version, commit and date for `fhirlake version`); `make image` needs a
-# Docker engine.
+# version, commit and date for `fhirlake version`).
 IMAGE ?= fhirlake:dev
-.PHONY: check-deploy release-build image
+.PHONY: check-deploy release-build image image-archive test-image
 check-deploy: ## chart, alert rules, dashboard, Dockerfile and release build checks
 	deploy/check
 
 release-build: ## bin/fhirlake as the image builds it
 	OUT=$(BIN) deploy/image/build-fhirlake
 
-image: ## the container image (needs a container engine)
-	docker build -f deploy/Dockerfile \
-		--build-arg VERSION="$$(git describe --tags --always)" \
-		--build-arg COMMIT="$$(git rev-parse HEAD)" \
-		--build-arg BUILD_DATE="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-		-t $(IMAGE) .
+# The image is built with Docker when its daemon answers, else with podman (installed from
+# Debian when missing, with base images made locally): see deploy/image/.
+image: ## the container image, built and run (version, demo, config validate)
+	FHIRLAKE_IMAGE=$(IMAGE) deploy/image/build
+
+IMAGE_ARCHIVE ?= bin/fhirlake-image.tar
+image-archive: ## the image as one OCI archive for kind load, ctr import, skopeo copy
+	FHIRLAKE_IMAGE=$(IMAGE) deploy/image/build --no-run
+	FHIRLAKE_IMAGE=$(IMAGE) deploy/image/archive $(IMAGE_ARCHIVE)
+
+test-image: ## build the image, run it, the chart's commands in it, archive, registry push and pull
+	FHIRLAKE_IMAGE=$(IMAGE) deploy/image/test

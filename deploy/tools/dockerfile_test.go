@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -210,6 +213,59 @@ func TestDockerfileRecipe(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestDockerignoreKeepsSources: the build context that deploy/Dockerfile.dockerignore
+// leaves holds every file `go build ./cmd/fhirlake` reads (each package's non-test Go
+// files, go.mod and go.sum) and the embedded dbt project and views.
+func TestDockerignoreKeepsSources(t *testing.T) {
+	f, err := os.Open(filepath.Join(root, "deploy", "Dockerfile.dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	patterns, err := ignorefile.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "list", "-tags", "duckdb_arrow", "-deps",
+		"-f", `{{if not .Standard}}{{if .Module}}{{if .Module.Main}}{{.Dir}}{{range .GoFiles}} {{.}}{{end}}{{range .CgoFiles}} {{.}}{{end}}{{range .EmbedFiles}} {{.}}{{end}}{{"\n"}}{{end}}{{end}}{{end}}`,
+		"./cmd/fhirlake")
+	cmd.Dir = abs
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	files := []string{"go.mod", "go.sum"}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		dir, err := filepath.Rel(abs, fields[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range fields[1:] {
+			files = append(files, filepath.ToSlash(filepath.Join(dir, name)))
+		}
+	}
+	if len(files) < 20 {
+		t.Fatalf("go list found only %v", files)
+	}
+	for _, file := range files {
+		if excluded, err := pm.MatchesOrParentMatches(file); err != nil || excluded {
+			t.Errorf("%s is left out of the build context by deploy/Dockerfile.dockerignore (%v)", file, err)
 		}
 	}
 }

@@ -216,9 +216,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return err
 	}
 	if c.erasures != nil {
-		// Before the first poll: a replay must not write a change an erasure covers.
+		// Before the first poll: a replay must not write a change an erasure
+		// covers. A tenant whose records cannot be read (its store refuses or
+		// is down) must not stop the others: its changes go unchecked until a
+		// refresh reads them, and the compactor still keeps them out of
+		// snapshots.
 		if err := c.erasures.load(ctx); err != nil {
-			return fmt.Errorf("read erasure records: %w", err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.log.Error("read erasure records: the changes of these tenants are not checked against erasures until a refresh reads them", "err", err)
 		}
 		eraseCtx, stopErase := context.WithCancel(context.Background())
 		eraseDone := make(chan struct{})

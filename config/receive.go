@@ -120,28 +120,14 @@ func (r Receive) Validate(tenants []Tenant) error {
 		bad("produce_timeout: must be at least 100ms, got %s", r.ProduceTimeout)
 	}
 	r.TLS.validate(bad)
-	known := map[string]bool{}
-	for _, t := range tenants {
-		known[t.Name] = true
-	}
 	if len(r.Secrets) == 0 {
 		bad("secrets: none configured: no call could be accepted (`fhirlake serve hash-key --generate` makes one)")
 	}
-	owner := map[string]string{}
-	for i, s := range r.Secrets {
-		at := fmt.Sprintf("secrets[%d]", i)
-		if !known[s.Tenant] {
-			bad("%s.tenant: %q is not a configured tenant", at, s.Tenant)
-		}
-		if !sha256Hex.MatchString(s.SecretSHA256) {
-			bad("%s.secret_sha256: want 64 lowercase hex digits (the SHA-256 of the secret; `fhirlake serve hash-key` prints it)", at)
-			continue
-		}
-		if other, ok := owner[s.SecretSHA256]; ok && other != s.Tenant {
-			bad("%s.secret_sha256: the same secret also opens tenant %s; a secret opens one tenant", at, other)
-		}
-		owner[s.SecretSHA256] = s.Tenant
+	secrets := make([]tenantHash, len(r.Secrets))
+	for i, sec := range r.Secrets {
+		secrets[i] = tenantHash{sec.Tenant, sec.SecretSHA256}
 	}
+	validateTenantHashes(bad, tenants, "secrets", "secret_sha256", "secret", secrets)
 	return errors.Join(errs...)
 }
 

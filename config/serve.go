@@ -368,25 +368,11 @@ func (s Serve) Validate(tenants []Tenant) error {
 	if s.Flight.MaxPreparedStatements < 1 {
 		bad("flight.max_prepared_statements: must be positive, got %d", s.Flight.MaxPreparedStatements)
 	}
-	known := map[string]bool{}
-	for _, t := range tenants {
-		known[t.Name] = true
-	}
-	owner := map[string]string{}
+	keys := make([]tenantHash, len(s.APIKeys))
 	for i, k := range s.APIKeys {
-		at := fmt.Sprintf("api_keys[%d]", i)
-		if !known[k.Tenant] {
-			bad("%s.tenant: %q is not a configured tenant", at, k.Tenant)
-		}
-		if !sha256Hex.MatchString(k.KeySHA256) {
-			bad("%s.key_sha256: want 64 lowercase hex digits (the SHA-256 of the key; `fhirlake serve hash-key` prints it)", at)
-			continue
-		}
-		if other, ok := owner[k.KeySHA256]; ok && other != k.Tenant {
-			bad("%s.key_sha256: the same key also opens tenant %s; a key opens one tenant", at, other)
-		}
-		owner[k.KeySHA256] = k.Tenant
+		keys[i] = tenantHash{k.Tenant, k.KeySHA256}
 	}
+	owner := validateTenantHashes(bad, tenants, "api_keys", "key_sha256", "key", keys)
 	for i, k := range s.AdminKeys {
 		at := fmt.Sprintf("admin_keys[%d].key_sha256", i)
 		if !sha256Hex.MatchString(k.KeySHA256) {
@@ -419,4 +405,35 @@ func MemoryLimitBytes(v string) (int64, bool) {
 func HashAPIKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:])
+}
+
+// tenantHash is a hashed secret that opens one tenant: an API key of serve,
+// a secret of receive.
+type tenantHash struct{ tenant, sha256 string }
+
+// validateTenantHashes checks the list's entries (list[i].field): each names
+// a configured tenant and is a SHA-256 in lowercase hex that opens no other
+// tenant. what names the secret in the messages ("key", "secret"). It
+// returns the tenant each valid hash opens.
+func validateTenantHashes(bad func(string, ...any), tenants []Tenant, list, field, what string, hs []tenantHash) map[string]string {
+	known := map[string]bool{}
+	for _, t := range tenants {
+		known[t.Name] = true
+	}
+	owner := map[string]string{}
+	for i, h := range hs {
+		at := fmt.Sprintf("%s[%d]", list, i)
+		if !known[h.tenant] {
+			bad("%s.tenant: %q is not a configured tenant", at, h.tenant)
+		}
+		if !sha256Hex.MatchString(h.sha256) {
+			bad("%s.%s: want 64 lowercase hex digits (the SHA-256 of the %s; `fhirlake serve hash-key` prints it)", at, field, what)
+			continue
+		}
+		if other, ok := owner[h.sha256]; ok && other != h.tenant {
+			bad("%s.%s: the same %s also opens tenant %s; a %s opens one tenant", at, field, what, other, what)
+		}
+		owner[h.sha256] = h.tenant
+	}
+	return owner
 }

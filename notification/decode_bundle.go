@@ -25,7 +25,7 @@ func decodeBundle(doc *document, wrapped bool) (*Notification, error) {
 		}
 		for i := range doc.entries {
 			if e := &doc.entries[i]; e.res.typ == "Bundle" && e.res.raw != nil {
-				return decodeObject(e.res.raw, recordHints{}, true)
+				return decodeObject(e.res.raw, recordHints{}, true, doc.dec)
 			}
 		}
 		return nil, decodeErr(ClassInvalid, "message Bundle holds no notification Bundle")
@@ -627,7 +627,7 @@ func entryEvent(e *entry, focus string) (Event, error) {
 	if t, id, _ := splitRef(focus); t != "" && (t != h.typ || id != h.id) {
 		return Event{}, decodeErr(ClassInvalid, "entry %s holds %s/%s", focus, h.typ, h.id)
 	}
-	ev := Event{Operation: OpUpsert, ResourceType: h.typ, ID: h.id, Resource: h.raw,
+	ev := Event{Operation: OpUpsert, ResourceType: h.typ, ID: h.id, Resource: h.raw, Parsed: h.parsed,
 		VersionID: h.versionID, LastUpdated: parseInstant(h.lastUpdated)}
 	if method == "DELETE" {
 		ev.Operation = OpDelete

@@ -1,0 +1,181 @@
+package notification
+
+import (
+	"strings"
+
+	"fhirlake/flatten"
+)
+
+// Decoder decodes records as DecodeRecord does and, on the way, parses
+// each resource it finds with flatten's parser instead of only scanning
+// it: the tree gives the decoder the resource's type, id and meta, and is
+// handed on in Event.Parsed, so views evaluate it without tokenizing the
+// resource's bytes again. It is the consumer's hot path; DecodeRecord,
+// which builds no tree, stays the choice of callers that only check or
+// route a record.
+//
+// A Decoder reuses its trees: the Parsed trees of a notification are valid
+// until the Decoder's next call. It is not safe for concurrent use.
+type Decoder struct {
+	trees []*flatten.Resource
+	used  int
+}
+
+// Decoder's retention between calls: a record of many entries, or a huge
+// resource, grows the trees, and the Decoder keeps at most this many
+// trees, each at most this large, for the next record.
+const (
+	keptTrees     = 256
+	keptTreeBytes = 1 << 20
+)
+
+// DecodeRecord is DecodeRecord, with each event's Parsed set when its
+// resource came in the record (a Bundle entry, an envelope's resource
+// member).
+func (d *Decoder) DecodeRecord(value []byte, headers []Header) (*Notification, error) {
+	for i, t := range d.trees[:d.used] {
+		if t.Retained() > keptTreeBytes {
+			d.trees[i] = nil
+		}
+	}
+	if len(d.trees) > keptTrees {
+		clear(d.trees[keptTrees:])
+		d.trees = d.trees[:keptTrees]
+	}
+	d.used = 0
+	return decodeRecord(value, headers, d)
+}
+
+// tree returns the next free tree.
+func (d *Decoder) tree() *flatten.Resource {
+	if d.used == len(d.trees) {
+		d.trees = append(d.trees, nil)
+	}
+	t := d.trees[d.used]
+	if t == nil {
+		t = &flatten.Resource{}
+		d.trees[d.used] = t
+	}
+	d.used++
+	return t
+}
+
+// parsedResource is resource with a Decoder: the object at the scanner's
+// position is parsed into a tree once, and the header read from the tree.
+// The object's syntax is checked by the parser, so a syntax error is still
+// a syntax error of the record.
+func (s *jsonScanner) parsedResource(h *resourceHead) error {
+	start := s.pos
+	t := s.dec.tree()
+	end, err := t.ParseEmbedded(s.data, start, MaxNesting-s.depth)
+	if err != nil {
+		s.pos = end
+		return s.fail("%v", err)
+	}
+	s.pos = end
+	h.raw, h.parsed = s.data[start:end], t
+	readHead(t, h)
+	return nil
+}
+
+// readHead reads resourceType, id and meta from a parsed resource, with
+// the same judgements as the scanner's resource and meta.
+func readHead(t *flatten.Resource, h *resourceHead) {
+	root := t.Root()
+	var seen seenKeys
+	for i := range t.Len(root) {
+		key, v := t.Member(root, i)
+		switch key {
+		case "resourceType":
+			if !seen.first(0) {
+				h.setErr(`key "resourceType" appears twice`)
+			}
+			h.typ = treeString(t, v, h, "resourceType")
+		case "id":
+			if !seen.first(1) {
+				h.setErr(`key "id" appears twice`)
+			}
+			h.id = treeString(t, v, h, "id")
+		case "meta":
+			if !seen.first(2) {
+				h.setErr(`key "meta" appears twice`)
+			}
+			readMeta(t, v, h)
+		default:
+			h.others++
+		}
+	}
+}
+
+func readMeta(t *flatten.Resource, meta flatten.Node, h *resourceHead) {
+	if !t.IsObject(meta) {
+		h.setErr("meta is not an object")
+		return
+	}
+	var seen seenKeys
+	for i := range t.Len(meta) {
+		key, v := t.Member(meta, i)
+		switch key {
+		case "versionId":
+			if !seen.first(0) {
+				h.setErr(`key "meta.versionId" appears twice`)
+			}
+			h.versionID = treeString(t, v, h, "meta.versionId")
+		case "lastUpdated":
+			if !seen.first(1) {
+				h.setErr(`key "meta.lastUpdated" appears twice`)
+			}
+			h.lastUpdated = treeString(t, v, h, "meta.lastUpdated")
+		case "tag":
+			if !seen.first(2) {
+				h.setErr(`key "meta.tag" appears twice`)
+			}
+			readTags(t, v, h)
+		}
+	}
+}
+
+func readTags(t *flatten.Resource, tags flatten.Node, h *resourceHead) {
+	if !t.IsArray(tags) {
+		h.setErr("meta.tag is not an array")
+		return
+	}
+	for i := range t.Len(tags) {
+		c := t.Element(tags, i)
+		if !t.IsObject(c) {
+			h.setErr("meta.tag holds something other than a Coding")
+			continue
+		}
+		var tag Tag
+		for k := range t.Len(c) {
+			switch key, v := t.Member(c, k); key {
+			case "system":
+				tag.System = treeString(t, v, h, "meta.tag.system")
+			case "code":
+				tag.Code = treeString(t, v, h, "meta.tag.code")
+			}
+		}
+		if tag.System != "" || tag.Code != "" {
+			h.tags = append(h.tags, tag)
+		}
+	}
+}
+
+// treeString is optString on a tree: a string's text, "" for null, and an
+// error noted for anything else. Text with escapes lives in the tree,
+// which the Decoder reuses, so it is cloned: the decoder's strings share
+// the record's memory, or own theirs.
+func treeString(t *flatten.Resource, v flatten.Node, h *resourceHead, name string) string {
+	switch {
+	case t.IsString(v):
+		s, escaped := t.Text(v)
+		if escaped {
+			s = strings.Clone(s)
+		}
+		return s
+	case t.IsNull(v):
+		return ""
+	}
+	h.setErr(name + " is not a string")
+	return ""
+}

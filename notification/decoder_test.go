@@ -1,0 +1,81 @@
+package notification
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"testing"
+)
+
+// TestDecoderParsesEachResource checks that a Decoder hands on the tree it
+// parsed each entry's resource into, and that a notification's strings
+// outlive the Decoder's next record even when they were escaped in the
+// JSON (the trees are reused, the strings must not be).
+func TestDecoderParsesEachResource(t *testing.T) {
+	first := r5Bundle(`{"fullUrl":"https://fhir.example.org/Patient/p1","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"\u0033","tag":[{"system":"s","code":"\u0063"}]},"active":true},"request":{"method":"PUT","url":"Patient/p1"}}`)
+	second := r5Bundle(`{"fullUrl":"https://fhir.example.org/Patient/p1","resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"\u0039","tag":[{"system":"t","code":"\u0064"}]},"active":false},"request":{"method":"PUT","url":"Patient/p1"}}`)
+	var d Decoder
+	n, err := d.DecodeRecord([]byte(first), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Events) != 1 {
+		t.Fatalf("got %d events, want 1", len(n.Events))
+	}
+	ev := n.Events[0]
+	if ev.Parsed == nil {
+		t.Fatal("event of a Bundle entry has no parsed resource")
+	}
+	if got, want := ev.Parsed.ResourceType()+"/"+ev.Parsed.ID(), "Patient/p1"; got != want {
+		t.Fatalf("parsed resource is %s, want %s", got, want)
+	}
+	if _, err := d.DecodeRecord([]byte(second), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := summary(ev), "upsert Patient/p1 v3 resource"; got != want {
+		t.Errorf("after the next record: got %q, want %q", got, want)
+	}
+	if got, want := n.Tags, []Tag{{System: "s", Code: "c"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after the next record: got tags %v, want %v", got, want)
+	}
+}
+
+// FuzzDecoder checks that a Decoder, reused from input to input, decodes
+// exactly as DecodeRecord does, and that each resource it hands on is the
+// event's resource, parsed.
+func FuzzDecoder(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	var d Decoder
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, wantErr := DecodeRecord(data, nil)
+		got, gotErr := d.DecodeRecord(data, nil)
+		checkDecoded(t, data, got, gotErr)
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			// A syntax error's position and wording may differ (the parser
+			// reports it in the resource, the scanner where it stands), never
+			// its class.
+			g, _ := IsDecodeError(gotErr)
+			w, _ := IsDecodeError(wantErr)
+			if g == nil || w == nil || g.Class != w.Class || g.Class != ClassMalformed {
+				t.Fatalf("Decoder: %v; DecodeRecord: %v", gotErr, wantErr)
+			}
+		}
+		if wantErr != nil || gotErr != nil {
+			return
+		}
+		for i := range got.Events {
+			ev := &got.Events[i]
+			if ev.Parsed != nil {
+				if ev.Parsed.ResourceType() != ev.ResourceType || !bytes.Equal(ev.Resource, want.Events[i].Resource) {
+					t.Fatalf("event %d: parsed %s for %s", i, ev.Parsed.ResourceType(), summary(*ev))
+				}
+				ev.Parsed = nil
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("Decoder: %+v\nDecodeRecord: %+v", got, want)
+		}
+	})
+}

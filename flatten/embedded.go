@@ -38,7 +38,7 @@ func (r *Resource) ParseEmbedded(data []byte, start, maxDepth int) (end int, err
 	r.nodes = append(r.nodes, v)
 	r.root = int32(len(r.nodes) - 1)
 	if rt, _, _ := r.field(r.root, "resourceType"); rt >= 0 && r.nodes[rt].kind == kindString {
-		r.typ = internType(r.bytes(rt))
+		r.typ = r.str(rt) // not interned: a notification's status types would allocate
 	}
 	return p.pos, nil
 }

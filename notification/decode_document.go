@@ -103,7 +103,7 @@ func (k *seenKeys) first(bit uint) bool {
 func scanDocument(value []byte, dec *Decoder) (*document, error) {
 	s := newScanner(value)
 	s.dec = dec
-	d := &document{dec: dec}
+	d := dec.document()
 	var deferred []byte // entries seen before resourceType
 	var seen seenKeys
 	dup := func(bit uint, key string) {

@@ -14,11 +14,15 @@ import (
 // which builds no tree, stays the choice of callers that only check or
 // route a record.
 //
-// A Decoder reuses its trees: the Parsed trees of a notification are valid
-// until the Decoder's next call. It is not safe for concurrent use.
+// A Decoder reuses its memory: the notification it returns, and the
+// Parsed trees of its events, are valid until the Decoder's next call. It is not safe for concurrent use.
 type Decoder struct {
-	trees []*flatten.Resource
-	used  int
+	trees  []*flatten.Resource
+	used   int
+	doc    document
+	note   Notification
+	events []statusEvent
+	prms   []param
 }
 
 // Decoder's retention between calls: a record of many entries, or a huge
@@ -178,4 +182,66 @@ func treeString(t *flatten.Resource, v flatten.Node, h *resourceHead, name strin
 	}
 	h.setErr(name + " is not a string")
 	return ""
+}
+
+// The Decoder's scratch: the top-level document, the notification it
+// returns, a status's events and parameters, each reused from record to
+// record with the memory it grew to (within keptScratch). A nil Decoder
+// (DecodeRecord) hands out fresh ones.
+const keptScratch = 1024
+
+func (d *Decoder) document() *document {
+	if d == nil {
+		return &document{}
+	}
+	doc := &d.doc
+	entries := doc.entries[:0]
+	if cap(entries) > keptScratch {
+		entries = nil
+	}
+	*doc = document{dec: d, entries: entries}
+	return doc
+}
+
+func (d *Decoder) notification() *Notification {
+	if d == nil {
+		return &Notification{}
+	}
+	n := &d.note
+	*n = Notification{Events: trim(n.Events), BaseURLs: trim(n.BaseURLs), Tags: trim(n.Tags)}
+	return n
+}
+
+func (d *Decoder) statusEvents() []statusEvent {
+	if d == nil {
+		return nil
+	}
+	return trim(d.events)
+}
+
+func (d *Decoder) keepStatusEvents(events []statusEvent) {
+	if d != nil {
+		d.events = events
+	}
+}
+
+func (d *Decoder) params() []param {
+	if d == nil {
+		return nil
+	}
+	return trim(d.prms)
+}
+
+func (d *Decoder) keepParams(params []param) {
+	if d != nil {
+		d.prms = params
+	}
+}
+
+// trim empties s, keeping its memory unless it grew past keptScratch.
+func trim[T any](s []T) []T {
+	if cap(s) > keptScratch {
+		return nil
+	}
+	return s[:0]
 }

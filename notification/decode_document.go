@@ -247,7 +247,7 @@ func (s *jsonScanner) resource(h *resourceHead) error {
 		h.setErr("resource is not a JSON object")
 		return s.skip()
 	}
-	if s.dec != nil {
+	if s.dec != nil && !envelopeResource(s.data[s.pos:]) {
 		return s.parsedResource(h)
 	}
 	start := s.pos

@@ -1,6 +1,7 @@
 package notification
 
 import (
+	"bytes"
 	"strings"
 
 	"fhirlake/flatten"
@@ -80,6 +81,45 @@ func (s *jsonScanner) parsedResource(h *resourceHead) error {
 	h.raw, h.parsed = s.data[start:end], t
 	readHead(t, h)
 	return nil
+}
+
+// envelopeResource reports whether the object obj starts with holds a
+// resource the decoder reads as part of the envelope (a status, a Bundle
+// inside a message Bundle) and no view does: naming its resourceType
+// first, as servers write it. Such a resource is scanned, not parsed into
+// a tree: a Parameters status is a third of a backport notification. The
+// answer changes the work only, never the result.
+func envelopeResource(obj []byte) bool {
+	i := 1
+	ws := func() {
+		for i < len(obj) && (obj[i] == ' ' || obj[i] == '\n' || obj[i] == '\t' || obj[i] == '\r') {
+			i++
+		}
+	}
+	ws()
+	const key = `"resourceType"`
+	if !bytes.HasPrefix(obj[i:], []byte(key)) {
+		return false
+	}
+	i += len(key)
+	ws()
+	if i >= len(obj) || obj[i] != ':' {
+		return false
+	}
+	i++
+	ws()
+	if i >= len(obj) || obj[i] != '"' {
+		return false
+	}
+	name, _, ok := bytes.Cut(obj[i+1:min(len(obj), i+32)], []byte{'"'})
+	if !ok {
+		return false
+	}
+	switch string(name) {
+	case "SubscriptionStatus", "Parameters", "AidboxSubscriptionStatus", "Bundle":
+		return true
+	}
+	return false
 }
 
 // readHead reads resourceType, id and meta from a parsed resource, with

@@ -92,3 +92,26 @@ func emptyNil[T any](s []T) []T {
 	}
 	return s
 }
+
+// TestEnvelopeResource checks which resources a Decoder scans instead of
+// parsing into a tree: statuses and Bundles named first, nothing else.
+func TestEnvelopeResource(t *testing.T) {
+	for _, c := range []struct {
+		obj  string
+		want bool
+	}{
+		{`{"resourceType":"Parameters","parameter":[]}`, true},
+		{`{ "resourceType" : "SubscriptionStatus" }`, true},
+		{"{\n  \"resourceType\": \"AidboxSubscriptionStatus\"}", true},
+		{`{"resourceType":"Bundle","type":"history"}`, true},
+		{`{"resourceType":"Patient","id":"p1"}`, false},
+		{`{"id":"s1","resourceType":"SubscriptionStatus"}`, false}, // not first: parsed, the same answer
+		{`{"resourceType":"ParametersX"}`, false},
+		{`{"resourceType":"Parameters`, false},
+		{`{}`, false},
+	} {
+		if got := envelopeResource([]byte(c.obj)); got != c.want {
+			t.Errorf("envelopeResource(%s) = %v, want %v", c.obj, got, c.want)
+		}
+	}
+}

@@ -84,7 +84,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 4*time.Minute, "longest wait for a consumer to catch up")
 	runs := flag.String("runs", "fhirlake,raw,benthos,replicas,fresh", "what to run: fhirlake (the binary), raw (fhirlake's packages with no views), benthos, replicas (several fhirlake consume in one group, see -replicas), fresh (the freshness phase)")
 	replicas := flag.String("replicas", "2,3", "group sizes of the replicas runs: fhirlake consume processes in one consumer group on the topic")
-	flag.DurationVar(&o.replicaStagger, "replica-stagger", 3*time.Second, "time between the starts of a replicas run's processes: each start after the first is a rebalance while the group consumes")
+	flag.DurationVar(&o.replicaStagger, "replica-stagger", 0, "time between the starts of a replicas run's processes (0: together, gathered by the group's initial rebalance delay); a later start is a rebalance while the group consumes")
 	flag.StringVar(&o.profile, "cpuprofile", "", "also run fhirlake's consumer with the default views in a profiled process and write its CPU profile here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's topics, groups and objects")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topics")

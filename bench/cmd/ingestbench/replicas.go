@@ -143,9 +143,8 @@ func (b *bench) scaleOut(ctx context.Context, n int) (err error) {
 	s.Elapsed = end.Sub(procs[0].start)
 	// Every replica's figures before any stops: a replica that stops hands
 	// its partitions to the others, a rebalance that is not the run's.
-	cl := &http.Client{Timeout: 2 * time.Second}
 	for i, p := range procs {
-		m, err := scrape(cl, addrs[i])
+		m, err := scrapeReady(ctx, addrs[i], 15*time.Second)
 		if err != nil {
 			return fmt.Errorf("replica %d metrics: %w", i+1, err)
 		}
@@ -186,6 +185,24 @@ func (b *bench) scaleOut(ctx context.Context, n int) (err error) {
 	logf("%d replicas: %d records in %.1fs = %.0f resources/s; CPU %.1fs; shares %.0f%%–%.0f%% (Jain %.2f); %.0f records read again after rebalances",
 		n, s.Records, s.Elapsed.Seconds(), float64(s.Records)/s.Elapsed.Seconds(), s.cpu().Seconds(), 100*minShare, 100*maxShare, jain, s.reread())
 	return nil
+}
+
+// scrapeReady scrapes a replica's metrics, waiting for a replica that
+// joined last to serve them.
+func scrapeReady(ctx context.Context, addr string, wait time.Duration) (map[string]float64, error) {
+	cl := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(wait)
+	for {
+		m, err := scrape(cl, addr)
+		if err == nil || time.Now().After(deadline) {
+			return m, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (s scaleResult) records() []float64 {

@@ -168,7 +168,7 @@ bench-flight: ## dashboard queries and 1M rows through Flight SQL (ADBC) beside 
 # fhirlake,benthos" and the like; -h lists them.
 INGEST_FLAGS ?=
 .PHONY: bench-ingest
-bench-ingest: build ## fhirlake consume against Benthos on the local stack, and freshness
+bench-ingest: build ## fhirlake consume against Benthos on the local stack, two and three replicas in one group, and freshness
 	cd bench && $(GO) build -tags $(TAGS) -ldflags=-checklinkname=0 -o ../bin/ingestbench ./cmd/ingestbench
 	bin/ingestbench -fhirlake $(BIN) -stack deploy/local/stack $(INGEST_FLAGS)
 

@@ -68,6 +68,7 @@ FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./notification/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./notification/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./notification/
 	$(GO) test -run XXX -fuzz '^FuzzParseFHIRPath$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzEvaluate$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/

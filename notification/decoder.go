@@ -28,10 +28,12 @@ type Decoder struct {
 
 // Decoder's retention between calls: a record of many entries, or a huge
 // resource, grows the trees, and the Decoder keeps at most this many
-// trees, each at most this large, for the next record.
+// trees, each at most this large, for the next record: 8 MiB at worst per
+// Decoder (one per partition worker), outside the memory budget. A
+// notification holds two or three resources of a few kilobytes each.
 const (
-	keptTrees     = 256
-	keptTreeBytes = 1 << 20
+	keptTrees     = 32
+	keptTreeBytes = 256 << 10
 )
 
 // DecodeRecord is DecodeRecord, with each event's Parsed set when its

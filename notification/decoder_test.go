@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -112,6 +113,34 @@ func TestEnvelopeResource(t *testing.T) {
 	} {
 		if got := envelopeResource([]byte(c.obj)); got != c.want {
 			t.Errorf("envelopeResource(%s) = %v, want %v", c.obj, got, c.want)
+		}
+	}
+}
+
+// TestDecoderKeepsBoundedMemory checks what a Decoder keeps after a large
+// record: at most keptTrees trees, none larger than keptTreeBytes.
+func TestDecoderKeepsBoundedMemory(t *testing.T) {
+	var entries, events []string
+	for i := range 100 {
+		events = append(events, fmt.Sprintf(`{"eventNumber":%d,"focus":{"reference":"Observation/o%d"}}`, i+1, i))
+		entries = append(entries, fmt.Sprintf(`{"fullUrl":"https://fhir.example.org/fhir/Observation/o%d","resource":{"resourceType":"Observation","id":"o%d","status":"final"},"request":{"method":"PUT","url":"Observation/o%d"}}`, i, i, i))
+	}
+	many := statusBundle("["+strings.Join(events, ",")+"]", entries...)
+	huge := r5Bundle(`{"fullUrl":"https://fhir.example.org/Patient/p1","resource":{"resourceType":"Patient","id":"p1","x":[` +
+		strings.Repeat("1,", 100_000) + `1]},"request":{"method":"PUT","url":"Patient/p1"}}`)
+	small := r5Bundle(`{"fullUrl":"https://fhir.example.org/Patient/p1","resource":{"resourceType":"Patient","id":"p1"},"request":{"method":"PUT","url":"Patient/p1"}}`)
+	var d Decoder
+	for _, rec := range []string{many, huge, small} {
+		if _, err := d.DecodeRecord([]byte(rec), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(d.trees) > keptTrees {
+		t.Errorf("a Decoder keeps %d trees after a record of 100 resources, want at most %d", len(d.trees), keptTrees)
+	}
+	for i, tr := range d.trees {
+		if tr != nil && tr.Retained() > keptTreeBytes {
+			t.Errorf("tree %d keeps %d bytes, want at most %d", i, tr.Retained(), keptTreeBytes)
 		}
 	}
 }

@@ -68,6 +68,7 @@ FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./notification/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./notification/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./notification/
 	$(GO) test -run XXX -fuzz '^FuzzParseFHIRPath$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzEvaluate$$' -fuzztime $(FUZZTIME) ./flatten/
 	$(GO) test -run XXX -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./flatten/
@@ -168,7 +169,7 @@ bench-flight: ## dashboard queries and 1M rows through Flight SQL (ADBC) beside 
 # fhirlake,benthos" and the like; -h lists them.
 INGEST_FLAGS ?=
 .PHONY: bench-ingest
-bench-ingest: build ## fhirlake consume against Benthos on the local stack, and freshness
+bench-ingest: build ## fhirlake consume against Benthos on the local stack, two and three replicas in one group, and freshness
 	cd bench && $(GO) build -tags $(TAGS) -ldflags=-checklinkname=0 -o ../bin/ingestbench ./cmd/ingestbench
 	bin/ingestbench -fhirlake $(BIN) -stack deploy/local/stack $(INGEST_FLAGS)
 

@@ -17,6 +17,9 @@ import (
 type decoding struct {
 	// headers is the decoder's view of the record being processed, reused.
 	headers []notification.Header
+	// decoder parses each resource once, for the decoder and the views;
+	// its trees are reused from record to record.
+	decoder notification.Decoder
 	// Counters of the partition's topic, and of events by label values.
 	records, bytes prometheus.Counter
 	events         map[eventLabels]prometheus.Counter
@@ -50,7 +53,7 @@ func (w *worker) process(r *kgo.Record) {
 	w.dec.bytes.Add(float64(len(r.Value)))
 
 	w.dec.headers = decodeHeaders(w.dec.headers[:0], r.Headers)
-	n, err := notification.DecodeRecord(r.Value, w.dec.headers)
+	n, err := w.dec.decoder.DecodeRecord(r.Value, w.dec.headers)
 	if err != nil {
 		class, reason := notification.ClassInvalid, err.Error()
 		if de, ok := notification.IsDecodeError(err); ok {

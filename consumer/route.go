@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"fhirlake/notification"
 
@@ -68,46 +69,51 @@ func (r *Router) Claimed(rec *kgo.Record) string {
 	return r.o.Topics[rec.Topic]
 }
 
-type answer struct{ source, tenant string }
+// answer is one routing source's tenant. Its source is kind and name
+// ("header fhir-tenant"), joined only for an error; a header's tenant
+// shares the record's memory and is cloned before it leaves Resolve.
+type answer struct{ kind, name, tenant string }
+
+func (a answer) source() string { return a.kind + " " + a.name }
 
 // Resolve returns the record's tenant from its header, its topic, and the
 // decoded notification's hints (n may be nil).
 func (r *Router) Resolve(rec *kgo.Record, n *notification.Notification) (string, error) {
-	var answers []answer
+	answers := make([]answer, 0, 4) // on the stack: most records have one or two sources
 	if r.o.Header != "" {
 		for _, h := range rec.Headers {
 			if h.Key == r.o.Header {
 				if len(h.Value) == 0 {
 					return "", &RouteError{Class: "no_tenant", Reason: fmt.Sprintf("header %s is empty", r.o.Header)}
 				}
-				answers = append(answers, answer{"header " + r.o.Header, string(h.Value)})
+				answers = append(answers, answer{"header", r.o.Header, unsafe.String(&h.Value[0], len(h.Value))})
 			}
 		}
 	}
 	if t, ok := r.o.Topics[rec.Topic]; ok {
-		answers = append(answers, answer{"topic " + rec.Topic, t})
+		answers = append(answers, answer{"topic", rec.Topic, t})
 	}
 	if n != nil {
 		if r.o.PayloadFields {
 			if n.TenantID != "" {
-				answers = append(answers, answer{"payload tenantId", n.TenantID})
+				answers = append(answers, answer{"payload", "tenantId", n.TenantID})
 			}
 			if n.PartitionID != "" {
-				answers = append(answers, answer{"payload partitionId", n.PartitionID})
+				answers = append(answers, answer{"payload", "partitionId", n.PartitionID})
 			}
 		}
 		if r.o.BaseURLPattern != nil {
 			group := r.o.BaseURLPattern.SubexpIndex("tenant")
 			for _, u := range n.BaseURLs {
 				if m := r.o.BaseURLPattern.FindStringSubmatch(u); m != nil && group >= 0 && m[group] != "" {
-					answers = append(answers, answer{"base URL " + u, m[group]})
+					answers = append(answers, answer{"base URL", u, m[group]})
 				}
 			}
 		}
 		if r.o.TagSystem != "" {
 			for _, tag := range n.Tags {
 				if tag.System == r.o.TagSystem && tag.Code != "" {
-					answers = append(answers, answer{"meta.tag " + tag.System, tag.Code})
+					answers = append(answers, answer{"meta.tag", tag.System, tag.Code})
 				}
 			}
 		}
@@ -118,12 +124,12 @@ func (r *Router) Resolve(rec *kgo.Record, n *notification.Notification) (string,
 	tenant := answers[0].tenant
 	for _, a := range answers[1:] {
 		if a.tenant != tenant {
-			return "", &RouteError{Class: "conflicting_tenants", Claimed: answers[0].tenant, Reason: describe(answers)}
+			return "", &RouteError{Class: "conflicting_tenants", Claimed: strings.Clone(answers[0].tenant), Reason: describe(answers)}
 		}
 	}
 	configured, ok := r.tenants[tenant]
 	if !ok {
-		return "", &RouteError{Class: "unknown_tenant", Claimed: tenant, Reason: fmt.Sprintf("tenant %q (from %s) is not configured", tenant, answers[0].source)}
+		return "", &RouteError{Class: "unknown_tenant", Claimed: strings.Clone(tenant), Reason: fmt.Sprintf("tenant %q (from %s) is not configured", tenant, answers[0].source())}
 	}
 	return configured, nil
 }
@@ -131,7 +137,7 @@ func (r *Router) Resolve(rec *kgo.Record, n *notification.Notification) (string,
 func describe(answers []answer) string {
 	parts := make([]string, len(answers))
 	for i, a := range answers {
-		parts[i] = fmt.Sprintf("%s says %q", a.source, a.tenant)
+		parts[i] = fmt.Sprintf("%s says %q", a.source(), a.tenant)
 	}
 	sort.Strings(parts)
 	return "sources disagree: " + strings.Join(parts, ", ")

@@ -17,7 +17,7 @@ func BundleEntries(data []byte, fn func(index int, resource []byte) error) error
 	if len(data) >= 1<<32-1 {
 		return errors.New("bundle: document larger than 4 GiB")
 	}
-	s := bundleScanner{jsonParser: jsonParser{data: data, r: &Resource{}}}
+	s := bundleScanner{jsonParser: jsonParser{data: data, r: &Resource{}, maxDepth: maxDepth}}
 	s.skipSpace()
 	if s.pos >= len(data) || data[s.pos] != '{' {
 		return errors.New("bundle: document is not a JSON object")

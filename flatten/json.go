@@ -86,7 +86,7 @@ func (r *Resource) Parse(data []byte) error {
 	r.nodes = r.nodes[:0]
 	r.stack = r.stack[:0]
 	r.typ = ""
-	p := jsonParser{data: data, r: r}
+	p := jsonParser{data: data, r: r, maxDepth: maxDepth}
 	p.skipSpace()
 	v, err := p.value(0)
 	if err != nil {
@@ -198,9 +198,10 @@ func (r *Resource) field(obj int32, name string) (val, ext int32, typ ftype) {
 
 // jsonParser is a single-pass JSON parser that writes into a Resource.
 type jsonParser struct {
-	data []byte
-	pos  int
-	r    *Resource
+	data     []byte
+	pos      int
+	r        *Resource
+	maxDepth int
 }
 
 func (p *jsonParser) skipSpace() {
@@ -258,8 +259,8 @@ func (p *jsonParser) literal(word string, k kind) (node, error) {
 }
 
 func (p *jsonParser) object(depth int) (node, error) {
-	if depth > maxDepth {
-		return node{}, p.errorf("nesting deeper than %d", maxDepth)
+	if depth > p.maxDepth {
+		return node{}, p.errorf("nesting deeper than %d", p.maxDepth)
 	}
 	p.pos++ // {
 	mark := len(p.r.stack)
@@ -305,8 +306,8 @@ func (p *jsonParser) object(depth int) (node, error) {
 }
 
 func (p *jsonParser) array(depth int) (node, error) {
-	if depth > maxDepth {
-		return node{}, p.errorf("nesting deeper than %d", maxDepth)
+	if depth > p.maxDepth {
+		return node{}, p.errorf("nesting deeper than %d", p.maxDepth)
 	}
 	p.pos++ // [
 	mark := len(p.r.stack)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"fhirlake/flatten"
 )
 
 // Format names the envelope a notification arrived in.
@@ -111,6 +113,12 @@ type Event struct {
 	// resource and for an id-only event. It may alias the record value:
 	// the value must not be modified while the event is in use.
 	Resource json.RawMessage
+	// Parsed is Resource already parsed, when the event was decoded by a
+	// Decoder: views evaluate it without tokenizing the resource again. It
+	// belongs to the Decoder and is valid until its next call; nil when the
+	// resource was not parsed (DecodeRecord, a HAPI payload string, a bare
+	// resource record, a fetched resource).
+	Parsed *flatten.Resource
 	// Fetch is set on an id-only event (Operation upsert, Resource nil):
 	// the notification named the resource without carrying it, and it must
 	// be read from the tenant's FHIR server (Fetcher.Fetch, then
@@ -218,6 +226,12 @@ type Header struct {
 // string kept beyond the record (a map key, a metric label) should be
 // cloned, or it keeps the whole fetch response it points into alive.
 func DecodeRecord(value []byte, headers []Header) (*Notification, error) {
+	return decodeRecord(value, headers, nil)
+}
+
+// decodeRecord is DecodeRecord; with dec, resources are parsed into dec's
+// trees as they are found (Decoder.DecodeRecord).
+func decodeRecord(value []byte, headers []Header, dec *Decoder) (*Notification, error) {
 	if len(value) > MaxRecordBytes {
 		return nil, decodeErr(ClassOversized, "record value is %d bytes, more than %d", len(value), MaxRecordBytes)
 	}
@@ -231,7 +245,7 @@ func DecodeRecord(value []byte, headers []Header) (*Notification, error) {
 	}
 	switch c := value[0]; {
 	case c == '{':
-		return decodeObject(value, readHeaders(headers), false)
+		return decodeObject(value, readHeaders(headers), false, dec)
 	case c == '<':
 		return nil, decodeErr(ClassMalformed, "XML, not JSON: only FHIR JSON is accepted")
 	case c == 'p' && bytes.HasPrefix(value, []byte("projects/")):
@@ -266,8 +280,8 @@ func malformed(err error) error {
 
 // decodeObject decodes a JSON object record (or a Bundle nested in a message
 // Bundle when wrapped) by its shape.
-func decodeObject(value []byte, h recordHints, wrapped bool) (*Notification, error) {
-	doc, err := scanDocument(value)
+func decodeObject(value []byte, h recordHints, wrapped bool, dec *Decoder) (*Notification, error) {
+	doc, err := scanDocument(value, dec)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // statusEvent is one notification event, whatever the envelope.
@@ -25,7 +26,7 @@ func decodeBundle(doc *document, wrapped bool) (*Notification, error) {
 		}
 		for i := range doc.entries {
 			if e := &doc.entries[i]; e.res.typ == "Bundle" && e.res.raw != nil {
-				return decodeObject(e.res.raw, recordHints{}, true)
+				return decodeObject(e.res.raw, recordHints{}, true, doc.dec)
 			}
 		}
 		return nil, decodeErr(ClassInvalid, "message Bundle holds no notification Bundle")
@@ -43,7 +44,8 @@ func decodeBundle(doc *document, wrapped bool) (*Notification, error) {
 	if st.err != "" || st.res.err != "" {
 		return nil, decodeErr(ClassInvalid, "status entry: %s", st.err+st.res.err)
 	}
-	n := &Notification{Wrapped: wrapped}
+	n := doc.dec.notification()
+	n.Wrapped = wrapped
 	var events []statusEvent
 	var err error
 	switch {
@@ -52,13 +54,13 @@ func decodeBundle(doc *document, wrapped bool) (*Notification, error) {
 		if doc.bundleType == "subscription-notification" {
 			n.Format = FormatR5
 		}
-		events, err = decodeStatus(st.res.raw, n, st.res.typ)
+		events, err = decodeStatus(st.res.raw, n, st.res.typ, doc.dec)
 	case st.res.typ == "AidboxSubscriptionStatus":
 		n.Format = FormatAidbox
-		events, err = decodeStatus(st.res.raw, n, st.res.typ)
+		events, err = decodeStatus(st.res.raw, n, st.res.typ, doc.dec)
 	case st.res.typ == "Parameters" && doc.bundleType == "history":
 		n.Format = FormatR4Backport
-		events, err = decodeParameters(st.res.raw, n)
+		events, err = decodeParameters(st.res.raw, n, doc.dec)
 	default:
 		return nil, decodeErr(ClassInvalid, "first entry is %q, want SubscriptionStatus or Parameters", st.res.typ)
 	}
@@ -87,7 +89,9 @@ func decodeBundle(doc *document, wrapped bool) (*Notification, error) {
 		// empty still lists its events, without focus).
 		return nil, decodeErr(ClassInvalid, "event-notification lists no events and carries no entries")
 	}
-	if err := resolveEvents(rest, events, n); err != nil {
+	err = resolveEvents(rest, events, n)
+	doc.dec.keepStatusEvents(events)
+	if err != nil {
 		return nil, err
 	}
 	n.finish()
@@ -102,12 +106,12 @@ func decodeStatusOnly(resourceType string, raw []byte) (*Notification, error) {
 	switch resourceType {
 	case "Parameters":
 		n.Format = FormatR4Backport
-		_, err = decodeParameters(raw, n)
+		_, err = decodeParameters(raw, n, nil)
 	case "AidboxSubscriptionStatus":
 		n.Format = FormatAidbox
-		_, err = decodeStatus(raw, n, resourceType)
+		_, err = decodeStatus(raw, n, resourceType, nil)
 	default:
-		_, err = decodeStatus(raw, n, resourceType)
+		_, err = decodeStatus(raw, n, resourceType, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -136,9 +140,9 @@ func (p *problems) add(format string, args ...any) {
 // decodeStatus reads a SubscriptionStatus (or Aidbox's
 // AidboxSubscriptionStatus, which has the same members plus
 // topic-destination).
-func decodeStatus(raw []byte, n *Notification, name string) ([]statusEvent, error) {
+func decodeStatus(raw []byte, n *Notification, name string, dec *Decoder) ([]statusEvent, error) {
 	s := newScanner(raw)
-	var events []statusEvent
+	events := dec.statusEvents()
 	var bad problems
 	var seen seenKeys
 	var destination string
@@ -173,7 +177,7 @@ func decodeStatus(raw []byte, n *Notification, name string) ([]statusEvent, erro
 			return s.reference(&bad, "topic-destination", &destination)
 		case "eventsSinceSubscriptionStart":
 			once(4, "eventsSinceSubscriptionStart")
-			return s.counter(&bad, "eventsSinceSubscriptionStart")
+			return s.counter(&bad, "eventsSinceSubscriptionStart", -1)
 		case "notificationEvent":
 			once(5, "notificationEvent")
 			if s.peek() != '[' {
@@ -195,7 +199,7 @@ func decodeStatus(raw []byte, n *Notification, name string) ([]statusEvent, erro
 				err := s.object(func(key []byte) error {
 					switch string(key) {
 					case "eventNumber":
-						return s.counter(&bad, fmt.Sprintf("notificationEvent[%d].eventNumber", i))
+						return s.counter(&bad, "notificationEvent[%d].eventNumber", i)
 					case "focus":
 						return s.reference(&bad, "notificationEvent.focus", &ev.focus)
 					case "additionalContext":
@@ -259,8 +263,10 @@ func (s *jsonScanner) reference(bad *problems, name string, dst *string) error {
 }
 
 // counter reads an event counter written as a JSON string or number; it
-// must be a 64-bit integer.
-func (s *jsonScanner) counter(bad *problems, name string) error {
+// must be a 64-bit integer. The name is formatted with index (when it is not -1) only if the
+// counter is wrong: a name per event was a tenth of the hot path's
+// allocations.
+func (s *jsonScanner) counter(bad *problems, name string, index int) error {
 	var text string
 	switch c := s.peek(); {
 	case c == 'n':
@@ -276,15 +282,22 @@ func (s *jsonScanner) counter(bad *problems, name string) error {
 		if err != nil {
 			return err
 		}
-		text = string(v)
+		text = unsafe.String(unsafe.SliceData(v), len(v))
 	default:
-		bad.add("%s is not a number", name)
+		bad.add("%s is not a number", counterName(name, index))
 		return s.skip()
 	}
 	if _, err := strconv.ParseInt(text, 10, 64); err != nil {
-		bad.add("%s: %s is not a 64-bit integer", name, text)
+		bad.add("%s: %s is not a 64-bit integer", counterName(name, index), text)
 	}
 	return nil
+}
+
+func counterName(name string, index int) string {
+	if index < 0 {
+		return name
+	}
+	return fmt.Sprintf(name, index)
 }
 
 // param is one Parameters.parameter, reduced to the value types a
@@ -298,16 +311,17 @@ type param struct {
 }
 
 // decodeParameters reads the R4 backport status: a Parameters resource.
-func decodeParameters(raw []byte, n *Notification) ([]statusEvent, error) {
+func decodeParameters(raw []byte, n *Notification, dec *Decoder) ([]statusEvent, error) {
 	s := newScanner(raw)
 	var bad problems
-	var params []param
+	params := dec.params()
 	err := s.object(func(key []byte) error {
 		if string(key) != "parameter" {
 			return s.skip()
 		}
 		return s.params(&bad, &params, 0)
 	})
+	dec.keepParams(params)
 	if err != nil {
 		return nil, malformed(err)
 	}
@@ -318,7 +332,7 @@ func decodeParameters(raw []byte, n *Notification) ([]statusEvent, error) {
 		}
 		return nil, decodeErr(class, "Parameters status: %s", bad.first)
 	}
-	var events []statusEvent
+	events := dec.statusEvents()
 	for _, prm := range params {
 		switch prm.name {
 		case "type":
@@ -386,26 +400,35 @@ func (s *jsonScanner) params(bad *problems, dst *[]param, level int) error {
 			bad.add("parameter holds a non-object")
 			return s.skip()
 		}
-		var p param
-		err := s.object(func(key []byte) error {
-			switch k := string(key); k {
+		// The parameter is read in place, in its slot of dst: nothing in
+		// the object appends to dst (parts go to the slot's own list, whose
+		// memory a Decoder's reused slot keeps).
+		if len(*dst) < cap(*dst) {
+			*dst = (*dst)[:len(*dst)+1]
+		} else {
+			*dst = append(*dst, param{})
+		}
+		p := &(*dst)[len(*dst)-1]
+		*p = param{parts: p.parts[:0]}
+		return s.object(func(key []byte) error {
+			switch string(key) {
 			case "name":
-				return s.paramString(bad, k, &p.name)
+				return s.paramString(bad, key, &p.name)
 			case "valueString", "valueCode", "valueCanonical", "valueUri", "valueUrl", "valueId":
-				return s.paramString(bad, k, &p.text)
+				return s.paramString(bad, key, &p.text)
 			case "valueUnsignedInt", "valueInteger", "valueInteger64", "valuePositiveInt":
 				switch c := s.peek(); {
 				case c == '"':
-					return s.paramString(bad, k, &p.num)
+					return s.paramString(bad, key, &p.num)
 				case c == '-' || c >= '0' && c <= '9':
 					v, err := s.number()
-					p.num = string(v)
+					p.num = unsafe.String(unsafe.SliceData(v), len(v)) // shares the value's memory, as str does
 					return err
 				}
-				bad.add("%s is not a number", k)
+				bad.add("%s is not a number", key)
 				return s.skip()
 			case "valueReference":
-				return s.reference(bad, k, &p.ref)
+				return s.reference(bad, "valueReference", &p.ref)
 			case "part":
 				if level > 0 {
 					return s.skip()
@@ -414,12 +437,12 @@ func (s *jsonScanner) params(bad *problems, dst *[]param, level int) error {
 			}
 			return s.skip()
 		})
-		*dst = append(*dst, p)
-		return err
 	})
 }
 
-func (s *jsonScanner) paramString(bad *problems, name string, dst *string) error {
+// paramString reads a string member; name is the member's key, which
+// is only valid during the call.
+func (s *jsonScanner) paramString(bad *problems, name []byte, dst *string) error {
 	v, ok, err := s.optString()
 	if !ok {
 		bad.add("%s is not a string", name)
@@ -627,7 +650,7 @@ func entryEvent(e *entry, focus string) (Event, error) {
 	if t, id, _ := splitRef(focus); t != "" && (t != h.typ || id != h.id) {
 		return Event{}, decodeErr(ClassInvalid, "entry %s holds %s/%s", focus, h.typ, h.id)
 	}
-	ev := Event{Operation: OpUpsert, ResourceType: h.typ, ID: h.id, Resource: h.raw,
+	ev := Event{Operation: OpUpsert, ResourceType: h.typ, ID: h.id, Resource: h.raw, Parsed: h.parsed,
 		VersionID: h.versionID, LastUpdated: parseInstant(h.lastUpdated)}
 	if method == "DELETE" {
 		ev.Operation = OpDelete

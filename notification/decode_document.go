@@ -1,9 +1,13 @@
 package notification
 
+import "fhirlake/flatten"
+
 // resourceHead is what the decoder reads of a resource; the rest stays raw
 // bytes, never unmarshalled.
 type resourceHead struct {
-	raw         []byte // the resource JSON; nil when absent or null
+	raw []byte // the resource JSON; nil when absent or null
+	// parsed is raw parsed, when the scanner has a Decoder.
+	parsed      *flatten.Resource
 	typ, id     string
 	versionID   string
 	lastUpdated string
@@ -45,6 +49,8 @@ type entry struct {
 // header, a Bundle's type and entries, and the members of the vendor
 // envelopes it recognises. Everything else is validated and skipped.
 type document struct {
+	// dec parses the resources found, when set (Decoder.DecodeRecord).
+	dec     *Decoder
 	head    resourceHead
 	members int
 	// headKeys counts the members resourceType, id and meta, so that
@@ -94,9 +100,10 @@ func (k *seenKeys) first(bit uint) bool {
 // scanDocument reads a top-level object in one pass. A syntax error
 // anywhere is a malformed-class DecodeError; what the members mean is left
 // in the document for the caller to judge.
-func scanDocument(value []byte) (*document, error) {
+func scanDocument(value []byte, dec *Decoder) (*document, error) {
 	s := newScanner(value)
-	d := &document{}
+	s.dec = dec
+	d := dec.document()
 	var deferred []byte // entries seen before resourceType
 	var seen seenKeys
 	dup := func(bit uint, key string) {
@@ -190,6 +197,7 @@ func scanDocument(value []byte) (*document, error) {
 	}
 	if deferred != nil && d.head.typ == "Bundle" {
 		s := newScanner(deferred)
+		s.dec = dec
 		if err := s.entries(d); err != nil {
 			return nil, malformed(err)
 		}
@@ -238,6 +246,9 @@ func (s *jsonScanner) resource(h *resourceHead) error {
 	default:
 		h.setErr("resource is not a JSON object")
 		return s.skip()
+	}
+	if s.dec != nil && !envelopeResource(s.data[s.pos:]) {
+		return s.parsedResource(h)
 	}
 	start := s.pos
 	var seen seenKeys

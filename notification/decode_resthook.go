@@ -168,7 +168,7 @@ func decodeRestHook(doc *document) (*Notification, error) {
 		if res.isStub() {
 			ev.Fetch = &FetchRef{ResourceType: h.ResourceType, ID: h.ID, VersionID: fetchVersion(ev.VersionID)}
 		} else {
-			ev.Resource = res.raw
+			ev.Resource, ev.Parsed = res.raw, res.parsed
 			n.addTags(res.tags)
 		}
 	}

@@ -25,6 +25,9 @@ type jsonScanner struct {
 	pos   int
 	depth int
 	key   []byte // scratch for keys that contain escapes
+	// dec, when set, parses each resource value the scanner meets instead
+	// of skipping it (parsedResource).
+	dec *Decoder
 }
 
 // syntaxError is a record that is not JSON.

@@ -364,7 +364,7 @@ func decodeIBM(doc *document) (*Notification, error) {
 	switch {
 	case op == OpDelete:
 	case res.raw != nil && !res.isStub() && res.id != "":
-		ev.Resource = res.raw
+		ev.Resource, ev.Parsed = res.raw, res.parsed
 		n.addTags(res.tags)
 	default:
 		ev.Fetch = &FetchRef{ResourceType: typ, ID: id, VersionID: fetchVersion(version)}

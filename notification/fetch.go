@@ -476,7 +476,7 @@ func (ev *Event) ApplyFetch(resource []byte, deleted bool) error {
 		return fmt.Errorf("%s/%s is not an id-only event", ev.ResourceType, ev.ID)
 	}
 	if deleted {
-		ev.Operation, ev.Resource, ev.Fetch = OpDelete, nil, nil
+		ev.Operation, ev.Resource, ev.Parsed, ev.Fetch = OpDelete, nil, nil, nil
 		return nil
 	}
 	var head resourceHead
@@ -487,7 +487,7 @@ func (ev *Event) ApplyFetch(resource []byte, deleted bool) error {
 		return &FetchError{Class: ClassFetchInvalid,
 			Reason: fmt.Sprintf("got %s/%.80s, want %s/%s", head.typ, head.id, ev.ResourceType, ev.ID)}
 	}
-	ev.Resource, ev.Fetch = resource, nil
+	ev.Resource, ev.Parsed, ev.Fetch = resource, nil, nil
 	if head.versionID != "" {
 		ev.VersionID = head.versionID
 	}

@@ -59,9 +59,15 @@ func (b *Buffer) Add(tenant string, ev *notification.Event, at Coordinates, inge
 	if len(views) == 0 {
 		return
 	}
-	if err := b.res.Parse(ev.Resource); err != nil {
-		b.onViewError(tenant, "parse", ev, at, err)
-		return
+	// A Decoder has parsed the resource already (one tokenization per
+	// resource); otherwise it is parsed here, once for all its views.
+	res := ev.Parsed
+	if res == nil {
+		if err := b.res.Parse(ev.Resource); err != nil {
+			b.onViewError(tenant, "parse", ev, at, err)
+			return
+		}
+		res = &b.res
 	}
 	for _, v := range views {
 		vb := t.views[v.Name()]
@@ -69,7 +75,7 @@ func (b *Buffer) Add(tenant string, ev *notification.Event, at Coordinates, inge
 			vb = newViewBuilder(b.mem, v)
 			t.views[v.Name()] = vb
 		}
-		if _, err := vb.append(tenant, ev, &b.res, at, ingest); err != nil {
+		if _, err := vb.append(tenant, ev, res, at, ingest); err != nil {
 			b.onViewError(tenant, v.Name(), ev, at, err)
 		}
 	}

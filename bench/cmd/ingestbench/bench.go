@@ -81,6 +81,7 @@ type bench struct {
 	inBytes    int64
 	produceFor time.Duration
 	results    []result
+	scale      []scaleResult
 	fresh      *freshResult
 	loadStart  [3]float64
 	started    time.Time
@@ -185,6 +186,13 @@ func (b *bench) all(ctx context.Context) error {
 		}
 		if b.o.runs["benthos"] {
 			if err := b.benthosRun(ctx, sfx); err != nil {
+				return err
+			}
+		}
+	}
+	if b.o.runs["replicas"] {
+		for _, n := range b.o.replicas {
+			if err := b.scaleOut(ctx, n); err != nil {
 				return err
 			}
 		}

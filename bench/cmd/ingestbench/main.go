@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,10 @@ type options struct {
 	memoryLimit string
 	timeline    bool
 	repeat      int
+	// replicas are the group sizes of the scale-out runs, each started
+	// replicaStagger after the previous.
+	replicas       []int
+	replicaStagger time.Duration
 	// Benthos batching, per partition at its input: fhirlake's flush limits.
 	batchCount      int
 	batchBytes      int64
@@ -77,7 +82,9 @@ func main() {
 	flag.DurationVar(&o.freshFor, "fresh-for", 60*time.Second, "how long the freshness run produces")
 	flag.DurationVar(&o.pollEvery, "poll", 200*time.Millisecond, "bucket listing interval in the freshness run")
 	flag.DurationVar(&o.timeout, "timeout", 4*time.Minute, "longest wait for a consumer to catch up")
-	runs := flag.String("runs", "fhirlake,raw,benthos,fresh", "what to run: fhirlake (the binary), raw (fhirlake's packages with no views), benthos, fresh (the freshness phase)")
+	runs := flag.String("runs", "fhirlake,raw,benthos,replicas,fresh", "what to run: fhirlake (the binary), raw (fhirlake's packages with no views), benthos, replicas (several fhirlake consume in one group, see -replicas), fresh (the freshness phase)")
+	replicas := flag.String("replicas", "2,3", "group sizes of the replicas runs: fhirlake consume processes in one consumer group on the topic")
+	flag.DurationVar(&o.replicaStagger, "replica-stagger", 0, "time between the starts of a replicas run's processes (0: together, gathered by the group's initial rebalance delay); a later start is a rebalance while the group consumes")
 	flag.StringVar(&o.profile, "cpuprofile", "", "also run fhirlake's consumer with the default views in a profiled process and write its CPU profile here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's topics, groups and objects")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the benchmark topics")
@@ -93,13 +100,21 @@ func main() {
 	o.runs = map[string]bool{}
 	for _, r := range strings.Split(*runs, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case "fhirlake", "raw", "benthos", "fresh":
+		case "fhirlake", "raw", "benthos", "replicas", "fresh":
 			o.runs[r] = true
 		case "":
 		default:
 			fmt.Fprintf(os.Stderr, "ingestbench: unknown run %q in -runs\n", r)
 			os.Exit(2)
 		}
+	}
+	for _, r := range strings.Split(*replicas, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "ingestbench: -replicas: %q is not a number of replicas (1 or more)\n", r)
+			os.Exit(2)
+		}
+		o.replicas = append(o.replicas, n)
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "ingestbench:", err)

@@ -70,3 +70,36 @@ func TestBenthosConfig(t *testing.T) {
 		}
 	}
 }
+
+// The scale-out report's fairness: shares of the records each replica
+// read, and Jain's index over them.
+func TestFairness(t *testing.T) {
+	for _, c := range []struct {
+		name                string
+		records             []float64
+		minS, maxS, wantJai float64
+	}{
+		{"even", []float64{100, 100, 100}, 1.0 / 3, 1.0 / 3, 1},
+		{"one reads all", []float64{300, 0, 0}, 0, 1, 1.0 / 3},
+		{"two to one", []float64{200, 100}, 1.0 / 3, 2.0 / 3, 0.9},
+		{"nothing read", []float64{0, 0}, 0, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			minS, maxS, jain := fairness(c.records)
+			if !near(minS, c.minS) || !near(maxS, c.maxS) || !near(jain, c.wantJai) {
+				t.Errorf("fairness(%v) = %.3f, %.3f, %.3f; want %.3f, %.3f, %.3f", c.records, minS, maxS, jain, c.minS, c.maxS, c.wantJai)
+			}
+		})
+	}
+}
+
+// The records read again: every replica's count beyond the records
+// produced.
+func TestScaleReread(t *testing.T) {
+	s := scaleResult{Records: 1000, Per: []replicaResult{{Records: 600}, {Records: 450}}}
+	if got := s.reread(); got != 50 {
+		t.Errorf("reread = %.0f, want 50", got)
+	}
+}
+
+func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }

@@ -17,6 +17,7 @@ type procWatch struct {
 	pid      int
 	timeline bool
 	stop     chan struct{}
+	stopOnce sync.Once // Stop may be called again, by a deferred cleanup
 	done     chan struct{}
 
 	mu      sync.Mutex
@@ -114,8 +115,10 @@ func (w *procWatch) Timeline(start time.Time, step time.Duration) string {
 // Stop takes a last sample and returns the peak resident set size: the
 // kernel's high-water mark when it is known, else the largest sample.
 func (w *procWatch) Stop() int64 {
-	w.sample()
-	close(w.stop)
+	w.stopOnce.Do(func() {
+		w.sample()
+		close(w.stop)
+	})
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()

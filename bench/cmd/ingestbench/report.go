@@ -113,6 +113,7 @@ func (b *bench) report(w io.Writer) {
 			len(rounds), wall, lo, hi, show(func(r roundRatios) float64 { return r.rawWall }),
 			show(func(r roundRatios) float64 { return r.cpu }), show(func(r roundRatios) float64 { return r.rawCPU }), verdict(wall >= 3))
 	}
+	b.reportScale(w)
 	if f := b.fresh; f != nil {
 		fmt.Fprintf(w, "\nFreshness (fhirlake consume, default flush limits, max_age 5s): %s resources/s wanted, %.0f/s produced for %.1fs (%s records, %.1f MB/s)\n",
 			thousands(float64(f.Target)), float64(f.Produced)/f.ProduceFor.Seconds(), f.ProduceFor.Seconds(), thousands(float64(f.Produced)), mb(f.Bytes)/f.ProduceFor.Seconds())
@@ -131,6 +132,9 @@ func (b *bench) report(w io.Writer) {
 	}
 	if b.fresh != nil {
 		peak = max(peak, b.fresh.Load[0], b.fresh.Load[1])
+	}
+	for _, s := range b.scale {
+		peak = max(peak, s.Load[0], s.Load[1])
 	}
 	if peak > float64(numCPU()) {
 		fmt.Fprintf(w, "The 1-minute load average reached %.1f on %d cores during this run: other work competed for the CPU and the figures are disturbed; rerun when `uptime` shows a quiet machine (CPU seconds per resource are the least affected figure).\n", peak, numCPU())

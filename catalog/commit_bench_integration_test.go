@@ -58,7 +58,7 @@ func BenchmarkCatalogCommit(b *testing.B) {
 	for _, c := range catalogs {
 		for _, per := range []int{1, 12} {
 			b.Run(fmt.Sprintf("%s/files=%d", c.name, per), func(b *testing.B) {
-				cat, err := catalog.Open(ctx, catalog.Options{Type: c.kind, URI: c.uri, Name: run, Tenant: "acme",
+				cat, err := catalog.Open(ctx, catalog.Options{Type: c.kind, URI: c.uri, Name: run, Tenant: "acme-bench",
 					Warehouse: "s3://fhirlake-acme/runs/" + run + "/_iceberg_" + c.name,
 					S3:        catalog.S3{Endpoint: endpoint, Region: "us-east-1", PathStyle: true, AccessKey: key, SecretKey: secret}})
 				if err != nil {

@@ -43,6 +43,16 @@ def count_sql(table, name):
         WHERE l.operation <> 'delete'"""
 
 
+def tables():
+    """The namespace's tables that fhirlake registered: their summaries name their dataset."""
+    out = []
+    for _, name in cat.list_tables(ns):
+        snap = cat.load_table(f"{ns}.{name}").current_snapshot()
+        if snap is not None and snap.summary.additional_properties.get("fhirlake.dataset") == name:
+            out.append(name)
+    return out
+
+
 def connect():
     con = duckdb.connect(config={"allow_unsigned_extensions": "false"})
     for e in ("FHIRLAKE_HTTPFS_EXTENSION", "FHIRLAKE_DUCKDB_AVRO_EXTENSION", "FHIRLAKE_DUCKDB_ICEBERG_EXTENSION"):
@@ -55,7 +65,7 @@ def read_pyiceberg():
     con = duckdb.connect()
     con.register("src", cat.load_table(f"{ns}.resources").scan().to_arrow())
     out["latest"] = list(con.execute(LATEST).fetchone())
-    for _, name in cat.list_tables(ns):
+    for name in tables():
         con.register("t", cat.load_table(f"{ns}.{name}").scan().to_arrow())
         out["tables"][name] = con.execute(count_sql("t", name)).fetchone()[0]
         con.unregister("t")
@@ -68,7 +78,7 @@ def read_duckdb():
     con.execute(f"""CREATE SECRET reader (TYPE s3, KEY_ID '{key}', SECRET '{secret}', ENDPOINT '{host}',
         URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')""")
     out = {"tables": {}}
-    names = [n for _, n in cat.list_tables(ns)]
+    names = tables()
     if kind == "rest":
         # the catalog vends no credentials: the reader's own secret
         con.execute(f"ATTACH '' AS lake (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none', ACCESS_DELEGATION_MODE 'none')")

@@ -51,6 +51,8 @@ type Config struct {
 	Receive Receive `yaml:"receive" envPrefix:"FHIRLAKE_RECEIVE_"`
 	// Audit is the audit trail of queries, compactions and erasures.
 	Audit Audit `yaml:"audit" envPrefix:"FHIRLAKE_AUDIT_"`
+	// Iceberg is the deployment's Iceberg catalog (`fhirlake register`).
+	Iceberg Iceberg `yaml:"iceberg" envPrefix:"FHIRLAKE_ICEBERG_"`
 	// Tenants lists every tenant this deployment serves. Records for any
 	// other tenant are dead-lettered: there is no default tenant.
 	Tenants []Tenant `yaml:"tenants"`
@@ -303,6 +305,7 @@ func Default() Config {
 		ShutdownTimeout: 30 * time.Second,
 		Compact:         DefaultCompact(),
 		Audit:           DefaultAudit(),
+		Iceberg:         DefaultIceberg(),
 	}
 }
 
@@ -382,6 +385,7 @@ func (c Config) Validate() error {
 		c.Memory.validate(c.Flush),
 		c.Compact.Validate(),
 		c.Audit.validate(),
+		c.Iceberg.Validate(),
 		tenantErrs,
 		c.Routing.validateTopics(tenants),
 	)

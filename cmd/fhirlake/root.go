@@ -50,6 +50,7 @@ FHIRLAKE_* environment overrides (see deploy/config/fhirlake.example.yaml).`,
 		newCompactCmd(g),
 		newEraseCmd(g),
 		newConfigCmd(g),
+		newRegisterCmd(g),
 	)
 	return root
 }

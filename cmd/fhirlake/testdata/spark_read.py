@@ -19,7 +19,7 @@ taken as they are and pointed at this namespace and catalog.
 Prints one JSON object: per catalog, the resources table's count of distinct changes,
 each view table's rows of the live latest versions, those versions (count and md5 of
 their type/id/version sorted by type and id) and the seconds it took; or the error that
-refused the read.
+refused the read (of the catalog, or under "refused" of one table).
 """
 import glob
 import json
@@ -102,6 +102,14 @@ LATEST = """SELECT count(*) AS n, md5(concat_ws(',', transform(
     x -> concat(x.resource_type, '/', x.id, '/', x.v)))) AS h FROM t_resources"""
 
 
+def short(e):
+    """The cause of a Spark error, without the JVM's stack."""
+    text = str(e)
+    java = re.search(r"^: ([\w.$]+(?:Exception|Error)[^\n]*)", text, re.M)
+    line = java.group(1) if java else text.strip().splitlines()[0]
+    return f"{type(e).__name__}: {line}"[:400]
+
+
 def read(cat):
     t0 = time.monotonic()
     stmts = shipped_views()
@@ -116,11 +124,15 @@ def read(cat):
     out["latest"] = [row["n"], row["h"]]
     out["tables"]["resources"] = spark.sql(
         f"SELECT count(DISTINCT topic, `partition`, `offset`) AS n FROM `{cat}`.`{ns}`.resources").collect()[0]["n"]
+    out["refused"] = {}
     for n in names:
         if n == "resources":
             continue
-        spark.sql(point(view_stmt, cat, n))
-        out["tables"][n] = spark.sql(f"SELECT count(*) AS n FROM t_{n}").collect()[0]["n"]
+        try:
+            spark.sql(point(view_stmt, cat, n))
+            out["tables"][n] = spark.sql(f"SELECT count(*) AS n FROM t_{n}").collect()[0]["n"]
+        except Exception as e:  # one table Spark cannot read does not hide the others
+            out["refused"][n] = short(e)
     out["seconds"] = round(time.monotonic() - t0, 1)
     return out
 
@@ -130,6 +142,6 @@ for label, cat in (("rest", "rest"), ("sql", sql_name)):
     try:
         result[label] = read(cat)
     except Exception as e:  # the refusal is the answer when the key is another tenant's
-        result[label] = {"error": f"{type(e).__name__}: {e}"[:1500]}
+        result[label] = {"error": short(e)}
 spark.stop()
 print(json.dumps(result))

@@ -77,6 +77,14 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./bulkexport/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzReadOutcomes$$' -fuzztime $(FUZZTIME) ./bulkexport/
 
+# Opt-in, never part of `make test`: PySpark (PyPI) with Iceberg's Spark runtime (Maven
+# Central) reads each tenant's Iceberg tables through the stack's REST catalog and the SQL
+# catalog on PostgreSQL and must agree with `fhirlake query` (TestInteropSpark). Starts
+# the local stack when it is down, and stops it again. See docs/operations.md.
+.PHONY: interop
+interop: ## opt-in: Apache Spark reads the tenants' Iceberg tables, compared with fhirlake query
+	deploy/local/iceberg/interop
+
 bench-parquet: ## Arrow batches to Parquet through DuckDB
 	$(GO) test -tags $(TAGS) -run XXX -bench Parquet -benchtime 10x ./sink/
 

@@ -180,6 +180,9 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 		if err := writeStateModels(project, req.Datasets); err != nil {
 			return nil, fmt.Errorf("generate state models: %w", err)
 		}
+		if err := writeDeltaModels(project, req.Datasets); err != nil {
+			return nil, fmt.Errorf("generate delta models: %w", err)
+		}
 	}
 	project, err := filepath.Abs(project)
 	if err != nil {

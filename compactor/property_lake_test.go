@@ -32,7 +32,7 @@ func TestIncrementalMatchesFullRefresh(t *testing.T) {
 				// An observation may arrive before its patient.
 				o.Vars = map[string]string{"relationship_severity": "warn"}
 				// About 25 resources, 10 changed per delivery: deltas on deltas, then a rebase.
-				o.RebaseShare = 1
+				o.RebaseShare = 1.5
 			})
 			g := newHistory(seed)
 			var last *Result

@@ -105,18 +105,19 @@ func writeDeltaModels(project string, datasets []string) error {
 		return err
 	}
 	const enabled = "{{ config(enabled=var('state_mode', 'rebuild') == 'incremental') }}\n"
-	keys := []string{"    select resource_type, resource_id from {{ ref('stg_fhir__resources') }}"}
 	for _, ds := range datasets {
 		if !lake.ValidDataset(ds) {
 			return fmt.Errorf("dataset %q: not a valid name", ds)
 		}
-		keys = append(keys, fmt.Sprintf("    select resource_type, resource_id from {{ ref('stg_fhir__%s') }}", ds))
 	}
 	raw := lake.StateModel(lake.RawDataset)
 	files := map[string]string{
 		"int_state__new_keys.sql": "{{ config(materialized='table', enabled=var('state_mode', 'rebuild') == 'incremental') }}\n" +
 			"-- Generated: the keys of the resources this run read changes of, in any dataset.\n" +
-			"select distinct resource_type, resource_id from (\n" + strings.Join(keys, "\n    union all\n") + "\n)\n",
+			"{%- set views = fhir_planned_view_keys() %}\n" +
+			"select distinct resource_type, resource_id from (\n" +
+			"    select resource_type, resource_id from {{ ref('stg_fhir__resources') }}\n" +
+			"    {%- if views %}\n    union all\n    {{ views }}\n    {%- endif %}\n)\n",
 		"int_state__changed.sql": enabled +
 			"-- Generated: the keys of every resource changed since the base, the equality deletes of each state model.\n" +
 			"{%- set previous = fhir_previous_files('" + raw + "', 'changed') %}\n" +

@@ -149,3 +149,30 @@ union all by name
 {% macro fhir_state_model(dataset) -%}
     {{ return('int_' ~ dataset ~ '__latest') }}
 {%- endmacro %}
+
+
+{#- The keys of the resources this run read changes of in the view datasets, as one
+    query over the plan's files of every view dataset (their lineage columns only; one
+    scan, where a union of every view's staging model would hold a join per view). A
+    change's raw row and view rows may fall in different runs, so the view rows count
+    too. Empty string: the plan has no view file. -#}
+{% macro fhir_planned_view_keys() -%}
+    {%- set planned = var('speed_partitions') or {} -%}
+    {%- set globs = [] -%}
+    {%- for dataset, dates in planned.items() | sort -%}
+        {%- if dataset != 'resources' -%}
+            {%- for date in dates -%}
+                {%- do globs.append("'" ~ (fhir_lake() | replace("'", "''")) ~ "/speed/" ~ dataset ~ "/date=" ~ date ~ "/*.parquet'") -%}
+            {%- endfor -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if not globs -%}
+        {{ return('') }}
+    {%- endif -%}
+    {{ return("select s._resource_type as resource_type, s._resource_id as resource_id
+    from read_parquet([" ~ (globs | join(", ")) ~ "], hive_partitioning = true, union_by_name = true, filename = true) as s
+    semi join " ~ source('compaction', 'plan') ~ " as p
+        on p.date = cast(s.date as varchar)
+        and p.file = parse_filename(s.filename)
+        and p.dataset = split_part(split_part(s.filename, '/speed/', -1), '/', 1)") }}
+{%- endmacro %}

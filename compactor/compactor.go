@@ -488,7 +488,7 @@ func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*
 		m.SpeedExpiredBefore = prev.SpeedExpiredBefore
 	}
 	// The tables first; the manifest, which makes them current, last.
-	uploads := tableUploads(r.id, models, sel.Previous, r.incremental)
+	uploads := tableUploads(r.id, models, r.incremental)
 	for _, u := range uploads {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -658,12 +658,14 @@ func exported(ctx context.Context, dir string, incremental bool) (map[string]exp
 		}
 		out[name] = exportedModel{path: p, bytes: info.Size()}
 	}
-	raw := lake.StateModel(lake.RawDataset)
+	need := []string{lake.StateModel(lake.RawDataset)}
 	if incremental {
-		raw = deltaModel(lake.RawDataset)
+		need = []string{deltaModel(lake.RawDataset), changedModel}
 	}
-	if _, ok := out[raw]; !ok {
-		return nil, fmt.Errorf("dbt exported no %s to %s: is var export_dir wired to the post-hook?", raw, dir)
+	for _, name := range need {
+		if _, ok := out[name]; !ok {
+			return nil, fmt.Errorf("dbt exported no %s to %s: is var export_dir wired to the post-hook?", name, dir)
+		}
 	}
 	paths := make([]string, 0, len(out))
 	for _, m := range out {

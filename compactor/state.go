@@ -72,7 +72,7 @@ type upload struct{ key, path string }
 // tableUploads are the files of a new snapshot id, from what dbt exported: a mart's
 // table, and a state model's new base (a rebuild) or its delta and changed keys (an
 // incremental run).
-func tableUploads(id string, models map[string]exportedModel, prev *lake.Manifest, incremental bool) []upload {
+func tableUploads(id string, models map[string]exportedModel, incremental bool) []upload {
 	var out []upload
 	for _, name := range sortedKeys(models) {
 		if ds, ok := parseDeltaModel(name); ok && incremental {

@@ -520,7 +520,8 @@ func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*
 		c.metrics.modelRows.WithLabelValues(t.Name, name).Set(float64(mod.Rows))
 	}
 	r.log.Info("published batch snapshot", "snapshot", r.id, "models", len(m.Models), "speed_files", len(sel.Files),
-		"watermark", sel.Watermark.Modified, "dbt_seconds", results.Elapsed)
+		"watermark", sel.Watermark.Modified, "dbt_seconds", results.Elapsed, "incremental", r.incremental,
+		"slowest", results.Slowest(5))
 	return m, nil
 }
 

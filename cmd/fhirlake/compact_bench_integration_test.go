@@ -235,6 +235,12 @@ func (b *compactBench) compact(t *testing.T, args ...string) measured {
 	if r.m, err = sink.ReadManifest(context.Background(), store); err != nil || r.m == nil {
 		t.Fatalf("manifest after fhirlake compact %v: %v %v", args, r.m, err)
 	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		var rec struct{ Msg, Slowest string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Slowest != "" {
+			t.Logf("fhirlake compact %v: slowest dbt nodes: %s", args, rec.Slowest)
+		}
+	}
 	return r
 }
 

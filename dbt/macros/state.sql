@@ -155,7 +155,9 @@ union all by name
     query over the plan's files of every view dataset (their lineage columns only; one
     scan, where a union of every view's staging model would hold a join per view). A
     change's raw row and view rows may fall in different runs, so the view rows count
-    too. Empty string: the plan has no view file. -#}
+    too. The erased changes are left out (fhir_not_erased), as from every staging
+    model, so that no changed key names an erased resource. Empty string: the plan has
+    no view file. -#}
 {% macro fhir_planned_view_keys() -%}
     {%- set planned = var('speed_partitions') or {} -%}
     {%- set globs = [] -%}
@@ -169,10 +171,11 @@ union all by name
     {%- if not globs -%}
         {{ return('') }}
     {%- endif -%}
+    {%- set erased = ("\n    where " ~ fhir_not_erased('views', 's')) if var('erasure_file', '') else '' -%}
     {{ return("select s._resource_type as resource_type, s._resource_id as resource_id
     from read_parquet([" ~ (globs | join(", ")) ~ "], hive_partitioning = true, union_by_name = true, filename = true) as s
     semi join " ~ source('compaction', 'plan') ~ " as p
         on p.date = cast(s.date as varchar)
         and p.file = parse_filename(s.filename)
-        and p.dataset = split_part(split_part(s.filename, '/speed/', -1), '/', 1)") }}
+        and p.dataset = split_part(split_part(s.filename, '/speed/', -1), '/', 1)" ~ erased) }}
 {%- endmacro %}

@@ -41,6 +41,11 @@ type Options struct {
 	Vars map[string]string
 	// Lease makes a run the only one on its tenant; see LeaseOptions.
 	Lease LeaseOptions
+	// RebaseShare is when a run rewrites the state's base: once the resources changed
+	// since the base pass this share of the base's, the next run ranks the whole state
+	// again (a rebuild); until then a run ranks only what changed and writes it as the
+	// state's delta (docs/format/snapshot.md). Default: 0.1.
+	RebaseShare float64
 }
 
 // DefaultOptions are the defaults of config.Compact.
@@ -53,6 +58,7 @@ func DefaultOptions() Options {
 		ConsistencyDelay: time.Minute,
 		Expire:           ExpireOptions{SpeedRetention: 7 * 24 * time.Hour, KeepSnapshots: 3, OrphanGrace: 6 * time.Hour},
 		Lease:            LeaseOptions{TTL: 2 * time.Minute},
+		RebaseShare:      0.1,
 	}
 }
 
@@ -177,6 +183,9 @@ func New(runner Runner, o Options, reg prometheus.Registerer, log *slog.Logger) 
 	}
 	if o.Lease.TTL <= 0 {
 		o.Lease.TTL = d.Lease.TTL
+	}
+	if o.RebaseShare <= 0 {
+		o.RebaseShare = d.RebaseShare
 	}
 	if o.Overlap < 0 || o.ConsistencyDelay < 0 || o.Expire.SpeedRetention < 0 || o.Expire.OrphanGrace < 0 || o.Lease.Wait < 0 {
 		return nil, errors.New("compactor: durations must not be negative")
@@ -304,6 +313,11 @@ type run struct {
 	// erasureFile lists the tenant's erased changes for dbt (erase.go); empty
 	// without erasures.
 	erasureFile string
+	// rebuild makes the run write a new base of every state model even when it could
+	// write a delta (an erasure's).
+	rebuild bool
+	// incremental is whether the run writes the state's delta (stateMode).
+	incremental bool
 }
 
 // exportDir is where dbt exports the snapshot's tables, one <model>.parquet each.
@@ -391,6 +405,13 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	if r.erasureFile, err = writeErasures(ctx, t.Store, dir); err != nil {
 		return nil, err
 	}
+	var why string
+	rebuild := r.rebuild
+	if m, ok := c.runner.(interface{ MergeOnRead() bool }); ok && !m.MergeOnRead() {
+		rebuild = true
+	}
+	r.incremental, why = stateMode(sel.Previous, rebuild, c.opts.RebaseShare)
+	r.log.Info("state", "incremental", r.incremental, "why", why)
 	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
 	defer cancel()
 	req := BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env,
@@ -419,21 +440,23 @@ func (c *Compactor) vars(r *run, planFile string) map[string]any {
 		vars[k] = v
 	}
 	for k, v := range map[string]any{
-		"lake":              root,
-		"plan_file":         planFile,
-		"speed_partitions":  r.sel.Partitions,
-		"previous_snapshot": "",
-		"previous_models":   []string{},
-		"snapshot_id":       r.id,
-		"watermark":         r.sel.Watermark.Modified.UTC().Format(time.RFC3339Nano),
-		"export_dir":        r.exportDir(),
-		"erasure_file":      r.erasureFile,
+		"lake":             root,
+		"plan_file":        planFile,
+		"speed_partitions": r.sel.Partitions,
+		"previous_state":   map[string]any{},
+		"state_mode":       "rebuild",
+		"snapshot_id":      r.id,
+		"watermark":        r.sel.Watermark.Modified.UTC().Format(time.RFC3339Nano),
+		"export_dir":       r.exportDir(),
+		"erasure_file":     r.erasureFile,
 	} {
 		vars[k] = v
 	}
 	if prev := r.sel.Previous; prev != nil {
-		vars["previous_snapshot"] = root + "/" + strings.TrimSuffix(prev.Prefix(), "/")
-		vars["previous_models"] = stateModels(prev)
+		vars["previous_state"] = previousState(root, prev)
+	}
+	if r.incremental {
+		vars["state_mode"] = "incremental"
 	}
 	return vars
 }
@@ -443,7 +466,7 @@ func (c *Compactor) vars(r *run, planFile string) map[string]any {
 // current (docs/format/snapshot.md).
 func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*lake.Manifest, error) {
 	t, sel, prev, res := r.tenant, r.sel, r.prev, r.res
-	models, err := exported(ctx, r.exportDir())
+	models, err := exported(ctx, r.exportDir(), r.incremental)
 	if err != nil {
 		return nil, err
 	}
@@ -465,17 +488,16 @@ func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*
 		m.SpeedExpiredBefore = prev.SpeedExpiredBefore
 	}
 	// The tables first; the manifest, which makes them current, last.
-	for _, name := range sortedKeys(models) {
-		local := models[name]
-		key := lake.ModelKey(r.id, name, "data_0.parquet")
+	uploads := tableUploads(r.id, models, r.incremental)
+	for _, u := range uploads {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := t.Store.Put(ctx, key, local.path); err != nil {
-			return nil, fmt.Errorf("upload %s: %w", name, err)
+		if err := t.Store.Put(ctx, u.key, u.path); err != nil {
+			return nil, fmt.Errorf("upload %s: %w", u.key, err)
 		}
-		m.Models[name] = lake.Model{Rows: local.rows, Bytes: local.bytes, Files: []string{key}}
 	}
+	m.Models = publishedModels(r.id, models, sel.Previous, r.incremental)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -498,7 +520,8 @@ func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*
 		c.metrics.modelRows.WithLabelValues(t.Name, name).Set(float64(mod.Rows))
 	}
 	r.log.Info("published batch snapshot", "snapshot", r.id, "models", len(m.Models), "speed_files", len(sel.Files),
-		"watermark", sel.Watermark.Modified, "dbt_seconds", results.Elapsed)
+		"watermark", sel.Watermark.Modified, "dbt_seconds", results.Elapsed, "incremental", r.incremental,
+		"slowest", results.Slowest(5))
 	return m, nil
 }
 
@@ -516,7 +539,18 @@ func (c *Compactor) expire(ctx context.Context, t Tenant, m *lake.Manifest, now 
 		}
 		listing = append(listing, objs...)
 	}
-	keys := Expired(listing, m, now, c.opts.Expire)
+	var kept []*lake.Manifest
+	for _, id := range KeptSnapshots(m, c.opts.Expire) {
+		km, err := sink.ReadManifestAt(ctx, t.Store, lake.SnapshotManifestKey(id))
+		if err != nil {
+			// Its references are unknown: nothing is deleted this time.
+			return 0, fmt.Errorf("read kept snapshot %s: %w", id, err)
+		}
+		if km != nil {
+			kept = append(kept, km)
+		}
+	}
+	keys := Expired(listing, m, kept, now, c.opts.Expire)
 	speedExpired := false
 	for _, k := range keys {
 		if strings.HasPrefix(k, lake.SpeedPrefix) {
@@ -605,8 +639,9 @@ type exportedModel struct {
 }
 
 // exported lists the Parquet files dbt exported, one per model (<model>.parquet), and
-// counts their rows from the footers, which also checks that each file is whole.
-func exported(ctx context.Context, dir string) (map[string]exportedModel, error) {
+// counts their rows from the footers, which also checks that each file is whole. A
+// rebuild exports the raw dataset's state, an incremental run its delta.
+func exported(ctx context.Context, dir string, incremental bool) (map[string]exportedModel, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("exported tables: %w", err)
@@ -624,9 +659,14 @@ func exported(ctx context.Context, dir string) (map[string]exportedModel, error)
 		}
 		out[name] = exportedModel{path: p, bytes: info.Size()}
 	}
-	raw := lake.StateModel(lake.RawDataset)
-	if _, ok := out[raw]; !ok {
-		return nil, fmt.Errorf("dbt exported no %s to %s: is var export_dir wired to the post-hook?", raw, dir)
+	need := []string{lake.StateModel(lake.RawDataset)}
+	if incremental {
+		need = []string{deltaModel(lake.RawDataset), changedModel}
+	}
+	for _, name := range need {
+		if _, ok := out[name]; !ok {
+			return nil, fmt.Errorf("dbt exported no %s to %s: is var export_dir wired to the post-hook?", name, dir)
+		}
 	}
 	paths := make([]string, 0, len(out))
 	for _, m := range out {

@@ -77,7 +77,13 @@ func (f *fakeRunner) Build(ctx context.Context, req BuildRequest) (*RunResults, 
 		}
 	}
 	dir := req.Vars["export_dir"].(string)
-	for model, rows := range map[string]int{"int_resources__latest": 5, "patients": 3, "observations": 0} {
+	tables := map[string]int{"int_resources__latest": 5, "patients": 3, "observations": 0}
+	if req.Vars["state_mode"] == "incremental" {
+		// The state's delta and changed keys instead of a new base.
+		delete(tables, "int_resources__latest")
+		tables["int_resources__delta"], tables["int_state__changed"] = 2, 2
+	}
+	for model, rows := range tables {
 		if err := writeParquet(filepath.Join(dir, model+".parquet"), rows); err != nil {
 			return nil, err
 		}
@@ -245,7 +251,7 @@ func TestCompactPublishesManifestLast(t *testing.T) {
 		t.Errorf("result: %+v", res)
 	}
 	req := r.last(t)
-	if req.Target != "local" || req.Vars["lake"] != ten.Lake || req.Vars["previous_snapshot"] != "" || req.Vars["snapshot_id"] != res.SnapshotID {
+	if req.Target != "local" || req.Vars["lake"] != ten.Lake || fmt.Sprint(req.Vars["previous_state"]) != "map[]" || req.Vars["state_mode"] != "rebuild" || req.Vars["snapshot_id"] != res.SnapshotID {
 		t.Errorf("dbt request: target %s vars %v", req.Target, req.Vars)
 	}
 	if got := fmt.Sprint(req.Vars["speed_partitions"]); got != "map[patient:[2026-11-25] resources:[2026-11-25]]" {
@@ -341,11 +347,12 @@ func TestCompactIncremental(t *testing.T) {
 		t.Errorf("second run: %+v", second)
 	}
 	req := r.last(t)
-	if got, want := req.Vars["previous_snapshot"], ten.Lake+"/batch/"+first.SnapshotID; got != want {
-		t.Errorf("previous_snapshot: got %v, want %v", got, want)
+	// The state models only, each part's files; the base alone after a rebuild.
+	if got, want := fmt.Sprint(req.Vars["previous_state"]), fmt.Sprintf("map[int_resources__latest:map[base:[%s/batch/%s/int_resources__latest/data_0.parquet] changed:[] delta:[]]]", ten.Lake, first.SnapshotID); got != want {
+		t.Errorf("previous_state: got %v, want %v", got, want)
 	}
-	if got := strings.Join(req.Vars["previous_models"].([]string), ","); got != "int_resources__latest" {
-		t.Errorf("previous_models: got %s, want the state models only", got)
+	if req.Vars["state_mode"] != "incremental" {
+		t.Errorf("state_mode: got %v, want incremental (nothing changed since the base)", req.Vars["state_mode"])
 	}
 	// The new file, and the previous watermark's file again (it is within the
 	// overlap); not the file before it.
@@ -356,6 +363,12 @@ func TestCompactIncremental(t *testing.T) {
 	m, _ := sink.ReadManifest(ctx, store)
 	if m.Previous != first.SnapshotID || len(m.History) != 1 || m.History[0] != first.SnapshotID {
 		t.Errorf("manifest previous %q history %v, want %s", m.Previous, m.History, first.SnapshotID)
+	}
+	// The base carried by reference; the changed keys and delta of this run.
+	raw := m.Models["int_resources__latest"]
+	if got, want := fmt.Sprint(raw.Keys()), fmt.Sprintf("[batch/%[1]s/int_resources__latest/data_0.parquet batch/%[2]s/int_resources__latest/changed_0.parquet batch/%[2]s/int_resources__latest/delta_0.parquet]",
+		first.SnapshotID, m.SnapshotID); got != want || raw.Rows != 5 || raw.Delta.Rows != 2 || raw.Changed.Rows != 2 {
+		t.Errorf("state model: %v %+v %+v %+v, want files %s", got, raw, raw.Changed, raw.Delta, want)
 	}
 	if m.Watermark.Key != speedKey("observation", "2026-11-25", "t-0-20-29") {
 		t.Errorf("watermark: got %s, want the new file", m.Watermark.Key)

@@ -105,6 +105,11 @@ func NewDBT(d DBT) (*DBT, error) {
 // ErrNoDBT is returned when no dbt executable can be found.
 var ErrNoDBT = errors.New("dbt not found (install it with `deploy/local/stack install`, or set FHIRLAKE_DBT or compact.dbt)")
 
+// MergeOnRead reports whether the project's runs may write a state's delta beside its
+// base: the built-in project's, whose delta models the run generates
+// (writeDeltaModels); a project of one's own is rebuilt every run.
+func (d *DBT) MergeOnRead() bool { return d.ProjectDir == "" }
+
 // Project fingerprints the project: a hash of its models, macros, tests and settings.
 func (d *DBT) Project() string { return d.project }
 
@@ -179,6 +184,9 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 		}
 		if err := writeStateModels(project, req.Datasets); err != nil {
 			return nil, fmt.Errorf("generate state models: %w", err)
+		}
+		if err := writeDeltaModels(project, req.Datasets); err != nil {
+			return nil, fmt.Errorf("generate delta models: %w", err)
 		}
 	}
 	project, err := filepath.Abs(project)

@@ -244,7 +244,9 @@ func newTestCompactorWith(t *testing.T, r Runner) *Compactor {
 	})
 }
 
-// queryOne runs q over a snapshot's tables (local store) and returns its one value.
+// queryOne runs q over a snapshot's tables (local store), each a view named for its
+// model as a reader sees it (a state model merged: modelSQL), and returns its one
+// value.
 func queryOne(t *testing.T, root, snapshot, q string) string {
 	t.Helper()
 	db, err := openDuckDB()
@@ -252,12 +254,9 @@ func queryOne(t *testing.T, root, snapshot, q string) string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	dirs, _ := filepath.Glob(filepath.Join(root, "batch", snapshot, "*"))
-	for _, d := range dirs {
-		if info, err := os.Stat(d); err != nil || !info.IsDir() {
-			continue
-		}
-		if _, err := db.Exec(fmt.Sprintf("CREATE VIEW %s AS SELECT * FROM read_parquet(%s)", filepath.Base(d), sqlString(d+"/*.parquet"))); err != nil {
+	m := snapshotManifest(t, root, snapshot)
+	for _, name := range m.ModelNames() {
+		if _, err := db.Exec(fmt.Sprintf("CREATE VIEW %s AS SELECT * FROM %s", name, modelSQL(t, root, m, name))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -268,6 +267,41 @@ func queryOne(t *testing.T, root, snapshot, q string) string {
 	return v.String
 }
 
+// snapshotManifest reads the manifest kept with a snapshot (local store).
+func snapshotManifest(t *testing.T, root, snapshot string) *lake.Manifest {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(lake.SnapshotManifestKey(snapshot))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := lake.DecodeManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// modelSQL is a model of m as a relation: a state model's base without its changed
+// keys and its delta (lake.StateSQL), a mart's files.
+func modelSQL(t *testing.T, root string, m *lake.Manifest, model string) string {
+	t.Helper()
+	base, err := m.Files(root, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := m.ChangedFiles(root, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta, err := m.DeltaFiles(root, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lake.StateSQL(base, changed, delta)
+}
+
+// diffParquet counts the rows that differ between a model of two snapshots (local
+// store), each read as a reader reads it (modelSQL).
 func diffParquet(t *testing.T, root, a, b, model string) int {
 	t.Helper()
 	db, err := openDuckDB()
@@ -275,10 +309,25 @@ func diffParquet(t *testing.T, root, a, b, model string) int {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	pa := sqlString(filepath.Join(root, "batch", a, model, "*.parquet"))
-	pb := sqlString(filepath.Join(root, "batch", b, model, "*.parquet"))
+	pa := modelSQL(t, root, snapshotManifest(t, root, a), model)
+	pb := modelSQL(t, root, snapshotManifest(t, root, b), model)
+	// The columns by name: a merged state holds the base's order, a rebuilt one its own.
+	rows, err := db.Query("SELECT column_name FROM (DESCRIBE SELECT * FROM " + pa + ") ORDER BY column_name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		cols = append(cols, `"`+c+`"`)
+	}
+	rows.Close()
+	sel := strings.Join(cols, ", ")
 	var n int
-	q := fmt.Sprintf("SELECT (SELECT count(*) FROM (SELECT * FROM read_parquet(%[1]s) EXCEPT ALL SELECT * FROM read_parquet(%[2]s))) + (SELECT count(*) FROM (SELECT * FROM read_parquet(%[2]s) EXCEPT ALL SELECT * FROM read_parquet(%[1]s)))", pa, pb)
+	q := fmt.Sprintf("SELECT (SELECT count(*) FROM (SELECT %[3]s FROM %[1]s EXCEPT ALL SELECT %[3]s FROM %[2]s)) + (SELECT count(*) FROM (SELECT %[3]s FROM %[2]s EXCEPT ALL SELECT %[3]s FROM %[1]s))", pa, pb, sel)
 	if err := db.QueryRow(q).Scan(&n); err != nil {
 		t.Fatal(err)
 	}

@@ -155,7 +155,7 @@ func (c *Compactor) erase(ctx context.Context, t Tenant, req EraseRequest, l *le
 		return res, fmt.Errorf("speed layer: %w", err)
 	}
 	// 4. The snapshot.
-	current := ""
+	current, cur := "", prev
 	if prev != nil {
 		current = prev.SnapshotID
 		dirty, err := e.stateRows(ctx, prev, res)
@@ -167,12 +167,12 @@ func (c *Compactor) erase(ctx context.Context, t Tenant, req EraseRequest, l *le
 			if err != nil {
 				return res, fmt.Errorf("republish without the patient: %w", err)
 			}
-			current, res.Republished = m.SnapshotID, true
+			current, cur, res.Republished = m.SnapshotID, m, true
 		}
 	}
 	res.Snapshot = current
 	// 5. Every other snapshot, then the record's completion.
-	n, err := deleteSnapshotsBut(ctx, t.Store, current)
+	n, err := deleteSnapshotsBut(ctx, t.Store, cur)
 	res.SnapshotsDeleted = n
 	if err != nil {
 		return res, fmt.Errorf("delete earlier snapshots: %w", err)
@@ -268,7 +268,8 @@ func (e *eraser) find(ctx context.Context, prev *lake.Manifest) ([]string, []lak
 		}
 	}
 	if prev != nil {
-		for _, key := range prev.Models[lake.StateModel(lake.RawDataset)].Files {
+		raw := prev.Models[lake.StateModel(lake.RawDataset)]
+		for _, key := range append(append([]string(nil), raw.Files...), raw.Delta.PartFiles()...) {
 			path, err := e.local(ctx, key)
 			if err != nil {
 				return nil, nil, err
@@ -403,11 +404,11 @@ func (e *eraser) filter(ctx context.Context, key, relation, typ, id string, put 
 	return removed, kept, put(out)
 }
 
-// stateRows counts the erased rows in each state model of the snapshot, into res;
-// dirty is whether there are any.
+// stateRows counts the erased rows in each state model of the snapshot, every part
+// (base, changed keys, delta), into res; dirty is whether there are any.
 func (e *eraser) stateRows(ctx context.Context, m *lake.Manifest, res *EraseResult) (dirty bool, err error) {
 	for _, name := range stateModels(m) {
-		for _, key := range m.Models[name].Files {
+		for _, key := range m.Models[name].Keys() {
 			removed, _, err := e.filter(ctx, key, "read_parquet(%s)", "resource_type", "resource_id", nil)
 			if err != nil {
 				return false, fmt.Errorf("%s: %w", key, err)
@@ -420,9 +421,11 @@ func (e *eraser) stateRows(ctx context.Context, m *lake.Manifest, res *EraseResu
 }
 
 // republish builds and publishes a snapshot from prev's state without the erased
-// resources: their state models, filtered, become an unpublished base snapshot, on
-// which a compaction's build runs (dbt rebuilds every mart from that state and the
-// speed tail), published with the compaction's protocol under the lease held.
+// resources: their state models, every part filtered, become an unpublished base
+// snapshot, on which a compaction's build runs as a rebuild (dbt writes every state
+// model as a new base and rebuilds every mart from that state and the speed tail), so
+// that no part the new snapshot references is older than the erasure; it is published
+// with the compaction's protocol under the lease held.
 func (c *Compactor) republish(ctx context.Context, e *eraser, prev *lake.Manifest, l *lease, target string, env []string) (*lake.Manifest, error) {
 	t := e.t
 	now := c.now()
@@ -431,32 +434,25 @@ func (c *Compactor) republish(ctx context.Context, e *eraser, prev *lake.Manifes
 		DBT: prev.DBT}
 	for _, name := range stateModels(prev) {
 		var mod lake.Model
-		for i, key := range prev.Models[name].Files {
-			dst := lake.ModelKey(base.SnapshotID, name, fmt.Sprintf("data_%d.parquet", i))
-			removed, kept, err := e.filter(ctx, key, "read_parquet(%s)", "resource_type", "resource_id", func(out string) error {
-				return t.Store.Put(ctx, dst, out)
-			})
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", key, err)
+		var rows int64
+		var err error
+		if mod.Files, mod.Rows, err = e.copyFiltered(ctx, base.SnapshotID, name, "data", prev.Models[name].Files); err != nil {
+			return nil, err
+		}
+		for _, part := range []struct {
+			name string
+			from *lake.Part
+			to   **lake.Part
+		}{{"changed", prev.Models[name].Changed, &mod.Changed}, {"delta", prev.Models[name].Delta, &mod.Delta}} {
+			var files []string
+			if files, rows, err = e.copyFiltered(ctx, base.SnapshotID, name, part.name, part.from.PartFiles()); err != nil {
+				return nil, err
 			}
-			if removed == 0 {
-				// Unchanged: copied as it is.
-				path, err := e.local(ctx, key)
-				if err != nil {
-					return nil, err
-				}
-				err = t.Store.Put(ctx, dst, path)
-				e.drop(path)
-				if err != nil {
-					return nil, err
-				}
-			}
-			if removed == 0 || kept > 0 {
-				mod.Files = append(mod.Files, dst)
-				mod.Rows += kept
+			if len(files) > 0 {
+				*part.to = &lake.Part{Rows: rows, Files: files}
 			}
 		}
-		if len(mod.Files) > 0 {
+		if len(mod.Files) > 0 || mod.Delta != nil {
 			base.Models[name] = mod
 		}
 	}
@@ -469,7 +465,8 @@ func (c *Compactor) republish(ctx context.Context, e *eraser, prev *lake.Manifes
 	}
 	sel := Plan(listing, base, now, PlanOptions{Overlap: c.opts.Overlap, ConsistencyDelay: c.opts.ConsistencyDelay, Project: base.Project})
 	sel.FullRefresh, sel.Previous, sel.Reason = false, base, "erasure"
-	r := &run{tenant: t, res: &Result{Tenant: t.Name}, log: c.log.With("tenant", t.Name), lease: l, now: now, prev: prev, sel: sel}
+	r := &run{tenant: t, res: &Result{Tenant: t.Name}, log: c.log.With("tenant", t.Name), lease: l, now: now, prev: prev, sel: sel,
+		rebuild: true}
 	results, err := c.build(ctx, r, target, env)
 	if err != nil {
 		return nil, err
@@ -497,22 +494,66 @@ func (c *Compactor) republish(ctx context.Context, e *eraser, prev *lake.Manifes
 	return m, nil
 }
 
-// deleteSnapshotsBut deletes the files of every snapshot but keep (none with "").
-func deleteSnapshotsBut(ctx context.Context, store sink.Store, keep string) (int, error) {
+// copyFiltered copies a part of a state model (files: its keys) into the snapshot id
+// as <part>_<i>.parquet, without the erased resources' rows; a file left empty is
+// dropped. It returns the new keys and the rows they hold.
+func (e *eraser) copyFiltered(ctx context.Context, id, model, part string, files []string) ([]string, int64, error) {
+	t := e.t
+	var out []string
+	var rows int64
+	for i, key := range files {
+		dst := lake.ModelKey(id, model, fmt.Sprintf("%s_%d.parquet", part, i))
+		removed, kept, err := e.filter(ctx, key, "read_parquet(%s)", "resource_type", "resource_id", func(out string) error {
+			return t.Store.Put(ctx, dst, out)
+		})
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", key, err)
+		}
+		if removed == 0 {
+			// Unchanged: copied as it is.
+			path, err := e.local(ctx, key)
+			if err != nil {
+				return nil, 0, err
+			}
+			err = t.Store.Put(ctx, dst, path)
+			e.drop(path)
+			if err != nil {
+				return nil, 0, err
+			}
+		}
+		if removed == 0 || kept > 0 {
+			out = append(out, dst)
+			rows += kept
+		}
+	}
+	return out, rows, nil
+}
+
+// deleteSnapshotsBut deletes the files of every snapshot but keep (none with ""),
+// except those keep's manifest references (a base carried from an earlier snapshot,
+// which held none of the erased rows: the snapshot was rebuilt otherwise).
+func deleteSnapshotsBut(ctx context.Context, store sink.Store, keep *lake.Manifest) (int, error) {
 	objs, err := store.List(ctx, lake.BatchPrefix)
 	if err != nil {
 		return 0, err
 	}
+	id, referenced := "", map[string]bool{}
+	if keep != nil {
+		id = keep.SnapshotID
+		for _, k := range keep.Keys() {
+			referenced[k] = true
+		}
+	}
 	ids := map[string]bool{}
 	for _, o := range objs {
-		id, ok := lake.ParseSnapshotKey(o.Key)
-		if !ok || id == keep {
+		sid, ok := lake.ParseSnapshotKey(o.Key)
+		if !ok || sid == id || referenced[o.Key] {
 			continue
 		}
 		if err := store.Delete(ctx, o.Key); err != nil {
 			return len(ids), err
 		}
-		ids[id] = true
+		ids[sid] = true
 	}
 	return len(ids), nil
 }

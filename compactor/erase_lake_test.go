@@ -37,6 +37,19 @@ func TestEraseLocalLake(t *testing.T) {
 	if _, err := c.Compact(ctx, ten); err != nil {
 		t.Fatal(err)
 	}
+	// A second run writes new versions of both patients as the state's delta, beside
+	// the base it carries: the erasure must reach every part.
+	querytest.WriteChanges(t, store.Root, "acme", []querytest.Change{
+		{Type: "Patient", ID: "p1-a", Version: "3", Offset: 200, Fields: `"gender":"female","birthDate":"1980-01-04"`},
+		{Type: "Patient", ID: "p1-b", Version: "3", Offset: 201, Fields: `"gender":"female","birthDate":"1980-01-04"`},
+	})
+	merged, err := c.Compact(ctx, ten)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !merged.Models[lake.StateModel(lake.RawDataset)].Merged() {
+		t.Fatalf("second run %+v: want a delta beside the first run's base", merged.Models[lake.StateModel(lake.RawDataset)])
+	}
 	// The speed tail: new versions of both patients' conditions.
 	querytest.WriteChanges(t, store.Root, "acme", []querytest.Change{
 		{Type: "Condition", ID: "c1-a", Version: "2", Offset: 300, Fields: `"subject":{"reference":"Patient/p1-a"},"onsetDateTime":"2020-01-01"`},
@@ -133,11 +146,9 @@ func checkSnapshotWithout(t *testing.T, store *recordingStore, re *regexp.Regexp
 	}
 	defer db.Close()
 	for _, name := range m.ModelNames() {
-		files, err := m.Files(store.Root, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range files {
+		// Every part of a state model: base, changed keys, delta.
+		for _, key := range m.Models[name].Keys() {
+			f := filepath.Join(store.Root, filepath.FromSlash(key))
 			if _, err := os.Stat(f); err != nil {
 				t.Fatalf("%s: %v", filepath.Base(f), err)
 			}

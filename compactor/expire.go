@@ -26,9 +26,17 @@ type ExpireOptions struct {
 // state m holds (the rows of any other dataset live in its speed files alone); the files of the published
 // snapshots (m.History) beyond the KeepSnapshots newest; and the files of a snapshot
 // that was never published, once it is older than the orphan grace. Keys it cannot
-// place are never returned.
-func Expired(listing []sink.Object, m *lake.Manifest, now time.Time, o ExpireOptions) []string {
+// place are never returned, nor any file that m or the kept snapshots' manifests
+// (kept, read by the caller: KeptSnapshots) reference, such as a base carried from an
+// earlier snapshot.
+func Expired(listing []sink.Object, m *lake.Manifest, kept []*lake.Manifest, now time.Time, o ExpireOptions) []string {
 	keep := map[string]bool{m.SnapshotID: true}
+	referenced := map[string]bool{}
+	for _, km := range append([]*lake.Manifest{m}, kept...) {
+		for _, k := range km.Keys() {
+			referenced[k] = true
+		}
+	}
 	published := map[string]bool{}
 	for i, id := range m.History {
 		if i+1 < o.KeepSnapshots {
@@ -51,7 +59,7 @@ func Expired(listing []sink.Object, m *lake.Manifest, now time.Time, o ExpireOpt
 			continue
 		}
 		id, ok := lake.ParseSnapshotKey(obj.Key)
-		if !ok || keep[id] {
+		if !ok || keep[id] || referenced[obj.Key] {
 			continue
 		}
 		if published[id] {
@@ -65,5 +73,17 @@ func Expired(listing []sink.Object, m *lake.Manifest, now time.Time, o ExpireOpt
 		out = append(out, obj.Key)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// KeptSnapshots are the ids of the published snapshots of m's history that expiry
+// keeps besides m itself.
+func KeptSnapshots(m *lake.Manifest, o ExpireOptions) []string {
+	var out []string
+	for i, id := range m.History {
+		if i+1 < o.KeepSnapshots {
+			out = append(out, id)
+		}
+	}
 	return out
 }

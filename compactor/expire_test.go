@@ -79,7 +79,7 @@ func TestExpired(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Expired(listing, m, now, tt.o)
+			got := Expired(listing, m, nil, now, tt.o)
 			want := append([]string(nil), tt.want...)
 			sortStrings(want)
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -99,5 +99,51 @@ func sortStrings(s []string) {
 		for j := i; j > 0 && s[j] < s[j-1]; j-- {
 			s[j], s[j-1] = s[j-1], s[j]
 		}
+	}
+}
+
+// TestExpiredKeepsReferencedBases: a state model's base lives under the snapshot that
+// wrote it, carried by reference by the snapshots after it; expiry keeps it while the
+// current manifest or a kept one references it, and deletes the rest of that snapshot.
+func TestExpiredKeepsReferencedBases(t *testing.T) {
+	const (
+		current = "20261125T020000Z-cccccc"
+		prev1   = "20261124T020000Z-bbbbbb"
+		prev2   = "20261123T020000Z-aaaaaa" // wrote the base the current one carries
+		prev3   = "20261122T020000Z-999999" // wrote the base prev1 carries
+	)
+	raw := lake.StateModel("resources")
+	state := func(id, baseOf string) lake.Model {
+		return lake.Model{
+			Files:   []string{lake.ModelKey(baseOf, raw, "data_0.parquet")},
+			Changed: &lake.Part{Files: []string{lake.ModelKey(id, raw, "changed_0.parquet")}},
+			Delta:   &lake.Part{Files: []string{lake.ModelKey(id, raw, "delta_0.parquet")}},
+		}
+	}
+	m := &lake.Manifest{SnapshotID: current, History: []string{prev1, prev2, prev3}, Models: map[string]lake.Model{raw: state(current, prev2)}}
+	kept := []*lake.Manifest{{SnapshotID: prev1, Models: map[string]lake.Model{raw: state(prev1, prev3)}}}
+	var listing []sink.Object
+	for _, id := range []string{current, prev1, prev2, prev3} {
+		for _, f := range []string{"data_0.parquet", "changed_0.parquet", "delta_0.parquet"} {
+			listing = append(listing, sink.Object{Key: lake.ModelKey(id, raw, f)})
+		}
+		listing = append(listing, sink.Object{Key: lake.ModelKey(id, "patients", "data_0.parquet")})
+	}
+	o := ExpireOptions{KeepSnapshots: 2}
+	if got := KeptSnapshots(m, o); len(got) != 1 || got[0] != prev1 {
+		t.Fatalf("KeptSnapshots: got %v, want [%s]", got, prev1)
+	}
+	got := Expired(listing, m, kept, mustTime("2026-11-25T03:00:00Z"), o)
+	want := []string{
+		lake.ModelKey(prev2, raw, "changed_0.parquet"),
+		lake.ModelKey(prev2, raw, "delta_0.parquet"),
+		lake.ModelKey(prev2, "patients", "data_0.parquet"),
+		lake.ModelKey(prev3, raw, "changed_0.parquet"),
+		lake.ModelKey(prev3, raw, "delta_0.parquet"),
+		lake.ModelKey(prev3, "patients", "data_0.parquet"),
+	}
+	sortStrings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }

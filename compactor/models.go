@@ -93,3 +93,49 @@ func writeStateModels(project string, datasets []string) error {
 	}
 	return os.WriteFile(filepath.Join(state, "_generated.yml"), []byte(yml.String()), 0o644)
 }
+
+// writeDeltaModels generates, into project, the models of an incremental run
+// (dbt/macros/state.sql), enabled only when var state_mode is incremental: the keys
+// of the resources the run changed, in the raw dataset or any view dataset
+// (int_state__new_keys), the changed keys since the base (int_state__changed), and
+// the delta of every state model (int_<dataset>__delta).
+func writeDeltaModels(project string, datasets []string) error {
+	dir := filepath.Join(project, "models", "state", "generated")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	const enabled = "{{ config(enabled=var('state_mode', 'rebuild') == 'incremental') }}\n"
+	for _, ds := range datasets {
+		if !lake.ValidDataset(ds) {
+			return fmt.Errorf("dataset %q: not a valid name", ds)
+		}
+	}
+	raw := lake.StateModel(lake.RawDataset)
+	files := map[string]string{
+		"int_state__new_keys.sql": "{{ config(materialized='table', enabled=var('state_mode', 'rebuild') == 'incremental') }}\n" +
+			"-- Generated: the keys of the resources this run read changes of, in any dataset.\n" +
+			"{%- set views = fhir_planned_view_keys() %}\n" +
+			"select distinct resource_type, resource_id from (\n" +
+			"    select resource_type, resource_id from {{ ref('stg_fhir__resources') }}\n" +
+			"    {%- if views %}\n    union all\n    {{ views }}\n    {%- endif %}\n)\n",
+		"int_state__changed.sql": enabled +
+			"-- Generated: the keys of every resource changed since the base, the equality deletes of each state model.\n" +
+			"{%- set previous = fhir_previous_files('" + raw + "', 'changed') %}\n" +
+			"select distinct resource_type, resource_id from (\n" +
+			"    select resource_type, resource_id from {{ ref('int_state__new_keys') }}\n" +
+			"    {%- if previous %}\n    union all\n    select resource_type, resource_id from {{ fhir_read_files(previous) }}\n    {%- endif %}\n" +
+			")\norder by resource_type, resource_id\n",
+		"int_" + lake.RawDataset + "__delta.sql": enabled +
+			"-- Generated: the current rows of the resources changed since the base, tombstones included.\n{{ fhir_resources_delta() }}\n",
+	}
+	for _, ds := range datasets {
+		files["int_"+ds+"__delta.sql"] = enabled +
+			fmt.Sprintf("-- Generated: the current rows of the view %s of the resources changed since the base.\n{{ fhir_view_delta('%s') }}\n", ds, ds)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
+	"fhirlake/lake"
 	"fhirlake/query/querytest"
 )
 
@@ -14,8 +16,10 @@ import (
 // random sequence of deliveries — new versions, deletes with and without a versionId,
 // resources of a server that does not version them, replays of earlier ranges and older
 // versions arriving late — compacted after each delivery, a full refresh from the speed
-// layer publishes the same marts and states as the incremental runs. Each seed is one
-// sequence; a failure names it.
+// layer publishes the same marts and states as the incremental runs. The runs merge on
+// read: some write only a delta beside the base they carry, and the changes passing
+// compact.rebase_share make a later one rebuild the base, so the sequence crosses a
+// rebase. Each seed is one sequence; a failure names it.
 func TestIncrementalMatchesFullRefresh(t *testing.T) {
 	runner := needDBTRunner(t)
 	for _, seed := range []uint64{1, 2} {
@@ -27,16 +31,28 @@ func TestIncrementalMatchesFullRefresh(t *testing.T) {
 				o.Timeout = 10 * time.Minute
 				// An observation may arrive before its patient.
 				o.Vars = map[string]string{"relationship_severity": "warn"}
+				// About 25 resources, 10 changed per delivery: deltas on deltas, then a rebase.
+				o.RebaseShare = 1.5
 			})
 			g := newHistory(seed)
 			var last *Result
-			for step := range 3 {
+			var modes []string
+			for step := range 5 {
 				querytest.WriteChanges(t, store.Root, "acme", g.delivery())
 				res, err := c.Compact(ctx, ten)
 				if err != nil {
 					t.Fatalf("step %d: %v", step, err)
 				}
+				mode := "rebuild"
+				if res.Models[lake.StateModel(lake.RawDataset)].Merged() {
+					mode = "delta"
+				}
+				modes = append(modes, mode)
 				last = res
+			}
+			t.Logf("runs: %s", strings.Join(modes, ","))
+			if got := strings.Join(modes, ","); !strings.Contains(got, "delta,delta") || !strings.Contains(got, "delta,rebuild") {
+				t.Errorf("runs: %s, want deltas on a delta, and a rebuild after them", got)
 			}
 			c.opts.FullRefresh = true
 			full, err := c.Compact(ctx, ten)

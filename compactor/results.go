@@ -177,3 +177,15 @@ func (e *BuildError) Error() string {
 }
 
 func (e *BuildError) Unwrap() error { return e.Err }
+
+// Slowest names the n nodes that took longest, slowest first, with their seconds:
+// where a run's time went.
+func (r *RunResults) Slowest(n int) string {
+	nodes := append([]NodeResult(nil), r.Results...)
+	sort.SliceStable(nodes, func(i, j int) bool { return nodes[i].Seconds > nodes[j].Seconds })
+	var out []string
+	for i := 0; i < n && i < len(nodes); i++ {
+		out = append(out, fmt.Sprintf("%s %.1fs", nodes[i].UniqueID, nodes[i].Seconds))
+	}
+	return strings.Join(out, ", ")
+}

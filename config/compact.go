@@ -68,6 +68,13 @@ type Compact struct {
 	// renew it in time stops without publishing. The hosts' clocks must agree to well
 	// within it. Default: 2m.
 	LeaseTTL time.Duration `yaml:"lease_ttl" env:"LEASE_TTL"`
+	// RebaseShare is when a run rewrites the state's base. The state models are merged
+	// on read: a base, carried from snapshot to snapshot, and the keys and current rows
+	// of the resources changed since. A run ranks only what changed and writes it
+	// beside the base, until the resources changed since the base pass this share of
+	// it; the next run then ranks the whole state and writes a new base. Smaller keeps
+	// readers' merge small, larger makes more runs cost what changed. Default: 0.1.
+	RebaseShare float64 `yaml:"rebase_share" env:"REBASE_SHARE"`
 }
 
 // DefaultCompact returns the defaults documented on Compact.
@@ -85,6 +92,7 @@ func DefaultCompact() Compact {
 		OrphanGrace:          6 * time.Hour,
 		RelationshipSeverity: "error",
 		LeaseTTL:             2 * time.Minute,
+		RebaseShare:          0.1,
 	}
 }
 
@@ -123,6 +131,9 @@ func (c Compact) WithDefaults() Compact {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = d.LeaseTTL
 	}
+	if c.RebaseShare == 0 {
+		c.RebaseShare = d.RebaseShare
+	}
 	return c
 }
 
@@ -153,6 +164,9 @@ func (c Compact) Validate() error {
 	}
 	if c.LeaseTTL < time.Second {
 		bad("lease_ttl: must be at least 1s, got %s", c.LeaseTTL)
+	}
+	if c.RebaseShare <= 0 || c.RebaseShare > 10 {
+		bad("rebase_share: must be above 0 and at most 10 (a share of the base), got %g", c.RebaseShare)
 	}
 	if c.KeepSnapshots < 1 {
 		bad("keep_snapshots: must be at least 1 (the current snapshot), got %d", c.KeepSnapshots)

@@ -12,8 +12,11 @@ import (
 )
 
 // ManifestVersion is the format of the manifest this package writes, and the newest
-// it reads (docs/format/snapshot.md).
-const ManifestVersion = 1
+// it reads (docs/format/snapshot.md). Version 2 added a state model's parts: base
+// files carried from an earlier snapshot, and the changed keys and delta rows since
+// (Model.Changed, Model.Delta). A version 1 manifest reads as one whose state models
+// are bases with nothing changed.
+const ManifestVersion = 2
 
 // Manifest describes the current batch snapshot of a tenant, at ManifestKey
 // (docs/format/snapshot.md). The compactor writes it after every file of the
@@ -66,14 +69,53 @@ func (w Watermark) Before(f SpeedFile) bool {
 	return f.Key > w.Key
 }
 
-// Model is one table of a snapshot.
+// Model is one table of a snapshot. A mart is its Files. A state model (StateModel)
+// is read merge-on-read, as Iceberg v2 reads a table with equality deletes: the rows
+// of its base (Files) whose key (resource_type, resource_id) is not in Changed, and
+// every row of Delta (StateSQL).
 type Model struct {
+	// Rows and Bytes count the rows and bytes of Files.
 	Rows  int64 `json:"rows"`
 	Bytes int64 `json:"bytes"`
-	// Files are the keys of the table's Parquet files, each under
-	// batch/<snapshot-id>/<model>/.
+	// Files are the keys of the table's Parquet files: a mart's under
+	// batch/<snapshot-id>/<model>/; a state model's base under the same directory of
+	// the snapshot that wrote it (this one, or an earlier one whose base is carried
+	// by reference).
+	Files []string `json:"files"`
+	// Changed are the keys of every resource changed since the base was written:
+	// base rows of these keys are superseded. Nil when nothing changed.
+	Changed *Part `json:"changed,omitempty"`
+	// Delta are the current rows of the Changed keys (a view's: deletes removed).
+	Delta *Part `json:"delta,omitempty"`
+}
+
+// Part is the changed keys or the delta rows of a state model: files under
+// batch/<snapshot-id>/<model>/ of the snapshot that names them.
+type Part struct {
+	Rows  int64    `json:"rows"`
+	Bytes int64    `json:"bytes"`
 	Files []string `json:"files"`
 }
+
+// PartFiles are the keys of a part; none for nil.
+func (p *Part) PartFiles() []string {
+	if p == nil {
+		return nil
+	}
+	return p.Files
+}
+
+// Keys are every key the model references: its files, its changed keys' and its
+// delta's.
+func (m Model) Keys() []string {
+	out := append([]string(nil), m.Files...)
+	out = append(out, m.Changed.PartFiles()...)
+	return append(out, m.Delta.PartFiles()...)
+}
+
+// Merged reports whether the model is read merge-on-read, its base with changed keys
+// and a delta; false for a mart or a base with nothing changed since.
+func (m Model) Merged() bool { return m.Changed != nil || m.Delta != nil }
 
 // RunInfo is what the manifest keeps of the dbt run.
 type RunInfo struct {
@@ -105,11 +147,26 @@ func (m *Manifest) ModelNames() []string {
 }
 
 // Files are the local paths of a model's files in a lake rooted at the directory
-// root; nil for a model the snapshot does not have. Validate checked the keys.
+// root (a state model's base); nil for a model the snapshot does not have.
 func (m *Manifest) Files(root, model string) ([]string, error) {
+	return m.paths(root, model, m.Models[model].Files, true)
+}
+
+// ChangedFiles and DeltaFiles are the local paths of a state model's changed keys
+// and delta rows in a lake rooted at root; nil when it has none.
+func (m *Manifest) ChangedFiles(root, model string) ([]string, error) {
+	return m.paths(root, model, m.Models[model].Changed.PartFiles(), false)
+}
+
+// DeltaFiles: see ChangedFiles.
+func (m *Manifest) DeltaFiles(root, model string) ([]string, error) {
+	return m.paths(root, model, m.Models[model].Delta.PartFiles(), false)
+}
+
+func (m *Manifest) paths(root, model string, keys []string, base bool) ([]string, error) {
 	var out []string
-	for _, key := range m.Models[model].Files {
-		if !m.holds(model, key) {
+	for _, key := range keys {
+		if !m.holds(model, key, base) {
 			return nil, fmt.Errorf("manifest: model %s: file %q is outside %s", model, key, ModelKey(m.SnapshotID, model, ""))
 		}
 		out = append(out, filepath.Join(root, filepath.FromSlash(key)))
@@ -117,15 +174,38 @@ func (m *Manifest) Files(root, model string) ([]string, error) {
 	return out, nil
 }
 
-// holds reports whether key is a clean key of a file of model in this snapshot.
-func (m *Manifest) holds(model, key string) bool {
-	return CleanKey(key) && strings.HasPrefix(key, ModelKey(m.SnapshotID, model, ""))
+// holds reports whether key is a clean key of a file of model: in this snapshot's
+// directory of the model, or, for a state model's base (carried by reference), in
+// that model's directory of any snapshot.
+func (m *Manifest) holds(model, key string, base bool) bool {
+	if !CleanKey(key) {
+		return false
+	}
+	if strings.HasPrefix(key, ModelKey(m.SnapshotID, model, "")) {
+		return true
+	}
+	if _, state := ParseStateModel(model); !state || !base {
+		return false
+	}
+	id, ok := ParseSnapshotKey(key)
+	return ok && ValidSnapshotID(id) && strings.HasPrefix(key, ModelKey(id, model, ""))
+}
+
+// Keys are every key of a file the manifest references, its models' files and
+// parts, some of them under earlier snapshots' prefixes; expiry keeps them all.
+func (m *Manifest) Keys() []string {
+	var out []string
+	for _, name := range m.ModelNames() {
+		out = append(out, m.Models[name].Keys()...)
+	}
+	return out
 }
 
 // Validate checks what every reader relies on: a version this package reads, a
 // valid snapshot id, at least one model, valid model names, and model files that
-// are clean keys inside their model's directory of the snapshot, so that joining
-// one to a local root cannot leave it.
+// are clean keys inside their model's directory of the snapshot (a state model's
+// base: of any snapshot), so that joining one to a local root cannot leave it; only
+// a state model has changed keys or a delta.
 func (m *Manifest) Validate() error {
 	switch {
 	case m.Version < 1 || m.Version > ManifestVersion:
@@ -139,8 +219,17 @@ func (m *Manifest) Validate() error {
 		if !ValidModelName(name) {
 			return fmt.Errorf("model name %q is not valid", name)
 		}
-		for _, key := range m.Models[name].Files {
-			if !m.holds(name, key) {
+		mod := m.Models[name]
+		if _, state := ParseStateModel(name); !state && mod.Merged() {
+			return fmt.Errorf("model %s: only a state model has changed keys or a delta", name)
+		}
+		for _, key := range mod.Files {
+			if !m.holds(name, key, true) {
+				return fmt.Errorf("model %s: file %q is outside %s", name, key, ModelKey(m.SnapshotID, name, ""))
+			}
+		}
+		for _, key := range append(mod.Changed.PartFiles(), mod.Delta.PartFiles()...) {
+			if !m.holds(name, key, false) {
 				return fmt.Errorf("model %s: file %q is outside %s", name, key, ModelKey(m.SnapshotID, name, ""))
 			}
 		}

@@ -2,6 +2,7 @@ package lake
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,7 +43,25 @@ func TestManifestValidate(t *testing.T) {
 		{"an id NewSnapshotID did not make", func(m *Manifest) { rename(m, "adhoc_1") }, ""},
 		{"a model without files", func(m *Manifest) { m.Models["empty"] = Model{} }, ""},
 		{"no version", func(m *Manifest) { m.Version = 0 }, "version 0"},
-		{"a newer version", func(m *Manifest) { m.Version = ManifestVersion + 1 }, "version 2"},
+		{"a newer version", func(m *Manifest) { m.Version = ManifestVersion + 1 }, fmt.Sprintf("version %d", ManifestVersion+1)},
+		{"version 1, before state parts", func(m *Manifest) { m.Version = 1 }, ""},
+		{"a state model's base carried from an earlier snapshot, its changed keys and delta", func(m *Manifest) {
+			m.Models["int_resources__latest"] = Model{Files: []string{ModelKey("20251231T000000Z-000000", "int_resources__latest", "data_0.parquet")},
+				Changed: &Part{Files: []string{ModelKey(snap, "int_resources__latest", "changed_0.parquet")}},
+				Delta:   &Part{Files: []string{ModelKey(snap, "int_resources__latest", "delta_0.parquet")}}}
+		}, ""},
+		{"a state model's base of another model", func(m *Manifest) {
+			m.Models["int_resources__latest"] = Model{Files: []string{ModelKey("20251231T000000Z-000000", "int_patient__latest", "data_0.parquet")}}
+		}, "outside"},
+		{"a delta of an earlier snapshot", func(m *Manifest) {
+			m.Models["int_resources__latest"] = Model{Delta: &Part{Files: []string{ModelKey("20251231T000000Z-000000", "int_resources__latest", "delta_0.parquet")}}}
+		}, "outside"},
+		{"changed keys that climb out", func(m *Manifest) {
+			m.Models["int_resources__latest"] = Model{Changed: &Part{Files: []string{ModelKey(snap, "int_resources__latest", "../../x.parquet")}}}
+		}, "outside"},
+		{"a mart with a delta", func(m *Manifest) {
+			m.Models["patients"] = Model{Delta: &Part{Files: []string{ModelKey(snap, "patients", "delta_0.parquet")}}}
+		}, "only a state model"},
 		{"no snapshot id", func(m *Manifest) { rename(m, "") }, "snapshot id"},
 		{"a snapshot id with a slash", func(m *Manifest) { rename(m, "a/b") }, "snapshot id"},
 		{"a snapshot id of dots", func(m *Manifest) { rename(m, "..") }, "snapshot id"},

@@ -125,11 +125,10 @@ func (b *catalogBuild) has(name string) bool {
 // (lake.fresh_resources) and the snapshot's rows with their positions
 // (lake.pos_resources).
 func (b *catalogBuild) baseObjects(ctx context.Context) error {
-	files, err := b.plan.s.modelFiles(b.plan.scan.manifest, batchRawModel)
+	from, _, err := b.plan.s.stateFrom(b.plan.scan.manifest, batchRawModel)
 	if err != nil {
 		return err
 	}
-	from := readFiles(files)
 	objs := []lakeObject{lakeView("batch_resources", selectSQL(batchRawColumns, from))}
 	if f := b.plan.fresh["resources"]; len(f) > 0 {
 		objs = append(objs,

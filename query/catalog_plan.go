@@ -131,7 +131,7 @@ func (p *viewPlan) typeSources() (sources []string, raw []speedFile, err error) 
 	s := p.s
 	m := p.scan.manifest
 	if m != nil && !s.snapshots[m.SnapshotID] {
-		files, err := s.modelFiles(m, batchRawModel)
+		_, files, err := s.stateFrom(m, batchRawModel)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -27,7 +27,7 @@ func (b *catalogBuild) speedView(ctx context.Context, view, hist Table) error {
 // ones, the rows of whichever version ranks first now.
 func (b *catalogBuild) batchedView(ctx context.Context, view, hist Table) error {
 	v := view.Name
-	files, err := b.plan.s.modelFiles(b.plan.scan.manifest, batchStateModel(v))
+	from, files, err := b.plan.s.stateFrom(b.plan.scan.manifest, batchStateModel(v))
 	if err != nil {
 		return err
 	}
@@ -35,7 +35,6 @@ func (b *catalogBuild) batchedView(ctx context.Context, view, hist Table) error 
 	if err != nil {
 		return err
 	}
-	from := readFiles(files)
 	fresh := noRowsSQL(lakeName("batch_" + v))
 	if f := b.plan.fresh[v]; len(f) > 0 {
 		fresh = speedRowsSQL(readSpeed(f))
@@ -124,7 +123,7 @@ func (s *Session) datasetType(ctx context.Context, scan *lakeScan, v string) (st
 	if files := scan.datasets[v]; len(files) > 0 {
 		src = fmt.Sprintf("SELECT _resource_type AS t FROM read_parquet('%s') LIMIT 1", sqlString(files[0].path))
 	} else if m := scan.manifest; m != nil {
-		files, err := s.modelFiles(m, batchStateModel(v))
+		_, files, err := s.stateFrom(m, batchStateModel(v))
 		if err != nil || len(files) == 0 {
 			return "", err
 		}

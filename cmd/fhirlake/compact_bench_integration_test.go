@@ -235,6 +235,12 @@ func (b *compactBench) compact(t *testing.T, args ...string) measured {
 	if r.m, err = sink.ReadManifest(context.Background(), store); err != nil || r.m == nil {
 		t.Fatalf("manifest after fhirlake compact %v: %v %v", args, r.m, err)
 	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		var rec struct{ Msg, Slowest string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Slowest != "" {
+			t.Logf("fhirlake compact %v: slowest dbt nodes: %s", args, rec.Slowest)
+		}
+	}
 	return r
 }
 
@@ -338,7 +344,7 @@ func (b *compactBench) change(t *testing.T, m *lake.Manifest, share float64) *be
 	q := fmt.Sprintf(`CREATE TABLE changes AS
 		WITH picked AS (
 		    SELECT resource_type, resource_id, version_id, resource, md5(resource_type || '/' || resource_id) AS h
-		    FROM read_parquet(%s) WHERE NOT is_deleted ORDER BY h LIMIT %d)
+		    FROM %s WHERE NOT is_deleted ORDER BY h LIMIT %d)
 		SELECT resource_type, resource_id,
 		       row_number() OVER (ORDER BY h) %% 50 = 0
 		           AND resource_type IN ('Observation', 'Condition', 'MedicationRequest') AS is_delete,
@@ -413,7 +419,7 @@ func (b *compactBench) change(t *testing.T, m *lake.Manifest, share float64) *be
 func (ch *benchChange) check(t *testing.T, b *compactBench, m *lake.Manifest) {
 	t.Helper()
 	var wrong int
-	q := fmt.Sprintf(`SELECT count(*) FROM changes c LEFT JOIN read_parquet(%s) s USING (resource_type, resource_id)
+	q := fmt.Sprintf(`SELECT count(*) FROM changes c LEFT JOIN %s s USING (resource_type, resource_id)
 		WHERE NOT coalesce(CASE WHEN c.is_delete THEN s.is_deleted
 		                        ELSE NOT s.is_deleted AND s.version_id IS NOT DISTINCT FROM c.new_version END, false)`,
 		b.modelFiles(t, m, "int_resources__latest"))
@@ -425,19 +431,11 @@ func (ch *benchChange) check(t *testing.T, b *compactBench, m *lake.Manifest) {
 	}
 }
 
-// modelFiles lists the files of a published table, from the manifest, as a DuckDB
-// list of paths.
+// modelFiles is a published table, from the manifest, as a DuckDB relation: a state
+// model merged on read (snapshotModelSQL).
 func (b *compactBench) modelFiles(t *testing.T, m *lake.Manifest, model string) string {
 	t.Helper()
-	mod, ok := m.Models[model]
-	if !ok || len(mod.Files) == 0 {
-		t.Fatalf("snapshot %s has no table %s", m.SnapshotID, model)
-	}
-	quoted := make([]string, len(mod.Files))
-	for i, key := range mod.Files {
-		quoted[i] = "'" + filepath.Join(b.lakeDir, filepath.FromSlash(key)) + "'"
-	}
-	return "[" + strings.Join(quoted, ", ") + "]"
+	return snapshotModelSQL(t, m, b.lakeDir, model)
 }
 
 // speedRows counts the rows of the lake's speed files.

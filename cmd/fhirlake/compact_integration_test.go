@@ -170,10 +170,12 @@ func currentSnapshot(t *testing.T, store sink.Store) snapshot {
 	if m == nil {
 		t.Fatalf("%s: no snapshot published", store.URL())
 	}
-	dir := filepath.Join(t.TempDir(), m.SnapshotID)
-	for name, mod := range m.Models {
-		for _, key := range mod.Files {
-			p := filepath.Join(dir, name, filepath.Base(key))
+	// Every file it references, under their keys: a state model's base may be an
+	// earlier snapshot's.
+	dir := t.TempDir()
+	for _, mod := range m.Models {
+		for _, key := range mod.Keys() {
+			p := filepath.Join(dir, filepath.FromSlash(key))
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -198,12 +200,34 @@ func (s snapshot) db(t *testing.T) *sql.DB {
 	}
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { db.Close() })
-	for name := range s.m.Models {
-		if _, err := db.Exec(fmt.Sprintf("CREATE VIEW %s AS SELECT * FROM read_parquet('%s/%s/*.parquet')", name, s.dir, name)); err != nil {
+	for _, name := range s.m.ModelNames() {
+		if _, err := db.Exec(fmt.Sprintf("CREATE VIEW %s AS SELECT * FROM %s", name, snapshotModelSQL(t, s.m, s.dir, name))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return db
+}
+
+// snapshotModelSQL is a model of m, in a lake (or a copy of its files) rooted at root,
+// as a reader reads it: a state model's base without its changed keys and its delta.
+func snapshotModelSQL(t *testing.T, m *lake.Manifest, root, model string) string {
+	t.Helper()
+	base, err := m.Files(root, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := m.ChangedFiles(root, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta, err := m.DeltaFiles(root, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(base)+len(delta) == 0 {
+		t.Fatalf("snapshot %s has no table %s", m.SnapshotID, model)
+	}
+	return lake.StateSQL(base, changed, delta)
 }
 
 // martOf maps each resource mart to its resource type and key.
@@ -339,8 +363,13 @@ func sameTables(t *testing.T, a, b snapshot) {
 	for name := range a.m.Models {
 		for _, pair := range [][2]snapshot{{a, b}, {b, a}} {
 			var n int
-			q := fmt.Sprintf("SELECT count(*) FROM (SELECT * FROM read_parquet('%s/%s/*.parquet') EXCEPT ALL SELECT * FROM read_parquet('%s/%s/*.parquet'))",
-				pair[0].dir, name, pair[1].dir, name)
+			x, y := snapshotModelSQL(t, pair[0].m, pair[0].dir, name), snapshotModelSQL(t, pair[1].m, pair[1].dir, name)
+			var cols string
+			// The columns by name: a merged state holds its base's order, a rebuilt one its own.
+			if err := db.QueryRow("SELECT string_agg('\"' || column_name || '\"', ', ' ORDER BY column_name) FROM (DESCRIBE SELECT * FROM " + x + ")").Scan(&cols); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			q := fmt.Sprintf("SELECT count(*) FROM (SELECT %[3]s FROM %[1]s EXCEPT ALL SELECT %[3]s FROM %[2]s)", x, y, cols)
 			if err := db.QueryRow(q).Scan(&n); err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}

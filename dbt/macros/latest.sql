@@ -2,8 +2,20 @@
     snapshot's state and this run's speed rows, kept when int_resources__latest says
     their version is the resource's latest and is not a delete (the same rule as the
     query layer). A version's rows are matched by their Kafka
-    coordinates, so a replayed range yields one copy of each row. -#}
+    coordinates, so a replayed range yields one copy of each row. An incremental run
+    (macros/state.sql) makes it the merged state of base and delta. -#}
 {% macro latest_view_rows(view) -%}
+    {%- if fhir_incremental() -%}
+{{ fhir_merged_state(fhir_state_model(view), ref('int_' ~ view ~ '__delta')) }}
+    {%- else -%}
+{{ latest_view_rows_of(view, ref('int_resources__latest')) }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- latest_view_rows, with the latest versions read from `resources` (a state of the
+    raw dataset: int_resources__latest, or an incremental run's int_resources__delta). -#}
+{% macro latest_view_rows_of(view, resources) -%}
 with versions as (
     select * from {{ ref('stg_batch__' ~ view) }}
     union all by name
@@ -12,7 +24,7 @@ with versions as (
 
 latest as (
     select resource_type, resource_id, version_id, kafka_topic, kafka_partition, kafka_offset
-    from {{ ref('int_resources__latest') }}
+    from {{ resources }}
     where not is_deleted
 )
 

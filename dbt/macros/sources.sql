@@ -167,17 +167,16 @@
 {%- endmacro %}
 
 
-{#- The previous snapshot's rows of one state model, stacked by name onto the columns
+{#- The previous snapshot's rows of one state model (fhir_previous_rows: the merged
+    state, or in an incremental run those of the resources it changed), stacked by name onto the columns
     of `like`, the staging model of the same data. A view's state keeps every column it
     holds (one this run's files lack, such as a view column no mart reads, stays);
     with only_like, the rows are cut to the columns of `like` (the raw dataset, whose
     state adds is_deleted). No previous snapshot, or one without this model: no rows,
     the columns of `like`. -#}
 {% macro snapshot_source(model_name, like, only_like=false) -%}
-    {%- if not execute -%}
-        {%- set _ = source('batch', model_name) -%}
-    {%- endif -%}
-    {%- set present = execute and var('previous_snapshot') and model_name in var('previous_models') -%}
+    {%- set previous = fhir_previous_rows(model_name) -%}
+    {%- set present = execute and previous -%}
     {%- set cols = adapter.get_columns_in_relation(like) if execute and only_like else [] -%}
     select
     {%- for c in cols %}
@@ -189,7 +188,9 @@
         select * from {{ like }} where false
         {%- if present %}
         union all by name
-        select * from {{ source('batch', model_name) }}
+        select * from (
+            {{ previous }}
+        )
         {%- endif %}
     )
 {%- endmacro %}
@@ -237,12 +238,15 @@ from source
     stacked by name onto the columns of `like`. No previous snapshot, or one without this
     model: no rows. -#}
 {% macro snapshot_rows(model_name, like) -%}
-    {%- set present = execute and var('previous_snapshot') and model_name in var('previous_models') -%}
+    {%- set previous = fhir_previous_rows(model_name) -%}
+    {%- set present = execute and previous -%}
     select * from (
         select * from {{ like }} where false
         {%- if present %}
         union all by name
-        select * from read_parquet('{{ (var('previous_snapshot') ~ '/' ~ model_name ~ '/*.parquet') | replace("'", "''") }}', union_by_name = true)
+        select * from (
+            {{ previous }}
+        )
         {%- endif %}
     )
 {%- endmacro %}

@@ -5,6 +5,12 @@
 -- arriving late never resurrects a deleted resource. The ranking is a total order over
 -- the versions ranked together, so previous state ∪ new rows picks what a full rebuild
 -- picks (docs/format/latest.md says when a server's versionIds and lastUpdated disagree).
+-- An incremental run ranks only the resources it changed (macro fhir_resources_delta,
+-- the same order) and this model is the merged state: the base without the changed
+-- keys, and the delta (macros/state.sql).
+{%- if fhir_incremental() %}
+{{ fhir_merged_state('int_resources__latest', ref('int_resources__delta')) }}
+{%- else %}
 with versions as (
     select * from {{ ref('stg_batch__resources') }}
     union all by name
@@ -24,3 +30,4 @@ qualify row_number() over (
     partition by resource_type, resource_id
     order by {{ fhir_latest_order() }}
 ) = 1
+{%- endif %}

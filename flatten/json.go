@@ -64,6 +64,9 @@ type Resource struct {
 	stack []node
 	root  int32
 	typ   string
+	// serial changes with every parse, so that an evaluator holding
+	// results of this Resource can tell new content from the same.
+	serial uint64
 }
 
 // Parse parses one FHIR resource in JSON form. It keeps a reference to data.
@@ -81,6 +84,7 @@ func (r *Resource) Parse(data []byte) error {
 	if len(data) >= 1<<32-1 {
 		return errors.New("parse resource: document larger than 4 GiB")
 	}
+	r.serial++
 	r.src = data
 	r.esc = r.esc[:0]
 	r.nodes = r.nodes[:0]

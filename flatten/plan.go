@@ -1,8 +1,6 @@
 package flatten
 
 import (
-	"fmt"
-
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
@@ -25,27 +23,36 @@ type Plan struct {
 
 // Plans compiles views again in one Plan per resource type, in the order
 // in which each type first appears; the views keep their order within a
-// plan.
-func Plans(views []*View) ([]*Plan, error) {
+// plan. Views that compiled on their own compile together; should they
+// not, each becomes a plan of its own, as compiled.
+func Plans(views []*View) []*Plan {
 	var (
-		order []string
-		defs  = map[string][][]byte{}
+		order  []string
+		byType = map[string][]*View{}
 	)
 	for _, v := range views {
-		if _, ok := defs[v.resource]; !ok {
+		if _, ok := byType[v.resource]; !ok {
 			order = append(order, v.resource)
 		}
-		defs[v.resource] = append(defs[v.resource], v.def)
+		byType[v.resource] = append(byType[v.resource], v)
 	}
 	plans := make([]*Plan, 0, len(order))
 	for _, typ := range order {
-		vs, err := compileViews(defs[typ], true)
+		alone := byType[typ]
+		defs := make([][]byte, len(alone))
+		for i, v := range alone {
+			defs[i] = v.def
+		}
+		vs, err := compileViews(defs, true)
 		if err != nil {
-			return nil, fmt.Errorf("plan of %s: %w", typ, err)
+			for _, v := range alone {
+				plans = append(plans, &Plan{resource: typ, views: []*View{v}})
+			}
+			continue
 		}
 		plans = append(plans, &Plan{resource: typ, views: vs})
 	}
-	return plans, nil
+	return plans
 }
 
 // Resource returns the resource type of the plan's views.

@@ -17,10 +17,7 @@ type planBatches struct {
 
 func newPlanBatches(t *testing.T, views []*View) *planBatches {
 	t.Helper()
-	plans, err := Plans(views)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plans := Plans(views)
 	pb := &planBatches{plans: map[string][]*Batch{}, alone: map[string][]*Batch{}}
 	mem := memory.NewGoAllocator()
 	for _, p := range plans {
@@ -102,10 +99,7 @@ func TestPlanSharesAcrossViews(t *testing.T) {
 			alone += v.shared
 		}
 	}
-	plans, err := Plans(obs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plans := Plans(obs)
 	if len(plans) != 1 || len(plans[0].Views()) != 2 {
 		t.Fatalf("got %d plans, want one of the two Observation views", len(plans))
 	}
@@ -136,10 +130,7 @@ func TestPlanResourceParsedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plans, err := Plans(views)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plans := Plans(views)
 	var batches []*Batch
 	for _, p := range plans {
 		if p.Resource() == "Observation" {

@@ -163,10 +163,20 @@ func (r *Resource) field(obj int32, name string) (val, ext int32, typ ftype) {
 	var choiceType ftype
 	end := o.off + 2*o.n
 	for k := o.off; k < end; k += 2 {
-		key := r.bytes(int32(k))
-		if len(key) == 0 {
+		// Most keys differ from name in length or first byte: rule them
+		// out from the node before slicing the key's bytes.
+		kn := r.nodes[k]
+		if kn.n == 0 || int(kn.n) < len(name) {
 			continue
 		}
+		src := r.src
+		if kn.flags&flagEsc != 0 {
+			src = r.esc
+		}
+		if first := src[kn.off]; first != name[0] && first != '_' {
+			continue
+		}
+		key := src[kn.off : kn.off+kn.n]
 		// Compare first bytes before whole keys: most keys differ there.
 		switch {
 		case len(key) == len(name):

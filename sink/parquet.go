@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -18,6 +19,7 @@ import (
 // It is safe for concurrent use: every Write takes its own connection.
 type Parquet struct {
 	connector *duckdb.Connector
+	seq       atomic.Uint64
 	level     int
 	rowGroup  int
 	groupSize int64
@@ -159,11 +161,12 @@ func (p *Parquet) WriteBatches(ctx context.Context, recs []arrow.RecordBatch, pa
 		return fmt.Errorf("arrow reader: %w", err)
 	}
 	defer reader.Release()
-	// A registered Arrow view can be scanned only once, so every file
-	// registers its batches again. The view is the connection's own
-	// (temporary) and registering replaces it: one name per connection
-	// and no DROP, a statement less per file.
-	const view = "arrow_batch"
+	// A registered Arrow view can be scanned only once, so every file gets a
+	// fresh view that is dropped afterwards. Re-registering one name per
+	// connection instead (a statement less per file) failed under
+	// concurrent encodes: DuckDB meets the replaced view, whose stream is
+	// released (see docs/benchmarks.md, A Parquet file's fixed cost).
+	view := fmt.Sprintf("arrow_batch_%d", p.seq.Add(1))
 	release, err := ar.RegisterView(reader, view)
 	if err != nil {
 		return fmt.Errorf("register arrow view: %w", err)
@@ -178,8 +181,13 @@ func (p *Parquet) WriteBatches(ctx context.Context, recs []arrow.RecordBatch, pa
 	// eviction per file, about 2% of a small file's encode.
 	q := fmt.Sprintf("COPY (SELECT * FROM %s) TO '%s' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL %d, ROW_GROUP_SIZE %d, ROW_GROUP_SIZE_BYTES %d, USE_TMP_FILE false)",
 		view, strings.ReplaceAll(path, "'", "''"), p.level, rowGroupSize, p.groupSize)
-	if _, err = execer.ExecContext(ctx, q, nil); err != nil {
+	_, err = execer.ExecContext(ctx, q, nil)
+	_, dropErr := execer.ExecContext(context.Background(), "DROP VIEW IF EXISTS "+view, nil)
+	if err != nil {
 		return fmt.Errorf("write parquet %s: %w", path, err)
+	}
+	if dropErr != nil {
+		return errors.Join(fmt.Errorf("drop view %s", view), dropErr)
 	}
 	return nil
 }

@@ -214,7 +214,7 @@ func compileOne(def []byte, share bool, slots, shared int) (*View, *viewCompiler
 		}
 		c.expr.consts[cname] = v
 	}
-	v := &View{name: name, resource: vd.Resource, def: def}
+	v := &View{name: name, resource: vd.Resource, def: bytes.Clone(def)} // the caller may reuse def
 	for _, w := range vd.Where {
 		if w.Path == "" {
 			return nil, nil, fail("where without path")

@@ -107,6 +107,9 @@ type Consumer struct {
 	fetcher *notification.Fetcher
 	log     *slog.Logger
 	m       *metrics
+	// plans are opts.Views compiled together per resource type, for
+	// the workers' buffers.
+	plans []*flatten.Plan
 
 	// The memory budget (memory.go). mem counts the Arrow memory of
 	// filling buffers and of sealed batches not yet encoded.
@@ -158,6 +161,7 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 		return nil, err
 	}
 	c := &Consumer{
+		plans:   flatten.Plans(opts.Views),
 		opts:    opts,
 		writer:  w,
 		router:  NewRouter(opts.Routing, opts.Tenants),

@@ -134,7 +134,7 @@ func newWorker(c *Consumer, topic string, partition int32) *worker {
 		flusherDone: make(chan struct{}),
 	}
 	w.timer.Stop()
-	w.filling.buf = rows.NewBuffer(c.mem, c.opts.Views, w.viewError)
+	w.filling.buf = rows.NewPlanBuffer(c.mem, c.plans, w.viewError)
 	w.filling.dlq = &dlqTracker{}
 	return w
 }

@@ -53,6 +53,7 @@ func benchConsumer(tb testing.TB) *Consumer {
 	opts.defaults()
 	opts.MaxRows, opts.MaxBytes, opts.MaxAge = 1<<30, 1<<40, time.Hour
 	return &Consumer{
+		plans:  flatten.Plans(views),
 		opts:   opts,
 		router: NewRouter(opts.Routing, opts.Tenants),
 		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -162,6 +162,11 @@ type Batch struct {
 
 // NewBatch returns an empty batch of the view's rows.
 func (v *View) NewBatch(mem memory.Allocator) *Batch {
+	return v.newBatch(mem, newEvaluator(v.slots, v.shared))
+}
+
+// newBatch returns an empty batch that evaluates with ev.
+func (v *View) newBatch(mem memory.Allocator, ev *evaluator) *Batch {
 	b := &Batch{
 		view:  v,
 		bld:   array.NewRecordBuilder(mem, v.schema),
@@ -170,7 +175,7 @@ func (v *View) NewBatch(mem memory.Allocator) *Batch {
 	for i, c := range v.cols {
 		b.kinds[i] = kindOfType(c.fhirType)
 	}
-	b.w = newWalker(v, b.stage)
+	b.w = newWalker(v, ev, b.stage)
 	return b
 }
 

@@ -25,6 +25,7 @@ func (r *Resource) ParseEmbedded(data []byte, start, maxDepth int) (end int, err
 	if start >= len(data) || data[start] != '{' {
 		return start, fmt.Errorf("offset %d: not a JSON object", start)
 	}
+	r.serial++
 	r.src = data
 	r.esc = r.esc[:0]
 	r.nodes = r.nodes[:0]

@@ -43,10 +43,12 @@ type walker struct {
 	rootBuf [1]item
 }
 
-func newWalker(v *View, emit func() error) *walker {
+// newWalker returns a walker of v's rows that evaluates with ev, an
+// evaluator of v or of the Plan v belongs to.
+func newWalker(v *View, ev *evaluator, emit func() error) *walker {
 	return &walker{
 		view: v,
-		ev:   newEvaluator(v.slots, v.shared),
+		ev:   ev,
 		vals: make([][]item, len(v.cols)),
 		reps: make([][]item, v.repeats),
 		emit: emit,

@@ -218,6 +218,9 @@ type op struct {
 	re     *regexp.Regexp
 	result resultKind
 	src    string // the expression text, for error messages
+	// perResource marks an opShared op whose focus is always the resource:
+	// its result holds for every select and view of the resource.
+	perResource bool
 }
 
 // exprCompiler turns syntax trees into ops.

@@ -39,12 +39,16 @@ func nodeItem(n int32) item { return item{kind: vNode, node: n, ext: -1} }
 // concurrent use; each Batch has its own.
 type evaluator struct {
 	res      *Resource
+	serial   uint64 // res's serial when reset
 	bufs     [][]item
 	rowIndex int64
 	index    int64
 	// gen numbers the current focus: a shared result computed under
-	// another generation is stale.
+	// another generation is stale. resGen is the generation of the
+	// resource, for results shared by every select with the resource as
+	// focus (see shareResource); it changes only with the resource.
 	gen    uint64
+	resGen uint64
 	shared []sharedResult
 }
 
@@ -58,11 +62,19 @@ func newEvaluator(slots, shared int) *evaluator {
 	return &evaluator{bufs: make([][]item, slots), shared: make([]sharedResult, shared)}
 }
 
+// reset starts the evaluation of r. The results shared across the
+// selects with r as focus are kept when r is the resource of the last
+// reset and has not been parsed again since: the batches of one Plan
+// evaluate the same resource one after another.
 func (e *evaluator) reset(r *Resource) {
-	e.res = r
 	e.rowIndex = 0
 	e.index = 0
 	e.gen++
+	if e.res == r && e.serial == r.serial {
+		return
+	}
+	e.res, e.serial = r, r.serial
+	e.resGen = e.gen
 }
 
 // newFocus invalidates the shared results: the columns about to be
@@ -182,14 +194,18 @@ func (e *evaluator) eval(o *op, this []item) ([]item, error) {
 		return e.evalCall(o, this)
 	case opShared:
 		c := &e.shared[o.slot]
-		if c.gen == e.gen {
+		gen := e.gen
+		if o.perResource {
+			gen = e.resGen
+		}
+		if c.gen == gen {
 			return c.val, nil
 		}
 		v, err := e.eval(o.a, this)
 		if err != nil {
 			return nil, err
 		}
-		c.gen, c.val = e.gen, v
+		c.gen, c.val = gen, v
 		return v, nil
 	}
 	return nil, fmt.Errorf("unknown operation %d", o.code)

@@ -193,8 +193,11 @@ func (e *evaluator) evalCall(o *op, this []item) ([]item, error) {
 			if it.kind != vNode || it.node < 0 {
 				continue
 			}
-			if rt, _, _ := e.res.field(it.node, "resourceType"); rt < 0 {
-				continue
+			// The root's resourceType was read by the parser.
+			if it.node != e.res.root || e.res.typ == "" {
+				if rt, _, _ := e.res.field(it.node, "resourceType"); rt < 0 {
+					continue
+				}
 			}
 			if id, _, _ := e.res.field(it.node, "id"); id >= 0 && e.res.nodes[id].kind == kindString {
 				out = append(out, item{kind: vStr, typ: tString, s: e.res.str(id)})

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
 // suiteSeeds returns the expressions and resources of the conformance
@@ -136,7 +139,50 @@ func FuzzEvaluate(f *testing.F) {
 		if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
 			t.Fatalf("%q: with shared paths got %v (%v), want %v (%v)", expr, got, gerr, want, werr)
 		}
+		// Two views in a plan, sharing the path per resource, give the
+		// rows each gives alone without sharing.
+		other, _ := json.Marshal(map[string]any{
+			"resource": r.ResourceType(),
+			"select": []any{map[string]any{
+				"column": []any{map[string]any{"name": "h", "path": "(" + expr + ").exists()"}},
+				"select": []any{map[string]any{"forEachOrNull": expr, "column": []any{map[string]any{"name": "i", "path": "$this", "collection": true}}}},
+			}},
+		})
+		comparePlan(t, expr, r, def, other)
 	})
+}
+
+// comparePlan checks that defs compiled together in a plan give, through
+// batches sharing one evaluator, the rows each gives alone without
+// sharing. Resources the views cannot evaluate are skipped.
+func comparePlan(t *testing.T, expr string, r *Resource, defs ...[]byte) {
+	planned, err := compileViews(defs, true)
+	if err != nil {
+		return
+	}
+	mem := memory.NewGoAllocator()
+	p := &Plan{resource: r.ResourceType(), views: planned}
+	batches := p.NewBatches(mem)
+	for i, def := range defs {
+		alone, err := compileView(def, false)
+		if err != nil {
+			t.Fatalf("compiles only in a plan: %v", err)
+		}
+		ab := alone.NewBatch(mem)
+		got, gerr := batches[i].Append(r)
+		want, werr := ab.Append(r)
+		if got != want || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("%q: view %d in a plan gave %d rows (%v), alone %d (%v)", expr, i, got, gerr, want, werr)
+		}
+		g, w := batches[i].NewRecordBatch(), ab.NewRecordBatch()
+		if !array.RecordEqual(g, w) {
+			t.Fatalf("%q: view %d in a plan gave\n%v\nalone\n%v", expr, i, g, w)
+		}
+		g.Release()
+		w.Release()
+		ab.Release()
+		batches[i].Release()
+	}
 }
 
 func FuzzBundleEntries(f *testing.F) {

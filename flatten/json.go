@@ -64,6 +64,9 @@ type Resource struct {
 	stack []node
 	root  int32
 	typ   string
+	// serial changes with every parse, so that an evaluator holding
+	// results of this Resource can tell new content from the same.
+	serial uint64
 }
 
 // Parse parses one FHIR resource in JSON form. It keeps a reference to data.
@@ -81,6 +84,7 @@ func (r *Resource) Parse(data []byte) error {
 	if len(data) >= 1<<32-1 {
 		return errors.New("parse resource: document larger than 4 GiB")
 	}
+	r.serial++
 	r.src = data
 	r.esc = r.esc[:0]
 	r.nodes = r.nodes[:0]
@@ -159,10 +163,20 @@ func (r *Resource) field(obj int32, name string) (val, ext int32, typ ftype) {
 	var choiceType ftype
 	end := o.off + 2*o.n
 	for k := o.off; k < end; k += 2 {
-		key := r.bytes(int32(k))
-		if len(key) == 0 {
+		// Most keys differ from name in length or first byte: rule them
+		// out from the node before slicing the key's bytes.
+		kn := r.nodes[k]
+		if kn.n == 0 || int(kn.n) < len(name) {
 			continue
 		}
+		src := r.src
+		if kn.flags&flagEsc != 0 {
+			src = r.esc
+		}
+		if first := src[kn.off]; first != name[0] && first != '_' {
+			continue
+		}
+		key := src[kn.off : kn.off+kn.n]
 		// Compare first bytes before whole keys: most keys differ there.
 		switch {
 		case len(key) == len(name):

@@ -15,7 +15,7 @@ import (
 func (v *View) Rows(r *Resource) ([]map[string]any, error) {
 	var rows []map[string]any
 	var w *walker
-	w = newWalker(v, func() error {
+	w = newWalker(v, newEvaluator(v.slots, v.shared), func() error {
 		row := make(map[string]any, len(v.cols))
 		for _, c := range v.cols {
 			row[c.name] = w.anyValue(c, w.vals[c.idx])

@@ -35,14 +35,28 @@ func onSpine(o *op) bool {
 // evaluated once. next numbers the evaluator's cache entries; it is
 // advanced by the number of entries used.
 func shareSpines(cols []*column, next *int) {
-	if len(cols) < 2 {
+	exprs := make([]**op, len(cols))
+	for i, c := range cols {
+		exprs[i] = &c.expr
+	}
+	shareExprs(exprs, next, false)
+}
+
+// shareExprs rewrites the expressions *exprs, all evaluated on the same
+// focus, so that every spine op two or more of them have in common is
+// evaluated once. perResource marks the shared ops as valid for the whole
+// resource rather than for one focus of one select: exprs then hold every
+// expression whose focus is the resource, across selects and views (see
+// shareResource).
+func shareExprs(exprs []**op, next *int, perResource bool) {
+	if len(exprs) < 2 {
 		return
 	}
 	keys := map[*op]string{}
-	users := map[string]int{} // how many columns have the key on their spine
-	for _, c := range cols {
+	users := map[string]int{} // how many expressions have the key on their spine
+	for _, e := range exprs {
 		seen := map[string]bool{}
-		for o := c.expr; o != nil && onSpine(o); o = o.a {
+		for o := *e; o != nil && onSpine(o); o = o.a {
 			k, ok := opKey(o, keys)
 			if ok && !seen[k] {
 				seen[k] = true
@@ -51,8 +65,8 @@ func shareSpines(cols []*column, next *int) {
 		}
 	}
 	shared := map[string]*op{} // key → the caching op that replaces it
-	for _, c := range cols {
-		at := &c.expr
+	for _, e := range exprs {
+		at := e
 		// Users of the shared op above on this spine: a shorter path is
 		// worth its own cache entry only when more columns start with it.
 		above := 1
@@ -69,7 +83,7 @@ func shareSpines(cols []*column, next *int) {
 				*at = s
 				break
 			}
-			s := &op{code: opShared, a: o, slot: *next, result: o.result, src: o.src}
+			s := &op{code: opShared, a: o, slot: *next, result: o.result, src: o.src, perResource: perResource}
 			*next++
 			shared[k] = s
 			*at = s

@@ -56,13 +56,13 @@ func TestShareSpines(t *testing.T) {
 			wantRows:   `[{"first_family":"Roe","first_given":"Jo"}]`,
 		},
 		{
-			name: "per element of a forEach, and not across selects",
+			name: "per element of a forEach, and across selects on the resource",
 			select_: `[{"column": [{"name": "city1", "path": "address.first().city"}]},
 				{"forEach": "address", "column": [
 					{"name": "city", "path": "city"},
 					{"name": "upper_city", "path": "city.upper()"},
 					{"name": "state", "path": "state"}]}]`,
-			wantShared: 1, // city within the forEach
+			wantShared: 2, // address, for the column and the forEach; city within the forEach
 			wantRows: `[{"city":"Boston","city1":"Boston","state":"MA","upper_city":"BOSTON"},` +
 				`{"city":"Salem","city1":"Boston","state":null,"upper_city":"SALEM"}]`,
 		},

@@ -27,6 +27,7 @@ type View struct {
 	shared   int // results cached per focus (see shareSpines)
 	repeats  int
 	schema   *arrow.Schema
+	def      []byte // the ViewDefinition, to compile it again in a Plan
 }
 
 // Name returns the view's name (the ViewDefinition's name, or the resource
@@ -126,11 +127,50 @@ func Compile(def []byte) (*View, error) {
 // paths common to several columns (off only to test that sharing changes
 // no result).
 func compileView(def []byte, share bool) (*View, error) {
+	vs, err := compileViews([][]byte{def}, share)
+	if err != nil {
+		return nil, err
+	}
+	return vs[0], nil
+}
+
+// compileViews compiles ViewDefinitions together, for one evaluator: the
+// views number their scratch slots and cached results in one sequence, and
+// the paths that expressions with the resource as focus have in common,
+// in any select of any of the views, are evaluated once per resource.
+func compileViews(defs [][]byte, share bool) ([]*View, error) {
+	var (
+		views    []*View
+		slots    int
+		shared   int
+		resource []**op
+	)
+	for _, def := range defs {
+		v, c, err := compileOne(def, share, slots, shared)
+		if err != nil {
+			return nil, err
+		}
+		views = append(views, v)
+		slots, shared = c.expr.slots, c.shared
+		resource = append(resource, c.resource...)
+	}
+	if share {
+		shareExprs(resource, &shared, true)
+	}
+	for _, v := range views {
+		v.slots, v.shared = slots, shared
+	}
+	return views, nil
+}
+
+// compileOne compiles one ViewDefinition, numbering its scratch slots from
+// slots and its cached results from shared.
+func compileOne(def []byte, share bool, slots, shared int) (*View, *viewCompiler, error) {
 	var vd viewDefinition
 	dec := json.NewDecoder(bytes.NewReader(def))
 	dec.UseNumber()
 	if err := dec.Decode(&vd); err != nil {
-		return nil, fmt.Errorf("compile view: decode ViewDefinition: %w", err)
+		return nil, nil, fmt.Errorf("compile view: decode ViewDefinition: %w", err)
 	}
 	name := vd.Name
 	if name == "" {
@@ -140,58 +180,62 @@ func compileView(def []byte, share bool) (*View, error) {
 		return fmt.Errorf("compile view %s: %s", strconv.Quote(name), fmt.Sprintf(format, args...))
 	}
 	if vd.ResourceType != "" && vd.ResourceType != "ViewDefinition" {
-		return nil, fail("resourceType is %q, want ViewDefinition", vd.ResourceType)
+		return nil, nil, fail("resourceType is %q, want ViewDefinition", vd.ResourceType)
 	}
 	if vd.Resource == "" {
-		return nil, fail("resource is missing")
+		return nil, nil, fail("resource is missing")
 	}
 	// Names become table and directory names downstream: keep them to
 	// SQL identifiers, as the specification asks.
 	idents := regexp.MustCompile(columnNamePattern)
 	if !idents.MatchString(vd.Resource) {
-		return nil, fail("resource %q is not a resource type name", vd.Resource)
+		return nil, nil, fail("resource %q is not a resource type name", vd.Resource)
 	}
 	if !idents.MatchString(name) {
-		return nil, fail("name must match %s", columnNamePattern)
+		return nil, nil, fail("name must match %s", columnNamePattern)
 	}
 	if len(vd.Select) == 0 {
-		return nil, fail("select is missing")
+		return nil, nil, fail("select is missing")
 	}
 	c := &viewCompiler{
-		view:  name,
-		expr:  exprCompiler{consts: map[string][]item{}},
-		re:    idents,
-		share: share,
+		view:   name,
+		expr:   exprCompiler{consts: map[string][]item{}, slots: slots},
+		re:     idents,
+		share:  share,
+		shared: shared,
 	}
 	for _, cd := range vd.Constant {
 		cname, v, err := constantValue(cd)
 		if err != nil {
-			return nil, fail("%v", err)
+			return nil, nil, fail("%v", err)
 		}
 		if _, dup := c.expr.consts[cname]; dup {
-			return nil, fail("constant %s is defined twice", cname)
+			return nil, nil, fail("constant %s is defined twice", cname)
 		}
 		c.expr.consts[cname] = v
 	}
-	v := &View{name: name, resource: vd.Resource}
+	v := &View{name: name, resource: vd.Resource, def: bytes.Clone(def)} // the caller may reuse def
 	for _, w := range vd.Where {
 		if w.Path == "" {
-			return nil, fail("where without path")
+			return nil, nil, fail("where without path")
 		}
 		o, err := c.expr.compileExpr(w.Path)
 		if err != nil {
-			return nil, fail("where expression %q: %v", w.Path, err)
+			return nil, nil, fail("where expression %q: %v", w.Path, err)
 		}
 		v.where = append(v.where, o)
 	}
-	root, cols, err := c.compileSelect(selectDefinition{Select: vd.Select}, "select")
+	for i := range v.where {
+		c.resource = append(c.resource, &v.where[i])
+	}
+	root, cols, err := c.compileSelect(selectDefinition{Select: vd.Select}, "select", true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	seen := map[string]bool{}
 	for _, col := range cols {
 		if seen[col.name] {
-			return nil, fail("column %s is defined more than once", col.name)
+			return nil, nil, fail("column %s is defined more than once", col.name)
 		}
 		seen[col.name] = true
 		col.idx = len(v.cols)
@@ -205,15 +249,13 @@ func compileView(def []byte, share bool) (*View, error) {
 		col.idx = target.idx
 	}
 	v.root = root
-	v.slots = c.expr.slots
-	v.shared = c.shared
 	v.repeats = c.repeats
 	schema, err := buildSchema(v)
 	if err != nil {
-		return nil, fail("%v", err)
+		return nil, nil, fail("%v", err)
 	}
 	v.schema = schema
-	return v, nil
+	return v, c, nil
 }
 
 type viewCompiler struct {
@@ -224,6 +266,11 @@ type viewCompiler struct {
 	repeats int
 	share   bool // share common column paths (see shareSpines)
 	shared  int
+	// resource holds the expressions whose focus is the resource: where,
+	// the columns of selects that iterate nothing on the way from the
+	// root, and the forEach paths read from those selects. They are
+	// shared per resource across selects and views (compileViews).
+	resource []**op
 }
 
 func (c *viewCompiler) errorf(format string, args ...any) error {
@@ -232,7 +279,8 @@ func (c *viewCompiler) errorf(format string, args ...any) error {
 
 // compileSelect compiles a select element and returns it with the ordered
 // columns it contributes: its own, then its selects', then its unionAll's.
-func (c *viewCompiler) compileSelect(sd selectDefinition, where string) (*selectPlan, []*column, error) {
+// onResource tells that the select's input focus is the resource.
+func (c *viewCompiler) compileSelect(sd selectDefinition, where string, onResource bool) (*selectPlan, []*column, error) {
 	p := &selectPlan{}
 	set := 0
 	if sd.ForEach != nil {
@@ -261,6 +309,9 @@ func (c *viewCompiler) compileSelect(sd selectDefinition, where string) (*select
 			return nil, nil, c.errorf("%s: %s expression %q: %v", where, kw, *path, err)
 		}
 		p.iter = o
+		if onResource {
+			c.resource = append(c.resource, &p.iter)
+		}
 	case selRepeat:
 		if len(sd.Repeat) == 0 {
 			return nil, nil, c.errorf("%s: repeat needs at least one path", where)
@@ -284,11 +335,19 @@ func (c *viewCompiler) compileSelect(sd selectDefinition, where string) (*select
 		p.cols = append(p.cols, col)
 		cols = append(cols, col)
 	}
-	if c.share {
+	// The select's own focus: the resource while nothing is iterated.
+	onResource = onResource && p.mode == selPlain
+	switch {
+	case !c.share:
+	case onResource:
+		for _, col := range p.cols {
+			c.resource = append(c.resource, &col.expr)
+		}
+	default:
 		shareSpines(p.cols, &c.shared)
 	}
 	for i, sub := range sd.Select {
-		sp, sc, err := c.compileSelect(sub, fmt.Sprintf("%s[%d].select", where, i))
+		sp, sc, err := c.compileSelect(sub, fmt.Sprintf("%s[%d].select", where, i), onResource)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -297,7 +356,7 @@ func (c *viewCompiler) compileSelect(sd selectDefinition, where string) (*select
 	}
 	var first []*column
 	for i, branch := range sd.UnionAll {
-		bp, bc, err := c.compileSelect(branch, fmt.Sprintf("%s.unionAll[%d]", where, i))
+		bp, bc, err := c.compileSelect(branch, fmt.Sprintf("%s.unionAll[%d]", where, i), onResource)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -17,34 +17,44 @@ import (
 // rows and the rows of every view of each resource's type, each resource
 // parsed once. It belongs to one goroutine.
 type Buffer struct {
-	mem         memory.Allocator
-	viewsByType map[string][]*flatten.View
-	tenants     map[string]*tenantBuffer
-	res         flatten.Resource // reused: parsing allocates nothing once warm
-	rows        int
-	newest      map[string]time.Time
+	mem memory.Allocator
+	// plans holds the views of each resource type compiled together, so
+	// that each resource is walked once for all of them.
+	plans   map[string]*flatten.Plan
+	tenants map[string]*tenantBuffer
+	res     flatten.Resource // reused: parsing allocates nothing once warm
+	rows    int
+	newest  map[string]time.Time
 	// ViewError is called when a view cannot evaluate a resource; the raw
 	// row is kept regardless. view is "parse" when the resource did not parse.
 	onViewError func(tenant, view string, ev *notification.Event, at Coordinates, err error)
 }
 
-// NewBuffer returns an empty buffer writing the given views.
+// NewBuffer returns an empty buffer writing the given views, compiled
+// together per resource type (flatten.Plans).
 func NewBuffer(mem memory.Allocator, views []*flatten.View, onViewError func(tenant, view string, ev *notification.Event, at Coordinates, err error)) *Buffer {
-	byType := map[string][]*flatten.View{}
-	for _, v := range views {
-		byType[v.Resource()] = append(byType[v.Resource()], v)
+	return NewPlanBuffer(mem, flatten.Plans(views), onViewError)
+}
+
+// NewPlanBuffer returns an empty buffer writing the views of plans. A
+// caller that makes many buffers of the same views compiles their plans
+// once (a few milliseconds for the default views).
+func NewPlanBuffer(mem memory.Allocator, plans []*flatten.Plan, onViewError func(tenant, view string, ev *notification.Event, at Coordinates, err error)) *Buffer {
+	byType := make(map[string]*flatten.Plan, len(plans))
+	for _, p := range plans {
+		byType[p.Resource()] = p
 	}
 	if onViewError == nil {
 		onViewError = func(string, string, *notification.Event, Coordinates, error) {}
 	}
-	return &Buffer{mem: mem, viewsByType: byType, tenants: map[string]*tenantBuffer{}, newest: map[string]time.Time{}, onViewError: onViewError}
+	return &Buffer{mem: mem, plans: byType, tenants: map[string]*tenantBuffer{}, newest: map[string]time.Time{}, onViewError: onViewError}
 }
 
 // Add buffers one change of tenant's.
 func (b *Buffer) Add(tenant string, ev *notification.Event, at Coordinates, ingest time.Time) {
 	t := b.tenants[tenant]
 	if t == nil {
-		t = &tenantBuffer{raw: newRawBuilder(b.mem), views: map[string]*viewBuilder{}}
+		t = &tenantBuffer{raw: newRawBuilder(b.mem), views: map[string][]*viewBuilder{}}
 		b.tenants[tenant] = t
 	}
 	t.raw.append(tenant, ev, at, ingest)
@@ -55,8 +65,8 @@ func (b *Buffer) Add(tenant string, ev *notification.Event, at Coordinates, inge
 	if ev.Operation != notification.OpUpsert {
 		return
 	}
-	views := b.viewsByType[ev.ResourceType]
-	if len(views) == 0 {
+	plan := b.plans[ev.ResourceType]
+	if plan == nil {
 		return
 	}
 	// A Decoder has parsed the resource already (one tokenization per
@@ -69,14 +79,14 @@ func (b *Buffer) Add(tenant string, ev *notification.Event, at Coordinates, inge
 		}
 		res = &b.res
 	}
-	for _, v := range views {
-		vb := t.views[v.Name()]
-		if vb == nil {
-			vb = newViewBuilder(b.mem, v)
-			t.views[v.Name()] = vb
-		}
+	vbs := t.views[plan.Resource()]
+	if vbs == nil {
+		vbs = newViewBuilders(b.mem, plan)
+		t.views[plan.Resource()] = vbs
+	}
+	for _, vb := range vbs {
 		if _, err := vb.append(tenant, ev, res, at, ingest); err != nil {
-			b.onViewError(tenant, v.Name(), ev, at, err)
+			b.onViewError(tenant, vb.view.Name(), ev, at, err)
 		}
 	}
 }
@@ -104,18 +114,20 @@ func (b *Buffer) Files(key func(view string) string) ([]sink.File, error) {
 		if t.raw.rows > 0 {
 			add(tenant, lake.RawDataset, t.raw.records()...)
 		}
-		for name, vb := range t.views {
-			if vb.rows() == 0 {
-				continue
-			}
-			rec, err := vb.record()
-			if err != nil {
-				for _, f := range files {
-					f.Release()
+		for _, vbs := range t.views {
+			for _, vb := range vbs {
+				if vb.rows() == 0 {
+					continue
 				}
-				return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+				rec, err := vb.record()
+				if err != nil {
+					for _, f := range files {
+						f.Release()
+					}
+					return nil, fmt.Errorf("tenant %s: %w", tenant, err)
+				}
+				add(tenant, vb.view.Name(), rec)
 			}
-			add(tenant, name, rec)
 		}
 	}
 	b.rows = 0
@@ -133,16 +145,18 @@ func (b *Buffer) Release() {
 	clear(b.newest)
 }
 
-// tenantBuffer holds one tenant's pending rows: the raw dataset and every
-// view touched.
+// tenantBuffer holds one tenant's pending rows: the raw dataset and the
+// views of every resource type met, by type in their plan's order.
 type tenantBuffer struct {
 	raw   *rawBuilder
-	views map[string]*viewBuilder
+	views map[string][]*viewBuilder
 }
 
 func (t *tenantBuffer) release() {
 	t.raw.release()
-	for _, v := range t.views {
-		v.release()
+	for _, vbs := range t.views {
+		for _, vb := range vbs {
+			vb.release()
+		}
 	}
 }

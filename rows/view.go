@@ -38,8 +38,16 @@ type viewBuilder struct {
 	schema  *arrow.Schema
 }
 
-func newViewBuilder(mem memory.Allocator, v *flatten.View) *viewBuilder {
-	return &viewBuilder{view: v, batch: v.NewBatch(mem), lineage: array.NewRecordBuilder(mem, arrow.NewSchema(lake.ViewLineage(), nil)), schema: lake.ViewSchema(v)}
+// newViewBuilders returns a builder for each view of plan, whose batches
+// share the plan's evaluator.
+func newViewBuilders(mem memory.Allocator, plan *flatten.Plan) []*viewBuilder {
+	batches := plan.NewBatches(mem)
+	out := make([]*viewBuilder, len(batches))
+	for i, b := range batches {
+		v := b.View()
+		out[i] = &viewBuilder{view: v, batch: b, lineage: array.NewRecordBuilder(mem, arrow.NewSchema(lake.ViewLineage(), nil)), schema: lake.ViewSchema(v)}
+	}
+	return out
 }
 
 // append evaluates the view over r and adds one lineage row per view row.

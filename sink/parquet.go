@@ -162,7 +162,10 @@ func (p *Parquet) WriteBatches(ctx context.Context, recs []arrow.RecordBatch, pa
 	}
 	defer reader.Release()
 	// A registered Arrow view can be scanned only once, so every file gets a
-	// fresh view that is dropped afterwards.
+	// fresh view that is dropped afterwards. Re-registering one name per
+	// connection instead (a statement less per file) failed under
+	// concurrent encodes: DuckDB meets the replaced view, whose stream is
+	// released (see docs/benchmarks.md, A Parquet file's fixed cost).
 	view := fmt.Sprintf("arrow_batch_%d", p.seq.Add(1))
 	release, err := ar.RegisterView(reader, view)
 	if err != nil {

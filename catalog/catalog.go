@@ -166,11 +166,15 @@ func (c *Catalog) ensureNamespace(ctx context.Context) error {
 }
 
 // Table loads the table of that name in the tenant's namespace, creating it under the
-// tenant's warehouse with the schema given when it does not exist yet.
+// tenant's warehouse with the schema given when it does not exist yet. A table made
+// before a column was renamed (ViewColKafkaPartition) is renamed now, in one commit.
 func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) (*table.Table, error) {
 	id := table.Identifier{c.Namespace(), name}
 	tbl, err := c.cat.LoadTable(ctx, id)
 	if err == nil {
+		if tbl, err = upgrade(ctx, tbl); err != nil {
+			return nil, fmt.Errorf("catalog: %w", err)
+		}
 		return tbl, nil
 	}
 	if !errors.Is(err, icecat.ErrNoSuchTable) {
@@ -180,9 +184,14 @@ func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) 
 	if err != nil {
 		return nil, fmt.Errorf("catalog: table %s: %w", name, err)
 	}
+	props, err := nameMappingProperty(sc)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: table %s: %w", name, err)
+	}
+	props["format-version"] = "2"
 	tbl, err = c.cat.CreateTable(ctx, id, sc,
 		icecat.WithLocation(c.warehouse+"/"+c.Namespace()+"/"+name),
-		icecat.WithProperties(iceberg.Properties{"format-version": "2"}))
+		icecat.WithProperties(props))
 	if errors.Is(err, icecat.ErrTableAlreadyExists) {
 		// another registrar created it since we looked
 		tbl, err = c.cat.LoadTable(ctx, id)
@@ -196,10 +205,16 @@ func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) 
 // IcebergSchema turns a dataset's Arrow schema (lake.RawSchema, lake.ViewSchema) into
 // an Iceberg schema with fresh field ids. Every field is optional: DuckDB, which writes
 // the lake's Parquet files, declares every column optional, and Iceberg readers refuse a
-// file whose column is optional where the table's is required.
+// file whose column is optional where the table's is required. A column whose name
+// Iceberg reserves takes its table name (lake.ViewColPartition is ViewColKafkaPartition).
 func IcebergSchema(s *arrow.Schema) (*iceberg.Schema, error) {
 	fields := make([]arrow.Field, s.NumFields())
 	for i, f := range s.Fields() {
+		name, err := tableName(f.Name)
+		if err != nil {
+			return nil, err
+		}
+		f.Name = name
 		f.Nullable = true
 		fields[i] = f
 	}

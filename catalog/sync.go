@@ -11,6 +11,7 @@ import (
 
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
+	"golang.org/x/sync/errgroup"
 )
 
 // File is a Parquet file of the tenant's store that a table should hold.
@@ -137,7 +138,11 @@ func Sync(ctx context.Context, tbl *table.Table, listed []File, props iceberg.Pr
 		}
 	}
 	if len(change.Add) > 0 {
-		if err := txn.AddFiles(ctx, change.Add, summary, false); err != nil {
+		files, err := dataFiles(ctx, tbl, change.Add)
+		if err == nil {
+			err = txn.AddDataFiles(ctx, files, summary)
+		}
+		if err != nil {
 			return change, tbl, fmt.Errorf("add %d files to %s: %w", len(change.Add), tbl.Identifier(), err)
 		}
 	}
@@ -149,6 +154,36 @@ func Sync(ctx context.Context, tbl *table.Table, listed []File, props iceberg.Pr
 		return change, tbl, fmt.Errorf("commit %s: %w", tbl.Identifier(), err)
 	}
 	return change, next, nil
+}
+
+// footerReads bounds the Parquet footers read at once while adding files: each is a
+// request to the tenant's store.
+const footerReads = 8
+
+// dataFiles reads each file's footer into the data file a manifest lists (row count,
+// size, column statistics by field id). The footer is read against the table's schema
+// under the files' own column names (fileSchema): iceberg-go's AddFiles would read it
+// against the table's names and refuse a file whose column the table renamed.
+func dataFiles(ctx context.Context, tbl *table.Table, locations []string) ([]iceberg.DataFile, error) {
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sc, spec, props := fileSchema(tbl.Schema()), tbl.Spec(), tbl.Properties()
+	out := make([]iceberg.DataFile, len(locations))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(footerReads)
+	for i, loc := range locations {
+		g.Go(func() error {
+			df, err := table.FileToDataFile(ctx, fs, loc, sc, spec, 0, props)
+			if err != nil {
+				return fmt.Errorf("%s: %w", loc, err)
+			}
+			out[i] = df
+			return nil
+		})
+	}
+	return out, g.Wait()
 }
 
 func isConflict(err error) bool {

@@ -34,12 +34,13 @@ LATEST = f"""SELECT count(*), md5(coalesce(string_agg(resource_type || '/' || id
 
 
 def count_sql(table, name):
-    """resources: its distinct changes; a view: the rows of the live latest versions."""
+    """resources: its distinct changes; a view: the rows of the live latest versions (a
+    view table's Kafka partition is _kafka_partition, the files' _partition)."""
     if name == "resources":
         return f'SELECT count(DISTINCT (topic, "partition", "offset")) FROM {table}'
-    return f"""SELECT count(*) FROM (SELECT DISTINCT ON (_topic, _partition, _offset, _row) * FROM {table}) v
+    return f"""SELECT count(*) FROM (SELECT DISTINCT ON (_topic, _kafka_partition, _offset, _row) * FROM {table}) v
         JOIN ({latest_sql}) l ON v._resource_type = l.resource_type AND v._resource_id = l.id
-         AND v._topic = l.topic AND v._partition = l."partition" AND v._offset = l."offset"
+         AND v._topic = l.topic AND v._kafka_partition = l."partition" AND v._offset = l."offset"
         WHERE l.operation <> 'delete'"""
 
 

@@ -48,7 +48,7 @@ func (s *stack) ensure(partialWait time.Duration) error {
 		return err
 	}
 	down := stoppedOf(states)
-	if len(down) > 0 && len(down) < len(states) {
+	if len(down) > 0 && len(down) < len(needed) {
 		logf("stack: down: %s; waiting up to %s for it to come back", strings.Join(down, ", "), partialWait)
 		deadline := time.Now().Add(partialWait)
 		for len(down) > 0 && time.Now().Before(deadline) {
@@ -63,7 +63,7 @@ func (s *stack) ensure(partialWait time.Duration) error {
 		logf("stack: already running; it is left running")
 		return nil
 	}
-	s.all = len(down) == len(states)
+	s.all = len(down) == len(needed) && noneRunning(states)
 	s.started = down
 	if len(down) > 0 {
 		logf("stack: starting what is down (%s); it is stopped again at the end", strings.Join(down, ", "))
@@ -134,9 +134,13 @@ func parseEnv(out []byte) map[string]string {
 	return env
 }
 
+// needed are the services the benchmark uses; the stack's others (STS, the
+// Iceberg catalog, PostgreSQL, HAPI) may be up or down either way.
+var needed = []string{"kafka", "s3"}
+
 func stoppedOf(states map[string]string) []string {
 	var out []string
-	for _, svc := range []string{"kafka", "s3"} {
+	for _, svc := range needed {
 		if st, ok := states[svc]; ok && st == "stopped" {
 			out = append(out, svc)
 		}
@@ -144,9 +148,21 @@ func stoppedOf(states map[string]string) []string {
 	return out
 }
 
+// allRunning reports whether every service the benchmark needs is running.
 func allRunning(states map[string]string) bool {
+	for _, svc := range needed {
+		if states[svc] != "running" {
+			return false
+		}
+	}
+	return true
+}
+
+// noneRunning reports whether no service of the stack is running or starting,
+// so that `down` at the end restores what was found.
+func noneRunning(states map[string]string) bool {
 	for _, st := range states {
-		if st != "running" {
+		if st != "stopped" {
 			return false
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/apache/iceberg-go"
 	icecat "github.com/apache/iceberg-go/catalog"
 	_ "github.com/apache/iceberg-go/catalog/rest" // registers the "rest" catalog type
@@ -53,6 +54,11 @@ type S3 struct {
 	AccessKey    string
 	SecretKey    string
 	SessionToken string
+	// Credentials, when set, replace the static key: Open takes the current key,
+	// secret and session token from it (a role's short-lived credentials, renewed by
+	// the provider before they expire). An opened catalog keeps the ones it took, so
+	// it is opened for one pass and closed.
+	Credentials aws.CredentialsProvider
 }
 
 // Catalog is one tenant's view of the deployment's catalog.
@@ -73,6 +79,13 @@ func Open(ctx context.Context, o Options) (*Catalog, error) {
 	}
 	if o.Name == "" {
 		o.Name = "fhirlake"
+	}
+	if p := o.S3.Credentials; p != nil {
+		cr, err := p.Retrieve(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: tenant %s: credentials: %w", o.Tenant, err)
+		}
+		o.S3.AccessKey, o.S3.SecretKey, o.S3.SessionToken = cr.AccessKeyID, cr.SecretAccessKey, cr.SessionToken
 	}
 	props := o.S3.properties()
 	props["warehouse"] = o.Warehouse

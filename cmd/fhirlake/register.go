@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/cobra"
 
 	"fhirlake/catalog"
@@ -15,6 +16,7 @@ import (
 	"fhirlake/flatten"
 	"fhirlake/lake"
 	"fhirlake/registrar"
+	"fhirlake/sink"
 )
 
 func newRegisterCmd(g *globals) *cobra.Command {
@@ -108,7 +110,7 @@ func registrarTenants(cmd *cobra.Command, cfg config.Config, only []string) ([]r
 		if err != nil {
 			return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 		}
-		o, err := catalogOptions(cfg.Iceberg, t)
+		o, err := catalogOptions(cfg.Iceberg, t, st)
 		if err != nil {
 			return nil, err
 		}
@@ -121,8 +123,9 @@ func registrarTenants(cmd *cobra.Command, cfg config.Config, only []string) ([]r
 }
 
 // catalogOptions are the catalog's options for one tenant: its warehouse in its own
-// store, its own keys.
-func catalogOptions(ic config.Iceberg, t config.Tenant) (catalog.Options, error) {
+// store, its own keys. A tenant with a role reads and writes its tables with the
+// role's short-lived credentials, those of its store (st), renewed as the store's are.
+func catalogOptions(ic config.Iceberg, t config.Tenant, st sink.Store) (catalog.Options, error) {
 	o := catalog.Options{Type: ic.Catalog, URI: ic.CatalogURI(), Name: ic.Name, Token: envOf(ic.TokenEnv), Tenant: t.Name}
 	switch t.Store.Type {
 	case "local":
@@ -132,9 +135,6 @@ func catalogOptions(ic config.Iceberg, t config.Tenant) (catalog.Options, error)
 		}
 		o.Warehouse = filepath.ToSlash(abs) + "/" + ic.Warehouse
 	case "s3":
-		if t.Store.RoleARN != "" {
-			return o, fmt.Errorf("tenant %s: iceberg: a store with role_arn is not supported yet (the catalog's file IO takes static keys or the default chain)", t.Name)
-		}
 		o.Warehouse = "s3://" + t.Store.Bucket + "/" + strings.Trim(strings.Trim(t.Store.Prefix, "/")+"/"+ic.Warehouse, "/")
 		region := t.Store.Region
 		if region == "" {
@@ -143,6 +143,13 @@ func catalogOptions(ic config.Iceberg, t config.Tenant) (catalog.Options, error)
 		o.S3 = catalog.S3{
 			Endpoint: t.Store.Endpoint, Region: region, PathStyle: t.Store.PathStyle,
 			AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv), SessionToken: envOf(t.Store.SessionTokenEnv),
+		}
+		if t.Store.RoleARN != "" {
+			s3, ok := st.(interface{ Credentials() aws.CredentialsProvider })
+			if !ok {
+				return o, fmt.Errorf("tenant %s: iceberg: the store of a role has no credentials", t.Name)
+			}
+			o.S3.Credentials = s3.Credentials()
 		}
 	default:
 		return o, fmt.Errorf("tenant %s: unknown store type %q", t.Name, t.Store.Type)

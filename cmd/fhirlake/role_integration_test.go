@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"fhirlake/catalog"
 	"fhirlake/config"
 	"fhirlake/lake"
 	"fhirlake/sink"
@@ -107,6 +110,8 @@ func TestIntegrationCompactWithRole(t *testing.T) {
 	}
 	const serveKey = "it-role-key"
 	fmt.Fprintf(&conf, "serve:\n  refresh_interval: 250ms\n  api_keys: [{tenant: acme, key_sha256: %s}]\n", config.HashAPIKey(serveKey))
+	catalogDB := filepath.Join(dir, "catalog.db")
+	fmt.Fprintf(&conf, "iceberg:\n  catalog: sql\n  uri: %s\n  warehouse: _iceberg\n", catalogDB)
 	r := &run{id: id, prefix: prefix, dir: dir, config: filepath.Join(dir, "fhirlake.yaml")}
 	if err := os.WriteFile(r.config, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
@@ -164,6 +169,17 @@ func TestIntegrationCompactWithRole(t *testing.T) {
 		t.Errorf("%d resources at version 2, want 20", n)
 	}
 
+	// The change tables are written with the role's credentials too, and read back
+	// with them: every change of the raw dataset, once.
+	out = must("register", "--once", "--tenant", "acme")
+	t.Logf("register:\n%s", out)
+	if n := icebergRows(t, catalog.Options{Type: catalog.TypeSQL, URI: catalogDB, Tenant: "acme",
+		Warehouse: "s3://" + bucket("acme") + "/" + prefix + "/_iceberg",
+		S3: catalog.S3{Endpoint: sts.endpoint, Region: "us-east-1", PathStyle: true, Credentials: reader.(*sink.S3).Credentials()}},
+		lake.RawDataset, lake.RawSchema); n != 50 {
+		t.Errorf("acme.%s holds %d rows, want the 50 changes", lake.RawDataset, n)
+	}
+
 	// The query server reads acme's bucket through the role too: its worker gets the
 	// role's temporary key from the front, never the base user's.
 	addr := freeAddr(t)
@@ -207,6 +223,28 @@ func TestIntegrationCompactWithRole(t *testing.T) {
 	if objs, err := reader.List(context.Background(), lake.BatchPrefix); err != nil || len(objs) == 0 {
 		t.Errorf("acme's batch layer: %d objects, %v", len(objs), err)
 	}
+}
+
+// icebergRows counts the rows of one of a tenant's Iceberg tables, read through the
+// catalog with the options' file IO.
+func icebergRows(t *testing.T, o catalog.Options, name string, schema *arrow.Schema) int64 {
+	t.Helper()
+	ctx := context.Background()
+	cat, err := catalog.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	tbl, err := cat.Table(ctx, name, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := tbl.Scan().ToArrowTable(ctx)
+	if err != nil {
+		t.Fatalf("scan %s: %v", name, err)
+	}
+	defer at.Release()
+	return at.NumRows()
 }
 
 func count(t *testing.T, s snapshot, q string) int {

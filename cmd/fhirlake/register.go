@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/cobra"
 
 	"fhirlake/catalog"
@@ -145,7 +144,7 @@ func catalogOptions(ic config.Iceberg, t config.Tenant, st sink.Store) (catalog.
 			AccessKey: envOf(t.Store.AccessKeyEnv), SecretKey: envOf(t.Store.SecretKeyEnv), SessionToken: envOf(t.Store.SessionTokenEnv),
 		}
 		if t.Store.RoleARN != "" {
-			s3, ok := st.(interface{ Credentials() aws.CredentialsProvider })
+			s3, ok := st.(*sink.S3)
 			if !ok {
 				return o, fmt.Errorf("tenant %s: iceberg: the store of a role has no credentials", t.Name)
 			}

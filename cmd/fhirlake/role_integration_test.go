@@ -175,7 +175,7 @@ func TestIntegrationCompactWithRole(t *testing.T) {
 	t.Logf("register:\n%s", out)
 	if n := icebergRows(t, catalog.Options{Type: catalog.TypeSQL, URI: catalogDB, Tenant: "acme",
 		Warehouse: "s3://" + bucket("acme") + "/" + prefix + "/_iceberg",
-		S3: catalog.S3{Endpoint: sts.endpoint, Region: "us-east-1", PathStyle: true, Credentials: reader.(*sink.S3).Credentials()}},
+		S3:        catalog.S3{Endpoint: sts.endpoint, Region: "us-east-1", PathStyle: true, Credentials: reader.(*sink.S3).Credentials()}},
 		lake.RawDataset, lake.RawSchema); n != 50 {
 		t.Errorf("acme.%s holds %d rows, want the 50 changes", lake.RawDataset, n)
 	}

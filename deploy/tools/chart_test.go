@@ -323,6 +323,7 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 			t.Errorf("query ServiceMonitor: scheme %q, serve.tls.cert_file %q", str(sm, "spec", "endpoints", "0", "scheme"), certFile)
 		}
 	}
+	checkRegister(t, ms, cfg)
 	// A ServiceMonitor selects a Service that has the port it scrapes.
 	for _, sm := range ms {
 		if sm.kind() != "ServiceMonitor" {
@@ -368,6 +369,76 @@ func checkManifests(t *testing.T, fhirlake string, ms []manifest) {
 		} else if w.kind() == "ConfigMap" || strings.HasSuffix(w.name(), "-consumer") {
 			t.Logf("%s", out)
 		}
+	}
+}
+
+// checkRegister: a configuration with an iceberg section has one register Deployment
+// running `fhirlake register` until stopped, replaced rather than rolled, and a catalog
+// the pods can share (no SQLite file); without the section there is none.
+func checkRegister(t *testing.T, ms []manifest, cfg map[string]any) {
+	t.Helper()
+	d := find(ms, "Deployment", "-register")
+	if cfg["iceberg"] == nil {
+		if d != nil {
+			t.Errorf("register Deployment rendered, but the configuration has no iceberg section")
+		}
+		return
+	}
+	if d == nil {
+		t.Fatalf("the configuration has an iceberg section, but no register Deployment is rendered")
+	}
+	spec := podSpec(d)
+	if args := fmt.Sprint(get(spec, "containers", "0", "args")); !strings.HasPrefix(args, "[register") || strings.Contains(args, "--once") {
+		t.Errorf("register args %s: want `register`, a pass every iceberg.interval until SIGTERM", args)
+	}
+	if n := num(d, "spec", "replicas"); n != 1 {
+		t.Errorf("register replicas %d: one registrar is enough, more only waste commits", n)
+	}
+	if str(d, "spec", "strategy", "type") != "Recreate" {
+		t.Errorf("register strategy %q: want Recreate (never two registrars during a rollout)", str(d, "spec", "strategy", "type"))
+	}
+	if num(spec, "terminationGracePeriodSeconds") < 10 {
+		t.Errorf("register terminationGracePeriodSeconds %d: a pass needs time to stop", num(spec, "terminationGracePeriodSeconds"))
+	}
+	if str(spec, "serviceAccountName") == "" || get(spec, "automountServiceAccountToken") != false {
+		t.Errorf("register: the chart's service account, without the Kubernetes API token")
+	}
+	uri := str(cfg, "iceberg", "uri")
+	switch str(cfg, "iceberg", "catalog") {
+	case "sql":
+		if uri != "" && !strings.HasPrefix(uri, "postgres://") && !strings.HasPrefix(uri, "postgresql://") {
+			t.Errorf("iceberg.uri %q: a sql catalog in the chart must be PostgreSQL (pods share no file)", uri)
+		}
+	case "rest":
+	default:
+		t.Errorf("iceberg.catalog %q", str(cfg, "iceberg", "catalog"))
+	}
+	if (uri == "") == (str(cfg, "iceberg", "uri_env") == "") {
+		t.Errorf("iceberg: want uri or uri_env, one of them; got %q and %q", uri, str(cfg, "iceberg", "uri_env"))
+	}
+}
+
+// TestChartIcebergREST: a REST catalog with its bearer token from a Secret renders, and
+// the register pod reads the token from it.
+func TestChartIcebergREST(t *testing.T) {
+	helm, fhirlake := tools(t)
+	ms, errOut, err := render(t, helm, "-f", filepath.Join(chartDir, "ci", "iceberg-values.yaml"),
+		"--set", "iceberg.catalog=rest", "--set", "iceberg.uriSecret.name=", "--set", "iceberg.uri=https://catalog.example.org/iceberg",
+		"--set", "iceberg.tokenSecret.name=fhirlake-iceberg-token")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, errOut)
+	}
+	checkManifests(t, fhirlake, ms)
+	raw := str(find(ms, "ConfigMap", "fhirlake"), "data", "fhirlake.yaml")
+	if !strings.Contains(raw, "token_env: FHIRLAKE_CATALOG_TOKEN") || !strings.Contains(raw, "uri: https://catalog.example.org/iceberg") {
+		t.Errorf("iceberg section lacks the REST catalog's uri or token_env:\n%s", raw)
+	}
+	found := false
+	for _, e := range asList(get(podSpec(find(ms, "Deployment", "-register")), "containers", "0", "env")) {
+		found = found || (str(e, "name") == "FHIRLAKE_CATALOG_TOKEN" && str(e, "valueFrom", "secretKeyRef", "name") == "fhirlake-iceberg-token")
+	}
+	if !found {
+		t.Errorf("register pod: FHIRLAKE_CATALOG_TOKEN is not taken from Secret fhirlake-iceberg-token")
 	}
 }
 
@@ -514,6 +585,12 @@ func TestChartRefuses(t *testing.T) {
 		"MSK IAM without TLS":           {[]string{"--set", "kafka.sasl.mechanism=aws-msk-iam"}, "aws-msk-iam needs kafka.tls.enabled"},
 		"KEDA and a token file":         {[]string{"--set", "kafka.sasl.mechanism=oauthbearer", "--set", "kafka.sasl.oauth.serviceAccountTokenAudience=kafka", "--set", "consumer.autoscaling.enabled=true"}, "KEDA cannot use the pods' service-account token"},
 		"client CA without TLS":         {[]string{"--set", "query.tls.clientCA.secretName=clients"}, "query.tls.clientCA.secretName: client certificates need TLS"},
+		"iceberg without a URL":         {[]string{"--set", "iceberg.enabled=true"}, "iceberg: give the catalog's URL as iceberg.uri or"},
+		"iceberg URL twice":             {[]string{"--set", "iceberg.enabled=true", "--set", "iceberg.uri=postgres://c/iceberg", "--set", "iceberg.uriSecret.name=s"}, "iceberg: give the catalog's URL as iceberg.uri or"},
+		"iceberg on SQLite":             {[]string{"--set", "iceberg.enabled=true", "--set", "iceberg.uri=/var/lib/fhirlake/catalog.db"}, "a sql catalog on a SQLite file cannot work in the chart"},
+		"unknown iceberg catalog":       {[]string{"--set", "iceberg.enabled=true", "--set", "iceberg.catalog=hive", "--set", "iceberg.uri=thrift://m:9083"}, `iceberg.catalog: "hive" is not sql`},
+		"REST catalog, not HTTP":        {[]string{"--set", "iceberg.enabled=true", "--set", "iceberg.catalog=rest", "--set", "iceberg.uri=postgres://c/iceberg"}, "a rest catalog's URL is http:// or https://"},
+		"token on a sql catalog":        {[]string{"--set", "iceberg.enabled=true", "--set", "iceberg.uri=postgres://c/iceberg", "--set", "iceberg.tokenSecret.name=t"}, "iceberg.tokenSecret: only a rest catalog"},
 	} {
 		_, errOut, err := render(t, helm, append([]string{"-f", base}, c.args...)...)
 		if err == nil || !strings.Contains(errOut, c.want) {

@@ -98,6 +98,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail "compactor.mode: cronjob or daemon" -}}
 {{- end -}}
 {{- include "fhirlake.validateKafkaSecurity" . -}}
+{{- include "fhirlake.validateIceberg" . -}}
 {{- end -}}
 
 {{/* kafka.tls and kafka.sasl: what each mechanism needs. */}}
@@ -250,6 +251,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- $tenants = append $tenants $t -}}
 {{- end -}}
 {{- $_ = set $cfg "tenants" $tenants -}}
+{{- if .Values.iceberg.enabled -}}
+{{- $_ = set $cfg "iceberg" (include "fhirlake.icebergConfig" . | fromYaml) -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite $cfg (deepCopy .Values.extraConfig)) -}}
 {{- end -}}
 
@@ -298,6 +302,21 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ $sasl.secretName }}
       key: {{ default "password" $sasl.passwordKey }}
+{{- end }}
+{{- $ice := .Values.iceberg }}
+{{- if and $ice.enabled $ice.uriSecret.name }}
+- name: FHIRLAKE_CATALOG_URI
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ice.uriSecret.name }}
+      key: {{ default "uri" $ice.uriSecret.key }}
+{{- end }}
+{{- if and $ice.enabled $ice.tokenSecret.name }}
+- name: FHIRLAKE_CATALOG_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ice.tokenSecret.name }}
+      key: {{ default "token" $ice.tokenSecret.key }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
@@ -443,4 +462,47 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+
+{{/* iceberg: what `fhirlake register` needs from the values. */}}
+{{- define "fhirlake.validateIceberg" -}}
+{{- $ice := .Values.iceberg -}}
+{{- if $ice.enabled -}}
+{{- $c := toString $ice.catalog -}}
+{{- if not (has $c (list "sql" "rest")) -}}
+{{- fail (printf "iceberg.catalog: %q is not sql (a PostgreSQL database) or rest (an Iceberg REST service)" $c) -}}
+{{- end -}}
+{{- if eq (empty $ice.uri) (empty $ice.uriSecret.name) -}}
+{{- fail "iceberg: give the catalog's URL as iceberg.uri or, when it carries a password, iceberg.uriSecret.name (one of them)" -}}
+{{- end -}}
+{{- $uri := toString $ice.uri -}}
+{{- if and (eq $c "sql") $uri (not (regexMatch "^postgres(ql)?://" $uri)) -}}
+{{- fail (printf "iceberg.uri: %q is not a PostgreSQL URL (postgres://…); a sql catalog on a SQLite file cannot work in the chart: the register pod and the engines reading the tables do not share a file" $uri) -}}
+{{- end -}}
+{{- if and (eq $c "rest") $uri (not (regexMatch "^https?://" $uri)) -}}
+{{- fail (printf "iceberg.uri: a rest catalog's URL is http:// or https://, got %q" $uri) -}}
+{{- end -}}
+{{- if and $ice.tokenSecret.name (ne $c "rest") -}}
+{{- fail "iceberg.tokenSecret: only a rest catalog takes a bearer token" -}}
+{{- end -}}
+{{- if lt (int .Values.register.replicas) 0 -}}
+{{- fail "register.replicas: must not be negative" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The configuration's iceberg section. */}}
+{{- define "fhirlake.icebergConfig" -}}
+{{- $ice := .Values.iceberg -}}
+{{- $out := dict "catalog" $ice.catalog "name" $ice.name "warehouse" $ice.warehouse
+  "interval" (toString $ice.interval) "snapshot_retention" (toString $ice.snapshotRetention)
+  "keep_snapshots" (int $ice.keepSnapshots) -}}
+{{- if $ice.uriSecret.name -}}
+{{- $_ := set $out "uri_env" "FHIRLAKE_CATALOG_URI" -}}
+{{- else -}}
+{{- $_ := set $out "uri" $ice.uri -}}
+{{- end -}}
+{{- if $ice.tokenSecret.name }}{{ $_ := set $out "token_env" "FHIRLAKE_CATALOG_TOKEN" }}{{ end -}}
+{{- toYaml $out -}}
 {{- end -}}

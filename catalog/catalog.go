@@ -60,6 +60,8 @@ type Catalog struct {
 	cat       icecat.Catalog
 	namespace table.Identifier
 	warehouse string
+	// props are the catalog's properties, the tenant's file IO among them.
+	props iceberg.Properties
 }
 
 // Open connects to the catalog with the tenant's file IO and makes sure the tenant's
@@ -105,7 +107,7 @@ func Open(ctx context.Context, o Options) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open %s catalog: %w", o.Type, err)
 	}
-	c := &Catalog{cat: cat, namespace: table.Identifier{o.Tenant}, warehouse: o.Warehouse}
+	c := &Catalog{cat: cat, namespace: table.Identifier{o.Tenant}, warehouse: o.Warehouse, props: props}
 	if err := c.ensureNamespace(ctx); err != nil {
 		c.Close()
 		return nil, err

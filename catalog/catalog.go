@@ -171,6 +171,11 @@ func (c *Catalog) ensureNamespace(ctx context.Context) error {
 // tenant's warehouse with the schema given when it does not exist yet. A table made
 // before a column was renamed (ViewColKafkaPartition) is renamed now, in one commit.
 func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) (*table.Table, error) {
+	return c.table(ctx, name, schema, nil)
+}
+
+// table is Table creating a missing table with the properties extra besides.
+func (c *Catalog) table(ctx context.Context, name string, schema *arrow.Schema, extra iceberg.Properties) (*table.Table, error) {
 	id := table.Identifier{c.Namespace(), name}
 	tbl, err := c.cat.LoadTable(ctx, id)
 	if err == nil {
@@ -191,6 +196,9 @@ func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) 
 		return nil, fmt.Errorf("catalog: table %s: %w", name, err)
 	}
 	props["format-version"] = "2"
+	for k, v := range extra {
+		props[k] = v
+	}
 	tbl, err = c.cat.CreateTable(ctx, id, sc,
 		icecat.WithLocation(c.warehouse+"/"+c.Namespace()+"/"+name),
 		icecat.WithProperties(props))

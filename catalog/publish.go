@@ -330,3 +330,72 @@ func (c *Catalog) FileSchema(ctx context.Context, location string) (*arrow.Schem
 	}
 	return sc, nil
 }
+
+// PropLayer is the table property that marks a table of the batch layer
+// (LayerBatch), made by BatchTable.
+const (
+	PropLayer  = "fhirlake.layer"
+	LayerBatch = "batch"
+)
+
+// BatchTable loads the batch layer's table of that name in the tenant's namespace,
+// creating it with schema (the Arrow schema of its files, FileSchema) and PropLayer
+// when it does not exist. A table of that name that is not the batch layer's (a
+// change table of `fhirlake register`) is refused. A schema with columns the table
+// lacks widens it (union by name, in one commit, with its name mapping), so a model
+// that gained a column publishes; columns a model dropped stay in the table and read
+// as null.
+func (c *Catalog) BatchTable(ctx context.Context, name string, schema *arrow.Schema) (*table.Table, error) {
+	tbl, err := c.table(ctx, name, schema, iceberg.Properties{PropLayer: LayerBatch})
+	if err != nil {
+		return nil, err
+	}
+	if tbl.Properties()[PropLayer] != LayerBatch {
+		return nil, fmt.Errorf("catalog: table %s.%s exists and is not a batch table (%s is not %q): another table has its name",
+			c.Namespace(), name, PropLayer, LayerBatch)
+	}
+	want, err := IcebergSchema(schema)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: table %s: %w", name, err)
+	}
+	missing := false
+	for _, f := range want.Fields() {
+		if _, ok := tbl.Schema().FindFieldByName(f.Name); !ok {
+			missing = true
+			break
+		}
+	}
+	if !missing {
+		return tbl, nil
+	}
+	txn := tbl.NewTransaction()
+	u := txn.UpdateSchema(true, false).UnionByNameWith(want)
+	widened, err := u.Apply()
+	if err == nil {
+		err = u.Commit()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog: widen the schema of %s: %w", name, err)
+	}
+	props, err := nameMappingProperty(widened)
+	if err == nil {
+		err = txn.SetProperties(props)
+	}
+	if err == nil {
+		tbl, err = txn.Commit(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog: widen the schema of %s: %w", name, err)
+	}
+	return tbl, nil
+}
+
+// Load loads the table of that name in the tenant's namespace; a missing table is an
+// error.
+func (c *Catalog) Load(ctx context.Context, name string) (*table.Table, error) {
+	tbl, err := c.cat.LoadTable(ctx, table.Identifier{c.Namespace(), name})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: load %s.%s: %w", c.Namespace(), name, err)
+	}
+	return tbl, nil
+}

@@ -69,11 +69,10 @@ func liveFiles(ctx context.Context, tbl *table.Table) (current, error) {
 		return cur, fmt.Errorf("manifests of %s: %w", tbl.Identifier(), err)
 	}
 	for _, mf := range manifests {
-		entries, err := mf.FetchEntries(fs, true)
-		if err != nil {
-			return cur, fmt.Errorf("manifest %s of %s: %w", mf.FilePath(), tbl.Identifier(), err)
-		}
-		for _, e := range entries {
+		for e, err := range mf.Entries(fs, true) {
+			if err != nil {
+				return cur, fmt.Errorf("manifest %s of %s: %w", mf.FilePath(), tbl.Identifier(), err)
+			}
 			df := e.DataFile()
 			if df.ContentType() == iceberg.EntryContentData {
 				cur.data[df.FilePath()] = df

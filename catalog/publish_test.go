@@ -85,8 +85,8 @@ func scan(t *testing.T, tbl *table.Table) []string {
 	var out []string
 	for rdr.Next() {
 		rec := rdr.RecordBatch()
-		idc := rec.Column(int(rec.Schema().FieldIndices("resource_id")[0])).(*array.String)
-		vc := rec.Column(int(rec.Schema().FieldIndices("v")[0])).(*array.Int64)
+		idc := rec.Column(rec.Schema().FieldIndices("resource_id")[0]).(*array.String)
+		vc := rec.Column(rec.Schema().FieldIndices("v")[0]).(*array.Int64)
 		for i := 0; i < int(rec.NumRows()); i++ {
 			out = append(out, fmt.Sprintf("%s:%d", idc.Value(i), vc.Value(i)))
 		}

@@ -128,7 +128,7 @@ func TestIntegrationIcebergBatchTables(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("%s: snapshot %s, %d tables; pyiceberg and DuckDB agree with fhirlake query: %s", step, m.SnapshotID, len(snaps), wantPerType)
+		t.Logf("%s: snapshot %s, %d tables; compared with fhirlake query: %s", step, m.SnapshotID, len(snaps), wantPerType)
 		return snaps
 	}
 

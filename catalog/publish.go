@@ -255,13 +255,24 @@ type BaseFile struct {
 }
 
 // WritePositionDeletes writes to out, through db (DuckDB), the position delete file
-// of the rows of base whose key columns hold a key of changed (Parquet files with
-// those columns): file_path (the base file's Location) and pos (the row's position
-// in it, from 0), sorted, with Iceberg's field ids. It returns how many rows it
-// deletes; with none it writes nothing.
+// of the rows of base whose key columns hold a key of changed (Parquet files of keys):
+// file_path (the base file's Location) and pos (the row's position in it, from 0),
+// sorted, with Iceberg's field ids. The key columns are keys, or with none every
+// column of the changed files (a state model's changed keys are resource_type and
+// resource_id). It returns how many rows it deletes; with none it writes nothing.
 func WritePositionDeletes(ctx context.Context, db *sql.DB, base []BaseFile, changed []string, keys []string, out string) (int64, error) {
 	if len(base) == 0 || len(changed) == 0 {
 		return 0, nil
+	}
+	changedList := make([]string, len(changed))
+	for i, c := range changed {
+		changedList[i] = sqlString(c)
+	}
+	if len(keys) == 0 {
+		var err error
+		if keys, err = columns(ctx, db, "read_parquet(["+strings.Join(changedList, ", ")+"], union_by_name = true)"); err != nil {
+			return 0, fmt.Errorf("position deletes: the changed keys' columns: %w", err)
+		}
 	}
 	if len(keys) == 0 {
 		return 0, errors.New("position deletes: no key columns")
@@ -276,10 +287,6 @@ func WritePositionDeletes(ctx context.Context, db *sql.DB, base []BaseFile, chan
 	for i, k := range keys {
 		cond[i] = "c." + quoteIdent(k) + " = b." + quoteIdent(k)
 		cols[i] = quoteIdent(k)
-	}
-	changedList := make([]string, len(changed))
-	for i, c := range changed {
-		changedList[i] = sqlString(c)
 	}
 	sel := fmt.Sprintf(`SELECT CASE b.filename %s END AS file_path, b.file_row_number::BIGINT AS pos
 		FROM read_parquet([%s], filename = true, file_row_number = true) AS b
@@ -300,6 +307,24 @@ func WritePositionDeletes(ctx context.Context, db *sql.DB, base []BaseFile, chan
 		return 0, fmt.Errorf("write position deletes: %w", err)
 	}
 	return n, nil
+}
+
+// columns are the column names of a relation, in order.
+func columns(ctx context.Context, db *sql.DB, relation string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM "+relation+")")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 
@@ -145,9 +146,17 @@ func (p *tablePublisher) publish(ctx context.Context, model, name string, keep m
 	if len(data) == 0 {
 		return fmt.Errorf("model %s has no files", model)
 	}
-	schema, err := p.cat.FileSchema(ctx, p.location(data[0]))
-	if err != nil {
-		return err
+	// Base and delta are read by name (lake.StateSQL): the table has the columns of both.
+	var schema *arrow.Schema
+	for _, part := range [][]string{mod.Files, mod.Delta.PartFiles()} {
+		if len(part) == 0 {
+			continue
+		}
+		s, err := p.cat.FileSchema(ctx, p.location(part[0]))
+		if err != nil {
+			return err
+		}
+		schema = unionSchema(schema, s)
 	}
 	tbl, err := p.cat.BatchTable(ctx, name, schema)
 	if err != nil {
@@ -193,6 +202,20 @@ func (p *tablePublisher) publish(ctx context.Context, model, name string, keep m
 	return p.expire(ctx, tbl, keep)
 }
 
+// unionSchema is a's fields, then those of b that a has no field of that name for.
+func unionSchema(a, b *arrow.Schema) *arrow.Schema {
+	if a == nil {
+		return b
+	}
+	fields := a.Fields()
+	for _, f := range b.Fields() {
+		if len(a.FieldIndices(f.Name)) == 0 {
+			fields = append(fields, f)
+		}
+	}
+	return arrow.NewSchema(fields, nil)
+}
+
 // deletes writes and uploads the position deletes of a merged model: the rows of its
 // base whose key is among its changed keys. It returns their key, empty when no row
 // of the base is changed.
@@ -219,7 +242,8 @@ func (p *tablePublisher) deletes(ctx context.Context, model string, mod lake.Mod
 	}
 	defer db.Close()
 	out := filepath.Join(p.dir, model+"-"+DeletesFile)
-	n, err := catalog.WritePositionDeletes(ctx, db, base, changed, lake.StateKeyColumns, out)
+	// The key columns are the changed keys' own (a state model's: lake.StateKeyColumns).
+	n, err := catalog.WritePositionDeletes(ctx, db, base, changed, nil, out)
 	if err != nil || n == 0 {
 		return "", err
 	}

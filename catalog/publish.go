@@ -390,7 +390,7 @@ func (c *Catalog) BatchTable(ctx context.Context, name string, schema *arrow.Sch
 		}
 	}
 	if !missing {
-		return tbl, nil
+		return matchNameMapping(ctx, tbl)
 	}
 	txn := tbl.NewTransaction()
 	u := txn.UpdateSchema(true, false).UnionByNameWith(want)
@@ -411,7 +411,30 @@ func (c *Catalog) BatchTable(ctx context.Context, name string, schema *arrow.Sch
 	if err != nil {
 		return nil, fmt.Errorf("catalog: widen the schema of %s: %w", name, err)
 	}
-	return tbl, nil
+	return matchNameMapping(ctx, tbl)
+}
+
+// matchNameMapping makes the table's name mapping that of its schema as committed: a
+// REST catalog assigns its own field ids to a new table's schema (nested fields
+// numbered after the top-level ones), so the mapping computed from the schema sent
+// would send a file's column to another field.
+func matchNameMapping(ctx context.Context, tbl *table.Table) (*table.Table, error) {
+	props, err := nameMappingProperty(tbl.Schema())
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %s: %w", tbl.Identifier(), err)
+	}
+	if tbl.Properties()[table.DefaultNameMappingKey] == props[table.DefaultNameMappingKey] {
+		return tbl, nil
+	}
+	txn := tbl.NewTransaction()
+	if err := txn.SetProperties(props); err != nil {
+		return nil, fmt.Errorf("catalog: name mapping of %s: %w", tbl.Identifier(), err)
+	}
+	next, err := txn.Commit(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: name mapping of %s: %w", tbl.Identifier(), err)
+	}
+	return next, nil
 }
 
 // Load loads the table of that name in the tenant's namespace; a missing table is an

@@ -29,11 +29,11 @@ type batchRead struct {
 
 // readBatchTables reads a tenant's batch tables with pyiceberg and DuckDB: each
 // engine's answers, and each table's current Iceberg snapshot id.
-func readBatchTables(t *testing.T, python, uri, name, tenant string) (map[string]batchRead, map[string]string) {
+func readBatchTables(t *testing.T, python, kind, uri, name, tenant string) (map[string]batchRead, map[string]string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c := exec.CommandContext(ctx, python, "testdata/iceberg_batch_read.py", uri, name, tenant)
+	c := exec.CommandContext(ctx, python, "testdata/iceberg_batch_read.py", kind, uri, name, tenant)
 	c.Env = append(os.Environ(), "READ_ACCESS_KEY="+os.Getenv(envName(tenant, "ACCESS_KEY")), "READ_SECRET_KEY="+os.Getenv(envName(tenant, "SECRET_KEY")))
 	c.Stderr = os.Stderr
 	out, err := c.Output()
@@ -52,20 +52,38 @@ func readBatchTables(t *testing.T, python, uri, name, tenant string) (map[string
 }
 
 // TestIntegrationIcebergBatchTables: `fhirlake compact` with a catalog publishes every
-// model of the snapshot as an Iceberg table (SQL catalog on PostgreSQL, files in the
-// tenant's bucket), which pyiceberg and DuckDB's iceberg_scan read as `fhirlake query`
-// reads the lake: rows per mart, live resources per type and their versions, the
-// patients mart. After updates and deletes an incremental run publishes the state
-// merged on read (position deletes), and the engines still agree; a run that fails a
-// dbt test leaves every table at its snapshot.
+// model of the snapshot as an Iceberg table (the SQL catalog on PostgreSQL, and the
+// REST catalog; files in the tenant's bucket), which pyiceberg and DuckDB's
+// iceberg_scan read as `fhirlake query` reads the lake: rows per mart, live resources
+// per type and their versions, the patients mart. After updates and deletes an
+// incremental run publishes the state merged on read (position deletes), and the
+// engines still agree; a run that fails a dbt test leaves every table at its snapshot.
 func TestIntegrationIcebergBatchTables(t *testing.T) {
 	st := needStack(t)
 	needDBT(t)
-	_, postgres, python := needIceberg(t)
+	rest, postgres, python := needIceberg(t)
+	t.Run("sql", func(t *testing.T) {
+		batchTables(t, st, python, "sql", postgres, func(id string) string {
+			return "iceberg:\n  catalog: sql\n  uri: \"\"\n  uri_env: FHIRLAKE_STACK_POSTGRES_URI\n  warehouse: _iceberg_pg\n  name: " + id + "\n"
+		})
+	})
+	t.Run("rest", func(t *testing.T) {
+		// The REST fixture is one catalog for every run: a run's commits make the
+		// tenant's tables hold its own snapshot.
+		batchTables(t, st, python, "rest", rest, func(string) string {
+			return "iceberg:\n  catalog: rest\n  uri: " + rest + "\n  warehouse: _iceberg_rest\n"
+		})
+	})
+}
+
+func batchTables(t *testing.T, st stack, python, kind, uri string, section func(run string) string) {
 	tenant := "acme"
 	r := newRun(t, st, []string{tenant}, bucket, compactSettings+"  overlap: 0s\n  rebase_share: 0.9\n")
-	merged, err := mergeYAML(readFile(t, r.config),
-		"iceberg:\n  catalog: sql\n  uri: \"\"\n  uri_env: FHIRLAKE_STACK_POSTGRES_URI\n  warehouse: _iceberg_pg\n  name: "+r.id+"\n")
+	name := r.id
+	if kind == "rest" {
+		name = "fhirlake"
+	}
+	merged, err := mergeYAML(readFile(t, r.config), section(r.id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +113,7 @@ func TestIntegrationIcebergBatchTables(t *testing.T) {
 		if err != nil || m == nil {
 			t.Fatalf("%s: manifest %v, %v", step, m, err)
 		}
-		reads, snaps := readBatchTables(t, python, postgres, r.id, tenant)
+		reads, snaps := readBatchTables(t, python, kind, uri, name, tenant)
 		wantPerType := query(`SELECT coalesce(string_agg(resource_type || ':' || n, ',' ORDER BY resource_type), '') FROM (SELECT resource_type, count(*) AS n FROM resources GROUP BY 1)`)
 		wantLatest := query(`SELECT md5(coalesce(string_agg(resource_type || '/' || id || '/' || coalesce(version_id, ''), ',' ORDER BY resource_type, id), '')) FROM resources`)
 		wantPatients := query(`SELECT md5(coalesce(string_agg(patient_id || '/' || coalesce(version_id, '') || '/' || coalesce(gender, '') || '/' || coalesce(CAST(birth_date AS VARCHAR), ''), ',' ORDER BY patient_id), '')) FROM patients`)
@@ -158,7 +176,7 @@ func TestIntegrationIcebergBatchTables(t *testing.T) {
 	if out, code := r.compact(t); code == 0 {
 		t.Fatalf("compact exited 0 although the data breaks a test:\n%s", out)
 	}
-	_, after := readBatchTables(t, python, postgres, r.id, tenant)
+	_, after := readBatchTables(t, python, kind, uri, name, tenant)
 	for name, id := range before {
 		if after[name] != id {
 			t.Errorf("table %s: snapshot %s after the failed run, want %s kept", name, after[name], id)

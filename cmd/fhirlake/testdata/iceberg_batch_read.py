@@ -1,8 +1,8 @@
 """Reads a tenant's batch Iceberg tables with other engines, for iceberg_integration_test.go.
 
-    iceberg_batch_read.py CATALOG_URI CATALOG_NAME NAMESPACE
+    iceberg_batch_read.py CATALOG_TYPE CATALOG_URI CATALOG_NAME NAMESPACE
 
-CATALOG_URI is the SQL catalog's PostgreSQL URI. The reader's S3 key comes from
+CATALOG_TYPE is rest or sql (a PostgreSQL URI). The reader's S3 key comes from
 READ_ACCESS_KEY and READ_SECRET_KEY, the endpoint from FHIRLAKE_S3_ENDPOINT, DuckDB's
 extensions from FHIRLAKE_HTTPFS_EXTENSION, FHIRLAKE_DUCKDB_AVRO_EXTENSION and
 FHIRLAKE_DUCKDB_ICEBERG_EXTENSION.
@@ -20,12 +20,15 @@ import sys
 import duckdb
 from pyiceberg.catalog import load_catalog
 
-uri, name, ns = sys.argv[1:4]
+kind, uri, name, ns = sys.argv[1:5]
 endpoint = os.environ["FHIRLAKE_S3_ENDPOINT"]
 key, secret = os.environ["READ_ACCESS_KEY"], os.environ["READ_SECRET_KEY"]
-cat = load_catalog(name, type="sql", uri=uri.replace("postgres://", "postgresql+psycopg2://", 1).split("?")[0],
-                   **{"s3.endpoint": endpoint, "s3.access-key-id": key, "s3.secret-access-key": secret,
-                      "s3.region": "us-east-1", "s3.path-style-access": "true"})
+s3 = {"s3.endpoint": endpoint, "s3.access-key-id": key, "s3.secret-access-key": secret,
+      "s3.region": "us-east-1", "s3.path-style-access": "true"}
+if kind == "rest":
+    cat = load_catalog(name, type="rest", uri=uri, **s3)
+else:
+    cat = load_catalog(name, type="sql", uri=uri.replace("postgres://", "postgresql+psycopg2://", 1).split("?")[0], **s3)
 
 PER_TYPE = """SELECT coalesce(string_agg(resource_type || ':' || n, ',' ORDER BY resource_type), '') FROM (
     SELECT resource_type, count(*) AS n FROM {t} WHERE NOT is_deleted GROUP BY 1)"""

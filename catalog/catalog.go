@@ -66,6 +66,8 @@ type Catalog struct {
 	cat       icecat.Catalog
 	namespace table.Identifier
 	warehouse string
+	// props are the catalog's properties, the tenant's file IO among them.
+	props iceberg.Properties
 }
 
 // Open connects to the catalog with the tenant's file IO and makes sure the tenant's
@@ -118,7 +120,7 @@ func Open(ctx context.Context, o Options) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open %s catalog: %w", o.Type, err)
 	}
-	c := &Catalog{cat: cat, namespace: table.Identifier{o.Tenant}, warehouse: o.Warehouse}
+	c := &Catalog{cat: cat, namespace: table.Identifier{o.Tenant}, warehouse: o.Warehouse, props: props}
 	if err := c.ensureNamespace(ctx); err != nil {
 		c.Close()
 		return nil, err
@@ -182,6 +184,11 @@ func (c *Catalog) ensureNamespace(ctx context.Context) error {
 // tenant's warehouse with the schema given when it does not exist yet. A table made
 // before a column was renamed (ViewColKafkaPartition) is renamed now, in one commit.
 func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) (*table.Table, error) {
+	return c.table(ctx, name, schema, nil)
+}
+
+// table is Table creating a missing table with the properties extra besides.
+func (c *Catalog) table(ctx context.Context, name string, schema *arrow.Schema, extra iceberg.Properties) (*table.Table, error) {
 	id := table.Identifier{c.Namespace(), name}
 	tbl, err := c.cat.LoadTable(ctx, id)
 	if err == nil {
@@ -202,6 +209,9 @@ func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) 
 		return nil, fmt.Errorf("catalog: table %s: %w", name, err)
 	}
 	props["format-version"] = "2"
+	for k, v := range extra {
+		props[k] = v
+	}
 	tbl, err = c.cat.CreateTable(ctx, id, sc,
 		icecat.WithLocation(c.warehouse+"/"+c.Namespace()+"/"+name),
 		icecat.WithProperties(props))

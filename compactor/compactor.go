@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"fhirlake/catalog"
 	"fhirlake/lake"
 	"fhirlake/sink"
 )
@@ -73,6 +74,10 @@ type Tenant struct {
 	Lake string
 	// S3 is how DuckDB reaches an s3:// Lake: the tenant's endpoint and static key.
 	S3 *S3Access
+	// Iceberg opens the deployment's catalog for the tenant, with its own file IO:
+	// each published snapshot's models become its namespace's batch tables
+	// (iceberg.go). Nil: no tables.
+	Iceberg *catalog.Options
 }
 
 // S3Access is what DuckDB's httpfs needs to read one tenant's bucket.
@@ -269,8 +274,11 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	}
 	defer r.lease.release()
 	ctx = r.lease.ctx
-	if err := c.plan(ctx, r); err != nil || res.UpToDate {
+	if err := c.plan(ctx, r); err != nil {
 		return res, err
+	}
+	if res.UpToDate {
+		return res, c.catchUpTables(ctx, r)
 	}
 	results, err := c.build(ctx, r, target, env)
 	if err != nil {
@@ -279,6 +287,12 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	m, err := c.publish(ctx, r, results)
 	if err != nil {
 		return res, err
+	}
+	if t.Iceberg != nil {
+		if err := c.publishTables(ctx, r, m); err != nil {
+			// Expiry waits: it could delete what the tables still reference.
+			return res, fmt.Errorf("%w: %w", errNoTables, err)
+		}
 	}
 	if _, err := r.lease.confirm(ctx); err != nil {
 		res.ExpireErr = err

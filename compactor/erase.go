@@ -171,7 +171,16 @@ func (c *Compactor) erase(ctx context.Context, t Tenant, req EraseRequest, l *le
 		}
 	}
 	res.Snapshot = current
-	// 5. Every other snapshot, then the record's completion.
+	// 5. The Iceberg tables: at the current snapshot, with no snapshot of their own
+	// that references another (iceberg.go); then every other snapshot, then the
+	// record's completion.
+	if t.Iceberg != nil && cur != nil {
+		only := *cur
+		only.History = nil
+		if err := c.publishTables(ctx, &run{tenant: t, res: &Result{Tenant: t.Name}, log: c.log.With("tenant", t.Name), lease: l}, &only); err != nil {
+			return res, fmt.Errorf("iceberg tables: %w", err)
+		}
+	}
 	n, err := deleteSnapshotsBut(ctx, t.Store, cur)
 	res.SnapshotsDeleted = n
 	if err != nil {

@@ -51,7 +51,8 @@ type Compact struct {
 	// before this is shortened; 0 keeps every speed file. Default: 168h (7 days).
 	SpeedRetention time.Duration `yaml:"speed_retention" env:"SPEED_RETENTION"`
 	// KeepSnapshots is how many published snapshots stay, the current one included, so
-	// that a reader still on the previous one finishes. Default: 3.
+	// that a reader still on the previous one finishes; the batch Iceberg tables keep
+	// the snapshots of these and no others. Default: 3.
 	KeepSnapshots int `yaml:"keep_snapshots" env:"KEEP_SNAPSHOTS"`
 	// RelationshipSeverity is how a failing referential test (an observation whose
 	// patient is not in the patients mart, …) counts: "error" blocks the publication,

@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// Iceberg configures the deployment's Apache Iceberg catalog and `fhirlake register`,
-// which keeps every tenant's changes readable as Iceberg tables by other engines
+// Iceberg configures the deployment's Apache Iceberg catalog: `fhirlake register`
+// keeps every tenant's changes readable as Iceberg tables by other engines, and
+// `fhirlake compact` publishes each batch snapshot as tables beside them
 // (docs/format/iceberg.md). Off unless Catalog is set.
 type Iceberg struct {
 	// Catalog is the catalog's type: "sql" (a SQLite file, or PostgreSQL) or "rest"
@@ -32,8 +33,9 @@ type Iceberg struct {
 	// the tables lag behind the consumer's files, and one catalog commit per table that
 	// changed. Default: 1m.
 	Interval time.Duration `yaml:"interval" env:"INTERVAL"`
-	// SnapshotRetention expires the tables' snapshots older than this (their metadata
-	// only: the data files are the speed files). Default: 24h.
+	// SnapshotRetention expires the change tables' snapshots older than this (their
+	// metadata only: the data files are the speed files); the batch tables keep the
+	// snapshots of compact.keep_snapshots instead. Default: 24h.
 	SnapshotRetention time.Duration `yaml:"snapshot_retention" env:"SNAPSHOT_RETENTION"`
 	// KeepSnapshots is how many snapshots of each table survive expiry whatever their
 	// age. Default: 10.

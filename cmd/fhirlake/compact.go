@@ -41,7 +41,9 @@ func newCompactCmd(g *globals) *cobra.Command {
 marts) over the speed files newer than the tenant's watermark and its previous snapshot.
 Only when every model and test passes are the marts uploaded to
 batch/<snapshot-id>/<model>/ and _manifest/batch.json written, last; a failed tenant keeps
-its previous snapshot and never holds up the others. Afterwards, speed files older than
+its previous snapshot and never holds up the others. With an iceberg section, each model
+of the published snapshot then becomes a table of the tenant's namespace (marts under
+their names, state models as <dataset>_latest), one commit per table. Afterwards, speed files older than
 the watermark minus compact.speed_retention and snapshots beyond compact.keep_snapshots
 are deleted.
 
@@ -153,6 +155,14 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 		ct, err := compactTenant(ctx, t)
 		if err != nil {
 			return nil, nil, fmt.Errorf("tenant %s: %w", t.Name, err)
+		}
+		if cfg.Iceberg.Enabled() {
+			// the batch tables, in the same catalog and namespace as fhirlake register's
+			o, err := catalogOptions(cfg.Iceberg, t, ct.Store)
+			if err != nil {
+				return nil, nil, err
+			}
+			ct.Iceberg = &o
 		}
 		ts = append(ts, ct)
 	}

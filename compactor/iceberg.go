@@ -1,0 +1,299 @@
+package compactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+
+	"fhirlake/catalog"
+	"fhirlake/lake"
+	"fhirlake/sink"
+)
+
+// The batch layer as Iceberg tables (docs/format/iceberg.md, "The batch snapshot as
+// Iceberg tables"): after a snapshot is published, each of its models becomes the
+// current state of one table in the tenant's namespace, one commit per table, made
+// under the lease. The tables reference the snapshot's files where they are; a model
+// merged on read adds position delete files, written under the snapshot's own
+// directory of the model, so that expiry keeps them exactly as long as the snapshot.
+
+// Snapshot summary properties of the batch tables' commits.
+const (
+	PropSnapshotID        = "fhirlake.snapshot-id"
+	PropTenant            = "fhirlake.tenant"
+	PropModel             = "fhirlake.model"
+	PropWatermarkModified = "fhirlake.watermark-modified"
+	PropWatermarkKey      = "fhirlake.watermark-key"
+	PropFullRefresh       = "fhirlake.full-refresh"
+)
+
+// DeletesFile is the name of a merged model's position delete file in its snapshot
+// directory, batch/<id>/<model>/.
+const DeletesFile = "deletes_0.parquet"
+
+// TableName is the Iceberg table a model of the snapshot is published as: a state
+// model int_<dataset>__latest as <dataset>_latest (resources_latest, patient_latest),
+// a mart under its own name. The change tables of `fhirlake register` bear the
+// datasets' names (resources, patient, …).
+func TableName(model string) string {
+	if ds, ok := lake.ParseStateModel(model); ok {
+		return ds + "_latest"
+	}
+	return model
+}
+
+// tableNames maps every model of m to its table, refusing a mart whose table would
+// be a state model's or a change table's.
+func tableNames(m *lake.Manifest) (map[string]string, error) {
+	out := map[string]string{}
+	owner := map[string]string{lake.RawDataset: "the change table of the raw dataset"}
+	for _, name := range m.ModelNames() {
+		if ds, ok := lake.ParseStateModel(name); ok {
+			owner[ds] = "the change table of dataset " + ds
+		}
+	}
+	for _, name := range m.ModelNames() {
+		tn := TableName(name)
+		if prev, ok := owner[tn]; ok {
+			return nil, fmt.Errorf("model %s: its table %s would be %s; rename the model", name, tn, prev)
+		}
+		owner[tn] = "model " + name
+		out[name] = tn
+	}
+	return out, nil
+}
+
+// publishTables makes every table of the tenant's namespace hold the snapshot m,
+// then expires the tables' snapshots of fhirlake snapshots that expiry no longer
+// keeps. A table already at m (its current snapshot's PropSnapshotID) is left alone,
+// so a run that failed here is finished by the next one.
+func (c *Compactor) publishTables(ctx context.Context, r *run, m *lake.Manifest) error {
+	t := r.tenant
+	names, err := tableNames(m)
+	if err != nil {
+		return err
+	}
+	cat, err := catalog.Open(ctx, *t.Iceberg)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	// The tables' file IO reads a key under the same root as DuckDB: s3://bucket/prefix
+	// or an absolute directory.
+	base := strings.TrimSuffix(t.Lake, "/") + "/"
+	if err := os.MkdirAll(c.opts.WorkDir, 0o755); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp(c.opts.WorkDir, ".iceberg-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	p := &tablePublisher{c: c, r: r, m: m, cat: cat, base: base, dir: dir}
+	keep := map[string]bool{m.SnapshotID: true}
+	for _, id := range KeptSnapshots(m, c.opts.Expire) {
+		keep[id] = true
+	}
+	for _, model := range m.ModelNames() {
+		if err := p.publish(ctx, model, names[model], keep); err != nil {
+			return fmt.Errorf("table %s.%s: %w", cat.Namespace(), names[model], err)
+		}
+	}
+	return nil
+}
+
+// catchUpTables publishes the current snapshot to tables a failed run left behind,
+// when there is nothing new to compact.
+func (c *Compactor) catchUpTables(ctx context.Context, r *run) error {
+	if r.tenant.Iceberg == nil {
+		return nil
+	}
+	m, err := sink.ReadManifest(ctx, r.tenant.Store)
+	if err != nil || m == nil {
+		return err
+	}
+	if err := c.publishTables(ctx, r, m); err != nil {
+		return fmt.Errorf("iceberg tables of snapshot %s: %w", m.SnapshotID, err)
+	}
+	return nil
+}
+
+// tablePublisher publishes one snapshot's models.
+type tablePublisher struct {
+	c    *Compactor
+	r    *run
+	m    *lake.Manifest
+	cat  *catalog.Catalog
+	base string
+	dir  string
+	seq  int
+}
+
+func (p *tablePublisher) location(key string) string { return p.base + key }
+
+func (p *tablePublisher) publish(ctx context.Context, model, name string, keep map[string]bool) error {
+	mod := p.m.Models[model]
+	data := append(append([]string{}, mod.Files...), mod.Delta.PartFiles()...)
+	if len(data) == 0 {
+		return fmt.Errorf("model %s has no files", model)
+	}
+	// Base and delta are read by name (lake.StateSQL): the table has the columns of both.
+	var schema *arrow.Schema
+	for _, part := range [][]string{mod.Files, mod.Delta.PartFiles()} {
+		if len(part) == 0 {
+			continue
+		}
+		s, err := p.cat.FileSchema(ctx, p.location(part[0]))
+		if err != nil {
+			return err
+		}
+		schema = unionSchema(schema, s)
+	}
+	tbl, err := p.cat.BatchTable(ctx, name, schema)
+	if err != nil {
+		return err
+	}
+	if cur := tbl.CurrentSnapshot(); cur != nil && cur.Summary != nil && cur.Summary.Properties[PropSnapshotID] == p.m.SnapshotID {
+		return p.expire(ctx, tbl, keep)
+	}
+	set := catalog.FileSet{}
+	for _, k := range data {
+		set.Data = append(set.Data, p.location(k))
+	}
+	if len(mod.Files) > 0 && len(mod.Changed.PartFiles()) > 0 {
+		key, err := p.deletes(ctx, model, mod)
+		if err != nil {
+			return err
+		}
+		if key != "" {
+			set.Deletes = []string{p.location(key)}
+		}
+	}
+	props := iceberg.Properties{
+		PropTenant: p.r.tenant.Name, PropModel: model, PropSnapshotID: p.m.SnapshotID,
+		PropWatermarkModified: p.m.Watermark.Modified.UTC().Format(time.RFC3339Nano),
+		PropFullRefresh:       strconv.FormatBool(p.m.FullRefresh),
+	}
+	if p.m.Watermark.Key != "" {
+		props[PropWatermarkKey] = p.m.Watermark.Key
+	}
+	// Committed only under the lease, renewed just before, and within its term.
+	expires, err := p.r.lease.confirm(ctx)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithDeadline(ctx, expires)
+	defer cancel()
+	tbl, pub, err := catalog.Publish(cctx, tbl, set, props)
+	if err != nil {
+		return err
+	}
+	p.r.log.Info("published table", "table", p.cat.Namespace()+"."+name, "snapshot", p.m.SnapshotID,
+		"added", len(pub.Added), "removed", len(pub.Removed), "deletes_added", len(pub.DeletesAdded), "deletes_removed", len(pub.DeletesRemoved))
+	return p.expire(ctx, tbl, keep)
+}
+
+// unionSchema is a's fields, then those of b that a has no field of that name for.
+func unionSchema(a, b *arrow.Schema) *arrow.Schema {
+	if a == nil {
+		return b
+	}
+	fields := a.Fields()
+	for _, f := range b.Fields() {
+		if len(a.FieldIndices(f.Name)) == 0 {
+			fields = append(fields, f)
+		}
+	}
+	return arrow.NewSchema(fields, nil)
+}
+
+// deletes writes and uploads the position deletes of a merged model: the rows of its
+// base whose key is among its changed keys. It returns their key, empty when no row
+// of the base is changed.
+func (p *tablePublisher) deletes(ctx context.Context, model string, mod lake.Model) (string, error) {
+	var base []catalog.BaseFile
+	for _, k := range mod.Files {
+		path, err := p.local(ctx, k)
+		if err != nil {
+			return "", err
+		}
+		base = append(base, catalog.BaseFile{Path: path, Location: p.location(k)})
+	}
+	var changed []string
+	for _, k := range mod.Changed.PartFiles() {
+		path, err := p.local(ctx, k)
+		if err != nil {
+			return "", err
+		}
+		changed = append(changed, path)
+	}
+	db, err := openDuckDB()
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	out := filepath.Join(p.dir, model+"-"+DeletesFile)
+	// The key columns are the changed keys' own (a state model's: lake.StateKeyColumns).
+	n, err := catalog.WritePositionDeletes(ctx, db, base, changed, nil, out)
+	if err != nil || n == 0 {
+		return "", err
+	}
+	key := lake.ModelKey(p.m.SnapshotID, model, DeletesFile)
+	if err := p.r.tenant.Store.Put(ctx, key, out); err != nil {
+		return "", fmt.Errorf("upload %s: %w", key, err)
+	}
+	return key, nil
+}
+
+// local is a path DuckDB reads the object at key from: the file itself in a local
+// store, else a copy in the publisher's directory.
+func (p *tablePublisher) local(ctx context.Context, key string) (string, error) {
+	if l, ok := p.r.tenant.Store.(*sink.Local); ok {
+		return filepath.Join(l.Root, filepath.FromSlash(key)), nil
+	}
+	p.seq++
+	path := filepath.Join(p.dir, fmt.Sprintf("in-%d.parquet", p.seq))
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if err := p.r.tenant.Store.Get(ctx, key, f); err != nil {
+		f.Close()
+		return "", fmt.Errorf("download %s: %w", key, err)
+	}
+	return path, f.Close()
+}
+
+// expire drops the table's snapshots but those of the fhirlake snapshots expiry keeps
+// (keep): the newest snapshots back to the first of another fhirlake snapshot. The
+// files of a dropped snapshot are the compactor's to delete, never the table's.
+func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[string]bool) error {
+	retain := 0
+	for s := tbl.CurrentSnapshot(); s != nil; {
+		if s.Summary == nil || !keep[s.Summary.Properties[PropSnapshotID]] {
+			break
+		}
+		retain++
+		if s.ParentSnapshotID == nil {
+			break
+		}
+		s = tbl.SnapshotByID(*s.ParentSnapshotID)
+	}
+	if retain == 0 || retain >= len(tbl.Metadata().Snapshots()) {
+		return nil
+	}
+	_, err := catalog.Expire(ctx, tbl, 0, retain)
+	return err
+}
+
+// errNoTables marks a snapshot published in the lake whose tables stay behind.
+var errNoTables = errors.New("the snapshot is published; its Iceberg tables stay at the previous one until the next run")

@@ -45,8 +45,8 @@ func stateMode(prev *lake.Manifest, rebuild bool, share float64) (incremental bo
 	return true, fmt.Sprintf("%d resources changed since the base of %d", changed, raw.Rows)
 }
 
-// previousState is the dbt var previous_state: each state model of prev, its parts'
-// files as DuckDB reads them under the lake's root.
+// previousState is the dbt var previous_state: each state model and resource mart of
+// prev, its parts' files as DuckDB reads them under the lake's root.
 func previousState(root string, prev *lake.Manifest) map[string]any {
 	urls := func(keys []string) []string {
 		out := make([]string, len(keys))
@@ -56,7 +56,13 @@ func previousState(root string, prev *lake.Manifest) map[string]any {
 		return out
 	}
 	state := map[string]any{}
-	for _, name := range stateModels(prev) {
+	names := stateModels(prev)
+	for _, m := range resourceMarts {
+		if _, ok := prev.Models[m.name]; ok {
+			names = append(names, m.name)
+		}
+	}
+	for _, name := range names {
 		mod := prev.Models[name]
 		state[name] = map[string][]string{
 			"base":    urls(mod.Files),
@@ -70,11 +76,17 @@ func previousState(root string, prev *lake.Manifest) map[string]any {
 type upload struct{ key, path string }
 
 // tableUploads are the files of a new snapshot id, from what dbt exported: a mart's
-// table, and a state model's new base (a rebuild) or its delta and changed keys (an
-// incremental run).
+// table, and a state model's or resource mart's new base (a rebuild) or its delta and
+// changed keys (an incremental run).
 func tableUploads(id string, models map[string]exportedModel, incremental bool) []upload {
 	var out []upload
 	for _, name := range sortedKeys(models) {
+		if m, part, ok := parseMartPart(name); ok {
+			if incremental {
+				out = append(out, upload{lake.ModelKey(id, m.name, part+"_0.parquet"), models[name].path})
+			}
+			continue
+		}
 		if ds, ok := parseDeltaModel(name); ok && incremental {
 			state := lake.StateModel(ds)
 			out = append(out, upload{lake.ModelKey(id, state, "delta_0.parquet"), models[name].path})
@@ -92,12 +104,18 @@ func tableUploads(id string, models map[string]exportedModel, incremental bool) 
 }
 
 // publishedModels are the manifest's models for the files tableUploads uploads: an
-// incremental run's state models keep the base of prev.
+// incremental run's state models and resource marts keep the base of prev.
 func publishedModels(id string, models map[string]exportedModel, prev *lake.Manifest, incremental bool) map[string]lake.Model {
 	out := map[string]lake.Model{}
 	changed := models[changedModel]
 	for _, name := range sortedKeys(models) {
 		local := models[name]
+		if m, part, ok := parseMartPart(name); ok {
+			if incremental && part == "delta" {
+				out[m.name] = martModel(id, m, models, prev)
+			}
+			continue
+		}
 		if ds, ok := parseDeltaModel(name); ok && incremental {
 			state := lake.StateModel(ds)
 			var mod lake.Model

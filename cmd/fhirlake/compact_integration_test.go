@@ -209,25 +209,14 @@ func (s snapshot) db(t *testing.T) *sql.DB {
 }
 
 // snapshotModelSQL is a model of m, in a lake (or a copy of its files) rooted at root,
-// as a reader reads it: a state model's base without its changed keys and its delta.
+// as a reader reads it: a model merged on read, its base without its changed keys and its delta.
 func snapshotModelSQL(t *testing.T, m *lake.Manifest, root, model string) string {
 	t.Helper()
-	base, err := m.Files(root, model)
+	sql, err := m.ModelSQL(root, model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := m.ChangedFiles(root, model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	delta, err := m.DeltaFiles(root, model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(base)+len(delta) == 0 {
-		t.Fatalf("snapshot %s has no table %s", m.SnapshotID, model)
-	}
-	return lake.StateSQL(base, changed, delta)
+	return sql
 }
 
 // martOf maps each resource mart to its resource type and key.

@@ -59,7 +59,7 @@ func TestMergedMartsReadAtTheirNewState(t *testing.T) {
 	}
 	defer s.Close()
 	for q, want := range map[string]string{
-		"SELECT string_agg(patient_id || ':' || version_id || ':' || gender, ' ' ORDER BY patient_id) FROM patients":                   "p1:2:other p2:1:male",
+		"SELECT string_agg(patient_id || ':' || version_id || ':' || gender, ' ' ORDER BY patient_id) FROM patients":                     "p1:2:other p2:1:male",
 		"SELECT string_agg(observation_id || ':' || version_id || ':' || value_quantity, ' ' ORDER BY observation_id) FROM observations": "o1:2:61.0 o3:1:80.0",
 		"SELECT string_agg(patient_id || ':' || gender || ':' || heart_rate, ' ' ORDER BY patient_id) FROM patient_latest_vitals":        "p1:other:61.0 p2:male:80.0",
 	} {

@@ -55,6 +55,12 @@ func (s *Session) mergedFrom(m *lake.Manifest, model string) (from string, files
 	if err != nil {
 		return "", nil, err
 	}
+	if !m.Models[model].Merged() {
+		if len(base) == 0 {
+			return "", nil, nil
+		}
+		return readFiles(base), base, nil
+	}
 	changed, err := m.ChangedFiles("", model)
 	if err != nil {
 		return "", nil, err

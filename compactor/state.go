@@ -21,15 +21,19 @@ const changedModel = "int_state__changed"
 // deltaModel is the dbt model of an incremental run's delta of a dataset's state.
 func deltaModel(dataset string) string { return "int_" + dataset + "__delta" }
 
-// stateMode decides whether a run building on prev (nil: none) writes deltas
-// (incremental) or new bases, and says why: there is no previous state, a rebuild is
-// asked for, or the resources changed since the base passed share of it.
-func stateMode(prev *lake.Manifest, rebuild bool, share float64) (incremental bool, why string) {
+// stateMode decides whether a run of the dbt project project building on prev (nil:
+// none) writes deltas (incremental) or new bases, and says why: there is no previous
+// state, a rebuild is asked for, another project built prev (its marts' bases may
+// differ from what this project would write), or the resources changed since the base
+// passed share of it.
+func stateMode(prev *lake.Manifest, project string, rebuild bool, share float64) (incremental bool, why string) {
 	switch {
 	case prev == nil:
 		return false, "no previous state"
 	case rebuild:
 		return false, "a rebuild is asked for"
+	case prev.Project != project:
+		return false, "another dbt project built the previous snapshot"
 	}
 	raw, ok := prev.Models[lake.StateModel(lake.RawDataset)]
 	if !ok {

@@ -43,3 +43,41 @@ func TestStateMode(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishedMartParts: an incremental run publishes a resource mart as its delta
+// and changed ids beside the base it carries from the previous snapshot, keyed by
+// the mart's id; a rebuild publishes the mart it exported whole.
+func TestPublishedMartParts(t *testing.T) {
+	const id, prevID = "20260102T000000Z-000002", "20260101T000000Z-000001"
+	prev := &lake.Manifest{Models: map[string]lake.Model{
+		"observations": {Rows: 100, Files: []string{lake.ModelKey(prevID, "observations", "data_0.parquet")}},
+	}}
+	exp := map[string]exportedModel{
+		changedModel:            {path: "changed", rows: 3},
+		deltaModel("resources"): {path: "rdelta", rows: 3},
+		"observations__delta":   {path: "odelta", rows: 2},
+		"observations__changed": {path: "ochanged", rows: 2},
+		"patient_latest_vitals": {path: "vitals", rows: 9},
+	}
+	got := publishedModels(id, exp, prev, true)["observations"]
+	if !got.Merged() || got.Rows != 100 || strings.Join(got.Files, " ") != prev.Models["observations"].Files[0] ||
+		got.Delta.Files[0] != lake.ModelKey(id, "observations", "delta_0.parquet") || got.Delta.Rows != 2 ||
+		got.Changed.Files[0] != lake.ModelKey(id, "observations", "changed_0.parquet") || strings.Join(got.Key, ",") != "observation_id" {
+		t.Errorf("incremental: observations %+v", got)
+	}
+	var keys []string
+	for _, u := range tableUploads(id, exp, true) {
+		keys = append(keys, u.key+"<"+u.path)
+	}
+	for _, want := range []string{lake.ModelKey(id, "observations", "delta_0.parquet") + "<odelta", lake.ModelKey(id, "observations", "changed_0.parquet") + "<ochanged"} {
+		if !strings.Contains(strings.Join(keys, " "), want) {
+			t.Errorf("uploads %v: no %s", keys, want)
+		}
+	}
+	exp["observations"] = exportedModel{path: "obs", rows: 101}
+	delete(exp, "observations__delta")
+	delete(exp, "observations__changed")
+	if got := publishedModels(id, exp, prev, false)["observations"]; got.Merged() || got.Rows != 101 || got.Files[0] != lake.ModelKey(id, "observations", "data_0.parquet") {
+		t.Errorf("rebuild: observations %+v", got)
+	}
+}

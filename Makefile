@@ -116,10 +116,13 @@ bench-flatten: ## the flatten engine against encoding/json and gofhir/fhirpath
 # only the dbt virtualenv is needed (deploy/local/stack install).
 BENCH_COMPACT_PATIENTS     ?= 280000
 BENCH_COMPACT_MEMORY_LIMIT ?= 4GiB
+# A binary built elsewhere to measure instead of this tree's (an absolute path), to
+# compare two builds on the same lake; empty: the tree's.
+BENCH_COMPACT_BINARY       ?=
 .PHONY: bench-compact
 bench-compact: ## a full and an incremental (1 % changed) compaction of 5 M resources
 	FHIRLAKE_BENCH_COMPACT_PATIENTS=$(BENCH_COMPACT_PATIENTS) FHIRLAKE_BENCH_COMPACT_MEMORY_LIMIT=$(BENCH_COMPACT_MEMORY_LIMIT) \
-		$(GO) test -tags $(TAGS),integration -count=1 -timeout 180m -v \
+		FHIRLAKE_TEST_BINARY=$(BENCH_COMPACT_BINARY) $(GO) test -tags $(TAGS),integration -count=1 -timeout 180m -v \
 		-run '^TestIntegrationCompactBenchmark$$' ./cmd/fhirlake/
 
 # p50/p95 latency of five dashboard queries over one tenant of 1M+ observations

@@ -424,7 +424,7 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	if m, ok := c.runner.(interface{ MergeOnRead() bool }); ok && !m.MergeOnRead() {
 		rebuild = true
 	}
-	r.incremental, why = stateMode(sel.Previous, rebuild, c.opts.RebaseShare)
+	r.incremental, why = stateMode(sel.Previous, c.runner.Project(), rebuild, c.opts.RebaseShare)
 	r.log.Info("state", "incremental", r.incremental, "why", why)
 	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
 	defer cancel()

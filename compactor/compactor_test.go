@@ -347,8 +347,11 @@ func TestCompactIncremental(t *testing.T) {
 		t.Errorf("second run: %+v", second)
 	}
 	req := r.last(t)
-	// The state models only, each part's files; the base alone after a rebuild.
-	if got, want := fmt.Sprint(req.Vars["previous_state"]), fmt.Sprintf("map[int_resources__latest:map[base:[%s/batch/%s/int_resources__latest/data_0.parquet] changed:[] delta:[]]]", ten.Lake, first.SnapshotID); got != want {
+	// The state models and resource marts, each part's files; the base alone after a rebuild.
+	part := func(model string) string {
+		return fmt.Sprintf("%s:map[base:[%s/batch/%s/%s/data_0.parquet] changed:[] delta:[]]", model, ten.Lake, first.SnapshotID, model)
+	}
+	if got, want := fmt.Sprint(req.Vars["previous_state"]), "map["+part("int_resources__latest")+" "+part("observations")+" "+part("patients")+"]"; got != want {
 		t.Errorf("previous_state: got %v, want %v", got, want)
 	}
 	if req.Vars["state_mode"] != "incremental" {

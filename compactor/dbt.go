@@ -188,6 +188,9 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 		if err := writeDeltaModels(project, req.Datasets); err != nil {
 			return nil, fmt.Errorf("generate delta models: %w", err)
 		}
+		if err := writeMartModels(project, req.Vars["state_mode"] == "incremental"); err != nil {
+			return nil, fmt.Errorf("generate mart models: %w", err)
+		}
 	}
 	project, err := filepath.Abs(project)
 	if err != nil {

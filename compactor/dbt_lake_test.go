@@ -281,23 +281,15 @@ func snapshotManifest(t *testing.T, root, snapshot string) *lake.Manifest {
 	return m
 }
 
-// modelSQL is a model of m as a relation: a state model's base without its changed
-// keys and its delta (lake.StateSQL), a mart's files.
+// modelSQL is a model of m as a relation, as readers read it: a model merged on read,
+// its base without its changed keys and its delta (lake.Manifest.ModelSQL).
 func modelSQL(t *testing.T, root string, m *lake.Manifest, model string) string {
 	t.Helper()
-	base, err := m.Files(root, model)
+	sql, err := m.ModelSQL(root, model)
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := m.ChangedFiles(root, model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	delta, err := m.DeltaFiles(root, model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lake.StateSQL(base, changed, delta)
+	return sql
 }
 
 // diffParquet counts the rows that differ between a model of two snapshots (local

@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"tenant"}),
 		modelRows: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fhirlake_compactor_model_rows",
-			Help: "Rows of each table of the tenant's current batch snapshot.",
+			Help: "Rows of each table of the tenant's current batch snapshot; of a table merged on read, its base's (manifest rows).",
 		}, []string{"tenant", "model"}),
 		failedTests: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fhirlake_compactor_failed_tests",

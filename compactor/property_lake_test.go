@@ -16,8 +16,9 @@ import (
 // random sequence of deliveries — new versions, deletes with and without a versionId,
 // resources of a server that does not version them, replays of earlier ranges and older
 // versions arriving late — compacted after each delivery, a full refresh from the speed
-// layer publishes the same marts and states as the incremental runs. The runs merge on
-// read: some write only a delta beside the base they carry, and the changes passing
+// layer publishes the same marts and states as the incremental runs, each read as a
+// reader reads it. The runs merge on read: some write only a delta of the states and
+// of the resource marts beside the bases they carry, and the changes passing
 // compact.rebase_share make a later one rebuild the base, so the sequence crosses a
 // rebase. Each seed is one sequence; a failure names it.
 func TestIncrementalMatchesFullRefresh(t *testing.T) {
@@ -46,6 +47,12 @@ func TestIncrementalMatchesFullRefresh(t *testing.T) {
 				mode := "rebuild"
 				if res.Models[lake.StateModel(lake.RawDataset)].Merged() {
 					mode = "delta"
+				}
+				// The resource marts merge on read with the state.
+				for _, mart := range []string{"patients", "observations"} {
+					if got := res.Models[mart].Merged(); got != (mode == "delta") {
+						t.Errorf("step %d, a %s run: mart %s merged on read: %v", step, mode, mart, got)
+					}
 				}
 				modes = append(modes, mode)
 				last = res

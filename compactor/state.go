@@ -21,15 +21,19 @@ const changedModel = "int_state__changed"
 // deltaModel is the dbt model of an incremental run's delta of a dataset's state.
 func deltaModel(dataset string) string { return "int_" + dataset + "__delta" }
 
-// stateMode decides whether a run building on prev (nil: none) writes deltas
-// (incremental) or new bases, and says why: there is no previous state, a rebuild is
-// asked for, or the resources changed since the base passed share of it.
-func stateMode(prev *lake.Manifest, rebuild bool, share float64) (incremental bool, why string) {
+// stateMode decides whether a run of the dbt project project building on prev (nil:
+// none) writes deltas (incremental) or new bases, and says why: there is no previous
+// state, a rebuild is asked for, another project built prev (its marts' bases may
+// differ from what this project would write), or the resources changed since the base
+// passed share of it.
+func stateMode(prev *lake.Manifest, project string, rebuild bool, share float64) (incremental bool, why string) {
 	switch {
 	case prev == nil:
 		return false, "no previous state"
 	case rebuild:
 		return false, "a rebuild is asked for"
+	case prev.Project != project:
+		return false, "another dbt project built the previous snapshot"
 	}
 	raw, ok := prev.Models[lake.StateModel(lake.RawDataset)]
 	if !ok {
@@ -45,8 +49,8 @@ func stateMode(prev *lake.Manifest, rebuild bool, share float64) (incremental bo
 	return true, fmt.Sprintf("%d resources changed since the base of %d", changed, raw.Rows)
 }
 
-// previousState is the dbt var previous_state: each state model of prev, its parts'
-// files as DuckDB reads them under the lake's root.
+// previousState is the dbt var previous_state: each state model and resource mart of
+// prev, its parts' files as DuckDB reads them under the lake's root.
 func previousState(root string, prev *lake.Manifest) map[string]any {
 	urls := func(keys []string) []string {
 		out := make([]string, len(keys))
@@ -56,7 +60,13 @@ func previousState(root string, prev *lake.Manifest) map[string]any {
 		return out
 	}
 	state := map[string]any{}
-	for _, name := range stateModels(prev) {
+	names := stateModels(prev)
+	for _, m := range resourceMarts {
+		if _, ok := prev.Models[m.name]; ok {
+			names = append(names, m.name)
+		}
+	}
+	for _, name := range names {
 		mod := prev.Models[name]
 		state[name] = map[string][]string{
 			"base":    urls(mod.Files),
@@ -70,11 +80,17 @@ func previousState(root string, prev *lake.Manifest) map[string]any {
 type upload struct{ key, path string }
 
 // tableUploads are the files of a new snapshot id, from what dbt exported: a mart's
-// table, and a state model's new base (a rebuild) or its delta and changed keys (an
-// incremental run).
+// table, and a state model's or resource mart's new base (a rebuild) or its delta and
+// changed keys (an incremental run).
 func tableUploads(id string, models map[string]exportedModel, incremental bool) []upload {
 	var out []upload
 	for _, name := range sortedKeys(models) {
+		if m, part, ok := parseMartPart(name); ok {
+			if incremental {
+				out = append(out, upload{lake.ModelKey(id, m.name, part+"_0.parquet"), models[name].path})
+			}
+			continue
+		}
 		if ds, ok := parseDeltaModel(name); ok && incremental {
 			state := lake.StateModel(ds)
 			out = append(out, upload{lake.ModelKey(id, state, "delta_0.parquet"), models[name].path})
@@ -92,12 +108,18 @@ func tableUploads(id string, models map[string]exportedModel, incremental bool) 
 }
 
 // publishedModels are the manifest's models for the files tableUploads uploads: an
-// incremental run's state models keep the base of prev.
+// incremental run's state models and resource marts keep the base of prev.
 func publishedModels(id string, models map[string]exportedModel, prev *lake.Manifest, incremental bool) map[string]lake.Model {
 	out := map[string]lake.Model{}
 	changed := models[changedModel]
 	for _, name := range sortedKeys(models) {
 		local := models[name]
+		if m, part, ok := parseMartPart(name); ok {
+			if incremental && part == "delta" {
+				out[m.name] = martModel(id, m, models, prev)
+			}
+			continue
+		}
 		if ds, ok := parseDeltaModel(name); ok && incremental {
 			state := lake.StateModel(ds)
 			var mod lake.Model

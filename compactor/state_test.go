@@ -9,7 +9,8 @@ import (
 
 // TestStateMode: a run writes a delta beside the previous base until the resources
 // changed since pass compact.rebase_share of the base; then, and when a rebuild is
-// asked for (an erasure) or there is nothing to build on, it writes a new base.
+// asked for (an erasure), when another dbt project built the snapshot (its marts'
+// bases are that project's), or there is nothing to build on, it writes a new base.
 func TestStateMode(t *testing.T) {
 	raw := lake.StateModel(lake.RawDataset)
 	prev := func(base, changed int64) *lake.Manifest {
@@ -17,7 +18,7 @@ func TestStateMode(t *testing.T) {
 		if changed >= 0 {
 			mod.Changed = &lake.Part{Rows: changed}
 		}
-		return &lake.Manifest{Models: map[string]lake.Model{raw: mod}}
+		return &lake.Manifest{Project: "p1", Models: map[string]lake.Model{raw: mod}}
 	}
 	for _, tc := range []struct {
 		name        string
@@ -31,13 +32,52 @@ func TestStateMode(t *testing.T) {
 		{"changes within the share", prev(1000, 100), false, true, "100 resources changed"},
 		{"changes past the share", prev(1000, 101), false, false, "compact.rebase_share 0.1"},
 		{"a rebuild asked for", prev(1000, 0), true, false, "a rebuild is asked for"},
-		{"no state of the raw dataset", &lake.Manifest{Models: map[string]lake.Model{"patients": {}}}, false, false, "has no " + raw},
+		{"no state of the raw dataset", &lake.Manifest{Project: "p1", Models: map[string]lake.Model{"patients": {}}}, false, false, "has no " + raw},
+		{"a snapshot of another project", &lake.Manifest{Project: "p0", Models: prev(1000, 0).Models}, false, false, "another dbt project"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			inc, why := stateMode(tc.prev, tc.rebuild, 0.1)
+			inc, why := stateMode(tc.prev, "p1", tc.rebuild, 0.1)
 			if inc != tc.incremental || !strings.Contains(why, tc.why) {
 				t.Errorf("got %v (%s), want %v (%s)", inc, why, tc.incremental, tc.why)
 			}
 		})
+	}
+}
+
+// TestPublishedMartParts: an incremental run publishes a resource mart as its delta
+// and changed ids beside the base it carries from the previous snapshot, keyed by
+// the mart's id; a rebuild publishes the mart it exported whole.
+func TestPublishedMartParts(t *testing.T) {
+	const id, prevID = "20260102T000000Z-000002", "20260101T000000Z-000001"
+	prev := &lake.Manifest{Models: map[string]lake.Model{
+		"observations": {Rows: 100, Files: []string{lake.ModelKey(prevID, "observations", "data_0.parquet")}},
+	}}
+	exp := map[string]exportedModel{
+		changedModel:            {path: "changed", rows: 3},
+		deltaModel("resources"): {path: "rdelta", rows: 3},
+		"observations__delta":   {path: "odelta", rows: 2},
+		"observations__changed": {path: "ochanged", rows: 2},
+		"patient_latest_vitals": {path: "vitals", rows: 9},
+	}
+	got := publishedModels(id, exp, prev, true)["observations"]
+	if !got.Merged() || got.Rows != 100 || strings.Join(got.Files, " ") != prev.Models["observations"].Files[0] ||
+		got.Delta.Files[0] != lake.ModelKey(id, "observations", "delta_0.parquet") || got.Delta.Rows != 2 ||
+		got.Changed.Files[0] != lake.ModelKey(id, "observations", "changed_0.parquet") || strings.Join(got.Key, ",") != "observation_id" {
+		t.Errorf("incremental: observations %+v", got)
+	}
+	var keys []string
+	for _, u := range tableUploads(id, exp, true) {
+		keys = append(keys, u.key+"<"+u.path)
+	}
+	for _, want := range []string{lake.ModelKey(id, "observations", "delta_0.parquet") + "<odelta", lake.ModelKey(id, "observations", "changed_0.parquet") + "<ochanged"} {
+		if !strings.Contains(strings.Join(keys, " "), want) {
+			t.Errorf("uploads %v: no %s", keys, want)
+		}
+	}
+	exp["observations"] = exportedModel{path: "obs", rows: 101}
+	delete(exp, "observations__delta")
+	delete(exp, "observations__changed")
+	if got := publishedModels(id, exp, prev, false)["observations"]; got.Merged() || got.Rows != 101 || got.Files[0] != lake.ModelKey(id, "observations", "data_0.parquet") {
+		t.Errorf("rebuild: observations %+v", got)
 	}
 }

@@ -69,27 +69,39 @@ func (w Watermark) Before(f SpeedFile) bool {
 	return f.Key > w.Key
 }
 
-// Model is one table of a snapshot. A mart is its Files. A state model (StateModel)
-// is read merge-on-read, as Iceberg v2 reads a table with equality deletes: the rows
-// of its base (Files) whose key (resource_type, resource_id) is not in Changed, and
-// every row of Delta (StateSQL).
+// Model is one table of a snapshot. A model without Changed and Delta is its Files. A
+// state model (StateModel), and a mart with one row per resource, may be read
+// merge-on-read, as Iceberg v2 reads a table with equality deletes: the rows of its
+// base (Files) whose key (MergeKey) is not in Changed, and every row of Delta
+// (MergeSQL, ModelSQL).
 type Model struct {
 	// Rows and Bytes count the rows and bytes of Files.
 	Rows  int64 `json:"rows"`
 	Bytes int64 `json:"bytes"`
-	// Files are the keys of the table's Parquet files: a mart's under
-	// batch/<snapshot-id>/<model>/; a state model's base under the same directory of
-	// the snapshot that wrote it (this one, or an earlier one whose base is carried
-	// by reference).
+	// Files are the keys of the table's Parquet files, its base: under
+	// batch/<snapshot-id>/<model>/ of this snapshot; a merged model's (a state
+	// model's, or a mart's with Changed or Delta) under the same directory of the
+	// snapshot that wrote it (this one, or an earlier one: carried by reference).
 	Files []string `json:"files"`
 	// Changed are the keys of every resource changed since the base was written:
 	// base rows of these keys are superseded. Nil when nothing changed.
 	Changed *Part `json:"changed,omitempty"`
 	// Delta are the current rows of the Changed keys (a view's: deletes removed).
 	Delta *Part `json:"delta,omitempty"`
+	// Key are the columns Changed holds and rows are merged on; empty for
+	// StateKeyColumns. A mart merged on read names its id column (observation_id).
+	Key []string `json:"key,omitempty"`
 }
 
-// Part is the changed keys or the delta rows of a state model: files under
+// MergeKey are the columns the model's rows are merged on: Key, or StateKeyColumns.
+func (m Model) MergeKey() []string {
+	if len(m.Key) > 0 {
+		return m.Key
+	}
+	return StateKeyColumns
+}
+
+// Part is the changed keys or the delta rows of a model merged on read: files under
 // batch/<snapshot-id>/<model>/ of the snapshot that names them.
 type Part struct {
 	Rows  int64    `json:"rows"`
@@ -175,8 +187,8 @@ func (m *Manifest) paths(root, model string, keys []string, base bool) ([]string
 }
 
 // holds reports whether key is a clean key of a file of model: in this snapshot's
-// directory of the model, or, for a state model's base (carried by reference), in
-// that model's directory of any snapshot.
+// directory of the model, or, for the base of a state model or of a mart merged on
+// read (carried by reference), in that model's directory of any snapshot.
 func (m *Manifest) holds(model, key string, base bool) bool {
 	if !CleanKey(key) {
 		return false
@@ -184,7 +196,7 @@ func (m *Manifest) holds(model, key string, base bool) bool {
 	if strings.HasPrefix(key, ModelKey(m.SnapshotID, model, "")) {
 		return true
 	}
-	if _, state := ParseStateModel(model); !state || !base {
+	if _, state := ParseStateModel(model); !base || !state && !m.Models[model].Merged() {
 		return false
 	}
 	id, ok := ParseSnapshotKey(key)
@@ -204,8 +216,8 @@ func (m *Manifest) Keys() []string {
 // Validate checks what every reader relies on: a version this package reads, a
 // valid snapshot id, at least one model, valid model names, and model files that
 // are clean keys inside their model's directory of the snapshot (a state model's
-// base: of any snapshot), so that joining one to a local root cannot leave it; only
-// a state model has changed keys or a delta.
+// base, and a merged mart's: of any snapshot), so that joining one to a local root
+// cannot leave it; a mart merged on read names its key columns.
 func (m *Manifest) Validate() error {
 	switch {
 	case m.Version < 1 || m.Version > ManifestVersion:
@@ -220,8 +232,13 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("model name %q is not valid", name)
 		}
 		mod := m.Models[name]
-		if _, state := ParseStateModel(name); !state && mod.Merged() {
-			return fmt.Errorf("model %s: only a state model has changed keys or a delta", name)
+		if _, state := ParseStateModel(name); !state && mod.Merged() && len(mod.Key) == 0 {
+			return fmt.Errorf("model %s: a mart with changed keys or a delta names its key", name)
+		}
+		for _, k := range mod.Key {
+			if !ValidModelName(k) {
+				return fmt.Errorf("model %s: key column %q is not valid", name, k)
+			}
 		}
 		for _, key := range mod.Files {
 			if !m.holds(name, key, true) {

@@ -59,9 +59,17 @@ func TestManifestValidate(t *testing.T) {
 		{"changed keys that climb out", func(m *Manifest) {
 			m.Models["int_resources__latest"] = Model{Changed: &Part{Files: []string{ModelKey(snap, "int_resources__latest", "../../x.parquet")}}}
 		}, "outside"},
-		{"a mart with a delta", func(m *Manifest) {
+		{"a mart with a delta and no key", func(m *Manifest) {
 			m.Models["patients"] = Model{Delta: &Part{Files: []string{ModelKey(snap, "patients", "delta_0.parquet")}}}
-		}, "only a state model"},
+		}, "names its key"},
+		{"a mart merged on read, its base carried from an earlier snapshot", func(m *Manifest) {
+			m.Models["patients"] = Model{Files: []string{ModelKey("20251231T000000Z-000000", "patients", "data_0.parquet")},
+				Changed: &Part{Files: []string{ModelKey(snap, "patients", "changed_0.parquet")}},
+				Delta:   &Part{Files: []string{ModelKey(snap, "patients", "delta_0.parquet")}}, Key: []string{"patient_id"}}
+		}, ""},
+		{"a mart's key that is no column name", func(m *Manifest) {
+			m.Models["patients"] = Model{Delta: &Part{Files: []string{ModelKey(snap, "patients", "delta_0.parquet")}}, Key: []string{`a"b`}}
+		}, "key column"},
 		{"no snapshot id", func(m *Manifest) { rename(m, "") }, "snapshot id"},
 		{"a snapshot id with a slash", func(m *Manifest) { rename(m, "a/b") }, "snapshot id"},
 		{"a snapshot id of dots", func(m *Manifest) { rename(m, "..") }, "snapshot id"},

@@ -45,3 +45,38 @@ func (s *Session) stateFrom(m *lake.Manifest, model string) (from string, files 
 		readFiles(files), len(base), readFiles(changed))
 	return from, files, nil
 }
+
+// mergedFrom is a snapshot's model as it reads without positions, as the FROM of a
+// mart's view: lake.MergeSQL over its files as DuckDB reads them, on the model's key
+// (a resource mart merged on read: its id; docs/format/snapshot.md); nil files when
+// the snapshot has no rows of it.
+func (s *Session) mergedFrom(m *lake.Manifest, model string) (from string, files []string, err error) {
+	base, err := s.modelFiles(m, model)
+	if err != nil {
+		return "", nil, err
+	}
+	if !m.Models[model].Merged() {
+		if len(base) == 0 {
+			return "", nil, nil
+		}
+		return readFiles(base), base, nil
+	}
+	changed, err := m.ChangedFiles("", model)
+	if err != nil {
+		return "", nil, err
+	}
+	delta, err := m.DeltaFiles("", model)
+	if err != nil {
+		return "", nil, err
+	}
+	for i, k := range changed {
+		changed[i] = s.src.url(k)
+	}
+	for i, k := range delta {
+		delta[i] = s.src.url(k)
+	}
+	if len(base)+len(delta) == 0 {
+		return "", nil, nil
+	}
+	return lake.MergeSQL(m.Models[model].MergeKey(), base, changed, delta), append(base, delta...), nil
+}

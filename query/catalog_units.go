@@ -143,14 +143,14 @@ func (p *viewPlan) list(ctx context.Context) (*catalogUnits, error) {
 		if strings.HasPrefix(name, "int_") || !lake.ValidModelName(name) || c.has(name) || strings.HasPrefix(name, "resources") {
 			continue
 		}
-		files, err := p.s.modelFiles(m, name)
+		from, files, err := p.s.mergedFrom(m, name)
 		if err != nil {
 			return nil, err
 		}
 		if len(files) == 0 {
 			continue
 		}
-		mart := viewDef{Table{Name: name, Kind: "mart", Source: "batch"}, "SELECT * FROM " + readFiles(files)}
+		mart := viewDef{Table{Name: name, Kind: "mart", Source: "batch"}, "SELECT * FROM " + from}
 		c.add(&unit{key: "mart:" + name, tables: []Table{mart.Table}, make: publishing(mart)})
 	}
 	return c, nil

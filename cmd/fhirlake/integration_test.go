@@ -40,12 +40,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "fhirlake")
-	build := exec.Command("go", "build", "-tags", "duckdb_arrow", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build fhirlake:", err)
-		os.Exit(1)
+	// $FHIRLAKE_TEST_BINARY runs the tests against a binary built elsewhere (a
+	// benchmark comparing two builds, make bench-compact BENCH_COMPACT_BINARY=…).
+	binary = os.Getenv("FHIRLAKE_TEST_BINARY")
+	if binary == "" {
+		binary = filepath.Join(dir, "fhirlake")
+		build := exec.Command("go", "build", "-tags", "duckdb_arrow", "-o", binary, ".")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build fhirlake:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

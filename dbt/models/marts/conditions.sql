@@ -15,4 +15,4 @@ select
     {{ normalize_code_system('code_system') }} as code_system,
     {{ code_system_name('code_system') }} as code_system_name,
     code_display
-from {{ ref('int_condition__latest') }}
+from {{ fhir_state('condition') }}

@@ -22,4 +22,4 @@ select
     location_id,
     service_provider_id,
     discharge_disposition
-from {{ ref('int_encounter__latest') }}
+from {{ fhir_state('encounter') }}

@@ -13,4 +13,4 @@ select
     {{ normalize_code_system('vaccine_system') }} as vaccine_system,
     {{ code_system_name('vaccine_system') }} as vaccine_system_name,
     vaccine_display
-from {{ ref('int_immunization__latest') }}
+from {{ fhir_state('immunization') }}

@@ -20,4 +20,4 @@ select
     reason_display,
     dosage_text,
     as_needed
-from {{ ref('int_medication_request__latest') }}
+from {{ fhir_state('medication_request') }}

@@ -1,7 +1,7 @@
 -- One row per current observation, its components (blood pressure systolic and
 -- diastolic, …) as an ordered list.
 with observation as (
-    select * from {{ ref('int_observation__latest') }}
+    select * from {{ fhir_state('observation') }}
 ),
 
 components as (
@@ -20,7 +20,7 @@ components as (
             value_code := value_code,
             value_display := value_display
         ) order by component_index) as components
-    from {{ ref('int_observation_component__latest') }}
+    from {{ fhir_state('observation_component') }}
     group by resource_id
 )
 

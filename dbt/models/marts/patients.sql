@@ -6,12 +6,12 @@
 {%- set birth_sex = 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex' %}
 
 with patient as (
-    select * from {{ ref('int_patient__latest') }}
+    select * from {{ fhir_state('patient') }}
 ),
 
 resource as (
     select resource_id, resource
-    from {{ ref('int_resources__latest') }}
+    from {{ fhir_state('resources') }}
     where resource_type = 'Patient' and not is_deleted
 )
 

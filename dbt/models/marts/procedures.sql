@@ -17,4 +17,4 @@ select
     reason_code,
     {{ normalize_code_system('reason_system') }} as reason_system,
     reason_display
-from {{ ref('int_procedure__latest') }}
+from {{ fhir_state('procedure') }}

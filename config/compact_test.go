@@ -49,3 +49,26 @@ func TestCompactValidate(t *testing.T) {
 		})
 	}
 }
+
+// DuckDB gets a share of compact.memory_limit, so that the dbt process around it stays
+// within the limit; a limit that is no size is refused by name.
+func TestCompactDuckDBMemoryLimit(t *testing.T) {
+	for in, want := range map[string]string{"4GB": "3072MiB", "4GiB": "3072MiB", "1024MiB": "768MiB"} {
+		c := DefaultCompact()
+		c.MemoryLimit = in
+		got, err := c.DuckDBMemoryLimit()
+		if err != nil || got != want {
+			t.Errorf("memory_limit %s: DuckDB gets %q, %v; want %s", in, got, err, want)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("memory_limit %s: %v", in, err)
+		}
+	}
+	for _, in := range []string{"lots", "1.5GB", "64MiB"} {
+		c := DefaultCompact()
+		c.MemoryLimit = in
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "compact.memory_limit") {
+			t.Errorf("memory_limit %s: %v, want an error naming compact.memory_limit", in, err)
+		}
+	}
+}

@@ -174,9 +174,13 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 	if extDir == "" {
 		extDir = os.Getenv("FHIRLAKE_DUCKDB_EXTENSION_DIR")
 	}
+	duckdbLimit, err := cc.DuckDBMemoryLimit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("compact.memory_limit: %w", err)
+	}
 	runner, err := compactor.NewDBT(compactor.DBT{
 		Path: dbtPath, ProjectDir: cc.ProjectDir, Threads: cc.Threads,
-		MemoryLimit: cc.MemoryLimit, ExtensionDir: extDir,
+		MemoryLimit: duckdbLimit, ExtensionDir: extDir,
 	})
 	if err != nil {
 		return nil, nil, err

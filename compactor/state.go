@@ -42,6 +42,14 @@ func stateMode(prev *lake.Manifest, project string, rebuild bool, share float64)
 	var changed int64
 	if raw.Changed != nil {
 		changed = raw.Changed.Rows
+		// An aggregate mart's rows of the keys no change affects are read from its
+		// base, which must be as old as the resource marts': an incremental run before
+		// aggregate marts merged on read wrote them whole.
+		for _, a := range aggregateMarts {
+			if mod, ok := prev.Models[a.name]; ok && mod.Changed == nil {
+				return false, "the previous snapshot's " + a.name + " is not merged on read"
+			}
+		}
 	}
 	if float64(changed) > share*float64(raw.Rows) {
 		return false, fmt.Sprintf("%d resources changed since the base of %d (compact.rebase_share %g)", changed, raw.Rows, share)
@@ -49,7 +57,7 @@ func stateMode(prev *lake.Manifest, project string, rebuild bool, share float64)
 	return true, fmt.Sprintf("%d resources changed since the base of %d", changed, raw.Rows)
 }
 
-// previousState is the dbt var previous_state: each state model and resource mart of
+// previousState is the dbt var previous_state: each state model and merged mart of
 // prev, its parts' files as DuckDB reads them under the lake's root.
 func previousState(root string, prev *lake.Manifest) map[string]any {
 	urls := func(keys []string) []string {
@@ -61,7 +69,7 @@ func previousState(root string, prev *lake.Manifest) map[string]any {
 	}
 	state := map[string]any{}
 	names := stateModels(prev)
-	for _, m := range resourceMarts {
+	for _, m := range mergedMarts() {
 		if _, ok := prev.Models[m.name]; ok {
 			names = append(names, m.name)
 		}

@@ -7,7 +7,7 @@ with observation_counts as (
         count(*) as observation_count,
         count(*) filter (where category = 'vital-signs') as vital_sign_count,
         count(*) filter (where category = 'laboratory') as laboratory_count
-    from {{ ref('observations') }}
+    from {{ fhir_mart('observations', 'encounter_id') }}
     where encounter_id is not null
     group by encounter_id
 ),
@@ -23,21 +23,21 @@ diagnoses as (
             clinical_status := clinical_status,
             verification_status := verification_status
         ) order by condition_id) as diagnoses
-    from {{ ref('conditions') }}
+    from {{ fhir_mart('conditions', 'encounter_id') }}
     where encounter_id is not null
     group by encounter_id
 ),
 
 medication_counts as (
     select encounter_id, count(*) as medication_request_count
-    from {{ ref('medication_requests') }}
+    from {{ fhir_mart('medication_requests', 'encounter_id') }}
     where encounter_id is not null
     group by encounter_id
 ),
 
 procedure_counts as (
     select encounter_id, count(*) as procedure_count
-    from {{ ref('procedures') }}
+    from {{ fhir_mart('procedures', 'encounter_id') }}
     where encounter_id is not null
     group by encounter_id
 )
@@ -62,8 +62,8 @@ select
     coalesce(d.diagnoses, []) as diagnoses,
     coalesce(m.medication_request_count, 0) as medication_request_count,
     coalesce(pr.procedure_count, 0) as procedure_count
-from {{ ref('encounters') }} as e
-left join {{ ref('patients') }} as p on p.patient_id = e.patient_id
+from {{ fhir_mart('encounters', 'encounter_id') }} as e
+left join {{ fhir_mart('patients') }} as p on p.patient_id = e.patient_id
 left join observation_counts as o on o.encounter_id = e.encounter_id
 left join diagnoses as d on d.encounter_id = e.encounter_id
 left join medication_counts as m on m.encounter_id = e.encounter_id

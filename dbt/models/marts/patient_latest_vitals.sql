@@ -15,7 +15,7 @@
 
 with observation as (
     select *
-    from {{ ref('observations') }}
+    from {{ fhir_mart('observations', 'patient_id') }}
     where status in ('final', 'amended', 'corrected')
       and code_system_name = 'loinc'
       and patient_id is not null
@@ -55,5 +55,5 @@ select
     l.{{ name }}_at,
     {%- endfor %}
     l.last_vitals_at
-from {{ ref('patients') }} as p
+from {{ fhir_mart('patients', 'patient_id') }} as p
 left join latest as l on l.patient_id = p.patient_id

@@ -48,8 +48,8 @@ func TestIncrementalMatchesFullRefresh(t *testing.T) {
 				if res.Models[lake.StateModel(lake.RawDataset)].Merged() {
 					mode = "delta"
 				}
-				// The resource marts merge on read with the state.
-				for _, mart := range []string{"patients", "observations"} {
+				// The resource and aggregate marts merge on read with the state.
+				for _, mart := range []string{"patients", "observations", "patient_latest_vitals", "encounter_summary"} {
 					if got := res.Models[mart].Merged(); got != (mode == "delta") {
 						t.Errorf("step %d, a %s run: mart %s merged on read: %v", step, mode, mart, got)
 					}
@@ -93,12 +93,24 @@ func newHistory(seed uint64) *history {
 	return &history{rnd: rand.New(rand.NewPCG(seed, seed)), clock: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), version: map[string]int{}}
 }
 
-// resource is the i-th resource: patients, and observations of them.
-func resource(i int) (typ, id, fields string) {
-	if i%3 == 0 {
-		return "Patient", fmt.Sprintf("p%d", i), `"gender":"female"`
+// resource is the i-th resource: patients, encounters of them and observations of
+// them, each version drawn anew, so that a patient's gender changes and an
+// observation moves between patients and between encounters (or leaves them).
+func (h *history) resource(i int) (typ, id, fields string) {
+	patient := func() string { return fmt.Sprintf("p%d", 5*h.rnd.IntN(6)) }
+	switch i % 5 {
+	case 0:
+		return "Patient", fmt.Sprintf("p%d", i), fmt.Sprintf(`"gender":%q,"birthDate":"19%02d-01-01"`, []string{"female", "male"}[h.rnd.IntN(2)], 40+h.rnd.IntN(50))
+	case 1:
+		return "Encounter", fmt.Sprintf("e%d", i), fmt.Sprintf(`"status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/%s"},"period":{"start":"2025-0%d-01T10:00:00Z"}`, patient(), 1+h.rnd.IntN(9))
 	}
-	return "Observation", fmt.Sprintf("o%d", i), fmt.Sprintf(`"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/p%d"},"valueQuantity":{"value":%d}`, i-i%3, i)
+	encounter := ""
+	if n := h.rnd.IntN(7); n < 6 {
+		encounter = fmt.Sprintf(`,"encounter":{"reference":"Encounter/e%d"}`, 5*n+1)
+	}
+	code := []string{"8867-4", "29463-7"}[h.rnd.IntN(2)]
+	return "Observation", fmt.Sprintf("o%d", i), fmt.Sprintf(`"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":%q}]},"subject":{"reference":"Patient/%s"}%s,"effectiveDateTime":"2025-0%d-01T10:00:00Z","valueQuantity":{"value":%d}`,
+		code, patient(), encounter, 1+h.rnd.IntN(9), h.rnd.IntN(100))
 }
 
 // delivery is one flush's changes: mostly new versions, some deletes, a replay of a
@@ -114,7 +126,7 @@ func (h *history) delivery() []querytest.Change {
 	}
 	for range 12 {
 		i := h.rnd.IntN(30)
-		typ, id, fields := resource(i)
+		typ, id, fields := h.resource(i)
 		h.clock = h.clock.Add(time.Duration(1+h.rnd.IntN(60)) * time.Second)
 		h.version[id]++
 		v := fmt.Sprint(h.version[id])
@@ -122,10 +134,10 @@ func (h *history) delivery() []querytest.Change {
 			v = ""
 		}
 		c := querytest.Change{Type: typ, ID: id, Version: v, Updated: h.clock, Fields: fields}
-		// Patients are not deleted: the marts' tests refuse an observation of a
-		// deleted patient, which is not what this test is about.
+		// Patients and encounters are not deleted: the marts' tests refuse an
+		// observation of a deleted one, which is not what this test is about.
 		switch r := h.rnd.IntN(10); {
-		case typ == "Patient":
+		case typ != "Observation":
 		case r == 0:
 			c.Delete, c.Fields = true, ""
 		case r == 1:

@@ -58,6 +58,16 @@ func TestIncrementalMatchesFullRefresh(t *testing.T) {
 				last = res
 			}
 			t.Logf("runs: %s", strings.Join(modes, ","))
+			// The aggregate marts hold what the test is about: vitals of patients,
+			// encounters with observations and their patient's gender.
+			for model, where := range map[string]string{
+				"patient_latest_vitals": "heart_rate IS NOT NULL AND gender IS NOT NULL",
+				"encounter_summary":     "observation_count > 0 AND patient_gender IS NOT NULL",
+			} {
+				if n := countRows(t, store.Root, last.SnapshotID, model, where); n == 0 {
+					t.Errorf("%s: no row where %s", model, where)
+				}
+			}
 			if got := strings.Join(modes, ","); !strings.Contains(got, "delta,delta") || !strings.Contains(got, "delta,rebuild") {
 				t.Errorf("runs: %s, want deltas on a delta, and a rebuild after them", got)
 			}
@@ -97,7 +107,7 @@ func newHistory(seed uint64) *history {
 // them, each version drawn anew, so that a patient's gender changes and an
 // observation moves between patients and between encounters (or leaves them).
 func (h *history) resource(i int) (typ, id, fields string) {
-	patient := func() string { return fmt.Sprintf("p%d", 5*h.rnd.IntN(6)) }
+	patient := func() string { return fmt.Sprintf("p%d", 5*h.rnd.IntN(12)) }
 	switch i % 5 {
 	case 0:
 		return "Patient", fmt.Sprintf("p%d", i), fmt.Sprintf(`"gender":%q,"birthDate":"19%02d-01-01"`, []string{"female", "male"}[h.rnd.IntN(2)], 40+h.rnd.IntN(50))
@@ -105,7 +115,7 @@ func (h *history) resource(i int) (typ, id, fields string) {
 		return "Encounter", fmt.Sprintf("e%d", i), fmt.Sprintf(`"status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/%s"},"period":{"start":"2025-0%d-01T10:00:00Z"}`, patient(), 1+h.rnd.IntN(9))
 	}
 	encounter := ""
-	if n := h.rnd.IntN(7); n < 6 {
+	if n := h.rnd.IntN(13); n < 12 {
 		encounter = fmt.Sprintf(`,"encounter":{"reference":"Encounter/e%d"}`, 5*n+1)
 	}
 	code := []string{"8867-4", "29463-7"}[h.rnd.IntN(2)]
@@ -115,7 +125,7 @@ func (h *history) resource(i int) (typ, id, fields string) {
 
 // delivery is one flush's changes: mostly new versions, some deletes, a replay of a
 // few earlier changes (same coordinates) and a few older versions arriving late (new
-// coordinates). Resources 24 and up belong to a server without versionIds.
+// coordinates). Resources 48 and up belong to a server without versionIds.
 func (h *history) delivery() []querytest.Change {
 	var out []querytest.Change
 	next := func(c querytest.Change) {
@@ -125,12 +135,17 @@ func (h *history) delivery() []querytest.Change {
 		h.sent = append(h.sent, c)
 	}
 	for range 12 {
-		i := h.rnd.IntN(30)
+		i := h.rnd.IntN(60)
 		typ, id, fields := h.resource(i)
+		if typ == "Encounter" && h.version[id] > 0 && h.rnd.IntN(4) > 0 {
+			// Encounters change seldom, so that a change of their patient alone
+			// must reach their rows of encounter_summary.
+			continue
+		}
 		h.clock = h.clock.Add(time.Duration(1+h.rnd.IntN(60)) * time.Second)
 		h.version[id]++
 		v := fmt.Sprint(h.version[id])
-		if i >= 24 {
+		if i >= 48 {
 			v = ""
 		}
 		c := querytest.Change{Type: typ, ID: id, Version: v, Updated: h.clock, Fields: fields}
@@ -159,4 +174,19 @@ func (h *history) delivery() []querytest.Change {
 		out = append(out, h.sent[start:start+4]...)
 	}
 	return out
+}
+
+// countRows counts the rows of model in snapshot id where where holds.
+func countRows(t *testing.T, root, id, model, where string) int {
+	t.Helper()
+	db, err := openDuckDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM " + modelSQL(t, root, snapshotManifest(t, root, id), model) + " WHERE " + where).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

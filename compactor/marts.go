@@ -169,7 +169,7 @@ func writeMartModels(project string, incremental bool) error {
 			return err
 		}
 		files := map[string]string{
-			martPart(m.name, "delta"): enabled + fmt.Sprintf("-- Generated: the rows of the mart %s of the keys changed since the base.\n", m.name) + string(sql),
+			martPart(m.name, "delta"):   enabled + fmt.Sprintf("-- Generated: the rows of the mart %s of the keys changed since the base.\n", m.name) + string(sql),
 			martPart(m.name, "changed"): enabled + changed[m.name],
 		}
 		for name, body := range files {

@@ -226,12 +226,20 @@ func TestDBTProjectOnAHandmadeLake(t *testing.T) {
 		}
 	}
 
-	// The demo's entry point over the same lake.
+	// The demo's entry point over the same lake, after one more encounter: an
+	// incremental run, whose encounter_summary holds e2 in its delta only.
+	e2v1 := change{"Encounter", "e2", "1", "upsert", 2, 0, `{"resourceType":"Encounter","id":"e2","status":"finished"}`}
+	w.resources("n-2-0-0", e2v1)
+	w.view("encounter", "n-2-0-0", "id, status, class_code, class_system, patient_id, start, type_code, type_system",
+		viewRow{e2v1, 0, "'e2', 'finished', 'AMB', 'http://terminology.hl7.org/CodeSystem/v3-ActCode', 'p1', TIMESTAMPTZ '2024-01-02 09:30:00+00', '185349003', 'http://snomed.info/sct'"})
 	table, results, err := CompactLocalLake(ctx, filepath.Dir(store.Root), t.TempDir(), []string{"t1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 1 || len(table.Rows) != 1 || table.Rows[0][0] != "(none)" || table.Rows[0][1] != "1" {
+	if len(results) != 1 || !results[0].Models["encounter_summary"].Merged() {
+		t.Errorf("demo: encounter_summary not merged on read: %+v", results)
+	}
+	if len(table.Rows) != 1 || table.Rows[0][0] != "(none)" || table.Rows[0][1] != "2" {
 		t.Errorf("demo table: %+v", table)
 	}
 }

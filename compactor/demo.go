@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -75,8 +76,11 @@ func CompactLocalLake(ctx context.Context, lake, workDir string, tenants []strin
 	if first == nil || first.Models["encounter_summary"].Files == nil {
 		return nil, results, fmt.Errorf("tenant %s: no encounter_summary in its snapshot", tenants[0])
 	}
-	file := filepath.Join(ts[0].Lake, filepath.FromSlash(first.Models["encounter_summary"].Files[0]))
-	t, err := encounterSummary(ctx, file)
+	from, err := resultModelSQL(ts[0].Lake, first, "encounter_summary")
+	if err != nil {
+		return nil, results, err
+	}
+	t, err := encounterSummary(ctx, from)
 	if err != nil {
 		return nil, results, err
 	}
@@ -84,9 +88,16 @@ func CompactLocalLake(ctx context.Context, lake, workDir string, tenants []strin
 	return t, results, nil
 }
 
-// encounterSummary aggregates an encounter_summary Parquet file the way a dashboard
-// tile would.
-func encounterSummary(ctx context.Context, file string) (*Table, error) {
+// resultModelSQL is model of the snapshot res published as one relation for DuckDB,
+// read as every reader reads it: merged on read when an incremental run wrote it.
+func resultModelSQL(root string, res *Result, model string) (string, error) {
+	m := &lake.Manifest{SnapshotID: res.SnapshotID, Models: res.Models}
+	return m.ModelSQL(root, model)
+}
+
+// encounterSummary aggregates the relation from (encounter_summary) the way a
+// dashboard tile would.
+func encounterSummary(ctx context.Context, from string) (*Table, error) {
 	db, err := openDuckDB()
 	if err != nil {
 		return nil, err
@@ -97,7 +108,7 @@ func encounterSummary(ctx context.Context, file string) (*Table, error) {
 		round(avg(observation_count), 1)::VARCHAR,
 		round(100.0 * count(*) FILTER (WHERE diagnosis_count > 0) / count(*), 1)::VARCHAR || '%%',
 		sum(medication_request_count)::VARCHAR
-		FROM read_parquet(%s) GROUP BY 1 ORDER BY count(*) DESC, 1`, sqlString(file))
+		FROM %s GROUP BY 1 ORDER BY count(*) DESC, 1`, from)
 	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("read encounter_summary: %w", err)

@@ -36,8 +36,13 @@ func TestAggregateMartsMergeOnRead(t *testing.T) {
 			Fields: `"status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/p1"},"period":{"start":"2025-01-01T09:00:00Z"}`},
 		observation("1", "p2", 4),
 	})
-	if _, err := c.Compact(ctx, ten); err != nil {
+	first, err := c.Compact(ctx, ten)
+	if err != nil {
 		t.Fatal(err)
+	}
+	const vitals = "SELECT string_agg(patient_id || ':' || coalesce(heart_rate::VARCHAR, '-'), ' ' ORDER BY patient_id) FROM patient_latest_vitals"
+	if got := queryOne(t, store.Root, first.SnapshotID, vitals); got != "p1:- p2:60.0 p3:-" {
+		t.Fatalf("first run: %s: got %s", vitals, got)
 	}
 	// p1 changes gender (e1 does not change); o1 moves from p2 to p3.
 	querytest.WriteChanges(t, store.Root, "acme", []querytest.Change{patient("p1", "2", "male", 5), observation("2", "p3", 6)})
@@ -55,7 +60,7 @@ func TestAggregateMartsMergeOnRead(t *testing.T) {
 	}
 	for q, want := range map[string]string{
 		"SELECT patient_gender FROM encounter_summary WHERE encounter_id = 'e1'": "male",
-		"SELECT string_agg(patient_id || ':' || coalesce(heart_rate::VARCHAR, '-'), ' ' ORDER BY patient_id) FROM patient_latest_vitals": "p1:- p2:- p3:60.0",
+		vitals: "p1:- p2:- p3:60.0",
 	} {
 		if got := queryOne(t, store.Root, inc.SnapshotID, q); got != want {
 			t.Errorf("%s: got %s, want %s", q, got, want)

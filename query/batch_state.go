@@ -21,21 +21,11 @@ func (s *Session) stateFrom(m *lake.Manifest, model string) (from string, files 
 	if !m.Models[model].Merged() {
 		return readFiles(base), base, nil
 	}
-	changed, err := m.ChangedFiles("", model)
+	changed, delta, err := s.mergedParts(m, model)
 	if err != nil {
 		return "", nil, err
 	}
-	delta, err := m.DeltaFiles("", model)
-	if err != nil {
-		return "", nil, err
-	}
-	for i, k := range changed {
-		changed[i] = s.src.url(k)
-	}
-	for _, k := range delta {
-		files = append(files, s.src.url(k))
-	}
-	files = append(base, files...)
+	files = append(base, delta...)
 	if len(changed) == 0 {
 		return readFiles(files), files, nil
 	}
@@ -61,13 +51,24 @@ func (s *Session) mergedFrom(m *lake.Manifest, model string) (from string, files
 		}
 		return readFiles(base), base, nil
 	}
-	changed, err := m.ChangedFiles("", model)
+	changed, delta, err := s.mergedParts(m, model)
 	if err != nil {
 		return "", nil, err
 	}
-	delta, err := m.DeltaFiles("", model)
-	if err != nil {
-		return "", nil, err
+	if len(base)+len(delta) == 0 {
+		return "", nil, nil
+	}
+	return lake.MergeSQL(m.Models[model].MergeKey(), base, changed, delta), append(base, delta...), nil
+}
+
+// mergedParts are the URLs of a merged model's changed keys and delta files, as
+// DuckDB reads them.
+func (s *Session) mergedParts(m *lake.Manifest, model string) (changed, delta []string, err error) {
+	if changed, err = m.ChangedFiles("", model); err != nil {
+		return nil, nil, err
+	}
+	if delta, err = m.DeltaFiles("", model); err != nil {
+		return nil, nil, err
 	}
 	for i, k := range changed {
 		changed[i] = s.src.url(k)
@@ -75,8 +76,5 @@ func (s *Session) mergedFrom(m *lake.Manifest, model string) (from string, files
 	for i, k := range delta {
 		delta[i] = s.src.url(k)
 	}
-	if len(base)+len(delta) == 0 {
-		return "", nil, nil
-	}
-	return lake.MergeSQL(m.Models[model].MergeKey(), base, changed, delta), append(base, delta...), nil
+	return changed, delta, nil
 }

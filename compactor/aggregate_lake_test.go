@@ -2,6 +2,8 @@ package compactor
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -36,16 +38,20 @@ func TestAggregateMartsMergeOnRead(t *testing.T) {
 			Fields: `"status":"finished","class":{"code":"AMB"},"subject":{"reference":"Patient/p1"},"period":{"start":"2025-01-01T09:00:00Z"}`},
 		observation("1", "p2", 4),
 	})
+	// The incremental run re-reads the file of the first run's watermark; it holds an
+	// unrelated patient alone, so that p2 and e1 change only through other resources.
+	time.Sleep(10 * time.Millisecond)
+	querytest.WriteChanges(t, store.Root, "acme", []querytest.Change{patient("p9", "1", "female", 10)})
 	first, err := c.Compact(ctx, ten)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const vitals = "SELECT string_agg(patient_id || ':' || coalesce(heart_rate::VARCHAR, '-'), ' ' ORDER BY patient_id) FROM patient_latest_vitals"
-	if got := queryOne(t, store.Root, first.SnapshotID, vitals); got != "p1:- p2:60.0 p3:-" {
+	if got := queryOne(t, store.Root, first.SnapshotID, vitals); got != "p1:- p2:60.0 p3:- p9:-" {
 		t.Fatalf("first run: %s: got %s", vitals, got)
 	}
 	// p1 changes gender (e1 does not change); o1 moves from p2 to p3.
-	querytest.WriteChanges(t, store.Root, "acme", []querytest.Change{patient("p1", "2", "male", 5), observation("2", "p3", 6)})
+	querytest.WriteChanges(t, store.Root, "acme", []querytest.Change{patient("p1", "2", "male", 11), observation("2", "p3", 12)})
 	inc, err := c.Compact(ctx, ten)
 	if err != nil {
 		t.Fatal(err)
@@ -58,9 +64,16 @@ func TestAggregateMartsMergeOnRead(t *testing.T) {
 	if !inc.Models[lake.StateModel(lake.RawDataset)].Merged() {
 		t.Fatal("the second run is no incremental run")
 	}
+	changedIDs := func(mart, key string) string {
+		return queryOne(t, store.Root, inc.SnapshotID, fmt.Sprintf("SELECT string_agg(%s, ' ' ORDER BY 1) FROM read_parquet('%s')",
+			key, filepath.Join(store.Root, filepath.FromSlash(inc.Models[mart].Changed.Files[0]))))
+	}
+	if got := changedIDs("patients", "patient_id") + "|" + changedIDs("encounters", "encounter_id"); got != "p1 p9|" {
+		t.Fatalf("the incremental run's changed patients|encounters: %s, want p1 p9|", got)
+	}
 	for q, want := range map[string]string{
 		"SELECT patient_gender FROM encounter_summary WHERE encounter_id = 'e1'": "male",
-		vitals: "p1:- p2:- p3:60.0",
+		vitals: "p1:- p2:- p3:60.0 p9:-",
 	} {
 		if got := queryOne(t, store.Root, inc.SnapshotID, q); got != want {
 			t.Errorf("%s: got %s, want %s", q, got, want)

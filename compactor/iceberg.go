@@ -117,11 +117,14 @@ func (c *Compactor) publishTables(ctx context.Context, r *run, m *lake.Manifest)
 
 // putPointer writes lake.IcebergKey, once every table holds the snapshot: the query
 // server reads the snapshot through the tables it names (docs/format/iceberg.md,
-// "The pointer"). Written with the tenant's key, under the lease.
+// "The pointer"). Written with the tenant's key, under the lease. A table whose
+// metadata lies outside the tenant's lake (a catalog's table made under another
+// warehouse) leaves the pointer unwritten: the query server reads the files.
 func (c *Compactor) putPointer(ctx context.Context, r *run, ptr *lake.IcebergPointer) error {
 	b, err := ptr.Encode(strings.TrimSuffix(r.tenant.Lake, "/"))
 	if err != nil {
-		return err
+		r.log.Warn("the query server reads the snapshot from its files, not its Iceberg tables", "err", err)
+		return nil
 	}
 	f, err := os.CreateTemp(c.opts.WorkDir, "iceberg-*.json")
 	if err != nil {

@@ -23,14 +23,14 @@ import (
 func TestIntegrationQueryReadsIcebergSnapshot(t *testing.T) {
 	st := needStack(t)
 	needDBT(t)
-	rest, _, _ := needIceberg(t)
+	needIceberg(t)
 	if os.Getenv("FHIRLAKE_ICEBERG_EXTENSION") == "" || os.Getenv("FHIRLAKE_AVRO_EXTENSION") == "" {
 		t.Skip("FHIRLAKE_ICEBERG_EXTENSION and FHIRLAKE_AVRO_EXTENSION unset (eval \"$(deploy/local/stack env)\")")
 	}
 	ctx := context.Background()
 	tenant := "acme"
 	r := newRun(t, st, []string{tenant}, bucket, compactSettings+"  overlap: 0s\n  rebase_share: 0.9\n")
-	merged, err := mergeYAML(readFile(t, r.config), "iceberg:\n  catalog: rest\n  uri: "+rest+"\n  warehouse: _iceberg_query\n")
+	merged, err := mergeYAML(readFile(t, r.config), "iceberg:\n  catalog: sql\n  uri: \"\"\n  uri_env: FHIRLAKE_STACK_POSTGRES_URI\n  warehouse: _iceberg_query\n  name: "+r.id+"\n")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./bulk/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./bulkexport/
 	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzReadOutcomes$$' -fuzztime $(FUZZTIME) ./bulkexport/
+	$(GO) test -tags $(TAGS) -run XXX -fuzz '^FuzzDecodeIcebergPointer$$' -fuzztime $(FUZZTIME) ./lake/
 
 # Opt-in, never part of `make test`: PySpark (PyPI) with Iceberg's Spark runtime (Maven
 # Central) reads each tenant's Iceberg tables through the stack's REST catalog and the SQL

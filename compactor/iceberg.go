@@ -103,10 +103,49 @@ func (c *Compactor) publishTables(ctx context.Context, r *run, m *lake.Manifest)
 	for _, id := range KeptSnapshots(m, c.opts.Expire) {
 		keep[id] = true
 	}
+	ptr := &lake.IcebergPointer{SnapshotID: m.SnapshotID, Tables: map[string]lake.IcebergTable{}}
 	for _, model := range m.ModelNames() {
-		if err := p.publish(ctx, model, names[model], keep); err != nil {
+		tbl, err := p.publish(ctx, model, names[model], keep)
+		if err != nil {
 			return fmt.Errorf("table %s.%s: %w", cat.Namespace(), names[model], err)
 		}
+		ptr.Tables[model] = lake.IcebergTable{Table: names[model], MetadataLocation: tbl.MetadataLocation(),
+			SnapshotID: tbl.CurrentSnapshot().SnapshotID}
+	}
+	return c.putPointer(ctx, r, ptr)
+}
+
+// putPointer writes lake.IcebergKey, once every table holds the snapshot: the query
+// server reads the snapshot through the tables it names (docs/format/iceberg.md,
+// "The pointer"). Written with the tenant's key, under the lease. A table whose
+// metadata lies outside the tenant's lake (a catalog's table made under another
+// warehouse) leaves the pointer unwritten: the query server reads the files.
+func (c *Compactor) putPointer(ctx context.Context, r *run, ptr *lake.IcebergPointer) error {
+	b, err := ptr.Encode(strings.TrimSuffix(r.tenant.Lake, "/"))
+	if err != nil {
+		r.log.Warn("the query server reads the snapshot from its files, not its Iceberg tables", "err", err)
+		return nil
+	}
+	f, err := os.CreateTemp(c.opts.WorkDir, "iceberg-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	expires, err := r.lease.confirm(ctx)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithDeadline(ctx, expires)
+	defer cancel()
+	if err := r.tenant.Store.Put(pctx, lake.IcebergKey, f.Name()); err != nil {
+		return fmt.Errorf("publish %s: %w", lake.IcebergKey, err)
 	}
 	return nil
 }
@@ -140,11 +179,11 @@ type tablePublisher struct {
 
 func (p *tablePublisher) location(key string) string { return p.base + key }
 
-func (p *tablePublisher) publish(ctx context.Context, model, name string, keep map[string]bool) error {
+func (p *tablePublisher) publish(ctx context.Context, model, name string, keep map[string]bool) (*table.Table, error) {
 	mod := p.m.Models[model]
 	data := append(append([]string{}, mod.Files...), mod.Delta.PartFiles()...)
 	if len(data) == 0 {
-		return fmt.Errorf("model %s has no files", model)
+		return nil, fmt.Errorf("model %s has no files", model)
 	}
 	// Base and delta are read by name (lake.StateSQL): the table has the columns of both.
 	var schema *arrow.Schema
@@ -154,13 +193,13 @@ func (p *tablePublisher) publish(ctx context.Context, model, name string, keep m
 		}
 		s, err := p.cat.FileSchema(ctx, p.location(part[0]))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		schema = unionSchema(schema, s)
 	}
 	tbl, err := p.cat.BatchTable(ctx, name, schema)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cur := tbl.CurrentSnapshot(); cur != nil && cur.Summary != nil && cur.Summary.Properties[PropSnapshotID] == p.m.SnapshotID {
 		return p.expire(ctx, tbl, keep)
@@ -172,7 +211,7 @@ func (p *tablePublisher) publish(ctx context.Context, model, name string, keep m
 	if len(mod.Files) > 0 && len(mod.Changed.PartFiles()) > 0 {
 		key, err := p.deletes(ctx, model, mod)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if key != "" {
 			set.Deletes = []string{p.location(key)}
@@ -189,13 +228,13 @@ func (p *tablePublisher) publish(ctx context.Context, model, name string, keep m
 	// Committed only under the lease, renewed just before, and within its term.
 	expires, err := p.r.lease.confirm(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cctx, cancel := context.WithDeadline(ctx, expires)
 	defer cancel()
 	tbl, pub, err := catalog.Publish(cctx, tbl, set, props)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.r.log.Info("published table", "table", p.cat.Namespace()+"."+name, "snapshot", p.m.SnapshotID,
 		"added", len(pub.Added), "removed", len(pub.Removed), "deletes_added", len(pub.DeletesAdded), "deletes_removed", len(pub.DeletesRemoved))
@@ -275,8 +314,9 @@ func (p *tablePublisher) local(ctx context.Context, key string) (string, error) 
 
 // expire drops the table's snapshots but those of the fhirlake snapshots expiry keeps
 // (keep): the newest snapshots back to the first of another fhirlake snapshot. The
-// files of a dropped snapshot are the compactor's to delete, never the table's.
-func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[string]bool) error {
+// files of a dropped snapshot are the compactor's to delete, never the table's. It
+// returns the table as it is after.
+func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[string]bool) (*table.Table, error) {
 	retain := 0
 	for s := tbl.CurrentSnapshot(); s != nil; {
 		if s.Summary == nil || !keep[s.Summary.Properties[PropSnapshotID]] {
@@ -289,10 +329,9 @@ func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[
 		s = tbl.SnapshotByID(*s.ParentSnapshotID)
 	}
 	if retain == 0 || retain >= len(tbl.Metadata().Snapshots()) {
-		return nil
+		return tbl, nil
 	}
-	_, err := catalog.Expire(ctx, tbl, 0, retain)
-	return err
+	return catalog.Expire(ctx, tbl, 0, retain)
 }
 
 // errNoTables marks a snapshot published in the lake whose tables stay behind.

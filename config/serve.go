@@ -85,6 +85,17 @@ type Serve struct {
 	// none. Default: $FHIRLAKE_HTTPFS_EXTENSION (the local stack and the
 	// image set it).
 	HTTPFSExtension string `yaml:"httpfs_extension" env:"HTTPFS_EXTENSION"`
+	// IcebergExtension and AvroExtension are the files of DuckDB's iceberg and
+	// avro extensions (iceberg.duckdb_extension and avro.duckdb_extension from
+	// the pinned duckdb-extension-iceberg and duckdb-extension-avro wheels),
+	// loaded by path with their signatures checked, as httpfs is. With both set,
+	// an S3 tenant's session reads the batch snapshot through its Iceberg tables
+	// when the compactor published them (docs/format/iceberg.md, "The
+	// pointer"); without them, from the snapshot's files. Default:
+	// $FHIRLAKE_ICEBERG_EXTENSION and $FHIRLAKE_AVRO_EXTENSION (the local stack
+	// and the image set them).
+	IcebergExtension string `yaml:"iceberg_extension" env:"ICEBERG_EXTENSION"`
+	AvroExtension    string `yaml:"avro_extension" env:"AVRO_EXTENSION"`
 	// DisableStatus turns off the status page at /, /v1/status and
 	// /v1/status/tenants/{tenant}, which show, to an admin key or the
 	// tenant's own key, the tenants' names, their views and freshness, the
@@ -281,6 +292,12 @@ func (s Serve) WithDefaults() Serve {
 	}
 	if s.HTTPFSExtension == "" {
 		s.HTTPFSExtension = os.Getenv("FHIRLAKE_HTTPFS_EXTENSION")
+	}
+	if s.IcebergExtension == "" {
+		s.IcebergExtension = os.Getenv("FHIRLAKE_ICEBERG_EXTENSION")
+	}
+	if s.AvroExtension == "" {
+		s.AvroExtension = os.Getenv("FHIRLAKE_AVRO_EXTENSION")
 	}
 	if s.MaxWorkers == 0 {
 		s.MaxWorkers = d.MaxWorkers

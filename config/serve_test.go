@@ -205,3 +205,19 @@ func TestServeFlightKeys(t *testing.T) {
 		})
 	}
 }
+
+func TestServeIcebergExtensionsFromEnvironment(t *testing.T) {
+	t.Setenv("FHIRLAKE_ICEBERG_EXTENSION", "/x/iceberg.duckdb_extension")
+	t.Setenv("FHIRLAKE_AVRO_EXTENSION", "/x/avro.duckdb_extension")
+	s := (Serve{}).WithDefaults()
+	if s.IcebergExtension != "/x/iceberg.duckdb_extension" || s.AvroExtension != "/x/avro.duckdb_extension" {
+		t.Errorf("got iceberg_extension %q, avro_extension %q", s.IcebergExtension, s.AvroExtension)
+	}
+	var cfg Config
+	if err := Parse([]byte("serve:\n  iceberg_extension: /opt/duckdb/iceberg.duckdb_extension\n  avro_extension: /opt/duckdb/avro.duckdb_extension\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Serve.WithDefaults(); s.IcebergExtension != "/opt/duckdb/iceberg.duckdb_extension" || s.AvroExtension != "/opt/duckdb/avro.duckdb_extension" {
+		t.Errorf("got iceberg_extension %q, avro_extension %q", s.IcebergExtension, s.AvroExtension)
+	}
+}

@@ -19,6 +19,9 @@ func (s *Session) stateFrom(m *lake.Manifest, model string) (from string, files 
 		return "", nil, err
 	}
 	if !m.Models[model].Merged() {
+		if t := s.icebergTable(m, model); t != "" {
+			return icebergPositionsFrom(t, base), base, nil
+		}
 		return readFiles(base), base, nil
 	}
 	changed, delta, err := s.mergedParts(m, model)
@@ -26,6 +29,10 @@ func (s *Session) stateFrom(m *lake.Manifest, model string) (from string, files 
 		return "", nil, err
 	}
 	files = append(base, delta...)
+	if t := s.icebergTable(m, model); t != "" {
+		// The table's position deletes drop the changed keys' base rows.
+		return icebergPositionsFrom(t, files), files, nil
+	}
 	if len(changed) == 0 {
 		return readFiles(files), files, nil
 	}
@@ -49,6 +56,9 @@ func (s *Session) mergedFrom(m *lake.Manifest, model string) (from string, files
 		if len(base) == 0 {
 			return "", nil, nil
 		}
+		if t := s.icebergTable(m, model); t != "" {
+			return icebergScan(t), base, nil
+		}
 		return readFiles(base), base, nil
 	}
 	changed, delta, err := s.mergedParts(m, model)
@@ -57,6 +67,9 @@ func (s *Session) mergedFrom(m *lake.Manifest, model string) (from string, files
 	}
 	if len(base)+len(delta) == 0 {
 		return "", nil, nil
+	}
+	if t := s.icebergTable(m, model); t != "" {
+		return icebergScan(t), append(base, delta...), nil
 	}
 	return lake.MergeSQL(m.Models[model].MergeKey(), base, changed, delta), append(base, delta...), nil
 }

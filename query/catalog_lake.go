@@ -137,6 +137,9 @@ func (s *Session) scanLake(ctx context.Context) (*lakeScan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.scanTables(ctx, m); err != nil {
+		return nil, err
+	}
 	scan := &lakeScan{manifest: m, datasets: map[string][]speedFile{}}
 	for _, f := range files {
 		if f.Dataset != lake.RawDataset && !validViewName(f.Dataset) {

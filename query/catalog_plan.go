@@ -177,6 +177,9 @@ func (p *viewPlan) fingerprint() string {
 	h := sha256.New()
 	if m := p.scan.manifest; m != nil {
 		fmt.Fprintf(h, "snapshot %s %s\n", m.SnapshotID, m.Watermark.Modified)
+		for _, model := range m.ModelNames() {
+			fmt.Fprintf(h, "table %s %s\n", model, p.s.icebergTable(m, model))
+		}
 		for _, ds := range sortedKeys(p.fresh) {
 			for _, f := range p.fresh[ds] {
 				fmt.Fprintf(h, "fresh %s %d %d\n", f.path, f.size, f.modified.UnixNano())

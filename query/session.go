@@ -27,6 +27,7 @@ import (
 
 	"github.com/duckdb/duckdb-go/v2"
 
+	"fhirlake/lake"
 	"fhirlake/sink"
 )
 
@@ -60,6 +61,14 @@ type Options struct {
 	// (unsigned extensions stay refused) and never downloads one. Only a
 	// lake on S3 needs it. Default: "", nothing is loaded.
 	HTTPFSExtension string
+	// IcebergExtension and AvroExtension are the files of DuckDB's iceberg
+	// and avro extensions, loaded by path as HTTPFSExtension is. With both, a
+	// lake on S3 reads its batch snapshot through the Iceberg tables the
+	// compactor published, when lake.IcebergKey names them at the snapshot
+	// (docs/format/iceberg.md, "The pointer"). Default: "", the snapshot's
+	// files are read.
+	IcebergExtension string
+	AvroExtension    string
 }
 
 // DefaultSpeedOverlap is the default of Options.SpeedOverlap, the same as
@@ -109,6 +118,9 @@ type Session struct {
 	// leave out (catalog_quarantine.go).
 	good map[string]int64
 	bad  map[string]UnreadableFile
+	// tables, when set, names the Iceberg tables holding the snapshot of the
+	// last scan (batch_iceberg.go).
+	tables *lake.IcebergPointer
 
 	pqOnce sync.Once
 	pq     *parquetWriter
@@ -135,7 +147,8 @@ func Open(ctx context.Context, tenant, root string, o Options) (*Session, error)
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
-	o.HTTPFSExtension = "" // a local directory needs no extension
+	// A local directory needs no extension; its snapshot is read from its files.
+	o.HTTPFSExtension, o.IcebergExtension, o.AvroExtension = "", "", ""
 	return open(ctx, tenant, dirSource{root: abs}, o, nil)
 }
 
@@ -194,6 +207,12 @@ func open(ctx context.Context, tenant string, src lakeSource, o Options, extra [
 	if o.HTTPFSExtension != "" {
 		// Before external access is switched off: LOAD reads a file.
 		setup = append(setup, loadExtension(o.HTTPFSExtension))
+	}
+	if s.readsIceberg() {
+		// avro first: iceberg reads its manifests through it. The exact
+		// metadata file is always named (lake.IcebergPointer), never guessed.
+		setup = append(setup, loadExtension(o.AvroExtension), loadExtension(o.IcebergExtension),
+			"SET unsafe_enable_version_guessing = false")
 	}
 	setup = append(setup, extra...)
 	setup = append(setup,

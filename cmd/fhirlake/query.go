@@ -130,7 +130,9 @@ func openSession(ctx context.Context, cfg config.Config, t config.Tenant, tmp st
 		if err != nil {
 			return nil, err
 		}
-		return query.OpenS3(ctx, t.Name, store, worker.S3Access(t), query.Options{TempDir: tmp, HTTPFSExtension: cfg.Serve.WithDefaults().HTTPFSExtension})
+		sc := cfg.Serve.WithDefaults()
+		return query.OpenS3(ctx, t.Name, store, worker.S3Access(t), query.Options{TempDir: tmp, HTTPFSExtension: sc.HTTPFSExtension,
+			IcebergExtension: sc.IcebergExtension, AvroExtension: sc.AvroExtension})
 	}
 	if err := query.Exists(t.Store.Path); err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
@@ -150,8 +152,11 @@ func confineQuery(cfg config.Config, t config.Tenant) (string, error) {
 	}
 	paths := sandbox.Paths{ReadWrite: []string{tmp}}
 	if t.Store.Type == "s3" {
-		if ext := cfg.Serve.WithDefaults().HTTPFSExtension; ext != "" {
-			paths.ReadOnly = append(paths.ReadOnly, ext)
+		sc := cfg.Serve.WithDefaults()
+		for _, ext := range []string{sc.HTTPFSExtension, sc.IcebergExtension, sc.AvroExtension} {
+			if ext != "" {
+				paths.ReadOnly = append(paths.ReadOnly, ext)
+			}
 		}
 		if ca := t.Store.CAFile; ca != "" {
 			paths.ReadOnly = append(paths.ReadOnly, ca)

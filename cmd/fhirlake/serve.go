@@ -155,7 +155,9 @@ func runServe(ctx context.Context, cfg config.Config, sc config.Serve, log *slog
 			SpeedOverlap: sc.SpeedOverlap,
 			TempDir:      filepath.Join(cfg.WorkDir, "query"),
 			// Loaded into S3 tenants' sessions only.
-			HTTPFSExtension: sc.HTTPFSExtension,
+			HTTPFSExtension:  sc.HTTPFSExtension,
+			IcebergExtension: sc.IcebergExtension,
+			AvroExtension:    sc.AvroExtension,
 		},
 		MaxSessions:     sc.MaxSessions,
 		RefreshInterval: sc.RefreshInterval,
@@ -358,7 +360,9 @@ func newSupervisor(cfg config.Config, sc config.Serve, stores map[string]sink.St
 					QueryTimeout: sc.QueryTimeout,
 					SpeedOverlap: sc.SpeedOverlap,
 					// Loaded into S3 tenants' sessions only.
-					HTTPFSExtension: sc.HTTPFSExtension,
+					HTTPFSExtension:  sc.HTTPFSExtension,
+					IcebergExtension: sc.IcebergExtension,
+					AvroExtension:    sc.AvroExtension,
 				},
 				RefreshInterval: sc.RefreshInterval,
 				MaxRequestBytes: int64(sc.MaxRequestBytes),

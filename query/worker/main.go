@@ -52,8 +52,10 @@ func Main(ctx context.Context, spec io.Reader, ready io.Writer, open OpenStore, 
 	if s.Tenant.Store.Type == "s3" {
 		// DuckDB reads the bucket over the network; of the file system it
 		// needs only the extension that lets it, and the tenant's CA bundle.
-		if ext := s.Session.HTTPFSExtension; ext != "" {
-			paths.ReadOnly = append(paths.ReadOnly, ext)
+		for _, ext := range []string{s.Session.HTTPFSExtension, s.Session.IcebergExtension, s.Session.AvroExtension} {
+			if ext != "" {
+				paths.ReadOnly = append(paths.ReadOnly, ext)
+			}
 		}
 		if ca := s.Tenant.Store.CAFile; ca != "" {
 			paths.ReadOnly = append(paths.ReadOnly, ca)

@@ -203,5 +203,7 @@ export FHIRLAKE_STACK_POSTGRES_URI='$(postgres_url)'
 export FHIRLAKE_STACK_ICEBERG_PYTHON=$ICEBERG_VENV/bin/python
 export FHIRLAKE_DUCKDB_ICEBERG_EXTENSION=$DUCKDB_DIR/repo/$ver/$plat/iceberg.duckdb_extension
 export FHIRLAKE_DUCKDB_AVRO_EXTENSION=$DUCKDB_DIR/repo/$ver/$plat/avro.duckdb_extension
+export FHIRLAKE_ICEBERG_EXTENSION=$DUCKDB_DIR/repo/$ver/$plat/iceberg.duckdb_extension
+export FHIRLAKE_AVRO_EXTENSION=$DUCKDB_DIR/repo/$ver/$plat/avro.duckdb_extension
 EOV
 }

@@ -136,8 +136,10 @@ func TestDockerfileRecipe(t *testing.T) {
 		t.Errorf("no dbt stage installing the virtualenv and httpfs with deploy/image/install-dbt")
 	}
 	req, _ := os.ReadFile(filepath.Join(root, "dbt", "requirements.txt"))
-	if !regexp.MustCompile(`(?m)^duckdb-extension-httpfs==`).Match(req) {
-		t.Errorf("dbt/requirements.txt does not pin duckdb-extension-httpfs")
+	for _, ext := range []string{"httpfs", "avro", "iceberg"} {
+		if !regexp.MustCompile(`(?m)^duckdb-extension-` + ext + `==`).Match(req) {
+			t.Errorf("dbt/requirements.txt does not pin duckdb-extension-%s", ext)
+		}
 	}
 
 	final := stages[len(stages)-1]
@@ -186,6 +188,17 @@ func TestDockerfileRecipe(t *testing.T) {
 	}
 	if finalEnv["FHIRLAKE_DBT"] != "/opt/dbt-venv/bin/dbt" || finalEnv["FHIRLAKE_DUCKDB_EXTENSION_DIR"] != "/opt/duckdb/extensions" {
 		t.Errorf("FHIRLAKE_DBT / FHIRLAKE_DUCKDB_EXTENSION_DIR must point into the image: %v", finalEnv)
+	}
+	// The query server's extensions, where install-dbt copies them (the serve section's
+	// defaults): without the last two it reads the snapshot's files, not its tables.
+	for name, want := range map[string]string{
+		"FHIRLAKE_HTTPFS_EXTENSION":  "/opt/duckdb/httpfs.duckdb_extension",
+		"FHIRLAKE_ICEBERG_EXTENSION": "/opt/duckdb/iceberg.duckdb_extension",
+		"FHIRLAKE_AVRO_EXTENSION":    "/opt/duckdb/avro.duckdb_extension",
+	} {
+		if finalEnv[name] != want {
+			t.Errorf("the runtime stage sets %s=%q, want %q", name, finalEnv[name], want)
+		}
 	}
 	// Every local COPY source exists and is not excluded from the build context.
 	ignore, err := os.ReadFile(filepath.Join(root, "deploy", "Dockerfile.dockerignore"))

@@ -120,6 +120,13 @@ func TestIntegrationServeReadsIcebergSnapshot(t *testing.T) {
 	if viaFiles.status == http.StatusOK {
 		t.Fatalf("the snapshot's files read without their changed keys: %s", viaFiles.answer)
 	}
+	missing := false
+	for _, k := range changedKeys {
+		missing = missing || strings.Contains(viaFiles.log, k)
+	}
+	if !missing {
+		t.Fatalf("without the pointer: %d %s; the log names no changed-key file:\n%s", viaFiles.status, viaFiles.body, viaFiles.log)
+	}
 	t.Logf("without the pointer: %d %s\n%s", viaFiles.status, viaFiles.body, lastLines(viaFiles.log, 6))
 }
 

@@ -153,7 +153,9 @@ type Result struct {
 	// up waiting for it; the run did nothing.
 	Held *lake.Lease
 	// Failed are the dbt nodes that did not pass.
-	Failed   []NodeResult
+	Failed []NodeResult
+	// Parse is how dbt loaded the project: whole, or reusing the parse it kept.
+	Parse    ParseInfo
 	Duration time.Duration
 	// Expired counts the keys deleted after the publication; ExpireErr is why some
 	// could not be (the publication stands regardless).
@@ -284,6 +286,7 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	if err != nil {
 		return res, err
 	}
+	res.Parse = results.Parse
 	m, err := c.publish(ctx, r, results)
 	if err != nil {
 		return res, err
@@ -402,7 +405,7 @@ func (c *Compactor) plan(ctx context.Context, r *run) error {
 func (c *Compactor) build(ctx context.Context, r *run, target string, env []string) (*RunResults, error) {
 	t, sel := r.tenant, r.sel
 	r.id = lake.NewSnapshotID(r.now)
-	dir, err := c.runDir(t.Name, r.id)
+	dir, err := c.runDir(t.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -429,7 +432,7 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
 	defer cancel()
 	req := BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env,
-		Datasets: stateDatasets(sel.Datasets, sel.Previous)}
+		Datasets: stateDatasets(sel.Datasets, sel.Previous), ParseCache: c.parseCache(t.Name, r.incremental)}
 	if t.S3 != nil {
 		req.Credentials = t.S3.Credentials
 	}
@@ -535,6 +538,7 @@ func (c *Compactor) publish(ctx context.Context, r *run, results *RunResults) (*
 	}
 	r.log.Info("published batch snapshot", "snapshot", r.id, "models", len(m.Models), "speed_files", len(sel.Files),
 		"watermark", sel.Watermark.Modified, "dbt_seconds", results.Elapsed, "incremental", r.incremental,
+		"dbt_parse", results.Parse.String(),
 		"slowest", results.Slowest(5))
 	return m, nil
 }
@@ -576,7 +580,10 @@ func (c *Compactor) expire(ctx context.Context, t Tenant, m *lake.Manifest, now 
 		// Record before deleting that the speed layer is no longer complete, so that
 		// no later full refresh silently drops what is gone.
 		m.SpeedExpiredBefore = m.Watermark.Modified.Add(-c.opts.Expire.SpeedRetention).UTC()
-		dir := filepath.Join(c.opts.WorkDir, t.Name, m.SnapshotID)
+		dir := filepath.Join(c.opts.WorkDir, t.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return 0, err
+		}
 		if err := putManifest(ctx, t.Store, dir, lake.ManifestKey, m); err != nil {
 			return 0, fmt.Errorf("record expiry in %s: %w", lake.ManifestKey, err)
 		}
@@ -602,14 +609,16 @@ func (c *Compactor) expire(ctx context.Context, t Tenant, m *lake.Manifest, now 
 
 // runDir makes the run's directory, removing the tenant's earlier ones: a failed run
 // stays for inspection until the next run of its tenant.
-func (c *Compactor) runDir(tenant, id string) (string, error) {
+func (c *Compactor) runDir(tenant string) (string, error) {
 	parent := filepath.Join(c.opts.WorkDir, tenant)
 	if entries, err := os.ReadDir(parent); err == nil {
 		for _, e := range entries {
-			os.RemoveAll(filepath.Join(parent, e.Name()))
+			if e.Name() != parseCacheDir {
+				os.RemoveAll(filepath.Join(parent, e.Name()))
+			}
 		}
 	}
-	dir, err := filepath.Abs(filepath.Join(parent, id))
+	dir, err := filepath.Abs(filepath.Join(parent, "run"))
 	if err != nil {
 		return "", err
 	}
@@ -617,6 +626,18 @@ func (c *Compactor) runDir(tenant, id string) (string, error) {
 		return "", fmt.Errorf("run directory: %w", err)
 	}
 	return dir, nil
+}
+
+// parseCacheDir holds, in a tenant's work directory, dbt's parse of the project kept
+// between runs (parsecache.go), one per state mode: the two modes enable other models.
+const parseCacheDir = "dbt-parse"
+
+func (c *Compactor) parseCache(tenant string, incremental bool) string {
+	mode := "rebuild"
+	if incremental {
+		mode = "incremental"
+	}
+	return filepath.Join(c.opts.WorkDir, tenant, parseCacheDir, mode+".msgpack")
 }
 
 // stateModels are the models of a snapshot that the next run reads back.

@@ -51,6 +51,10 @@ type BuildRequest struct {
 	// Credentials are the tenant's S3 credentials, handed to dbt as it asks for
 	// them (credentials.go); nil for a local lake.
 	Credentials aws.CredentialsProvider
+	// ParseCache is the file dbt's parse of the built-in project is kept in between
+	// runs (parsecache.go), for runs whose Dir has the same path every time; empty:
+	// dbt parses the whole project.
+	ParseCache string
 }
 
 // DBT runs the dbt executable.
@@ -196,17 +200,31 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 	if err != nil {
 		return nil, err
 	}
-	vars, err := json.Marshal(req.Vars)
+	target := filepath.Join(req.Dir, "target")
+	cache := req.ParseCache
+	if d.ProjectDir != "" {
+		cache = "" // a project of one's own reads every var from the command line
+	}
+	vars, parse := req.Vars, "--no-partial-parse"
+	if cache != "" {
+		if vars, err = splitVars(req.Vars, req.Dir); err != nil {
+			return nil, err
+		}
+		if err := restoreParse(cache, target); err != nil {
+			return nil, fmt.Errorf("restore dbt's parse: %w", err)
+		}
+		parse = "--partial-parse"
+	}
+	varsJSON, err := json.Marshal(vars)
 	if err != nil {
 		return nil, fmt.Errorf("dbt vars: %w", err)
 	}
-	target := filepath.Join(req.Dir, "target")
 	args := []string{"build",
 		"--project-dir", project, "--profiles-dir", project,
 		"--target", req.Target,
 		"--target-path", target, "--log-path", filepath.Join(req.Dir, "logs"),
-		"--vars", string(vars),
-		"--no-partial-parse", "--no-use-colors",
+		"--vars", string(varsJSON),
+		parse, "--log-format-file", "json", "--no-use-colors",
 	}
 	out, err := os.Create(filepath.Join(req.Dir, "dbt.out"))
 	if err != nil {
@@ -227,6 +245,11 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("dbt build: %w", context.Cause(ctx))
 	}
+	if cache != "" {
+		// A run whose nodes failed parsed the project all the same. A parse that
+		// cannot be kept costs the next run a whole parse, nothing else.
+		_ = saveParse(target, cache)
+	}
 	res, err := ReadRunResults(filepath.Join(target, "run_results.json"))
 	if err != nil {
 		be := &BuildError{Output: tail(filepath.Join(req.Dir, "dbt.out"), 40), Err: runErr}
@@ -235,6 +258,7 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 		}
 		return nil, be
 	}
+	res.Parse = readParseInfo(filepath.Join(req.Dir, "logs", "dbt.log"))
 	if runErr != nil && len(res.Failed()) == 0 {
 		// dbt failed outside any node (an on-run hook, a connection that would not
 		// open): that is a failed run too.

@@ -1,6 +1,8 @@
 package compactor
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +17,63 @@ type RunResults struct {
 	} `json:"metadata"`
 	Elapsed float64      `json:"elapsed_time"`
 	Results []NodeResult `json:"results"`
+	// Parse is how dbt loaded the project (its log file): whole, or reusing the parse
+	// it kept (parsecache.go).
+	Parse ParseInfo `json:"-"`
+}
+
+// ParseInfo says how dbt loaded the project.
+type ParseInfo struct {
+	// Whole is set when dbt parsed the whole project, and Reason says why (no parse
+	// kept, other vars, another dbt).
+	Whole  bool
+	Reason string
+	// Files counts the files dbt parsed again beside the parse it kept.
+	Files int
+}
+
+func (p ParseInfo) String() string {
+	if p.Whole {
+		return "whole: " + p.Reason
+	}
+	return fmt.Sprintf("kept, %d files again", p.Files)
+}
+
+// readParseInfo reads how dbt loaded the project from its log file, written as JSON
+// lines (--log-format-file json): dbt's events UnableToPartialParse and
+// PartialParsingEnabled.
+func readParseInfo(path string) ParseInfo {
+	var p ParseInfo
+	f, err := os.Open(path)
+	if err != nil {
+		return p
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.Contains(line, []byte(`"UnableToPartialParse"`)) && !bytes.Contains(line, []byte(`"PartialParsingEnabled"`)) {
+			continue
+		}
+		var ev struct {
+			Data struct {
+				Reason                  string
+				Added, Changed, Deleted int
+			}
+			Info struct{ Name string }
+		}
+		if json.Unmarshal(line, &ev) != nil {
+			continue
+		}
+		switch ev.Info.Name {
+		case "UnableToPartialParse":
+			p.Whole, p.Reason = true, strings.TrimSuffix(ev.Data.Reason, " Starting full parse.")
+		case "PartialParsingEnabled":
+			p.Files = ev.Data.Added + ev.Data.Changed + ev.Data.Deleted
+		}
+	}
+	return p
 }
 
 // NodeResult is the outcome of one model, test or seed.

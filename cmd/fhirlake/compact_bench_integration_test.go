@@ -44,6 +44,7 @@ type compactBench struct {
 	lakeDir string // this run's copy of the tenant's lake
 	config  string // this run's configuration
 	dbt     string
+	changes int // changes written so far
 }
 
 // newCompactBench makes the tenant's lake unless a complete one of the same recipe is
@@ -236,9 +237,12 @@ func (b *compactBench) compact(t *testing.T, args ...string) measured {
 		t.Fatalf("manifest after fhirlake compact %v: %v %v", args, r.m, err)
 	}
 	for _, line := range strings.Split(out.String(), "\n") {
-		var rec struct{ Msg, Slowest string }
+		var rec struct {
+			Msg, Slowest string
+			Parse        string `json:"dbt_parse"`
+		}
 		if json.Unmarshal([]byte(line), &rec) == nil && rec.Slowest != "" {
-			t.Logf("fhirlake compact %v: slowest dbt nodes: %s", args, rec.Slowest)
+			t.Logf("fhirlake compact %v: dbt's parse %s; slowest dbt nodes: %s", args, rec.Parse, rec.Slowest)
 		}
 	}
 	return r
@@ -356,7 +360,8 @@ func (b *compactBench) change(t *testing.T, m *lake.Manifest, share float64) *be
 		t.Fatalf("pick the changes: %v", err)
 	}
 	ch := &benchChange{db: db}
-	dir := filepath.Join(filepath.Dir(b.config), "changes")
+	b.changes++
+	dir := filepath.Join(filepath.Dir(b.config), fmt.Sprintf("changes-%d", b.changes))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -20,9 +20,9 @@
 
 
 {#- The files of one part (base, changed or delta) of the previous snapshot's state
-    model, from var previous_state (model → part → files, as DuckDB reads them). -#}
+    model, from the run's previous_state (fhir_run_var; model → part → files, as DuckDB reads them). -#}
 {% macro fhir_previous_files(model_name, part) -%}
-    {%- set state = var('previous_state', {}) or {} -%}
+    {%- set state = fhir_run_var('previous_state', {}) or {} -%}
     {{ return((state.get(model_name) or {}).get(part) or []) }}
 {%- endmacro %}
 
@@ -73,11 +73,14 @@ read_parquet([{% for f in files %}'{{ f | replace("'", "''") }}'{{ ", " if not l
 {#- The previous delta rows an incremental run keeps as they are: those of resources it
     did not change. Empty string: none. -#}
 {% macro fhir_previous_delta_kept(model_name) -%}
+    {#- the ref before the files: dbt records it while it parses, when the run's
+        previous state is not known yet (fhir_run_var) -#}
+    {%- set keys = ref('int_state__new_keys') -%}
     {%- set delta = fhir_previous_files(model_name, 'delta') -%}
     {%- if not delta -%}
         {{ return('') }}
     {%- endif -%}
-    {{ return("select d.* from " ~ fhir_read_files(delta) ~ " as d\n" ~ fhir_key_join('anti', ref('int_state__new_keys'), 'd', 'k')) }}
+    {{ return("select d.* from " ~ fhir_read_files(delta) ~ " as d\n" ~ fhir_key_join('anti', keys, 'd', 'k')) }}
 {%- endmacro %}
 
 
@@ -159,7 +162,12 @@ union all by name
     model, so that no changed key names an erased resource. Empty string: the plan has
     no view file. -#}
 {% macro fhir_planned_view_keys() -%}
-    {%- set planned = var('speed_partitions') or {} -%}
+    {%- if not execute -%}
+        {#- the run's partitions are known once dbt executes; the plan it joins is a source -#}
+        {%- do source('compaction', 'plan') -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set planned = fhir_run_var('speed_partitions') or {} -%}
     {%- set globs = [] -%}
     {%- for dataset, dates in planned.items() | sort -%}
         {%- if dataset != 'resources' -%}

@@ -40,34 +40,27 @@ const (
 // directory, batch/<id>/<model>/.
 const DeletesFile = "deletes_0.parquet"
 
-// TableName is the Iceberg table a model of the snapshot is published as: a state
-// model int_<dataset>__latest as <dataset>_latest (resources_latest, patient_latest),
-// a mart under its own name. The change tables of `fhirlake register` bear the
-// datasets' names (resources, patient, …).
-func TableName(model string) string {
-	if ds, ok := lake.ParseStateModel(model); ok {
-		return ds + "_latest"
-	}
-	return model
-}
+// TableName is the Iceberg table a model of the snapshot is published as
+// (catalog.BatchTableName): a state model int_<dataset>__latest as <dataset>_latest,
+// a mart under its own name.
+func TableName(model string) string { return catalog.BatchTableName(model) }
 
-// tableNames maps every model of m to its table, refusing a mart whose table would
-// be a state model's or a change table's.
+// tableNames maps every model of m to its table, refusing a snapshot whose tables'
+// names would meet each other's or a change table's (catalog.TableNames).
 func tableNames(m *lake.Manifest) (map[string]string, error) {
 	out := map[string]string{}
-	owner := map[string]string{lake.RawDataset: "the change table of the raw dataset"}
+	datasets := []string{lake.RawDataset}
+	var marts []string
 	for _, name := range m.ModelNames() {
 		if ds, ok := lake.ParseStateModel(name); ok {
-			owner[ds] = "the change table of dataset " + ds
+			datasets = append(datasets, ds)
+		} else {
+			marts = append(marts, name)
 		}
+		out[name] = TableName(name)
 	}
-	for _, name := range m.ModelNames() {
-		tn := TableName(name)
-		if prev, ok := owner[tn]; ok {
-			return nil, fmt.Errorf("model %s: its table %s would be %s; rename the model", name, tn, prev)
-		}
-		owner[tn] = "model " + name
-		out[name] = tn
+	if err := catalog.TableNames(datasets, marts); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -150,6 +150,9 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 	if len(selected) == 0 {
 		return nil, nil, errors.New("no tenants configured")
 	}
+	if err := checkTableNames(cfg); err != nil {
+		return nil, nil, err
+	}
 	ts := make([]compactor.Tenant, 0, len(selected))
 	for _, t := range selected {
 		ct, err := compactTenant(ctx, t)

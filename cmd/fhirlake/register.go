@@ -43,6 +43,9 @@ idempotent: a pass that stops anywhere is finished by the next.`,
 			if !cfg.Iceberg.Enabled() {
 				return errors.New("register: no catalog configured (set iceberg.catalog and iceberg.uri)")
 			}
+			if err := checkTableNames(cfg); err != nil {
+				return err
+			}
 			ctx := contextOf(cmd)
 			log := g.logger()
 			ts, err := registrarTenants(cmd, cfg, tenants)

@@ -267,8 +267,10 @@ func (p *tablePublisher) local(ctx context.Context, key string) (string, error) 
 }
 
 // expire drops the table's snapshots but those of the fhirlake snapshots expiry keeps
-// (keep): the newest snapshots back to the first of another fhirlake snapshot. The
-// files of a dropped snapshot are the compactor's to delete, never the table's.
+// (keep): the newest snapshots back to the first of another fhirlake snapshot, then
+// removes the table's metadata files that nothing reaches any more, older than
+// compact.orphan_grace. The data and delete files of a dropped snapshot are the
+// compactor's to delete, never the table's.
 func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[string]bool) error {
 	retain := 0
 	for s := tbl.CurrentSnapshot(); s != nil; {
@@ -284,7 +286,10 @@ func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[
 	if retain == 0 || retain >= len(tbl.Metadata().Snapshots()) {
 		return nil
 	}
-	_, err := catalog.Expire(ctx, tbl, 0, retain)
+	_, removed, err := catalog.ExpireAndClean(ctx, tbl, 0, retain, p.c.opts.Expire.OrphanGrace)
+	if len(removed) > 0 {
+		p.r.log.Info("removed orphan table metadata", "table", tbl.Identifier(), "files", len(removed))
+	}
 	return err
 }
 

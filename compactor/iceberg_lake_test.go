@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/apache/iceberg-go/table"
 
 	"fhirlake/catalog"
 	"fhirlake/lake"
@@ -101,6 +102,7 @@ func TestCompactPublishesTheSnapshotAsIcebergTables(t *testing.T) {
 			if got := tbl.CurrentSnapshot().Summary.Properties[PropSnapshotID]; got != m.SnapshotID {
 				t.Errorf("%s: table %s is at fhirlake snapshot %s, want %s", step, TableName(model), got, m.SnapshotID)
 			}
+			checkMetadataReached(t, step, tbl)
 			keep := map[string]bool{m.SnapshotID: true}
 			for _, id := range KeptSnapshots(m, c.opts.Expire) {
 				keep[id] = true
@@ -196,6 +198,49 @@ func TestCompactPublishesTheSnapshotAsIcebergTables(t *testing.T) {
 		if diff != 0 {
 			t.Errorf("after the erasure table %s (%d rows) differs from its model", TableName(model), rows)
 		}
+	}
+}
+
+// checkMetadataReached: every file of the table's metadata directory is one its
+// metadata reaches (its metadata file and the earlier ones it lists, the kept
+// snapshots' manifest lists and manifests), so the directory stays bounded by the
+// snapshots kept, and at most catalog.MetadataVersionsKept earlier metadata files.
+func checkMetadataReached(t *testing.T, step string, tbl *table.Table) {
+	t.Helper()
+	fs, err := tbl.FS(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached := map[string]bool{tbl.MetadataLocation(): true}
+	for e := range tbl.Metadata().PreviousFiles() {
+		reached[e.MetadataFile] = true
+	}
+	for _, s := range tbl.Metadata().Snapshots() {
+		reached[s.ManifestList] = true
+		mfs, err := s.Manifests(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			reached[mf.FilePath()] = true
+		}
+	}
+	dir := catalog.MetadataDir(tbl)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := 0
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".metadata.json") {
+			versions++
+		}
+		if !reached[dir+"/"+e.Name()] {
+			t.Errorf("%s: table %s: %s is in its metadata directory, and nothing reaches it", step, tbl.Identifier(), e.Name())
+		}
+	}
+	if versions > catalog.MetadataVersionsKept+1 {
+		t.Errorf("%s: table %s keeps %d metadata files, want at most %d", step, tbl.Identifier(), versions, catalog.MetadataVersionsKept+1)
 	}
 }
 

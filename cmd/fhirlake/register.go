@@ -59,6 +59,7 @@ idempotent: a pass that stops anywhere is finished by the next.`,
 			r, err := registrar.New(registrar.Options{
 				Tenants: ts, Schemas: schemas, Logger: log,
 				SnapshotRetention: cfg.Iceberg.SnapshotRetention, KeepSnapshots: cfg.Iceberg.KeepSnapshots,
+				OrphanGrace: cfg.Compact.WithDefaults().OrphanGrace,
 			})
 			if err != nil {
 				return err

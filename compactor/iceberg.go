@@ -127,8 +127,8 @@ type tablePublisher struct {
 	m    *lake.Manifest
 	cat  *catalog.Catalog
 	base string
-	dir  string
-	seq  int
+	// dir holds the position delete files written before their upload.
+	dir string
 }
 
 func (p *tablePublisher) location(key string) string { return p.base + key }
@@ -211,25 +211,19 @@ func unionSchema(a, b *arrow.Schema) *arrow.Schema {
 
 // deletes writes and uploads the position deletes of a merged model: the rows of its
 // base whose key is among its changed keys. It returns their key, empty when no row
-// of the base is changed.
+// of the base is changed. DuckDB reads the base and the changed keys where they are
+// (openLakeDuckDB: through httpfs on S3), so the deletes name each base file by the
+// very location the table references, and nothing is downloaded whole.
 func (p *tablePublisher) deletes(ctx context.Context, model string, mod lake.Model) (string, error) {
 	var base []catalog.BaseFile
 	for _, k := range mod.Files {
-		path, err := p.local(ctx, k)
-		if err != nil {
-			return "", err
-		}
-		base = append(base, catalog.BaseFile{Path: path, Location: p.location(k)})
+		base = append(base, catalog.BaseFile{Path: p.location(k), Location: p.location(k)})
 	}
 	var changed []string
 	for _, k := range mod.Changed.PartFiles() {
-		path, err := p.local(ctx, k)
-		if err != nil {
-			return "", err
-		}
-		changed = append(changed, path)
+		changed = append(changed, p.location(k))
 	}
-	db, err := openDuckDB()
+	db, err := openLakeDuckDB(ctx, p.r.tenant, p.c.opts.DuckDBExtensionDir)
 	if err != nil {
 		return "", err
 	}
@@ -245,25 +239,6 @@ func (p *tablePublisher) deletes(ctx context.Context, model string, mod lake.Mod
 		return "", fmt.Errorf("upload %s: %w", key, err)
 	}
 	return key, nil
-}
-
-// local is a path DuckDB reads the object at key from: the file itself in a local
-// store, else a copy in the publisher's directory.
-func (p *tablePublisher) local(ctx context.Context, key string) (string, error) {
-	if l, ok := p.r.tenant.Store.(*sink.Local); ok {
-		return filepath.Join(l.Root, filepath.FromSlash(key)), nil
-	}
-	p.seq++
-	path := filepath.Join(p.dir, fmt.Sprintf("in-%d.parquet", p.seq))
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	if err := p.r.tenant.Store.Get(ctx, key, f); err != nil {
-		f.Close()
-		return "", fmt.Errorf("download %s: %w", key, err)
-	}
-	return path, f.Close()
 }
 
 // expire drops the table's snapshots but those of the fhirlake snapshots expiry keeps

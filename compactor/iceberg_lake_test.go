@@ -2,6 +2,7 @@ package compactor
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,6 +23,18 @@ import (
 // column of the table.
 func icebergDiff(t *testing.T, cat *catalog.Catalog, root string, m *lake.Manifest, model string) (rows int64, diff int64) {
 	t.Helper()
+	db, err := openDuckDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	return icebergDiffWith(t, db, cat, modelSQL(t, root, m, model), model)
+}
+
+// icebergDiffWith is icebergDiff with the model as DuckDB (db) reads it: merged, a
+// relation of lake.MergeSQL.
+func icebergDiffWith(t *testing.T, db *sql.DB, cat *catalog.Catalog, merged, model string) (rows int64, diff int64) {
+	t.Helper()
 	ctx := context.Background()
 	tbl, err := cat.Load(ctx, TableName(model))
 	if err != nil {
@@ -40,17 +53,11 @@ func icebergDiff(t *testing.T, cat *catalog.Catalog, root string, m *lake.Manife
 	if err := pqarrow.WriteTable(at, f, 1<<16, nil, pqarrow.DefaultWriterProps()); err != nil {
 		t.Fatal(err)
 	}
-	db, err := openDuckDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	var cols []string
 	for _, fld := range at.Schema().Fields() {
 		cols = append(cols, `"`+fld.Name+`"`)
 	}
 	list := strings.Join(cols, ", ")
-	merged := modelSQL(t, root, m, model)
 	q := fmt.Sprintf(`SELECT (SELECT count(*) FROM read_parquet('%[1]s')),
 		(SELECT count(*) FROM (SELECT %[2]s FROM read_parquet('%[1]s') EXCEPT ALL SELECT %[2]s FROM %[3]s)) +
 		(SELECT count(*) FROM (SELECT %[2]s FROM %[3]s EXCEPT ALL SELECT %[2]s FROM read_parquet('%[1]s')))`, out, list, merged)

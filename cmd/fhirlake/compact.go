@@ -199,8 +199,9 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 		Expire: compactor.ExpireOptions{
 			SpeedRetention: cc.SpeedRetention, KeepSnapshots: cc.KeepSnapshots, OrphanGrace: cc.OrphanGrace,
 		},
-		Lease:       compactor.LeaseOptions{TTL: cc.LeaseTTL, Wait: waitLease},
-		RebaseShare: cc.RebaseShare,
+		Lease:              compactor.LeaseOptions{TTL: cc.LeaseTTL, Wait: waitLease},
+		RebaseShare:        cc.RebaseShare,
+		DuckDBExtensionDir: extDir,
 	}, reg, log)
 	if err != nil {
 		return nil, nil, err

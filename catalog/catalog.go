@@ -182,7 +182,9 @@ func (c *Catalog) ensureNamespace(ctx context.Context) error {
 
 // Table loads the table of that name in the tenant's namespace, creating it under the
 // tenant's warehouse with the schema given when it does not exist yet. A table made
-// before a column was renamed (ViewColKafkaPartition) is renamed now, in one commit.
+// before a column was renamed (ViewColKafkaPartition) is renamed now, in one commit;
+// one made before its metadata was bounded (maintain.go) gets the properties that
+// bound it.
 func (c *Catalog) Table(ctx context.Context, name string, schema *arrow.Schema) (*table.Table, error) {
 	return c.table(ctx, name, schema, nil)
 }
@@ -193,6 +195,9 @@ func (c *Catalog) table(ctx context.Context, name string, schema *arrow.Schema, 
 	tbl, err := c.cat.LoadTable(ctx, id)
 	if err == nil {
 		if tbl, err = upgrade(ctx, tbl); err != nil {
+			return nil, fmt.Errorf("catalog: %w", err)
+		}
+		if tbl, err = boundMetadata(ctx, tbl); err != nil {
 			return nil, fmt.Errorf("catalog: %w", err)
 		}
 		return tbl, nil
@@ -209,6 +214,9 @@ func (c *Catalog) table(ctx context.Context, name string, schema *arrow.Schema, 
 		return nil, fmt.Errorf("catalog: table %s: %w", name, err)
 	}
 	props["format-version"] = "2"
+	for k, v := range metadataProperties() {
+		props[k] = v
+	}
 	for k, v := range extra {
 		props[k] = v
 	}

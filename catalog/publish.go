@@ -248,8 +248,9 @@ func checkPositionDeleteSchema(rdr *file.Reader) error {
 	return nil
 }
 
-// BaseFile is a data file as DuckDB reads it (Path, a local copy or a URL) and as
-// the table knows it (Location).
+// BaseFile is a data file as DuckDB reads it (Path: a local path, or an s3:// URL
+// that db reads through httpfs) and as the table knows it (Location; for the
+// compactor's tables the same).
 type BaseFile struct {
 	Path, Location string
 }

@@ -47,6 +47,10 @@ type Options struct {
 	// again (a rebuild); until then a run ranks only what changed and writes it as the
 	// state's delta (docs/format/snapshot.md). Default: 0.1.
 	RebaseShare float64
+	// DuckDBExtensionDir is DuckDB's extension directory holding httpfs (as dbt's,
+	// DBT.ExtensionDir): the compactor's own DuckDB reads an s3:// lake's snapshot
+	// files through it where they are (the Iceberg tables' position deletes).
+	DuckDBExtensionDir string
 }
 
 // DefaultOptions are the defaults of config.Compact.
@@ -95,27 +99,37 @@ type S3Access struct {
 	Credentials aws.CredentialsProvider
 }
 
+// httpfs are the settings of DuckDB's S3 secret for this access, but the key: the
+// endpoint's host and whether it takes TLS, the region, the URL style.
+func (a *S3Access) httpfs() (endpoint string, ssl bool, region, style string, err error) {
+	endpoint, ssl = "s3.amazonaws.com", true
+	if a.Endpoint != "" {
+		u, err := url.Parse(a.Endpoint)
+		if err != nil || u.Host == "" {
+			return "", false, "", "", fmt.Errorf("s3 endpoint %q: want a URL such as https://s3.example.org", a.Endpoint)
+		}
+		endpoint, ssl = u.Host, u.Scheme != "http"
+	}
+	region = a.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	style = "vhost"
+	if a.PathStyle {
+		style = "path"
+	}
+	return endpoint, ssl, region, style, nil
+}
+
 // env is the dbt environment for this access, the credentials offered for scope
 // only. It holds no credentials: dbt gets those through BuildRequest.Credentials.
 func (a *S3Access) env(scope string) ([]string, error) {
 	if a.Credentials == nil {
 		return nil, errors.New("the batch layer reads s3:// through DuckDB's httpfs, which needs the tenant's credentials")
 	}
-	endpoint, ssl := "s3.amazonaws.com", true
-	if a.Endpoint != "" {
-		u, err := url.Parse(a.Endpoint)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("s3 endpoint %q: want a URL such as https://s3.example.org", a.Endpoint)
-		}
-		endpoint, ssl = u.Host, u.Scheme != "http"
-	}
-	region := a.Region
-	if region == "" {
-		region = "us-east-1"
-	}
-	style := "vhost"
-	if a.PathStyle {
-		style = "path"
+	endpoint, ssl, region, style, err := a.httpfs()
+	if err != nil {
+		return nil, err
 	}
 	env := []string{
 		"FHIRLAKE_DBT_S3_REGION=" + region,

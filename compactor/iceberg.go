@@ -40,34 +40,27 @@ const (
 // directory, batch/<id>/<model>/.
 const DeletesFile = "deletes_0.parquet"
 
-// TableName is the Iceberg table a model of the snapshot is published as: a state
-// model int_<dataset>__latest as <dataset>_latest (resources_latest, patient_latest),
-// a mart under its own name. The change tables of `fhirlake register` bear the
-// datasets' names (resources, patient, …).
-func TableName(model string) string {
-	if ds, ok := lake.ParseStateModel(model); ok {
-		return ds + "_latest"
-	}
-	return model
-}
+// TableName is the Iceberg table a model of the snapshot is published as
+// (catalog.BatchTableName): a state model int_<dataset>__latest as <dataset>_latest,
+// a mart under its own name.
+func TableName(model string) string { return catalog.BatchTableName(model) }
 
-// tableNames maps every model of m to its table, refusing a mart whose table would
-// be a state model's or a change table's.
+// tableNames maps every model of m to its table, refusing a snapshot whose tables'
+// names would meet each other's or a change table's (catalog.TableNames).
 func tableNames(m *lake.Manifest) (map[string]string, error) {
 	out := map[string]string{}
-	owner := map[string]string{lake.RawDataset: "the change table of the raw dataset"}
+	datasets := []string{lake.RawDataset}
+	var marts []string
 	for _, name := range m.ModelNames() {
 		if ds, ok := lake.ParseStateModel(name); ok {
-			owner[ds] = "the change table of dataset " + ds
+			datasets = append(datasets, ds)
+		} else {
+			marts = append(marts, name)
 		}
+		out[name] = TableName(name)
 	}
-	for _, name := range m.ModelNames() {
-		tn := TableName(name)
-		if prev, ok := owner[tn]; ok {
-			return nil, fmt.Errorf("model %s: its table %s would be %s; rename the model", name, tn, prev)
-		}
-		owner[tn] = "model " + name
-		out[name] = tn
+	if err := catalog.TableNames(datasets, marts); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -173,8 +166,8 @@ type tablePublisher struct {
 	m    *lake.Manifest
 	cat  *catalog.Catalog
 	base string
-	dir  string
-	seq  int
+	// dir holds the position delete files written before their upload.
+	dir string
 }
 
 func (p *tablePublisher) location(key string) string { return p.base + key }
@@ -257,25 +250,19 @@ func unionSchema(a, b *arrow.Schema) *arrow.Schema {
 
 // deletes writes and uploads the position deletes of a merged model: the rows of its
 // base whose key is among its changed keys. It returns their key, empty when no row
-// of the base is changed.
+// of the base is changed. DuckDB reads the base and the changed keys where they are
+// (openLakeDuckDB: through httpfs on S3), so the deletes name each base file by the
+// very location the table references, and nothing is downloaded whole.
 func (p *tablePublisher) deletes(ctx context.Context, model string, mod lake.Model) (string, error) {
 	var base []catalog.BaseFile
 	for _, k := range mod.Files {
-		path, err := p.local(ctx, k)
-		if err != nil {
-			return "", err
-		}
-		base = append(base, catalog.BaseFile{Path: path, Location: p.location(k)})
+		base = append(base, catalog.BaseFile{Path: p.location(k), Location: p.location(k)})
 	}
 	var changed []string
 	for _, k := range mod.Changed.PartFiles() {
-		path, err := p.local(ctx, k)
-		if err != nil {
-			return "", err
-		}
-		changed = append(changed, path)
+		changed = append(changed, p.location(k))
 	}
-	db, err := openDuckDB()
+	db, err := openLakeDuckDB(ctx, p.r.tenant, p.c.opts.DuckDBExtensionDir)
 	if err != nil {
 		return "", err
 	}
@@ -293,29 +280,11 @@ func (p *tablePublisher) deletes(ctx context.Context, model string, mod lake.Mod
 	return key, nil
 }
 
-// local is a path DuckDB reads the object at key from: the file itself in a local
-// store, else a copy in the publisher's directory.
-func (p *tablePublisher) local(ctx context.Context, key string) (string, error) {
-	if l, ok := p.r.tenant.Store.(*sink.Local); ok {
-		return filepath.Join(l.Root, filepath.FromSlash(key)), nil
-	}
-	p.seq++
-	path := filepath.Join(p.dir, fmt.Sprintf("in-%d.parquet", p.seq))
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	if err := p.r.tenant.Store.Get(ctx, key, f); err != nil {
-		f.Close()
-		return "", fmt.Errorf("download %s: %w", key, err)
-	}
-	return path, f.Close()
-}
-
 // expire drops the table's snapshots but those of the fhirlake snapshots expiry keeps
-// (keep): the newest snapshots back to the first of another fhirlake snapshot. The
-// files of a dropped snapshot are the compactor's to delete, never the table's. It
-// returns the table as it is after.
+// (keep): the newest snapshots back to the first of another fhirlake snapshot, then
+// removes the table's metadata files that nothing reaches any more, older than
+// compact.orphan_grace. The data and delete files of a dropped snapshot are the
+// compactor's to delete, never the table's. It returns the table as it is after.
 func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[string]bool) (*table.Table, error) {
 	retain := 0
 	for s := tbl.CurrentSnapshot(); s != nil; {
@@ -331,7 +300,20 @@ func (p *tablePublisher) expire(ctx context.Context, tbl *table.Table, keep map[
 	if retain == 0 || retain >= len(tbl.Metadata().Snapshots()) {
 		return tbl, nil
 	}
-	return catalog.Expire(ctx, tbl, 0, retain)
+	after, err := catalog.Expire(ctx, tbl, 0, retain)
+	if err != nil {
+		return nil, err
+	}
+	// The table is published and expired; metadata left behind is removed by a later
+	// expiry if not by this one.
+	removed, err := catalog.RemoveOrphanMetadata(ctx, after, p.c.opts.Expire.OrphanGrace)
+	if err != nil {
+		p.r.log.Warn("orphan table metadata not removed", "table", tbl.Identifier(), "err", err)
+	}
+	if len(removed) > 0 {
+		p.r.log.Info("removed orphan table metadata", "table", tbl.Identifier(), "files", len(removed))
+	}
+	return after, nil
 }
 
 // errNoTables marks a snapshot published in the lake whose tables stay behind.

@@ -2,6 +2,7 @@ package compactor
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/apache/iceberg-go/table"
 
 	"fhirlake/catalog"
 	"fhirlake/lake"
@@ -20,6 +22,18 @@ import (
 // differ from the model as fhirlake reads it (modelSQL), both ways, over every
 // column of the table.
 func icebergDiff(t *testing.T, cat *catalog.Catalog, root string, m *lake.Manifest, model string) (rows int64, diff int64) {
+	t.Helper()
+	db, err := openDuckDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	return icebergDiffWith(t, db, cat, modelSQL(t, root, m, model), model)
+}
+
+// icebergDiffWith is icebergDiff with the model as DuckDB (db) reads it: merged, a
+// relation of lake.MergeSQL.
+func icebergDiffWith(t *testing.T, db *sql.DB, cat *catalog.Catalog, merged, model string) (rows int64, diff int64) {
 	t.Helper()
 	ctx := context.Background()
 	tbl, err := cat.Load(ctx, TableName(model))
@@ -39,17 +53,11 @@ func icebergDiff(t *testing.T, cat *catalog.Catalog, root string, m *lake.Manife
 	if err := pqarrow.WriteTable(at, f, 1<<16, nil, pqarrow.DefaultWriterProps()); err != nil {
 		t.Fatal(err)
 	}
-	db, err := openDuckDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	var cols []string
 	for _, fld := range at.Schema().Fields() {
 		cols = append(cols, `"`+fld.Name+`"`)
 	}
 	list := strings.Join(cols, ", ")
-	merged := modelSQL(t, root, m, model)
 	q := fmt.Sprintf(`SELECT (SELECT count(*) FROM read_parquet('%[1]s')),
 		(SELECT count(*) FROM (SELECT %[2]s FROM read_parquet('%[1]s') EXCEPT ALL SELECT %[2]s FROM %[3]s)) +
 		(SELECT count(*) FROM (SELECT %[2]s FROM %[3]s EXCEPT ALL SELECT %[2]s FROM read_parquet('%[1]s')))`, out, list, merged)
@@ -101,6 +109,7 @@ func TestCompactPublishesTheSnapshotAsIcebergTables(t *testing.T) {
 			if got := tbl.CurrentSnapshot().Summary.Properties[PropSnapshotID]; got != m.SnapshotID {
 				t.Errorf("%s: table %s is at fhirlake snapshot %s, want %s", step, TableName(model), got, m.SnapshotID)
 			}
+			checkMetadataReached(t, step, tbl)
 			keep := map[string]bool{m.SnapshotID: true}
 			for _, id := range KeptSnapshots(m, c.opts.Expire) {
 				keep[id] = true
@@ -196,6 +205,49 @@ func TestCompactPublishesTheSnapshotAsIcebergTables(t *testing.T) {
 		if diff != 0 {
 			t.Errorf("after the erasure table %s (%d rows) differs from its model", TableName(model), rows)
 		}
+	}
+}
+
+// checkMetadataReached: every file of the table's metadata directory is one its
+// metadata reaches (its metadata file and the earlier ones it lists, the kept
+// snapshots' manifest lists and manifests), so the directory stays bounded by the
+// snapshots kept, and at most catalog.MetadataVersionsKept earlier metadata files.
+func checkMetadataReached(t *testing.T, step string, tbl *table.Table) {
+	t.Helper()
+	fs, err := tbl.FS(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached := map[string]bool{tbl.MetadataLocation(): true}
+	for e := range tbl.Metadata().PreviousFiles() {
+		reached[e.MetadataFile] = true
+	}
+	for _, s := range tbl.Metadata().Snapshots() {
+		reached[s.ManifestList] = true
+		mfs, err := s.Manifests(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			reached[mf.FilePath()] = true
+		}
+	}
+	dir := catalog.MetadataDir(tbl)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := 0
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".metadata.json") {
+			versions++
+		}
+		if !reached[dir+"/"+e.Name()] {
+			t.Errorf("%s: table %s: %s is in its metadata directory, and nothing reaches it", step, tbl.Identifier(), e.Name())
+		}
+	}
+	if versions > catalog.MetadataVersionsKept+1 {
+		t.Errorf("%s: table %s keeps %d metadata files, want at most %d", step, tbl.Identifier(), versions, catalog.MetadataVersionsKept+1)
 	}
 }
 

@@ -48,7 +48,10 @@ type Options struct {
 	// expiry runs once a table holds more than KeepSnapshots.
 	SnapshotRetention time.Duration
 	KeepSnapshots     int
-	Logger            *slog.Logger
+	// OrphanGrace is how old a file of a table's metadata directory that the table no
+	// longer reaches must be before an expiry removes it (catalog.RemoveOrphanMetadata).
+	OrphanGrace time.Duration
+	Logger      *slog.Logger
 }
 
 // Registrar registers speed files into Iceberg tables.
@@ -192,8 +195,12 @@ func (r *Registrar) table(ctx context.Context, cat *catalog.Catalog, tenant, dat
 		return TableResult{}, err
 	}
 	if len(tbl.Metadata().Snapshots()) > r.o.KeepSnapshots {
-		if _, err := catalog.Expire(ctx, tbl, r.o.SnapshotRetention, r.o.KeepSnapshots); err != nil {
+		_, removed, err := catalog.ExpireAndClean(ctx, tbl, r.o.SnapshotRetention, r.o.KeepSnapshots, r.o.OrphanGrace)
+		if err != nil {
 			return TableResult{}, err
+		}
+		if len(removed) > 0 {
+			r.o.Logger.Debug("removed orphan metadata", "tenant", tenant, "table", dataset, "files", len(removed))
 		}
 	}
 	return TableResult{Tenant: tenant, Table: dataset, Added: len(change.Add), Removed: len(change.Remove), Files: len(files)}, nil

@@ -150,6 +150,9 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 	if len(selected) == 0 {
 		return nil, nil, errors.New("no tenants configured")
 	}
+	if err := checkTableNames(cfg); err != nil {
+		return nil, nil, err
+	}
 	ts := make([]compactor.Tenant, 0, len(selected))
 	for _, t := range selected {
 		ct, err := compactTenant(ctx, t)
@@ -196,8 +199,9 @@ func buildCompactor(ctx context.Context, cfg config.Config, cc config.Compact, o
 		Expire: compactor.ExpireOptions{
 			SpeedRetention: cc.SpeedRetention, KeepSnapshots: cc.KeepSnapshots, OrphanGrace: cc.OrphanGrace,
 		},
-		Lease:       compactor.LeaseOptions{TTL: cc.LeaseTTL, Wait: waitLease},
-		RebaseShare: cc.RebaseShare,
+		Lease:              compactor.LeaseOptions{TTL: cc.LeaseTTL, Wait: waitLease},
+		RebaseShare:        cc.RebaseShare,
+		DuckDBExtensionDir: extDir,
 	}, reg, log)
 	if err != nil {
 		return nil, nil, err

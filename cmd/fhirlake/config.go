@@ -21,7 +21,8 @@ func newConfigCmd(g *globals) *cobra.Command {
 		Long: `validate loads FILE (else --config, $FHIRLAKE_CONFIG or ./fhirlake.yaml) over the defaults,
 applies the FHIRLAKE_* environment overrides and checks it as consume, compact and serve
 would: unknown keys, missing or conflicting settings, tenants sharing a store, environment
-variables named by a tenant that are not set, the compact and serve sections. It prints a
+variables named by a tenant that are not set, the compact and serve sections, and with a
+catalog, views and marts whose Iceberg tables would share a name. It prints a
 summary and exits non-zero on any problem. Nothing is contacted: brokers and stores are
 not reached.`,
 		Args: cobra.MaximumNArgs(1),
@@ -39,7 +40,7 @@ not reached.`,
 			}
 			cc := cfg.Compact.WithDefaults()
 			sc := cfg.Serve.WithDefaults()
-			errs := []error{cc.Validate(), sc.Validate(cfg.Tenants)}
+			errs := []error{cc.Validate(), sc.Validate(cfg.Tenants), checkTableNames(cfg)}
 			// The receive section is checked when it holds secrets: most
 			// deployments run no receiver (which refuses to start without).
 			rc := cfg.Receive.WithDefaults(cfg.Kafka)

@@ -43,6 +43,9 @@ idempotent: a pass that stops anywhere is finished by the next.`,
 			if !cfg.Iceberg.Enabled() {
 				return errors.New("register: no catalog configured (set iceberg.catalog and iceberg.uri)")
 			}
+			if err := checkTableNames(cfg); err != nil {
+				return err
+			}
 			ctx := contextOf(cmd)
 			log := g.logger()
 			ts, err := registrarTenants(cmd, cfg, tenants)
@@ -56,6 +59,7 @@ idempotent: a pass that stops anywhere is finished by the next.`,
 			r, err := registrar.New(registrar.Options{
 				Tenants: ts, Schemas: schemas, Logger: log,
 				SnapshotRetention: cfg.Iceberg.SnapshotRetention, KeepSnapshots: cfg.Iceberg.KeepSnapshots,
+				OrphanGrace: cfg.Compact.WithDefaults().OrphanGrace,
 			})
 			if err != nil {
 				return err

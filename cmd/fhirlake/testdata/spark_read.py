@@ -19,7 +19,10 @@ taken as they are and pointed at this namespace and catalog.
 Prints one JSON object: per catalog, the resources table's count of distinct changes,
 each view table's rows of the live latest versions, those versions (count and md5 of
 their type/id/version sorted by type and id) and the seconds it took; or the error that
-refused the read (of the catalog, or under "refused" of one table).
+refused the read (of the catalog, or under "refused" of one table). With batch tables
+(`fhirlake compact`), under "batch": each one's rows and delete files, the live
+resources of resources_latest per type and their md5, and the md5 of the patients
+mart, as iceberg_batch_read.py asks pyiceberg and DuckDB.
 """
 import glob
 import json
@@ -87,19 +90,48 @@ def point(stmt, cat, view=None):
 
 
 def tables(cat):
-    """The namespace's tables that fhirlake registered: their summaries name their dataset."""
-    out = []
+    """The namespace's change tables (their summaries name their dataset) and batch
+    tables (their summaries name their model), each a list of names."""
+    changes, batch = [], []
     for row in spark.sql(f"SHOW TABLES IN `{cat}`.`{ns}`").collect():
         name = row["tableName"]
         snap = spark.sql(f"SELECT summary FROM `{cat}`.`{ns}`.`{name}`.snapshots ORDER BY committed_at DESC LIMIT 1").collect()
         if snap and snap[0]["summary"].get("fhirlake.dataset") == name:
-            out.append(name)
-    return out
+            changes.append(name)
+        elif snap and snap[0]["summary"].get("fhirlake.model"):
+            batch.append(name)
+    return changes, batch
 
 
 LATEST = """SELECT count(*) AS n, md5(concat_ws(',', transform(
     array_sort(collect_list(struct(resource_type, id, coalesce(version_id, '') AS v))),
     x -> concat(x.resource_type, '/', x.id, '/', x.v)))) AS h FROM t_resources"""
+
+
+# The batch tables' questions, as iceberg_batch_read.py asks them of pyiceberg and
+# DuckDB: the live resources of resources_latest per type, the md5 of their sorted
+# type/id/version, the md5 of the patients mart's rows.
+BATCH_PER_TYPE = """SELECT concat_ws(',', transform(array_sort(collect_list(struct(resource_type, n))),
+    x -> concat(x.resource_type, ':', cast(x.n AS string)))) AS v
+    FROM (SELECT resource_type, count(*) AS n FROM {t} WHERE NOT is_deleted GROUP BY 1)"""
+BATCH_LATEST = """SELECT md5(concat_ws(',', transform(
+    array_sort(collect_list(struct(resource_type, resource_id, coalesce(version_id, '') AS v))),
+    x -> concat(x.resource_type, '/', x.resource_id, '/', x.v)))) AS v FROM {t} WHERE NOT is_deleted"""
+BATCH_PATIENTS = """SELECT md5(concat_ws(',', transform(array_sort(collect_list(struct(patient_id,
+    coalesce(version_id, '') AS v, coalesce(gender, '') AS g, coalesce(cast(birth_date AS string), '') AS b))),
+    x -> concat(x.patient_id, '/', x.v, '/', x.g, '/', x.b)))) AS v FROM {t}"""
+
+
+def read_batch(cat, names):
+    """Each batch table's rows and the batch questions, read with the position
+    deletes of the tables merged on read applied by Spark."""
+    t = lambda n: f"`{cat}`.`{ns}`.`{n}`"
+    out = {"tables": {n: spark.sql(f"SELECT count(*) AS n FROM {t(n)}").collect()[0]["n"] for n in names}}
+    out["deletes"] = {n: spark.sql(f"SELECT count(*) AS n FROM {t(n)}.delete_files").collect()[0]["n"] for n in names}
+    out["per_type"] = spark.sql(BATCH_PER_TYPE.format(t=t("resources_latest"))).collect()[0]["v"]
+    out["latest"] = spark.sql(BATCH_LATEST.format(t=t("resources_latest"))).collect()[0]["v"]
+    out["patients"] = spark.sql(BATCH_PATIENTS.format(t=t("patients"))).collect()[0]["v"]
+    return out
 
 
 def short(e):
@@ -114,7 +146,7 @@ def read(cat):
     t0 = time.monotonic()
     stmts = shipped_views()
     latest, resources, view_stmt = stmts[0], stmts[1], stmts[2]
-    names = tables(cat)
+    names, batch = tables(cat)
     if "resources" not in names:
         raise RuntimeError(f"no resources table in {cat}.{ns}")
     spark.sql(point(latest, cat))
@@ -133,6 +165,8 @@ def read(cat):
             out["tables"][n] = spark.sql(f"SELECT count(*) AS n FROM t_{n}").collect()[0]["n"]
         except Exception as e:  # one table Spark cannot read does not hide the others
             out["refused"][n] = short(e)
+    if batch:
+        out["batch"] = read_batch(cat, batch)
     out["seconds"] = round(time.monotonic() - t0, 1)
     return out
 

@@ -446,7 +446,8 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	runCtx, cancel := context.WithTimeoutCause(ctx, c.opts.Timeout, fmt.Errorf("run exceeded compact.timeout (%s)", c.opts.Timeout))
 	defer cancel()
 	req := BuildRequest{Tenant: t.Name, Dir: dir, Vars: c.vars(r, planFile), Target: target, Env: env,
-		Datasets: stateDatasets(sel.Datasets, sel.Previous), ParseCache: c.parseCache(t.Name, r.incremental)}
+		Datasets: stateDatasets(sel.Datasets, sel.Previous), ParseCache: c.parseCache(t.Name, r.incremental),
+		Nodes: dbtNodes(r.incremental)}
 	if t.S3 != nil {
 		req.Credentials = t.S3.Credentials
 	}
@@ -640,6 +641,19 @@ func (c *Compactor) runDir(tenant string) (string, error) {
 		return "", fmt.Errorf("run directory: %w", err)
 	}
 	return dir, nil
+}
+
+// dbtNodes is how many nodes dbt runs at once. A rebuild's state models each rank the
+// whole history of their datasets and need the run's DuckDB memory to themselves: two
+// at once (int_resources__latest beside int_observation__latest) ran out of a 3 GiB
+// limit at 5 M resources, where one at a time each uses DuckDB's threads as well. An
+// incremental run's nodes are small, and dbt's own time per node is what two at once
+// hide.
+func dbtNodes(incremental bool) int {
+	if incremental {
+		return 2
+	}
+	return 1
 }
 
 // parseCacheDir holds, in a tenant's work directory, dbt's parse of the project kept

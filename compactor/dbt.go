@@ -51,6 +51,9 @@ type BuildRequest struct {
 	// Credentials are the tenant's S3 credentials, handed to dbt as it asks for
 	// them (credentials.go); nil for a local lake.
 	Credentials aws.CredentialsProvider
+	// Nodes is how many nodes dbt runs at once (its threads), sharing the run's
+	// DuckDB and its memory limit. Default: 2.
+	Nodes int
 	// ParseCache is the file dbt's parse of the built-in project is kept in between
 	// runs (parsecache.go), for runs whose Dir has the same path every time; empty:
 	// dbt parses the whole project.
@@ -233,7 +236,7 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 	defer out.Close()
 	cmd := exec.CommandContext(ctx, d.Path, args...)
 	cmd.Dir = project
-	cmd.Env = append(d.baseEnv(req.Dir), req.Env...)
+	cmd.Env = append(d.baseEnv(req.Dir, req.Nodes), req.Env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(cmd.Env, "PYTHONPATH="+filepath.Join(project, "plugins"), "PYTHONDONTWRITEBYTECODE=1")
 	// dbt runs in a process group of its own, stopped with it when the run is
@@ -294,11 +297,14 @@ func (d *DBT) run(ctx context.Context, cmd *exec.Cmd, creds aws.CredentialsProvi
 
 // baseEnv is the whole environment of a dbt run besides the tenant's: what Python and
 // dbt need, and nothing else, so that no other tenant's key is ever within reach.
-func (d *DBT) baseEnv(dir string) []string {
+func (d *DBT) baseEnv(dir string, nodes int) []string {
+	if nodes < 1 {
+		nodes = 2
+	}
 	env := []string{
 		"FHIRLAKE_DBT_DATABASE=" + filepath.Join(dir, "batch.duckdb"),
 		"FHIRLAKE_DBT_DUCKDB_THREADS=" + strconv.Itoa(d.Threads),
-		"FHIRLAKE_DBT_THREADS=2",
+		"FHIRLAKE_DBT_THREADS=" + strconv.Itoa(nodes),
 		"FHIRLAKE_DBT_MEMORY_LIMIT=" + d.MemoryLimit,
 		"DO_NOT_TRACK=1",
 		"DBT_SEND_ANONYMOUS_USAGE_STATS=false",

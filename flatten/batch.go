@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 
-	"fhirlake/internal/arrowsize"
-
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/decimal128"
@@ -155,7 +153,6 @@ type Batch struct {
 	view  *View
 	w     *walker
 	bld   *array.RecordBuilder
-	last  arrowsize.Last // the previous batch's size, reserved at the next one's first row
 	kinds []arrowKind
 	cells []cell
 	rows  int // rows of the resource being appended
@@ -191,9 +188,6 @@ func (b *Batch) View() *View { return b.view }
 func (b *Batch) Append(r *Resource) (int, error) {
 	b.cells = b.cells[:0]
 	b.rows = 0
-	if b.total == 0 {
-		b.last.Reserve(b.bld)
-	}
 	if err := b.w.run(r); err != nil {
 		return 0, viewError(b.view, r, err)
 	}
@@ -217,7 +211,6 @@ func (b *Batch) ApproxBytes() int { return b.bytes }
 // the batch. The caller releases the record.
 func (b *Batch) NewRecordBatch() arrow.RecordBatch {
 	b.total, b.bytes = 0, 0
-	b.last.Note(b.bld)
 	return b.bld.NewRecordBatch()
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"fhirlake/flatten"
-	"fhirlake/internal/arrowsize"
 	"fhirlake/lake"
 	"fhirlake/notification"
 )
@@ -36,7 +35,6 @@ type viewBuilder struct {
 	view    *flatten.View
 	batch   *flatten.Batch
 	lineage *array.RecordBuilder
-	last    arrowsize.Last // the lineage's previous batch, reserved at the next one's first row
 	schema  *arrow.Schema
 }
 
@@ -58,9 +56,6 @@ func (vb *viewBuilder) append(tenant string, ev *notification.Event, r *flatten.
 	if err != nil || n == 0 {
 		return 0, err
 	}
-	if vb.lineage.Field(0).Len() == 0 {
-		vb.last.Reserve(vb.lineage)
-	}
 	f := vb.lineage.Fields()
 	for i := 0; i < n; i++ {
 		appendIdentity(f[0:5], tenant, ev)
@@ -75,7 +70,6 @@ func (vb *viewBuilder) rows() int { return vb.batch.Rows() }
 // record joins lineage and view columns into one batch and empties both
 // builders.
 func (vb *viewBuilder) record() (arrow.RecordBatch, error) {
-	vb.last.Note(vb.lineage)
 	lin := vb.lineage.NewRecordBatch()
 	defer lin.Release()
 	cols := vb.batch.NewRecordBatch()

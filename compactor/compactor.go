@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -319,6 +320,7 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 	if res.ExpireErr != nil {
 		r.log.Warn("expiry incomplete; it is retried after the next publication", "err", res.ExpireErr)
 	}
+	c.prepareNextParse(ctx, r, m)
 	if err := os.RemoveAll(r.dir); err != nil {
 		r.log.Warn("remove run directory", "dir", r.dir, "err", err)
 	}
@@ -327,6 +329,7 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 
 // run is one tenant's compaction as its steps fill it in.
 type run struct {
+	req    BuildRequest // what dbt was asked to build
 	tenant Tenant
 	res    *Result
 	log    *slog.Logger
@@ -451,6 +454,7 @@ func (c *Compactor) build(ctx context.Context, r *run, target string, env []stri
 	if t.S3 != nil {
 		req.Credentials = t.S3.Credentials
 	}
+	r.req = req
 	results, err := c.runner.Build(runCtx, req)
 	if err != nil {
 		return nil, err
@@ -654,6 +658,39 @@ func dbtNodes(incremental bool) int {
 		return 2
 	}
 	return 1
+}
+
+// parser is a runner that can parse the project ahead of a run (DBT.Parse).
+type parser interface {
+	Parse(ctx context.Context, req BuildRequest) (ParseInfo, error)
+}
+
+// prepareNextParse, after a rebuild, has dbt parse the project as the incremental run
+// after it will, when no parse of that mode is kept: so that this run, already long,
+// pays the parse rather than the next, which is to cost what changed. It only logs
+// what goes wrong: the next run parses the project itself then.
+func (c *Compactor) prepareNextParse(ctx context.Context, r *run, m *lake.Manifest) {
+	p, ok := c.runner.(parser)
+	if !ok || r.incremental || r.req.ParseCache == "" {
+		return
+	}
+	if next, _ := stateMode(m, c.runner.Project(), false, c.opts.RebaseShare); !next {
+		return
+	}
+	req := r.req
+	req.Vars = maps.Clone(r.req.Vars)
+	req.Vars["state_mode"] = "incremental"
+	req.Datasets = stateDatasets(nil, m)
+	req.ParseCache, req.Nodes = c.parseCache(r.tenant.Name, true), dbtNodes(true)
+	if _, err := os.Stat(req.ParseCache); err == nil {
+		return
+	}
+	info, err := p.Parse(ctx, req)
+	if err != nil {
+		r.log.Warn("the next incremental run's parse was not prepared", "err", err)
+		return
+	}
+	r.log.Info("prepared the next incremental run's parse", "dbt_parse", info.String())
 }
 
 // parseCacheDir holds, in a tenant's work directory, dbt's parse of the project kept

@@ -180,78 +180,9 @@ func writeProject(dir string) error {
 
 // Build runs `dbt build` in req.Dir and reads target/run_results.json.
 func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) {
-	if req.Target == "tenant" && d.ExtensionDir == "" {
-		return nil, errors.New("an s3:// lake is read through DuckDB's httpfs, which must be installed in compact.duckdb_extension_dir (or $FHIRLAKE_DUCKDB_EXTENSION_DIR): DuckDB never downloads it")
-	}
-	project := d.ProjectDir
-	if project == "" {
-		project = filepath.Join(req.Dir, "project")
-		if err := writeProject(project); err != nil {
-			return nil, fmt.Errorf("write dbt project: %w", err)
-		}
-		if err := writeStateModels(project, req.Datasets); err != nil {
-			return nil, fmt.Errorf("generate state models: %w", err)
-		}
-		if err := writeDeltaModels(project, req.Datasets); err != nil {
-			return nil, fmt.Errorf("generate delta models: %w", err)
-		}
-		if err := writeMartModels(project, req.Vars["state_mode"] == "incremental"); err != nil {
-			return nil, fmt.Errorf("generate mart models: %w", err)
-		}
-	}
-	project, err := filepath.Abs(project)
+	target, runErr, err := d.invoke(ctx, req, "build")
 	if err != nil {
 		return nil, err
-	}
-	target := filepath.Join(req.Dir, "target")
-	cache := req.ParseCache
-	if d.ProjectDir != "" {
-		cache = "" // a project of one's own reads every var from the command line
-	}
-	vars, parse := req.Vars, "--no-partial-parse"
-	if cache != "" {
-		if vars, err = splitVars(req.Vars, req.Dir); err != nil {
-			return nil, err
-		}
-		if err := restoreParse(cache, target); err != nil {
-			return nil, fmt.Errorf("restore dbt's parse: %w", err)
-		}
-		parse = "--partial-parse"
-	}
-	varsJSON, err := json.Marshal(vars)
-	if err != nil {
-		return nil, fmt.Errorf("dbt vars: %w", err)
-	}
-	args := []string{"build",
-		"--project-dir", project, "--profiles-dir", project,
-		"--target", req.Target,
-		"--target-path", target, "--log-path", filepath.Join(req.Dir, "logs"),
-		"--vars", string(varsJSON),
-		parse, "--log-format-file", "json", "--no-use-colors",
-	}
-	out, err := os.Create(filepath.Join(req.Dir, "dbt.out"))
-	if err != nil {
-		return nil, err
-	}
-	defer out.Close()
-	cmd := exec.CommandContext(ctx, d.Path, args...)
-	cmd.Dir = project
-	cmd.Env = append(d.baseEnv(req.Dir, req.Nodes), req.Env...)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(cmd.Env, "PYTHONPATH="+filepath.Join(project, "plugins"), "PYTHONDONTWRITEBYTECODE=1")
-	// dbt runs in a process group of its own, stopped with it when the run is
-	// cancelled and killed with this process if it dies (see proc_*.go).
-	setProcessGroup(cmd)
-	cmd.Cancel = func() error { return terminate(cmd) }
-	cmd.WaitDelay = d.StopGrace
-	runErr := d.run(ctx, cmd, req.Credentials)
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("dbt build: %w", context.Cause(ctx))
-	}
-	if cache != "" {
-		// A run whose nodes failed parsed the project all the same. A parse that
-		// cannot be kept costs the next run a whole parse, nothing else.
-		_ = saveParse(target, cache)
 	}
 	res, err := ReadRunResults(filepath.Join(target, "run_results.json"))
 	if err != nil {
@@ -268,6 +199,108 @@ func (d *DBT) Build(ctx context.Context, req BuildRequest) (*RunResults, error) 
 		return nil, &BuildError{Output: tail(filepath.Join(req.Dir, "dbt.out"), 40), Err: runErr}
 	}
 	return res, nil
+}
+
+// Parse runs `dbt parse` in req.Dir as Build would run `dbt build` for req, and keeps
+// the parse at req.ParseCache: a rebuild prepares the parse of the incremental run
+// after it. Without a cache (a project of one's own) it does nothing.
+func (d *DBT) Parse(ctx context.Context, req BuildRequest) (ParseInfo, error) {
+	if d.ProjectDir != "" || req.ParseCache == "" {
+		return ParseInfo{}, nil
+	}
+	_, runErr, err := d.invoke(ctx, req, "parse")
+	if err == nil && runErr != nil {
+		err = fmt.Errorf("dbt parse: %w\n%s", runErr, tail(filepath.Join(req.Dir, "dbt.out"), 20))
+	}
+	return readParseInfo(filepath.Join(req.Dir, "logs", "dbt.log")), err
+}
+
+// invoke runs dbt's command verb (build, parse) for req in req.Dir: the built-in
+// project written there with the models req needs generated, dbt's kept parse
+// restored and saved again. It returns dbt's target directory and how dbt exited
+// (runErr), or err when dbt could not run to its end.
+func (d *DBT) invoke(ctx context.Context, req BuildRequest, verb string) (target string, runErr, err error) {
+	if req.Target == "tenant" && d.ExtensionDir == "" {
+		return "", nil, errors.New("an s3:// lake is read through DuckDB's httpfs, which must be installed in compact.duckdb_extension_dir (or $FHIRLAKE_DUCKDB_EXTENSION_DIR): DuckDB never downloads it")
+	}
+	project := d.ProjectDir
+	if project == "" {
+		project = filepath.Join(req.Dir, "project")
+		if err := os.RemoveAll(project); err != nil {
+			return "", nil, err
+		}
+		if err := writeProject(project); err != nil {
+			return "", nil, fmt.Errorf("write dbt project: %w", err)
+		}
+		if err := writeStateModels(project, req.Datasets); err != nil {
+			return "", nil, fmt.Errorf("generate state models: %w", err)
+		}
+		if err := writeDeltaModels(project, req.Datasets); err != nil {
+			return "", nil, fmt.Errorf("generate delta models: %w", err)
+		}
+		if err := writeMartModels(project, req.Vars["state_mode"] == "incremental"); err != nil {
+			return "", nil, fmt.Errorf("generate mart models: %w", err)
+		}
+	}
+	project, err = filepath.Abs(project)
+	if err != nil {
+		return "", nil, err
+	}
+	target = filepath.Join(req.Dir, "target")
+	cache := req.ParseCache
+	if d.ProjectDir != "" {
+		cache = "" // a project of one's own reads every var from the command line
+	}
+	vars, parse := req.Vars, "--no-partial-parse"
+	if cache != "" {
+		if vars, err = splitVars(req.Vars, req.Dir); err != nil {
+			return "", nil, err
+		}
+		if err := restoreParse(cache, target); err != nil {
+			return "", nil, fmt.Errorf("restore dbt's parse: %w", err)
+		}
+		parse = "--partial-parse"
+	}
+	varsJSON, err := json.Marshal(vars)
+	if err != nil {
+		return "", nil, fmt.Errorf("dbt vars: %w", err)
+	}
+	args := []string{verb,
+		"--project-dir", project, "--profiles-dir", project,
+		"--target", req.Target,
+		"--target-path", target, "--log-path", filepath.Join(req.Dir, "logs"),
+		"--vars", string(varsJSON),
+		parse, "--log-format-file", "json", "--no-use-colors",
+	}
+	// Each invocation's own log: the parse it reports is its own.
+	if err := os.RemoveAll(filepath.Join(req.Dir, "logs")); err != nil {
+		return "", nil, err
+	}
+	out, err := os.Create(filepath.Join(req.Dir, "dbt.out"))
+	if err != nil {
+		return "", nil, err
+	}
+	defer out.Close()
+	cmd := exec.CommandContext(ctx, d.Path, args...)
+	cmd.Dir = project
+	cmd.Env = append(d.baseEnv(req.Dir, req.Nodes), req.Env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(cmd.Env, "PYTHONPATH="+filepath.Join(project, "plugins"), "PYTHONDONTWRITEBYTECODE=1")
+	// dbt runs in a process group of its own, stopped with it when the run is
+	// cancelled and killed with this process if it dies (see proc_*.go).
+	setProcessGroup(cmd)
+	cmd.Cancel = func() error { return terminate(cmd) }
+	cmd.WaitDelay = d.StopGrace
+	runErr = d.run(ctx, cmd, req.Credentials)
+	if ctx.Err() != nil {
+		return "", nil, fmt.Errorf("dbt %s: %w", verb, context.Cause(ctx))
+	}
+	if cache != "" {
+		// A run whose nodes failed parsed the project all the same. A parse that
+		// cannot be kept costs the next run a whole parse, nothing else.
+		_ = saveParse(target, cache)
+	}
+	return target, runErr, nil
 }
 
 // run runs cmd, answering its requests for credentials while it runs.

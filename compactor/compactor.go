@@ -311,6 +311,10 @@ func (c *Compactor) Compact(ctx context.Context, t Tenant) (res *Result, err err
 			// Expiry waits: it could delete what the tables still reference.
 			return res, fmt.Errorf("%w: %w", errNoTables, err)
 		}
+	} else if err := t.Store.Delete(ctx, lake.IcebergKey); err != nil {
+		// A pointer left from when the deployment had an iceberg section would keep
+		// readers on the snapshot it names (docs/format/iceberg.md, "The pointer").
+		return res, fmt.Errorf("remove %s: %w", lake.IcebergKey, err)
 	}
 	if _, err := r.lease.confirm(ctx); err != nil {
 		res.ExpireErr = err

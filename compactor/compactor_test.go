@@ -593,3 +593,26 @@ func TestCompactExpiresAfterPublication(t *testing.T) {
 		t.Errorf("full refresh after expiry: got %v", err)
 	}
 }
+
+// A compaction without an iceberg section removes a pointer to Iceberg tables left
+// from when the deployment had one: readers would stay on the snapshot it names.
+func TestCompactWithoutIcebergRemovesTheTablesPointer(t *testing.T) {
+	ctx := context.Background()
+	ten, store := newTenant(t, "acme")
+	addSpeed(t, store, "resources", "t-0-0-9")
+	pointer := filepath.Join(store.Root, filepath.FromSlash(lake.IcebergKey))
+	if err := os.MkdirAll(filepath.Dir(pointer), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pointer, []byte(`{"snapshot_id":"20261101T000000Z-aaaaaa","tables":{}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := newTestCompactor(t, &fakeRunner{}, nil, nil)
+	res, err := c.Compact(ctx, ten)
+	if err != nil || !res.Published {
+		t.Fatalf("compact: %+v, %v", res, err)
+	}
+	if _, err := os.Stat(pointer); !os.IsNotExist(err) {
+		t.Errorf("%s is still there after a compaction without Iceberg: %v", lake.IcebergKey, err)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"fhirlake/lake"
+	"fhirlake/sink"
 )
 
 // The batch snapshot read through its Iceberg tables (docs/format/iceberg.md, "The
@@ -25,46 +27,64 @@ func (s *Session) readsIceberg() bool {
 	return onS3 && s.opts.IcebergExtension != "" && s.opts.AvroExtension != ""
 }
 
-// scanTables sets the tables the session reads the snapshot m through: the pointer
-// at lake.IcebergKey when it names m's snapshot and every model of it, else none.
-// A pointer that is not valid (a location outside the tenant's lake) is logged and
-// left unread.
-func (s *Session) scanTables(ctx context.Context, m *lake.Manifest) error {
+// scanTables sets the tables the session reads the snapshot through, and returns the
+// snapshot to read: with a valid pointer at lake.IcebergKey, the one it names, whose
+// tables hold it whole. That is m, or, while the compactor's commits are behind
+// _manifest/batch.json (a run that failed between its publication and its last
+// table's commit), an earlier snapshot of m's history, read from its own manifest:
+// with Iceberg, the tables' commits publish a snapshot to fhirlake's readers as to any
+// engine, and the speed files newer than that snapshot's watermark are read beside
+// it. Without a valid pointer, or with one naming a snapshot m does not descend from,
+// the session reads m from its files. A pointer that is not valid (a location outside
+// the tenant's lake) is logged.
+func (s *Session) scanTables(ctx context.Context, m *lake.Manifest) (*lake.Manifest, error) {
 	s.tables = nil
 	src, ok := s.src.(*storeSource)
 	if !ok || m == nil || !s.readsIceberg() {
-		return nil
+		return m, nil
 	}
+	p, err := s.readPointer(ctx, src)
+	if err != nil || p == nil {
+		return m, err
+	}
+	at := m
+	if p.SnapshotID != m.SnapshotID {
+		if !slices.Contains(m.History, p.SnapshotID) {
+			return m, nil
+		}
+		if at, err = src.snapshotManifest(ctx, p.SnapshotID); err != nil {
+			slog.Warn("the snapshot is read from its files, not its Iceberg tables", "tenant", s.tenant, "err", err)
+			return m, nil
+		}
+	}
+	for _, model := range at.ModelNames() {
+		if _, ok := p.Tables[model]; !ok {
+			return m, nil
+		}
+	}
+	s.tables = p
+	return at, nil
+}
+
+// readPointer reads and checks the pointer; nil when there is none or it is refused.
+func (s *Session) readPointer(ctx context.Context, src *storeSource) (*lake.IcebergPointer, error) {
 	objs, err := src.store.List(ctx, lake.IcebergKey)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", lake.IcebergKey, err)
+		return nil, fmt.Errorf("read %s: %w", lake.IcebergKey, err)
 	}
-	found := false
-	for _, o := range objs {
-		found = found || o.Key == lake.IcebergKey
-	}
-	if !found {
-		return nil
+	if !slices.ContainsFunc(objs, func(o sink.Object) bool { return o.Key == lake.IcebergKey }) {
+		return nil, nil
 	}
 	var buf bytes.Buffer
 	if err := src.store.Get(ctx, lake.IcebergKey, &buf); err != nil {
-		return fmt.Errorf("read %s: %w", lake.IcebergKey, err)
+		return nil, fmt.Errorf("read %s: %w", lake.IcebergKey, err)
 	}
 	p, err := lake.DecodeIcebergPointer(buf.Bytes(), src.root)
 	if err != nil {
 		slog.Warn("the snapshot is read from its files, not its Iceberg tables", "tenant", s.tenant, "err", err)
-		return nil
+		return nil, nil
 	}
-	if p.SnapshotID != m.SnapshotID {
-		return nil // the tables are behind: the next compaction brings them up
-	}
-	for _, model := range m.ModelNames() {
-		if _, ok := p.Tables[model]; !ok {
-			return nil
-		}
-	}
-	s.tables = p
-	return nil
+	return p, nil
 }
 
 // icebergTable is the metadata file of model's table holding snapshot m, "" when the

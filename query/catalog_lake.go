@@ -131,13 +131,30 @@ func (s *storeSource) readManifest(ctx context.Context) (*lake.Manifest, error) 
 	return m, nil
 }
 
+// snapshotManifest reads the manifest kept with snapshot id
+// (lake.SnapshotManifestKey).
+func (s *storeSource) snapshotManifest(ctx context.Context, id string) (*lake.Manifest, error) {
+	var buf bytes.Buffer
+	if err := s.store.Get(ctx, lake.SnapshotManifestKey(id), &buf); err != nil {
+		return nil, fmt.Errorf("read the manifest of snapshot %s: %w", id, err)
+	}
+	m, err := lake.DecodeManifest(buf.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	if m.SnapshotID != id {
+		return nil, fmt.Errorf("the manifest of snapshot %s names snapshot %s", id, m.SnapshotID)
+	}
+	return m, nil
+}
+
 // scanLake lists the session's lake.
 func (s *Session) scanLake(ctx context.Context) (*lakeScan, error) {
 	files, m, err := s.src.list(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.scanTables(ctx, m); err != nil {
+	if m, err = s.scanTables(ctx, m); err != nil {
 		return nil, err
 	}
 	scan := &lakeScan{manifest: m, datasets: map[string][]speedFile{}}

@@ -47,6 +47,10 @@ func TestIntegrationQueryReadsIcebergSnapshot(t *testing.T) {
 	s.produce(t, s.total()/2)
 	r.consumeAll(t, st)
 	r.mustCompact(t)
+	var firstPtr bytes.Buffer
+	if err := store.Get(ctx, lake.IcebergKey, &firstPtr); err != nil {
+		t.Fatalf("no %s after the first run: %v", lake.IcebergKey, err)
+	}
 	s.produce(t, -1)
 	r.consumeAll(t, st)
 	r.mustCompact(t)
@@ -165,5 +169,41 @@ func TestIntegrationQueryReadsIcebergSnapshot(t *testing.T) {
 	}
 	if got, stderr, err := ask("files without the changed keys"); err == nil {
 		t.Fatalf("the snapshot's files read without their changed keys: %s\n%s", got, stderr)
+	}
+
+	// The tables' commits publish a snapshot: with the tables still at the first
+	// run's snapshot (a run that failed after writing _manifest/batch.json and before
+	// its last commit), readers stay on that snapshot, through its tables, with every
+	// change since read from the speed files beside it — the marts as the first run
+	// built them — and need no file the second run wrote; as if the second run had
+	// not published.
+	first, err := lake.DecodeIcebergPointer(firstPtr.Bytes(), strings.TrimSuffix(store.URL(), "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(lake.IcebergKey, firstPtr.Bytes())
+	second, err := store.List(ctx, "batch/"+m.SnapshotID+"/")
+	if err != nil || len(second) == 0 {
+		t.Fatalf("the second snapshot's files: %d, %v", len(second), err)
+	}
+	for _, o := range second {
+		if !strings.HasSuffix(o.Key, "/manifest.json") {
+			if err := store.Delete(ctx, o.Key); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	behind, _ := mustAsk("tables behind")
+	var firstManifest bytes.Buffer
+	if err := store.Get(ctx, lake.SnapshotManifestKey(first.SnapshotID), &firstManifest); err != nil {
+		t.Fatal(err)
+	}
+	put(lake.ManifestKey, firstManifest.Bytes())
+	if err := store.Delete(ctx, lake.IcebergKey); err != nil {
+		t.Fatal(err)
+	}
+	unpublished, _ := mustAsk("the second run unpublished")
+	if behind != unpublished || behind == viaTables {
+		t.Fatalf("with the tables at the first snapshot:\n%s\nwant the first snapshot's:\n%s\nnot the second's:\n%s", behind, unpublished, viaTables)
 	}
 }

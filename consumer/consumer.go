@@ -216,7 +216,11 @@ func New(opts Options, w *sink.Writer, reg prometheus.Registerer, log *slog.Logg
 // failures later do (poll), instead of retries that cannot succeed.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.cl.Close()
+	// A stop asked for before the first poll is a clean stop: nothing was read.
 	if err := kafkaconn.Check(ctx, c.cl); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	if c.erasures != nil {
@@ -227,7 +231,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// snapshots.
 		if err := c.erasures.load(ctx); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil
 			}
 			c.log.Error("read erasure records: the changes of these tenants are not checked against erasures until a refresh reads them", "err", err)
 		}

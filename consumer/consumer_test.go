@@ -421,3 +421,26 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// A stop asked for while the consumer starts (checking the cluster, reading the
+// erasure records) is a clean stop: Run returns no error, as after a stop while
+// it consumes, so that a process stopped just after its start exits 0.
+func TestRunStoppedWhileStartingIsClean(t *testing.T) {
+	h := newHarness(t, synth.Options{Tenants: []string{"acme"}, Patients: 1, Seed: 1})
+	started := make(chan struct{})
+	c := h.consumerWith(nil, []string{"acme"}, func(o *Options) {
+		o.Erasures = func(ctx context.Context, _ string) ([]*lake.Erasure, error) {
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-started
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stopped while reading the erasure records: Run returned %v", err)
+	}
+}

@@ -119,25 +119,13 @@ func (c *Compactor) putPointer(ctx context.Context, r *run, ptr *lake.IcebergPoi
 		r.log.Warn("the query server reads the snapshot from its files, not its Iceberg tables", "err", err)
 		return nil
 	}
-	f, err := os.CreateTemp(c.opts.WorkDir, "iceberg-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
 	expires, err := r.lease.confirm(ctx)
 	if err != nil {
 		return err
 	}
 	pctx, cancel := context.WithDeadline(ctx, expires)
 	defer cancel()
-	if err := r.tenant.Store.Put(pctx, lake.IcebergKey, f.Name()); err != nil {
+	if err := putBytes(pctx, r.tenant.Store, c.opts.WorkDir, lake.IcebergKey, b); err != nil {
 		return fmt.Errorf("publish %s: %w", lake.IcebergKey, err)
 	}
 	return nil

@@ -15,7 +15,13 @@ func putManifest(ctx context.Context, store sink.Store, dir, key string, m *lake
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "manifest-*.json")
+	return putBytes(ctx, store, dir, key, b)
+}
+
+// putBytes stores b under key through a temporary local file in dir (a store puts
+// files).
+func putBytes(ctx context.Context, store sink.Store, dir, key string, b []byte) error {
+	f, err := os.CreateTemp(dir, "put-*")
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,9 @@
 -- One row per current patient with the most recent value of each vital sign (LOINC),
 -- blood pressure from the panel's components: the "latest vitals" tile of a clinical
--- dashboard. Amended and corrected results count; preliminary and cancelled do not.
+-- dashboard. Amended and corrected results count; preliminary and cancelled do not. A
+-- value and its unit come from the same measurement. The components are unnested in
+-- the select list (a lateral join costs DuckDB a delim join, as long again as the rest)
+-- and each vital's value and unit are one arg_max.
 {%- set vitals = [
     ('body_height', '8302-2'),
     ('body_weight', '29463-7'),
@@ -26,8 +29,11 @@ measurements as (
     from observation
     where value_quantity is not null
     union all
-    select o.patient_id, o.observation_id, c.code, o.effective_at, c.value_quantity, c.value_unit
-    from observation as o, unnest(o.components) as u(c)
+    select patient_id, observation_id, c.code, effective_at, c.value_quantity, c.value_unit
+    from (
+        select patient_id, observation_id, effective_at, unnest(components) as c
+        from observation
+    )
     where c.value_quantity is not null and c.code_system_name = 'loinc'
 ),
 
@@ -35,8 +41,8 @@ latest as (
     select
         patient_id,
         {%- for name, code in vitals %}
-        arg_max(value_quantity, (effective_at, observation_id)) filter (where code = '{{ code }}') as {{ name }},
-        arg_max(value_unit, (effective_at, observation_id)) filter (where code = '{{ code }}') as {{ name }}_unit,
+        arg_max({'value': value_quantity, 'unit': value_unit}, (effective_at, observation_id))
+            filter (where code = '{{ code }}') as {{ name }},
         max(effective_at) filter (where code = '{{ code }}') as {{ name }}_at,
         {%- endfor %}
         max(effective_at) as last_vitals_at
@@ -50,8 +56,8 @@ select
     p.gender,
     p.birth_date,
     {%- for name, _ in vitals %}
-    l.{{ name }},
-    l.{{ name }}_unit,
+    l.{{ name }}.value as {{ name }},
+    l.{{ name }}.unit as {{ name }}_unit,
     l.{{ name }}_at,
     {%- endfor %}
     l.last_vitals_at

@@ -5,15 +5,16 @@
     row against the resources deleted since the base (the tombstones among
     int_resources__delta); a base row referring to a resource deleted before the base
     failed when the base was written. (int_resources__delta, built before any delta
-    of a mart, is named without ref: it exists only in an incremental run.) -#}
+    of a mart, is named without ref: it exists only in an incremental run.) The deleted
+    resources are int_resources__deleted, the state's tombstones built once for every
+    such test. -#}
 {% test not_deleted(model, column_name, resource_type) %}
 {%- set written = fhir_tested_rows(model) %}
 select m.{{ column_name }} as resource_id
 from {{ written }} as m
-join {{ ref('int_resources__latest') }} as r
+join {{ ref('int_resources__deleted') }} as r
     on r.resource_type = '{{ resource_type }}'
    and r.resource_id = m.{{ column_name }}
-   and r.is_deleted
 {%- if written != model %}
 union all
 select m.{{ column_name }} as resource_id

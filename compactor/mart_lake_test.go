@@ -72,3 +72,29 @@ func TestMergedMartsReadAtTheirNewState(t *testing.T) {
 		}
 	}
 }
+
+// The latest vitals show a value with the unit of its own measurement: a newer heart
+// rate recorded without a unit does not borrow the unit of an older one.
+func TestLatestVitalsUnitIsTheValuesOwn(t *testing.T) {
+	runner := needDBTRunner(t)
+	ctx := context.Background()
+	ten, store := newTenant(t, "acme")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	hr := func(at, quantity string) string {
+		return `"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/p1"},` +
+			`"effectiveDateTime":"` + at + `","valueQuantity":` + quantity
+	}
+	querytest.WriteChanges(t, store.Root, "acme", []querytest.Change{
+		{Type: "Patient", ID: "p1", Version: "1", Offset: 0, Updated: t0},
+		{Type: "Observation", ID: "o1", Version: "1", Offset: 1, Updated: t0, Fields: hr("2026-01-01T08:00:00Z", `{"value":70,"unit":"/min"}`)},
+		{Type: "Observation", ID: "o2", Version: "1", Offset: 2, Updated: t0, Fields: hr("2026-01-01T09:00:00Z", `{"value":72}`)},
+	})
+	res, err := newTestCompactorWith(t, runner).Compact(ctx, ten)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := "SELECT heart_rate || ' ' || coalesce(heart_rate_unit, '-') || ' ' || heart_rate_at::VARCHAR FROM patient_latest_vitals"
+	if got, want := queryOne(t, store.Root, res.SnapshotID, q), "72.0 - 2026-01-01 09:00:00+00"; got != want {
+		t.Errorf("%s: %q, want %q", q, got, want)
+	}
+}

@@ -93,6 +93,13 @@ func timedOut(r *http.Request, err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
+// canceled says whether r was canceled (its client went away, or a
+// Flight client canceled it): whatever failed after that failed for it,
+// as the driver's "Interrupted" of a session being opened.
+func canceled(r *http.Request, err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(context.Cause(r.Context()), context.Canceled)
+}
+
 // sessionFailed answers a request whose tenant session could not be had.
 func (s *Server) sessionFailed(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
@@ -103,7 +110,7 @@ func (s *Server) sessionFailed(w http.ResponseWriter, r *http.Request, err error
 		s.fail(w, r, http.StatusTooManyRequests, "queue_full", "too many queries of this tenant are running or waiting; try again shortly", err)
 	case timedOut(r, err):
 		s.fail(w, r, http.StatusGatewayTimeout, "query_timeout", s.timeoutMessage(), err)
-	case errors.Is(err, context.Canceled):
+	case canceled(r, err):
 		s.fail(w, r, statusClientClosed, "canceled", "the request was canceled", err)
 	default:
 		s.fail(w, r, http.StatusServiceUnavailable, "lake_unavailable", "the tenant's lake cannot be read now; try again later", err)
@@ -132,10 +139,13 @@ func (s *Server) failedMidStream(r *http.Request, tenant, sql string, rows int, 
 }
 
 // classifyRequest is classify, except that once r's deadline, the query
-// timeout, has passed, whatever failed failed for it.
+// timeout, has passed or r was canceled, whatever failed failed for it.
 func classifyRequest(r *http.Request, err error) (int, string) {
-	if timedOut(r, err) {
+	switch {
+	case timedOut(r, err):
 		return http.StatusGatewayTimeout, "query_timeout"
+	case canceled(r, err):
+		return statusClientClosed, "canceled"
 	}
 	return classify(err)
 }

@@ -1,9 +1,12 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +160,23 @@ func TestAViewThatCannotBeMadeIs503(t *testing.T) {
 	}
 	if resp, b := f.query(t, "acme", acmeKey, "SELECT count(*) AS n FROM patient"); resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"n":4`) {
 		t.Errorf("once the files are back: got %d %s, want 200 with n 4", resp.StatusCode, b)
+	}
+}
+
+// TestCanceledWhileTheViewsAreMade: a request canceled (its client gone,
+// or a Flight client's CancelFlightInfo) while its session opens or makes
+// its views is answered as canceled, not as a lake that cannot be read:
+// DuckDB's "Interrupted" of a view being made is the cancel's doing.
+func TestCanceledWhileTheViewsAreMade(t *testing.T) {
+	// What the views being made fail with when DuckDB is interrupted.
+	interrupted := fmt.Errorf("tenant acme: %w: %w", query.ErrViewsNotMade, errors.New("INTERRUPT Error: Interrupted!"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequestWithContext(ctx, "POST", "/v1/tenants/acme/query", nil)
+	if status, code := classifyRequest(r, interrupted); status != statusClientClosed || code != "canceled" {
+		t.Errorf("a canceled request whose views failed: %d %s, want %d canceled", status, code, statusClientClosed)
+	}
+	if status, code := classifyRequest(r.WithContext(context.Background()), interrupted); code != "lake_unavailable" {
+		t.Errorf("views that failed on their own: %d %s, want lake_unavailable", status, code)
 	}
 }

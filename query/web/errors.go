@@ -95,7 +95,7 @@ func timedOut(r *http.Request, err error) bool {
 
 // canceled says whether r was canceled (its client went away, or a
 // Flight client canceled it): whatever failed after that failed for it,
-// as the driver's "Interrupted" of a session being opened.
+// as DuckDB's "Interrupted" of views being made for the request.
 func canceled(r *http.Request, err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(context.Cause(r.Context()), context.Canceled)
 }

@@ -120,7 +120,14 @@ func (r *run) compact(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	out, err := r.cmd(ctx, append([]string{"compact", "--log-format", "json"}, args...)...).CombinedOutput()
+	// Its report (stdout) and its log and audit lines (stderr) are read
+	// apart and joined whole: one shared pipe let a log line land inside a
+	// line of the report.
+	cmd := r.cmd(ctx, append([]string{"compact", "--log-format", "json"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	out := append(stdout.Bytes(), stderr.Bytes()...)
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

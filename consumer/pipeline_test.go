@@ -19,17 +19,19 @@ import (
 
 // TestBacklogCaughtUp: a backlog produced two hours ago, read in small
 // fetches with a one-hour age limit. Its last buffer is held for the
-// minimum hold of twelve minutes unless the worker flushes it on catching
+// backlog hold of 24 minutes unless the worker flushes it on catching
 // up; the records are committed and complete well before that.
 func TestBacklogCaughtUp(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		age, maxAge time.Duration
 	}{
-		// Held for the minimum hold of twelve minutes.
+		// Held for the backlog hold of 24 minutes.
 		{"held", 2 * time.Hour, time.Hour},
-		// Not held (due in about 20 s), but older than max_age/2: stale.
-		{"stale", 40 * time.Second, time.Minute},
+		// Older than max_age/2 (stale), but not held: due in 294 s less
+		// the partition's phase (under 45 s for the four partitions),
+		// later than the backlog hold of 240 s.
+		{"stale", 306 * time.Second, 10 * time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := synth.DefaultOptions()

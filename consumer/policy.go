@@ -28,11 +28,20 @@ const (
 // own group (memoryFlush). A stop flushes only the partitions stopped.
 func (r flushReason) takesAlongDue() bool { return r == reasonAge || r == reasonCaughtUp }
 
-// MinAgeFraction: a buffer whose first record was produced long ago (the
-// consumer is catching up) is still held for this fraction of MaxAge, so
-// that a backlog is written in files of a reasonable size. Partitions due
-// within the same fraction flush together (joinsDue).
+// MinAgeFraction: partitions due within this fraction of MaxAge flush
+// together (joinsDue), and agePhase spreads their age limits over it.
 const MinAgeFraction = 5
+
+// backlogHold is how long a buffer whose first record was produced long
+// ago (the consumer is catching up) is still held: 2/5 of MaxAge. A
+// catch-up then fills the memory budget before a buffer is due, and the
+// backlog is written in few large files by memory events, which flush
+// every partition as one group. A file costs the encoder a few
+// milliseconds whatever its rows, one per tenant and dataset per group:
+// held a fifth of MaxAge, a 300k catch-up on a slower 2-core machine
+// flushed mostly by age and wrote 250–460 files; held 2/5, 126–189 files
+// and 9 % fewer CPU-seconds (docs/benchmarks.md, Ingestion).
+func backlogHold(maxAge time.Duration) time.Duration { return maxAge * 2 / 5 }
 
 // recheckEvery is how often a buffer waiting at the end of its backlog
 // looks again whether the partitions it waits for are still catching up:
@@ -140,9 +149,9 @@ func (p *flushPolicy) open(now, produced time.Time) {
 // produced must be flushed: MaxAge after the record was produced (less the
 // partition's phase), so that the time to durability is bounded from
 // production rather than from arrival, but never sooner than
-// MaxAge/MinAgeFraction from now and never later than MaxAge from now
-// (producer clocks may be wrong). held reports that the minimum hold
-// applied: the record was already old.
+// backlogHold from now and never later than MaxAge from now (producer
+// clocks may be wrong). held reports that the backlog hold applied: the
+// record was already old.
 func (p *flushPolicy) deadline(now, produced time.Time) (at time.Time, held bool) {
 	latest := now.Add(p.maxAge - p.phase)
 	if produced.IsZero() {
@@ -152,7 +161,7 @@ func (p *flushPolicy) deadline(now, produced time.Time) (at time.Time, held bool
 	if d.After(latest) {
 		return latest, false
 	}
-	if earliest := now.Add(p.maxAge / MinAgeFraction); d.Before(earliest) {
+	if earliest := now.Add(backlogHold(p.maxAge)); d.Before(earliest) {
 		return earliest, true
 	}
 	return d, false

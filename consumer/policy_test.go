@@ -48,7 +48,8 @@ func TestFlushDeadline(t *testing.T) {
 		}{
 			{"live record: MaxAge after it was produced", t0, t0.Add(testMaxAge - phase), false},
 			{"produced 2s ago: the remaining age", t0.Add(-2 * time.Second), t0.Add(testMaxAge - 2*time.Second - phase), false},
-			{"backlog: held MaxAge/5 so files are not tiny", t0.Add(-time.Hour), t0.Add(testMaxAge / MinAgeFraction), true},
+			{"backlog: held 2/5 of MaxAge so files are not tiny", t0.Add(-time.Hour), t0.Add(testMaxAge * 2 / 5), true},
+			{"produced 3/4 of MaxAge ago: held too", t0.Add(-testMaxAge * 3 / 4), t0.Add(testMaxAge * 2 / 5), true},
 			{"producer clock ahead: at most MaxAge from now", t0.Add(time.Hour), t0.Add(testMaxAge - phase), false},
 			{"no timestamp", time.Time{}, t0.Add(testMaxAge - phase), false},
 		} {
@@ -74,7 +75,7 @@ func TestFlushPolicyOpen(t *testing.T) {
 		{"fresh record", t0, testMaxAge, false},
 		{"produced less than MaxAge/2 ago", t0.Add(-testMaxAge / 2), testMaxAge / 2, false},
 		{"stale: produced more than MaxAge/2 ago", t0.Add(-testMaxAge/2 - time.Millisecond), testMaxAge/2 - time.Millisecond, true},
-		{"held for the minimum hold", t0.Add(-time.Hour), testMaxAge / MinAgeFraction, true},
+		{"held for the backlog hold", t0.Add(-time.Hour), testMaxAge * 2 / 5, true},
 		{"no timestamp", time.Time{}, testMaxAge, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,7 +182,7 @@ func TestFlushPolicyBacklog(t *testing.T) {
 		caughtUp bool
 		want     flushReason
 	}
-	fresh, old, stale := t0, t0.Add(-time.Hour), t0.Add(-testMaxAge*3/4)
+	fresh, old, stale := t0, t0.Add(-time.Hour), t0.Add(-testMaxAge*11/20)
 	for _, tc := range []struct {
 		name     string
 		produced time.Time
@@ -191,7 +192,7 @@ func TestFlushPolicyBacklog(t *testing.T) {
 		{"steady state: every fetch reaches the high watermark", fresh, []step{{true, ""}, {true, ""}, {true, ""}}},
 		{"producer clock behind, every fetch caught up: no tiny files", old, []step{{true, ""}, {true, ""}, {true, ""}}},
 		{"a fetch capped under load, records fresh", fresh, []step{{false, ""}, {true, ""}}},
-		{"end of a backlog of records younger than the minimum hold, older than MaxAge/2", stale, []step{{false, ""}, {true, reasonCaughtUp}}},
+		{"end of a backlog of records not held (due in 9/20 of MaxAge), older than MaxAge/2", stale, []step{{false, ""}, {true, reasonCaughtUp}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := testPolicy()
@@ -265,7 +266,7 @@ func TestFlushPolicyBacklog(t *testing.T) {
 // recheckEvery; it is flushed once they have caught up, or by age first.
 func TestFlushPolicyWaitsForPeers(t *testing.T) {
 	// endOfBacklog returns a policy whose buffer, held for the minimum
-	// hold (due at t0+MaxAge/5), has just reached the end of its backlog
+	// hold (due at t0+2/5 of MaxAge), has just reached the end of its backlog
 	// while peers were still catching up.
 	endOfBacklog := func(t *testing.T) flushPolicy {
 		t.Helper()
@@ -312,7 +313,7 @@ func TestFlushPolicyWaitsForPeers(t *testing.T) {
 	t.Run("due before the peers catch up: flushed by age", func(t *testing.T) {
 		p := endOfBacklog(t)
 		asked := 0
-		due := t0.Add(testMaxAge / MinAgeFraction)
+		due := t0.Add(backlogHold(testMaxAge))
 		now := due.Add(-recheckEvery / 2)
 		for p.tick(now, peersAnswer(true, &asked)) == "" {
 			next, _ := p.untilNext(now)

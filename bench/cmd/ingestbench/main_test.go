@@ -103,3 +103,22 @@ func TestScaleReread(t *testing.T) {
 }
 
 func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+
+// TestTargets: the report judges both ratios against the targets
+// (4× with views, 7× with the raw dataset only) and leaves out a run not
+// made.
+func TestTargets(t *testing.T) {
+	for _, tc := range []struct {
+		views, raw float64
+		want       string
+	}{
+		{4.1, 7.2, "[target ≥ 4× with views: met; ≥ 7× with no views: met]"},
+		{3.5, 6.9, "[target ≥ 4× with views: MISSED; ≥ 7× with no views: MISSED]"},
+		{3.99, 7, "[target ≥ 4× with views: MISSED; ≥ 7× with no views: met]"},
+		{4, 0, "[target ≥ 4× with views: met]"},
+	} {
+		if got := targets(tc.views, tc.raw); got != tc.want {
+			t.Errorf("targets(%v, %v) = %q, want %q", tc.views, tc.raw, got, tc.want)
+		}
+	}
+}

@@ -42,9 +42,7 @@ type ParquetOptions struct {
 	RowGroupSize int
 	// RowGroupBytes caps a row group's size in memory: DuckDB holds a whole
 	// row group before it writes it, so this bounds an encode's memory (about
-	// five times it). Default: 8 MiB (a 190 MB file of 100,000 rows grew RSS
-	// by 37 MB instead of 475 MB with row groups of RowGroupSize rows, and
-	// was written three times faster).
+	// five times it). Default: DefaultRowGroupBytes.
 	RowGroupBytes int64
 	// CompressionLevel is the zstd level (1–22). Default: 1, measured 5–10%
 	// faster than DuckDB's own default of 3 on notification data, for files
@@ -54,6 +52,15 @@ type ParquetOptions struct {
 
 // DefaultCompressionLevel is the zstd level used when none is set.
 const DefaultCompressionLevel = 1
+
+// DefaultRowGroupBytes caps a row group in memory when RowGroupBytes is
+// not set. Capped at 8 MiB, a 190 MB file of 100,000 rows grew RSS by 37 MB
+// instead of 475 MB with row groups of RowGroupSize rows, and was written
+// three times faster; at 4 MiB the consumer's peak RSS in a 300k catch-up
+// was about 20 MiB lower (448–467 MiB against 466–485 MiB; the memory
+// outside Go's, mostly DuckDB's, 60–88 MiB against 77–96 MiB) at the same
+// CPU time, for files 0.6 % larger (docs/benchmarks.md, Ingestion).
+const DefaultRowGroupBytes = 4 << 20
 
 // NewParquet opens an in-memory DuckDB for writing files.
 func NewParquet(o ParquetOptions) (*Parquet, error) {
@@ -91,7 +98,7 @@ func NewParquet(o ParquetOptions) (*Parquet, error) {
 		o.RowGroupSize = 122880
 	}
 	if o.RowGroupBytes <= 0 {
-		o.RowGroupBytes = 8 << 20
+		o.RowGroupBytes = DefaultRowGroupBytes
 	}
 	return &Parquet{connector: c, level: o.CompressionLevel, rowGroup: o.RowGroupSize, groupSize: o.RowGroupBytes, idle: make(chan driver.Conn, maxIdleConns)}, nil
 }

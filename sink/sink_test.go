@@ -347,10 +347,13 @@ func TestParquetOptions(t *testing.T) {
 		}
 		return n, rec.NumRows()
 	}
-	// 40,000 rows of ~110 bytes: one row group by default, several when
-	// row groups are capped at 512 KiB.
-	if n, _ := groups(ParquetOptions{MemoryLimit: "128MiB", Threads: 1, CompressionLevel: 3}); n != 1 {
-		t.Errorf("default row-group cap: %d row groups, want 1", n)
+	// 40,000 rows of ~110 bytes (about 4.4 MB): two row groups at the
+	// default cap of 4 MiB, one when capped at 64 MiB, several at 512 KiB.
+	if n, _ := groups(ParquetOptions{MemoryLimit: "128MiB", Threads: 1, CompressionLevel: 3}); n != 2 {
+		t.Errorf("default row-group cap: %d row groups, want 2", n)
+	}
+	if n, _ := groups(ParquetOptions{RowGroupBytes: 64 << 20, Threads: 1}); n != 1 {
+		t.Errorf("64 MiB row-group cap: %d row groups, want 1", n)
 	}
 	if n, _ := groups(ParquetOptions{RowGroupBytes: 512 << 10, Threads: 1}); n < 4 {
 		t.Errorf("512 KiB row-group cap: %d row groups, want at least 4", n)

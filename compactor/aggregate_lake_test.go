@@ -16,6 +16,7 @@ import (
 // changed gender, a patient whose only observation moved to another patient — and
 // publishes what a full refresh publishes.
 func TestAggregateMartsMergeOnRead(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")

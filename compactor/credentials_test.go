@@ -105,6 +105,7 @@ func (v viaTenantTarget) Build(ctx context.Context, req BuildRequest) (*RunResul
 // A run asks for the tenant's credentials before every node, so that it is never
 // left with expired ones, and DuckDB takes each new session (token included).
 func TestDBTAsksForCredentialsBeforeEveryNode(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	if runner.ExtensionDir = os.Getenv("FHIRLAKE_DUCKDB_EXTENSION_DIR"); runner.ExtensionDir == "" {
 		t.Skip("FHIRLAKE_DUCKDB_EXTENSION_DIR is not set: the S3 target loads httpfs")

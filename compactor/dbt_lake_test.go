@@ -21,6 +21,10 @@ import (
 // dbt virtualenv: they run when FHIRLAKE_DBT is set (`make test`, or
 // eval "$(deploy/local/stack env)").
 
+// The tests that build the dbt project run in parallel (t.Parallel): a
+// build is mostly dbt's Python on one core, some 200 nodes at 0.3 s each
+// on a slow 2-core machine, so two builds at once use both cores and
+// halve the package's time.
 func needDBTRunner(t *testing.T) *DBT {
 	t.Helper()
 	path := os.Getenv("FHIRLAKE_DBT")
@@ -123,6 +127,7 @@ func patientJSON(id, version, gender string, ext bool) string {
 }
 
 func TestDBTProjectOnAHandmadeLake(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "t1")

@@ -25,6 +25,7 @@ var erasedA = regexp.MustCompile(`\b(p1|e1|o1|c1|pr1|m1|i1|a1|cp1|cl1|d1|d2|dr1|
 // row is as it was, and one snapshot is left. A replay of the patient's changes
 // compacted after the erasure stays out of the snapshot; a new change comes in.
 func TestEraseLocalLake(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")

@@ -72,6 +72,7 @@ func icebergDiffWith(t *testing.T, db *sql.DB, cat *catalog.Catalog, merged, mod
 // fhirlake reads the snapshot, after a rebuild and after incremental runs whose
 // state models are merged on read; the tables keep the snapshots expiry keeps.
 func TestCompactPublishesTheSnapshotAsIcebergTables(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")

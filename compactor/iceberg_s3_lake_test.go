@@ -46,6 +46,7 @@ func (s *downloadsStore) take() []string {
 // (DuckDB's httpfs, the tenant's key): it downloads no Parquet file of the lake, and
 // the table reads through iceberg-go as fhirlake reads the model.
 func TestIcebergPositionDeletesReadS3InPlace(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	endpoint, extDir := os.Getenv("FHIRLAKE_S3_ENDPOINT"), os.Getenv("FHIRLAKE_DUCKDB_EXTENSION_DIR")
 	key, secret, bucket := os.Getenv("FHIRLAKE_TENANT_ACME_ACCESS_KEY"), os.Getenv("FHIRLAKE_TENANT_ACME_SECRET_KEY"), os.Getenv("FHIRLAKE_TENANT_ACME_BUCKET")

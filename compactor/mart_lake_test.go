@@ -16,6 +16,7 @@ import (
 // and observation at their new version, a deleted observation gone, the unchanged
 // rows once each; the aggregate mart built from them agrees.
 func TestMergedMartsReadAtTheirNewState(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")
@@ -76,6 +77,7 @@ func TestMergedMartsReadAtTheirNewState(t *testing.T) {
 // The latest vitals show a value with the unit of its own measurement: a newer heart
 // rate recorded without a unit does not borrow the unit of an older one.
 func TestLatestVitalsUnitIsTheValuesOwn(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")

@@ -16,6 +16,7 @@ import (
 // in an incremental run), when the reference is (a new row refers to a resource
 // deleted before the base), and in a rebuild. Readers keep the last snapshot.
 func TestReferenceToADeletedResourceBlocksPublication(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")

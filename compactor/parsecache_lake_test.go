@@ -14,6 +14,7 @@ import (
 // snapshot it builds on): a resource stored in a partition no earlier run read is
 // published, a deleted one is gone.
 func TestCompactReusesDBTsParse(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")

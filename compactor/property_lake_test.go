@@ -22,6 +22,7 @@ import (
 // compact.rebase_share make a later one rebuild the base, so the sequence crosses a
 // rebase. Each seed is one sequence; a failure names it.
 func TestIncrementalMatchesFullRefresh(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	for _, seed := range []uint64{1, 2} {
 		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {

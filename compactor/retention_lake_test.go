@@ -84,6 +84,7 @@ func viewRows(t *testing.T, root string) map[string]string {
 // reader sees before compaction, after it, and after retention has deleted every speed
 // file older than the snapshot are the same.
 func TestEveryViewKeepsItsRowsThroughRetention(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")

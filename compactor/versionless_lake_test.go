@@ -22,6 +22,7 @@ import (
 // incremental runs publish what a full rebuild publishes, and a reader of the
 // snapshot alone sees the same as a reader of the speed layer.
 func TestDBTRanksWithoutVersionIDs(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	ctx := context.Background()
 	ten, store := newTenant(t, "acme")
@@ -109,6 +110,7 @@ func patientsSeen(t *testing.T, root string, speedOnly bool) string {
 // TestBackfillWithoutVersionIDsPublishes: Synthea's export has no meta.versionId; a
 // tenant backfilled from it compacts and publishes.
 func TestBackfillWithoutVersionIDsPublishes(t *testing.T) {
+	t.Parallel() // see needDBTRunner
 	runner := needDBTRunner(t)
 	dir := filepath.Join("..", "..", "shared", "data", "synthea-small")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.ndjson"))

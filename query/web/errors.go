@@ -150,6 +150,23 @@ func classifyRequest(r *http.Request, err error) (int, string) {
 	return classify(err)
 }
 
+// classifyDescribe is the status and code of a request whose views could
+// not be listed: the query timeout first, then a request canceled (its
+// client gone, or a Flight cancel: the views being made then fail with
+// DuckDB's "Interrupted", which says nothing of the lake), then views that
+// could not be made.
+func classifyDescribe(r *http.Request, err error) (int, string) {
+	switch {
+	case timedOut(r, err):
+		return http.StatusGatewayTimeout, "query_timeout"
+	case canceled(r, err):
+		return statusClientClosed, "canceled"
+	case errors.Is(err, query.ErrViewsNotMade):
+		return http.StatusServiceUnavailable, "lake_unavailable"
+	}
+	return http.StatusInternalServerError, "describe_failed"
+}
+
 // publicMessage is what a tenant is told of a failed query: DuckDB's own
 // words for the tenant's mistakes, scrubbed of paths; only the code and
 // the request id for the server's failures.

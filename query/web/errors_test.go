@@ -180,3 +180,23 @@ func TestCanceledWhileTheViewsAreMade(t *testing.T) {
 		t.Errorf("views that failed on their own: %d %s, want lake_unavailable", status, code)
 	}
 }
+
+// TestDescribeCanceledWhileTheViewsAreMade: listing the tables of a request
+// canceled while its views were made is answered canceled, not as a lake
+// that cannot be read; views that failed on their own still are.
+func TestDescribeCanceledWhileTheViewsAreMade(t *testing.T) {
+	interrupted := fmt.Errorf("tenant acme: %w: %w", query.ErrViewsNotMade, errors.New("INTERRUPT Error: Interrupted!"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequestWithContext(ctx, "GET", "/v1/tenants/acme/tables", nil)
+	if status, code := classifyDescribe(r, interrupted); status != statusClientClosed || code != "canceled" {
+		t.Errorf("a canceled request whose views failed: %d %s, want %d canceled", status, code, statusClientClosed)
+	}
+	live := r.WithContext(context.Background())
+	if status, code := classifyDescribe(live, interrupted); status != http.StatusServiceUnavailable || code != "lake_unavailable" {
+		t.Errorf("views that failed on their own: %d %s, want 503 lake_unavailable", status, code)
+	}
+	if status, code := classifyDescribe(live, errors.New("catalog: broken")); status != http.StatusInternalServerError || code != "describe_failed" {
+		t.Errorf("another failure: %d %s, want 500 describe_failed", status, code)
+	}
+}

@@ -289,14 +289,17 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, tenant string) 
 func (s *Server) describe(w http.ResponseWriter, r *http.Request, sess *query.Session) ([]query.TableInfo, bool) {
 	infos, err := sess.Describe(r.Context())
 	if err != nil {
-		switch {
-		case timedOut(r, err):
-			s.fail(w, r, http.StatusGatewayTimeout, "query_timeout", s.timeoutMessage(), err)
-		case errors.Is(err, query.ErrViewsNotMade):
-			s.fail(w, r, http.StatusServiceUnavailable, "lake_unavailable", "the tenant's lake cannot be read now; try again later", err)
-		default:
-			s.fail(w, r, http.StatusInternalServerError, "describe_failed", "the views could not be listed; the server log has the cause under this request id", err)
+		status, code := classifyDescribe(r, err)
+		msg := "the views could not be listed; the server log has the cause under this request id"
+		switch code {
+		case "query_timeout":
+			msg = s.timeoutMessage()
+		case "canceled":
+			msg = "the request was canceled"
+		case "lake_unavailable":
+			msg = "the tenant's lake cannot be read now; try again later"
 		}
+		s.fail(w, r, status, code, msg, err)
 		return nil, false
 	}
 	return infos, true

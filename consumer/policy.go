@@ -39,8 +39,8 @@ const MinAgeFraction = 5
 // every partition as one group. A file costs the encoder a few
 // milliseconds whatever its rows, one per tenant and dataset per group:
 // held a fifth of MaxAge, a 300k catch-up on a slower 2-core machine
-// flushed mostly by age and wrote 250–460 files; held 2/5, 126–189 files
-// and 9 % fewer CPU-seconds (docs/benchmarks.md, Ingestion).
+// flushed mostly by age and wrote 252–420 files in 13.6–17.9 CPU-seconds;
+// held 2/5, 105–147 files in 12.1–14.0 (docs/benchmarks.md, Ingestion).
 func backlogHold(maxAge time.Duration) time.Duration { return maxAge * 2 / 5 }
 
 // recheckEvery is how often a buffer waiting at the end of its backlog

@@ -141,13 +141,23 @@ func (s *Server) failedMidStream(r *http.Request, tenant, sql string, rows int, 
 // classifyRequest is classify, except that once r's deadline, the query
 // timeout, has passed or r was canceled, whatever failed failed for it.
 func classifyRequest(r *http.Request, err error) (int, string) {
-	switch {
-	case timedOut(r, err):
-		return http.StatusGatewayTimeout, "query_timeout"
-	case canceled(r, err):
-		return statusClientClosed, "canceled"
+	if status, code, ok := requestEnded(r, err); ok {
+		return status, code
 	}
 	return classify(err)
+}
+
+// requestEnded is the status and code of a failure that r's own end
+// caused: its deadline, the query timeout, passed (first), or it was
+// canceled. ok is false when r is still live.
+func requestEnded(r *http.Request, err error) (status int, code string, ok bool) {
+	switch {
+	case timedOut(r, err):
+		return http.StatusGatewayTimeout, "query_timeout", true
+	case canceled(r, err):
+		return statusClientClosed, "canceled", true
+	}
+	return 0, "", false
 }
 
 // classifyDescribe is the status and code of a request whose views could
@@ -156,12 +166,10 @@ func classifyRequest(r *http.Request, err error) (int, string) {
 // DuckDB's "Interrupted", which says nothing of the lake), then views that
 // could not be made.
 func classifyDescribe(r *http.Request, err error) (int, string) {
-	switch {
-	case timedOut(r, err):
-		return http.StatusGatewayTimeout, "query_timeout"
-	case canceled(r, err):
-		return statusClientClosed, "canceled"
-	case errors.Is(err, query.ErrViewsNotMade):
+	if status, code, ok := requestEnded(r, err); ok {
+		return status, code
+	}
+	if errors.Is(err, query.ErrViewsNotMade) {
 		return http.StatusServiceUnavailable, "lake_unavailable"
 	}
 	return http.StatusInternalServerError, "describe_failed"

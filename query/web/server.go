@@ -291,13 +291,8 @@ func (s *Server) describe(w http.ResponseWriter, r *http.Request, sess *query.Se
 	if err != nil {
 		status, code := classifyDescribe(r, err)
 		msg := "the views could not be listed; the server log has the cause under this request id"
-		switch code {
-		case "query_timeout":
-			msg = s.timeoutMessage()
-		case "canceled":
-			msg = "the request was canceled"
-		case "lake_unavailable":
-			msg = "the tenant's lake cannot be read now; try again later"
+		if code != "describe_failed" {
+			msg = s.publicMessage(status, code, "", "", err)
 		}
 		s.fail(w, r, status, code, msg, err)
 		return nil, false
